@@ -1,0 +1,1 @@
+"""Paper models, one file each, and the explicit model registry."""

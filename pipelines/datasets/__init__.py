@@ -1,0 +1,1 @@
+"""Dataset adapters and their explicit registry."""
