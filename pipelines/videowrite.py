@@ -32,7 +32,9 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, *, fps: float = 10.
     path = Path(path)
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or len(frames) == 0:
-        raise ValueError(f"frames must be a non-empty uint8 (T,H,W[,3]) array, got {frames.dtype} {frames.shape}")
+        raise ValueError(
+            f"frames must be a non-empty uint8 (T,H,W[,3]) array, got {frames.dtype} {frames.shape}"
+        )
     suffix = path.suffix.lower()
     with atomic_path(path) as tmp:
         if suffix == ".gif":
@@ -40,7 +42,9 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, *, fps: float = 10.
         elif suffix in _CODECS:
             _write_ffmpeg(tmp, frames, fps, suffix)
         else:
-            raise ValueError(f"cannot write {path}: unsupported suffix {suffix!r} (use .mp4, .avi, .mkv, .gif)")
+            raise ValueError(
+                f"cannot write {path}: unsupported suffix {suffix!r} (use .mp4, .avi, .mkv, .gif)"
+            )
     return path
 
 
