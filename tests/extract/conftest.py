@@ -9,9 +9,11 @@ survives H.264 / MPEG-4 compression, GIF palettes and resizing down to 32 px.
 Fixtures (session scoped, written once per test session):
 
 - ``sample_videos``: dict name -> ``SampleVideo`` (path, num_frames, fps, height, width, colour);
-  names: ``mp4``, ``avi``, ``mkv``, ``gif``, ``gray_gif``, ``gray_mp4``, ``alpha_gif``, ``one_frame_mp4``,
-  ``one_frame_gif``, ``large_mp4`` (1280x720, 5 frames), ``long_mp4`` (300 frames, for chunking).
-- ``bad_videos``: dict name -> Path for ``corrupt`` (MP4 header then garbage), ``truncated`` (first
+  names: ``mp4``, ``square_mp4`` (48x48), ``avi``, ``mkv``, ``gif``, ``gray_gif``, ``gray_mp4``,
+  ``alpha_gif``, ``one_frame_mp4``, ``one_frame_gif``, ``large_mp4`` (1280x720, 5 frames),
+  ``long_mp4`` (300 frames at 30 fps, 48x32, for chunking).
+- ``bad_videos``: dict name -> Path for ``corrupt`` (MP4 header then garbage), ``corrupt_mid``
+  (container intact, garbage in the middle of the coded frames), ``truncated`` (first
   third of a real MP4), ``empty`` (0 bytes), ``missing`` (does not exist), ``not_video`` (a text file).
 - ``video_tree``: a root folder with ``a/x.mp4``, ``b/x.mp4`` (same name, different content) and
   ``c/sub/y.gif``; returns the root path.
@@ -41,7 +43,9 @@ class SampleVideo:
     colour: bool = True
 
 
-def coded_frames(num_frames: int, height: int, width: int, *, colour: bool = True, offset: int = 0) -> np.ndarray:
+def coded_frames(
+    num_frames: int, height: int, width: int, *, colour: bool = True, offset: int = 0
+) -> np.ndarray:
     """Frames whose pixels encode their index (see the module docstring).
 
     Args:
@@ -101,7 +105,13 @@ def _write_alpha_gif(path: Path, num_frames: int, height: int, width: int, fps: 
         rgba[0, 0, 3] = 0  # one transparent pixel: the GIF gets a transparency index
         images.append(Image.fromarray(rgba, mode="RGBA"))
     images[0].save(
-        path, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0, disposal=2
+        path,
+        format="GIF",
+        save_all=True,
+        append_images=images[1:],
+        duration=int(1000 / fps),
+        loop=0,
+        disposal=2,
     )
 
 
@@ -116,6 +126,7 @@ def sample_videos(tmp_path_factory) -> dict[str, SampleVideo]:
         out[name] = SampleVideo(path, t, fps, h, w, colour)
 
     add("mp4", ".mp4", 40, 48, 64)
+    add("square_mp4", ".mp4", 40, 48, 48)  # centre crops keep the whole frame: its code stays readable
     add("avi", ".avi", 20, 48, 64, fps=25.0)
     add("mkv", ".mkv", 12, 48, 64)
     add("gif", ".gif", 12, 48, 64)
@@ -138,6 +149,12 @@ def bad_videos(tmp_path_factory, sample_videos) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     corrupt = root / "corrupt.mp4"
     corrupt.write_bytes(good[:64] + rng.integers(0, 256, size=4096, dtype=np.uint8).tobytes())
+    mdat, moov = good.find(b"mdat"), good.find(b"moov")
+    start, stop = mdat + (moov - mdat) // 2, mdat + (moov - mdat) * 4 // 5
+    corrupt_mid = root / "corrupt_mid.mp4"  # container intact, coded frames in the middle are garbage
+    corrupt_mid.write_bytes(
+        good[:start] + rng.integers(0, 256, size=stop - start, dtype=np.uint8).tobytes() + good[stop:]
+    )
     truncated = root / "truncated.mp4"
     truncated.write_bytes(good[: len(good) // 3])
     empty = root / "empty.mp4"
@@ -146,6 +163,7 @@ def bad_videos(tmp_path_factory, sample_videos) -> dict[str, Path]:
     not_video.write_text("this is not a video\n" * 20)
     return {
         "corrupt": corrupt,
+        "corrupt_mid": corrupt_mid,
         "truncated": truncated,
         "empty": empty,
         "missing": root / "does_not_exist.mp4",

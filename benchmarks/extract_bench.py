@@ -1,0 +1,325 @@
+"""Extraction throughput and memory (run by hand; never part of the test suite).
+
+On one set of generated videos (the 10-video set is the first 10 of the 100-video set) it measures:
+
+1. decode-only: ``FeatureSet.decode`` of every video in one process (what one decode worker does);
+2. model-only: ``FeatureSet.infer`` on the pre-decoded chunks, batched like the engine does, with the
+   torch threads the engine gives its CPU inference actor (models loaded before timing);
+3. the full pipeline (``run_extraction`` on the Ray backend, or ``--backend local``) for 10 and for 100
+   videos, each in a fresh subprocess, with the peak resident memory of that process tree (the driver,
+   and the Ray processes it starts) sampled every 0.1 s from /proc.
+
+Pipeline throughput is reported twice: ``total`` = videos / wall time (Ray start-up and model loading
+included) and ``steady`` = (videos - 1) / (wall - time to the first finished video), comparable with the
+stage throughputs (which exclude start-up). Target: steady >= 0.8 of the slower stage; peak memory flat
+from 10 to 100 videos.
+
+    python benchmarks/extract_bench.py                                   # CPU, small backbones
+    python benchmarks/extract_bench.py --device cuda --appearance resnet152 --motion r3d152_k700
+
+Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+# --------------------------------------------------------------------------------------------- videos
+def make_videos(root: Path, n: int, *, frames: int, height: int, width: int, seed: int = 0) -> list[Path]:
+    """``n`` mp4 files of moving noise-textured squares (deterministic); existing files are reused."""
+    from pipelines.videowrite import write_video
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        path = root / f"v{i:04d}.mp4"
+        texture = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        if not path.exists():
+            video = np.empty((frames, height, width, 3), np.uint8)
+            for t in range(frames):
+                video[t] = np.roll(texture, shift=(2 * t, 3 * t), axis=(0, 1))
+            write_video(path, video, fps=25.0)
+        paths.append(path)
+    return paths
+
+
+def subset_root(all_paths: list[Path], root: Path) -> Path:
+    """A folder holding hard links to ``all_paths`` (a dataset root for the ``folder`` adapter)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for path in all_paths:
+        link = root / path.name
+        if not link.exists():
+            os.link(path, link)
+    return root
+
+
+# --------------------------------------------------------------------------------------------- memory
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of ``pid`` and all its descendants (bytes)."""
+    children = _children_map()
+    total, stack, page = 0, [pid], os.sysconf("SC_PAGE_SIZE")
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/statm") as fh:
+                total += int(fh.read().split()[1]) * page
+        except OSError:
+            pass
+        stack.extend(children.get(p, []))
+    return total
+
+
+def run_with_peak_rss(cmd: list[str], env: dict) -> tuple[subprocess.CompletedProcess, int]:
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], tree_rss_bytes(proc.pid))
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    out, err = proc.communicate()
+    done.set()
+    thread.join()
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), peak[0]
+
+
+# --------------------------------------------------------------------------------------------- stages
+def feature_options(args):
+    from extract.featuresets import FeatureOptions
+
+    kw = {
+        "appearance": args.appearance,
+        "motion": args.motion,
+        "image_size": args.image_size,
+        "motion_size": args.motion_size,
+        "weights": "random",
+        "device": args.device,
+        "batch_frames": args.batch_frames,
+        "num_frames": args.num_frames,
+        "clip_len": args.clip_len,
+    }
+    return FeatureOptions(**{k: v for k, v in kw.items() if v is not None})
+
+
+def measure_stages(args, paths: list[Path], infer_threads: int) -> dict:
+    import torch
+
+    from extract.engine import CALL_FORWARDS
+    from extract.featuresets import build_feature_set
+
+    fs = build_feature_set(args.features, feature_options(args))
+    t0 = time.perf_counter()
+    chunks, frames = [], 0
+    for path in paths:
+        for chunk in fs.decode(path.stem, path):
+            chunks.append(chunk)
+            frames += sum(
+                int(np.prod(v.shape[:-3]))
+                for v in chunk.values()
+                if isinstance(v, np.ndarray) and v.dtype == np.uint8 and v.ndim >= 4
+            )
+    decode_s = time.perf_counter() - t0
+
+    torch.set_num_threads(infer_threads)
+    fs.infer(chunks[:1])  # load the models before timing
+    batches, current, current_frames = [], [], 0
+    per_chunk = frames / max(1, len(chunks))
+    call_frames = fs_batch_frames(args) * CALL_FORWARDS  # the engine's inference call size
+    for chunk in chunks:
+        if current and current_frames + per_chunk > call_frames:
+            batches.append(current)
+            current, current_frames = [], 0
+        current.append(chunk)
+        current_frames += per_chunk
+    if current:
+        batches.append(current)
+    t0 = time.perf_counter()
+    for batch in batches:
+        fs.infer(batch)
+    model_s = time.perf_counter() - t0
+    n = len(paths)
+    return {
+        "decode_vps": n / decode_s,
+        "decode_fps": frames / decode_s,
+        "model_vps": n / model_s,
+        "model_fps": frames / model_s,
+        "frames_per_video": frames / n,
+    }
+
+
+def fs_batch_frames(args) -> int:
+    return int(args.batch_frames or 64)
+
+
+# --------------------------------------------------------------------------------------------- pipeline
+def pipeline_child(args) -> None:
+    """Run the engine once (in this subprocess) and print its summary as JSON."""
+    from extract.engine import EngineConfig, ExtractionJob, run_extraction
+    from pipelines.datasets import get_dataset
+
+    adapter = get_dataset("folder")(args.root)
+    job = ExtractionJob(
+        out_dir=Path(args.out),
+        feature_set=args.features,
+        options=feature_options(args),
+        videos=adapter.videos(),
+        root=Path(args.root),
+        source={"dataset": "folder"},
+        shard_size=args.shard_size,
+        overwrite=True,
+    )
+    config = EngineConfig(backend=args.backend, num_cpus=args.num_cpus, progress=False)
+    summary = run_extraction(job, config)
+    print(
+        json.dumps(
+            {
+                "done": summary.done,
+                "failed": summary.failed,
+                "wall_s": summary.wall_s,
+                "first_result_s": summary.first_result_s,
+                "frames": summary.frames,
+            }
+        )
+    )
+
+
+def measure_pipeline(args, root: Path, out: Path) -> dict:
+    cmd = [sys.executable, __file__, "_pipeline", "--root", str(root), "--out", str(out)]
+    for key in (
+        "features",
+        "appearance",
+        "motion",
+        "image_size",
+        "motion_size",
+        "device",
+        "batch_frames",
+        "num_frames",
+        "clip_len",
+        "num_cpus",
+        "backend",
+        "shard_size",
+    ):
+        value = getattr(args, key)
+        if value is not None:
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    result, peak = run_with_peak_rss(cmd, env)
+    if result.returncode != 0:
+        raise RuntimeError(f"pipeline run failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    data = json.loads(result.stdout.strip().splitlines()[-1])
+    n, wall, first = data["done"], data["wall_s"], data["first_result_s"] or 0.0
+    data["total_vps"] = n / wall
+    data["steady_vps"] = (n - 1) / (wall - first) if n > 1 and wall > first else float("nan")
+    data["peak_rss_mb"] = peak / 2**20
+    return data
+
+
+# --------------------------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "_pipeline"])
+    parser.add_argument("--features", default="mspan")
+    parser.add_argument("--appearance", default="resnet18")
+    parser.add_argument("--motion", default="r3d_18")
+    parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--motion-size", type=int, default=112)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-frames", type=int, default=64)
+    parser.add_argument("--num-frames", type=int, default=None, help="mspan N (default 16)")
+    parser.add_argument("--clip-len", type=int, default=None, help="motion window W (default 16)")
+    parser.add_argument("--num-cpus", type=int, default=os.cpu_count())
+    parser.add_argument("--backend", default="ray", choices=["ray", "local"])
+    parser.add_argument("--shard-size", type=int, default=16)
+    parser.add_argument("--counts", default="10,100", help="video counts of the pipeline runs")
+    parser.add_argument("--frames", type=int, default=48, help="frames per generated video")
+    parser.add_argument("--video-size", default="160x120", help="WxH of the generated videos")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--root", default=None)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    if args.mode == "_pipeline":
+        pipeline_child(args)
+        return
+
+    counts = sorted(int(c) for c in args.counts.split(","))
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="extract-bench-"))
+    width, height = (int(x) for x in args.video_size.split("x"))
+    all_paths = make_videos(workdir / "videos", counts[-1], frames=args.frames, height=height, width=width)
+    total_cpus = args.num_cpus or 1
+    infer_threads = max(1, total_cpus - max(1, total_cpus // 4)) if total_cpus > 1 else 1  # as the engine
+    stages = measure_stages(args, all_paths[: counts[0]], infer_threads)
+    slower = min(stages["decode_vps"], stages["model_vps"])
+    rows = []
+    for n in counts:
+        root = subset_root(all_paths[:n], workdir / f"root{n}")
+        res = measure_pipeline(args, root, workdir / f"out{n}")
+        rows.append((n, res))
+
+    date = time.strftime("%Y-%m-%d")
+    setting = (
+        f"{args.features}, {args.appearance}@{args.image_size} + {args.motion}@{args.motion_size}, "
+        f"{args.frames}-frame {args.video_size} mp4, {args.backend} backend, {total_cpus} CPUs, "
+        f"{args.device}"
+    )
+    print(f"\nExtraction benchmark ({date}, {platform.processor() or platform.machine()}, {setting})\n")
+    print("| stage | videos | videos/s | frames/s | peak RSS (MiB) | vs slower stage |")
+    print("|---|---|---|---|---|---|")
+    fpv = stages["frames_per_video"]
+    print(
+        f"| decode only (1 process) | {counts[0]} | {stages['decode_vps']:.2f} | "
+        f"{stages['decode_fps']:.0f} | | |"
+    )
+    print(
+        f"| model only ({infer_threads} threads, pre-decoded) | {counts[0]} | {stages['model_vps']:.2f} | "
+        f"{stages['model_fps']:.0f} | | |"
+    )
+    for n, res in rows:
+        print(
+            f"| full pipeline, total | {n} | {res['total_vps']:.2f} | {res['total_vps'] * fpv:.0f} | "
+            f"{res['peak_rss_mb']:.0f} | {res['total_vps'] / slower:.2f} |"
+        )
+        print(
+            f"| full pipeline, steady | {n} | {res['steady_vps']:.2f} | {res['steady_vps'] * fpv:.0f} | "
+            f"| {res['steady_vps'] / slower:.2f} |"
+        )
+    print(
+        f"\nslower stage: {'decode' if stages['decode_vps'] < stages['model_vps'] else 'model'} "
+        f"({slower:.2f} videos/s); frames per video fed to the models: {fpv:.0f}; workdir {workdir}"
+    )
+
+
+if __name__ == "__main__":
+    main()

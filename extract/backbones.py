@@ -1,0 +1,718 @@
+"""Appearance and motion backbones: architectures, a hand-written registry, and the loaded wrapper.
+
+Backbones (``BACKBONES``):
+
+| name | kind | architecture | pooled | map | input |
+|---|---|---|---|---|---|
+| ``resnet152/101/50`` | image | torchvision ResNet, ImageNet | 2048 | (2048, 7, 7) | 224 |
+| ``resnet18`` | image | torchvision ResNet-18 | 512 | (512, 7, 7) | 224 |
+| ``r3d152_k700`` | video | Hara et al. 3D ResNet-152, Kinetics-700 | 2048 | (2048, 1, 4, 4) | 16 x 112 |
+| ``resnext101_k400`` | video | Hara et al. 3D ResNeXt-101 (HCRN's) | 2048 | (2048, 1, 4, 4) | 16 x 112 |
+| ``i3d_r50`` | video | pytorchvideo I3D ResNet-50 | 2048 | (2048, 4, 7, 7) | 8 x 224 |
+| ``r3d_18`` | video | torchvision R3D-18, Kinetics-400 | 512 | (512, 2, 7, 7) | 16 x 112 |
+
+The two Hara et al. networks are written here (``ResNet3d``) with the module names of their
+released checkpoints (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``, ``fc``, ...),
+so ``{'state_dict': {'module.<key>': ...}}`` files load after stripping ``module.``.
+Architecture facts (Hara, Kataoka, Satoh, CVPR 2018 and the 3D-ResNets-PyTorch code): bottleneck
+blocks, conv1 7x7x7 with stride (1, 2, 2), 3x3x3 max pool with stride 2, shortcut type B (1x1x1
+convolution + batch norm when the shape changes), layers [3, 8, 36, 3] for depth 152; the ResNeXt
+uses grouped 3x3x3 convolutions with cardinality 32, block widths 128..1024 with expansion 2.
+
+Each backbone carries its preprocessing (``Preprocessing``: mean, std, input size, clip length).
+``LoadedBackbone`` turns uint8 frames into features: resize (shorter side) + centre crop + normalise,
+the conv map, and global average pooling. On CUDA it transfers uint8 frames from pinned memory,
+runs in channels_last with bf16 autocast, and returns float32.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+from extract.weights import (
+    WeightsError,
+    find_cached,
+    load_checkpoint_file,
+    sha256_file,
+    torch_cache_checkpoint,
+)
+
+RANDOM_SEED = 0  # every "random" backbone is initialised from this seed: identical weights on every run
+
+
+# ---------------------------------------------------------------------------------------------------
+# Hara et al. 3D ResNet / ResNeXt (blocks, model, builders)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _conv3x3x3(in_planes: int, out_planes: int, stride: int = 1, groups: int = 1) -> nn.Conv3d:
+    return nn.Conv3d(
+        in_planes, out_planes, kernel_size=3, stride=stride, padding=1, groups=groups, bias=False
+    )
+
+
+def _conv1x1x1(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv3d:
+    return nn.Conv3d(in_planes, out_planes, kernel_size=1, stride=stride, bias=False)
+
+
+class BasicBlock3d(nn.Module):
+    """Two 3x3x3 convolutions with a residual connection (3D ResNet-10/18/34)."""
+
+    expansion = 1
+
+    def __init__(
+        self, in_planes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None, **_
+    ):
+        super().__init__()
+        self.conv1 = _conv3x3x3(in_planes, planes, stride)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.conv2 = _conv3x3x3(planes, planes)
+        self.bn2 = nn.BatchNorm3d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck3d(nn.Module):
+    """1x1x1 -> 3x3x3 (stride) -> 1x1x1 with expansion 4 (3D ResNet-50/101/152/200)."""
+
+    expansion = 4
+
+    def __init__(
+        self, in_planes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None, **_
+    ):
+        super().__init__()
+        self.conv1 = _conv1x1x1(in_planes, planes)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.conv2 = _conv3x3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm3d(planes)
+        self.conv3 = _conv1x1x1(planes, planes * self.expansion)
+        self.bn3 = nn.BatchNorm3d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNeXtBottleneck3d(nn.Module):
+    """ResNeXt bottleneck: grouped 3x3x3 convolution, width ``cardinality * planes // 32``, expansion 2."""
+
+    expansion = 2
+
+    def __init__(
+        self,
+        in_planes: int,
+        planes: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        *,
+        cardinality: int = 32,
+    ):
+        super().__init__()
+        mid = cardinality * (planes // 32)
+        self.conv1 = _conv1x1x1(in_planes, mid)
+        self.bn1 = nn.BatchNorm3d(mid)
+        self.conv2 = _conv3x3x3(mid, mid, stride, groups=cardinality)
+        self.bn2 = nn.BatchNorm3d(mid)
+        self.conv3 = _conv1x1x1(mid, planes * self.expansion)
+        self.bn3 = nn.BatchNorm3d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet3d(nn.Module):
+    """Hara et al.'s 3D ResNet / ResNeXt with shortcut type B.
+
+    Args:
+        block: ``BasicBlock3d``, ``Bottleneck3d`` or ``ResNeXtBottleneck3d``.
+        layers: blocks per stage, e.g. [3, 8, 36, 3] for depth 152.
+        planes: stage widths before expansion ([64, 128, 256, 512]; ResNeXt: [128, 256, 512, 1024]).
+        num_classes: classifier outputs (700 for Kinetics-700, 400 for Kinetics-400).
+        cardinality: groups of the ResNeXt block (ignored by the other blocks).
+        stem_width: conv1 output channels (64).
+    """
+
+    def __init__(
+        self,
+        block: type[nn.Module],
+        layers: list[int],
+        planes: list[int],
+        *,
+        num_classes: int = 400,
+        cardinality: int = 32,
+        stem_width: int = 64,
+    ):
+        super().__init__()
+        self.in_planes = stem_width
+        self.conv1 = nn.Conv3d(3, stem_width, kernel_size=7, stride=(1, 2, 2), padding=3, bias=False)
+        self.bn1 = nn.BatchNorm3d(stem_width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool3d(kernel_size=3, stride=2, padding=1)
+        self.layer1 = self._make_layer(block, planes[0], layers[0], 1, cardinality)
+        self.layer2 = self._make_layer(block, planes[1], layers[1], 2, cardinality)
+        self.layer3 = self._make_layer(block, planes[2], layers[2], 2, cardinality)
+        self.layer4 = self._make_layer(block, planes[3], layers[3], 2, cardinality)
+        self.avgpool = nn.AdaptiveAvgPool3d(1)
+        self.feature_dim = planes[3] * block.expansion
+        self.fc = nn.Linear(self.feature_dim, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def _make_layer(self, block, planes: int, blocks: int, stride: int, cardinality: int) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.in_planes != planes * block.expansion:  # shortcut type B
+            downsample = nn.Sequential(
+                _conv1x1x1(self.in_planes, planes * block.expansion, stride),
+                nn.BatchNorm3d(planes * block.expansion),
+            )
+        layers = [block(self.in_planes, planes, stride, downsample, cardinality=cardinality)]
+        self.in_planes = planes * block.expansion
+        layers += [block(self.in_planes, planes, cardinality=cardinality) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(N, 3, T, H, W) -> last conv map (N, D, T/16, H/32, W/32) (T/16 rounded up)."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, T/2, H/4, W/4)
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)  # (N, D, t, h, w)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, 3, T, H, W) -> class logits (N, num_classes)."""
+        return self.fc(torch.flatten(self.avgpool(self.forward_features(x)), 1))
+
+
+_HARA_RESNET_LAYERS = {
+    10: (BasicBlock3d, [1, 1, 1, 1]),
+    18: (BasicBlock3d, [2, 2, 2, 2]),
+    34: (BasicBlock3d, [3, 4, 6, 3]),
+    50: (Bottleneck3d, [3, 4, 6, 3]),
+    101: (Bottleneck3d, [3, 4, 23, 3]),
+    152: (Bottleneck3d, [3, 8, 36, 3]),
+    200: (Bottleneck3d, [3, 24, 36, 3]),
+}
+_HARA_RESNEXT_LAYERS = {50: [3, 4, 6, 3], 101: [3, 4, 23, 3], 152: [3, 8, 36, 3]}
+
+
+def hara_resnet3d(*, depth: int = 152, num_classes: int = 700, widen_factor: float = 1.0) -> ResNet3d:
+    """Hara et al. 3D ResNet of the given depth (152 with 700 classes: ``r3d152_K_200ep.pth``).
+
+    ``widen_factor`` scales every width as in Hara et al.'s code (stem and stages: 64 * f, 128 * f, ...).
+    """
+    if depth not in _HARA_RESNET_LAYERS:
+        raise ValueError(f"3D ResNet depth must be one of {sorted(_HARA_RESNET_LAYERS)}, got {depth}")
+    block, layers = _HARA_RESNET_LAYERS[depth]
+    planes = [int(p * widen_factor) for p in (64, 128, 256, 512)]
+    return ResNet3d(block, layers, planes, num_classes=num_classes, stem_width=planes[0])
+
+
+def hara_resnext3d(
+    *, depth: int = 101, cardinality: int = 32, num_classes: int = 400, widen_factor: float = 1.0
+) -> ResNet3d:
+    """Hara et al. 3D ResNeXt (101, cardinality 32, 400 classes: ``resnext-101-kinetics.pth``, HCRN's).
+
+    ``widen_factor`` scales the stem (64) and block widths (128 .. 1024); used for small test models.
+    """
+    if depth not in _HARA_RESNEXT_LAYERS:
+        raise ValueError(f"3D ResNeXt depth must be one of {sorted(_HARA_RESNEXT_LAYERS)}, got {depth}")
+    return ResNet3d(
+        ResNeXtBottleneck3d,
+        _HARA_RESNEXT_LAYERS[depth],
+        [int(p * widen_factor) for p in (128, 256, 512, 1024)],
+        num_classes=num_classes,
+        cardinality=cardinality,
+        stem_width=int(64 * widen_factor),
+    )
+
+
+def i3d_resnet50(*, num_classes: int = 400, stem_dim_out: int = 64) -> nn.Module:
+    """pytorchvideo's I3D ResNet-50 (the ``i3d_r50`` model-zoo configuration, 8x8 Kinetics-400).
+
+    Stem 5x7x7, a temporal max pool after stage 1, inflated 3x1x1 ``conv_a`` kernels in alternating
+    blocks of stages 2-3 and the second half of stage 4. Module names follow pytorchvideo
+    (``blocks.0.conv.weight`` ... ``blocks.6.proj.weight``), so its ``I3D_8x8_R50.pyth`` loads.
+    ``stem_dim_out`` (64) sets every width (stages are multiples of it); smaller values give test models.
+    """
+    from pytorchvideo.models.resnet import create_resnet
+
+    return create_resnet(
+        model_depth=50,
+        model_num_class=num_classes,
+        stem_dim_out=stem_dim_out,
+        stem_conv_kernel_size=(5, 7, 7),
+        stage1_pool=nn.MaxPool3d,
+        stage_conv_a_kernel_size=(
+            (3, 1, 1),
+            [(3, 1, 1), (1, 1, 1)],
+            [(3, 1, 1), (1, 1, 1)],
+            [(1, 1, 1), (3, 1, 1)],
+        ),
+        head_pool_kernel_size=(4, 7, 7),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Feature-map functions: the network up to its last convolution
+# ---------------------------------------------------------------------------------------------------
+
+
+def _tv_resnet_map(m: nn.Module, x: Tensor) -> Tensor:
+    x = m.maxpool(m.relu(m.bn1(m.conv1(x))))  # (N, 64, H/4, W/4)
+    return m.layer4(m.layer3(m.layer2(m.layer1(x))))  # (N, D, H/32, W/32)
+
+
+def _tv_video_resnet_map(m: nn.Module, x: Tensor) -> Tensor:
+    return m.layer4(m.layer3(m.layer2(m.layer1(m.stem(x)))))  # (N, 512, T/8, H/16, W/16)
+
+
+def _hara_map(m: nn.Module, x: Tensor) -> Tensor:
+    return m.forward_features(x)
+
+
+def _pytorchvideo_map(m: nn.Module, x: Tensor) -> Tensor:
+    for block in m.blocks[:-1]:  # every block but the classification head
+        x = block(x)
+    return x  # (N, 2048, T/2, H/32, W/32)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------------------------------
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a backbone wants its input: shorter side resized to ``input_size``, centre crop, then
+    ``(pixel / 255 - mean) / std`` per RGB channel; video backbones take ``clip_len`` frames."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    input_size: int
+    clip_len: int | None = None
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    name: str
+    kind: str  # "image" | "video"
+    feature_dim: int
+    build: Callable[[], nn.Module]
+    feature_map: Callable[[nn.Module, Tensor], Tensor]
+    weight_format: str  # native checkpoint layout, see extract.weights
+    preprocessing: Preprocessing
+    description: str
+    torchvision_weights: tuple[str, ...] = ()  # torchvision weight enums to look for in the torch cache
+    checkpoint_hint: str = ""  # where its pretrained checkpoint comes from
+
+    def cache_files(self) -> tuple[tuple[str, str], ...]:
+        """(file name, URL) of the torchvision weight files this backbone accepts, preferred first."""
+        out = []
+        for ref in self.torchvision_weights:
+            enum_name, member = ref.split(".")
+            weights = getattr(torchvision.models, enum_name, None) or getattr(
+                torchvision.models.video, enum_name
+            )
+            url = getattr(weights, member).url
+            out.append((url.rsplit("/", 1)[-1], url))
+        return tuple(out)
+
+
+def _tv(builder_name: str) -> Callable[[], nn.Module]:
+    return partial(getattr(torchvision.models, builder_name), weights=None)
+
+
+_KINETICS_HARA = Preprocessing((0.4345, 0.4051, 0.3775), (0.2768, 0.2713, 0.2737), 112, 16)
+# Hara et al.'s 2017 code (HCRN's ResNeXt) subtracts the ActivityNet mean on the 0-255 scale without
+# dividing by a std: (p - 255 m) / 1 == (p / 255 - m) / (1 / 255).
+_KINETICS_HARA_2017 = Preprocessing(
+    (114.7748 / 255, 107.7354 / 255, 99.4750 / 255), (1 / 255, 1 / 255, 1 / 255), 112, 16
+)
+
+
+def _tv_image(name: str, title: str, dim: int, weights: tuple[str, ...]) -> BackboneSpec:
+    return BackboneSpec(
+        name=name,
+        kind="image",
+        feature_dim=dim,
+        build=_tv(name),
+        feature_map=_tv_resnet_map,
+        weight_format="torchvision",
+        preprocessing=Preprocessing(IMAGENET_MEAN, IMAGENET_STD, 224),
+        description=f"torchvision {title}, ImageNet-1k",
+        torchvision_weights=weights,
+    )
+
+
+def _registry(*specs: BackboneSpec) -> dict[str, BackboneSpec]:
+    out: dict[str, BackboneSpec] = {}
+    for spec in specs:
+        if spec.name in out:
+            raise ValueError(f"duplicate backbone name {spec.name!r}")
+        out[spec.name] = spec
+    return out
+
+
+# V1 ImageNet weights first: they are the ``pretrained=True`` weights the papers' features came from.
+BACKBONES: dict[str, BackboneSpec] = _registry(
+    _tv_image(
+        "resnet152",
+        "ResNet-152",
+        2048,
+        ("ResNet152_Weights.IMAGENET1K_V1", "ResNet152_Weights.IMAGENET1K_V2"),
+    ),
+    _tv_image(
+        "resnet101",
+        "ResNet-101",
+        2048,
+        ("ResNet101_Weights.IMAGENET1K_V1", "ResNet101_Weights.IMAGENET1K_V2"),
+    ),
+    _tv_image(
+        "resnet50", "ResNet-50", 2048, ("ResNet50_Weights.IMAGENET1K_V1", "ResNet50_Weights.IMAGENET1K_V2")
+    ),
+    _tv_image("resnet18", "ResNet-18", 512, ("ResNet18_Weights.IMAGENET1K_V1",)),
+    BackboneSpec(
+        name="r3d152_k700",
+        kind="video",
+        feature_dim=2048,
+        build=partial(hara_resnet3d, depth=152, num_classes=700),
+        feature_map=_hara_map,
+        weight_format="hara",
+        preprocessing=_KINETICS_HARA,
+        description="Hara et al. 3D ResNet-152 (shortcut B), Kinetics-700 (MSPAN's motion backbone)",
+        checkpoint_hint="r3d152_K_200ep.pth from the 3D-ResNets-PyTorch release (Hara et al.)",
+    ),
+    BackboneSpec(
+        name="resnext101_k400",
+        kind="video",
+        feature_dim=2048,
+        build=partial(hara_resnext3d, depth=101, cardinality=32, num_classes=400),
+        feature_map=_hara_map,
+        weight_format="hara",
+        preprocessing=_KINETICS_HARA_2017,
+        description="Hara et al. 3D ResNeXt-101 (cardinality 32, shortcut B), Kinetics-400 (HCRN's)",
+        checkpoint_hint="resnext-101-kinetics.pth from the 3D-ResNets-PyTorch (2017) release",
+    ),
+    BackboneSpec(
+        name="i3d_r50",
+        kind="video",
+        feature_dim=2048,
+        build=partial(i3d_resnet50, num_classes=400),
+        feature_map=_pytorchvideo_map,
+        weight_format="pytorchvideo",
+        preprocessing=Preprocessing((0.45, 0.45, 0.45), (0.225, 0.225, 0.225), 224, 8),
+        description="pytorchvideo I3D ResNet-50 8x8, Kinetics-400 (MASN's motion backbone)",
+        checkpoint_hint="I3D_8x8_R50.pyth from the pytorchvideo model zoo (kinetics)",
+    ),
+    BackboneSpec(
+        name="r3d_18",
+        kind="video",
+        feature_dim=512,
+        build=partial(torchvision.models.video.r3d_18, weights=None),
+        feature_map=_tv_video_resnet_map,
+        weight_format="torchvision",
+        preprocessing=Preprocessing((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989), 112, 16),
+        description="torchvision R3D-18, Kinetics-400 (small motion backbone for tests and demos)",
+        torchvision_weights=("R3D_18_Weights.KINETICS400_V1",),
+    ),
+)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loaded backbone
+# ---------------------------------------------------------------------------------------------------
+
+
+class LoadedBackbone:
+    """A backbone in eval mode on its device, with its weights' provenance and preprocessing.
+
+    Attributes:
+        name, kind ("image" | "video"), feature_dim, weights_sha256 ("random" for random init),
+        module (eval mode), preprocessing, device, weights_file (file name or None).
+    """
+
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        module: nn.Module,
+        *,
+        weights_sha256: str,
+        weights_file: str | None,
+        weights_source: str,
+        device: str | torch.device,
+    ):
+        self.spec = spec
+        self.name = spec.name
+        self.kind = spec.kind
+        self.feature_dim = spec.feature_dim
+        self.preprocessing = spec.preprocessing
+        self.weights_sha256 = weights_sha256
+        self.weights_file = weights_file
+        self.weights_source = weights_source
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        module = module.eval().requires_grad_(False).to(self.device)
+        if self.cuda:
+            fmt = torch.channels_last if self.kind == "image" else torch.channels_last_3d
+            module = module.to(memory_format=fmt)
+        self.module = module
+        self._mean = torch.tensor(spec.preprocessing.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(spec.preprocessing.std, device=self.device).view(1, 3, 1, 1)
+
+    def preprocess(self, frames: np.ndarray | Tensor, size: int | None = None) -> Tensor:
+        """uint8 RGB frames -> normalised float input on the backbone's device.
+
+        Args:
+            frames: image backbones (N, H, W, 3); video backbones (N, T, H, W, 3); uint8.
+            size: input side S (default: the backbone's ``input_size``). The shorter side is resized
+                to S (bilinear, antialiased) unless it already is, then the centre S x S is cropped.
+
+        Returns:
+            (N, 3, S, S) for images, (N, 3, T, S, S) for videos, float32.
+        """
+        size = size or self.preprocessing.input_size
+        x = torch.as_tensor(frames)
+        if x.dtype != torch.uint8 or x.shape[-1] != 3 or x.ndim != (4 if self.kind == "image" else 5):
+            want = "(N, H, W, 3)" if self.kind == "image" else "(N, T, H, W, 3)"
+            raise ValueError(f"{self.name}: expected uint8 frames {want}, got {x.dtype} {tuple(x.shape)}")
+        if self.cuda:
+            x = x.pin_memory().to(self.device, non_blocking=True)  # uint8 travels: 4x less than float
+        lead = x.shape[:-3]
+        x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2).float()  # (M, 3, H, W)
+        h, w = x.shape[-2:]
+        if min(h, w) != size:
+            scale = size / min(h, w)
+            new = (max(size, round(h * scale)), max(size, round(w * scale)))
+            x = F.interpolate(x, size=new, mode="bilinear", align_corners=False, antialias=True)
+            h, w = new
+        top, left = (h - size) // 2, (w - size) // 2
+        x = x[:, :, top : top + size, left : left + size]
+        x = (x / 255.0 - self._mean) / self._std  # (M, 3, S, S)
+        x = x.reshape(*lead, 3, size, size)
+        if self.kind == "video":
+            x = x.permute(0, 2, 1, 3, 4)  # (N, 3, T, S, S)
+        if self.cuda:
+            x = x.contiguous(
+                memory_format=torch.channels_last if self.kind == "image" else torch.channels_last_3d
+            )
+        return x.contiguous() if not self.cuda else x
+
+    def feature_map(self, x: Tensor) -> Tensor:
+        """Last convolutional map: images (N, D, h, w); videos (N, D, t, h, w). float32."""
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+            fmap = self.spec.feature_map(self.module, x)
+        return fmap.float()
+
+    def pool(self, fmap: Tensor) -> Tensor:
+        """Global average over every axis after the channels: (N, D, ...) -> (N, D)."""
+        return fmap.mean(dim=tuple(range(2, fmap.ndim)))
+
+    def features(
+        self, frames: np.ndarray, *, size: int | None = None, batch_size: int = 64, return_map: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+        """Pooled features (and optionally maps) for a stack of frames or clips, in batches.
+
+        Args:
+            frames: (N, H, W, 3) or (N, T, H, W, 3) uint8.
+            size: input side (default the backbone's).
+            batch_size: images (image backbone) or clips (video backbone) per forward pass.
+            return_map: also return the conv maps.
+
+        Returns:
+            (N, D) float32, or ((N, D), (N, D, ...)) float32 numpy arrays.
+        """
+        pooled, maps = [], []
+        for start in range(0, len(frames), max(1, batch_size)):
+            fmap = self.feature_map(self.preprocess(frames[start : start + batch_size], size))
+            pooled.append(self.pool(fmap).cpu().numpy())
+            if return_map:
+                maps.append(fmap.cpu().numpy())
+        if not pooled:
+            pooled = [np.zeros((0, self.feature_dim), dtype=np.float32)]
+        out = np.concatenate(pooled).astype(np.float32, copy=False)
+        if return_map:
+            return out, np.concatenate(maps).astype(np.float32, copy=False)
+        return out
+
+    def provenance(self) -> dict:
+        """JSON-able description: architecture, weights (sha256 or "random") and preprocessing."""
+        return _provenance_dict(self.spec, self.weights_source, self.weights_file, self.weights_sha256)
+
+
+def _provenance_dict(spec: BackboneSpec, source: str, file: str | None, sha: str) -> dict:
+    return {
+        "name": spec.name,
+        "kind": spec.kind,
+        "description": spec.description,
+        "feature_dim": spec.feature_dim,
+        "weights": source,
+        "weights_file": file,
+        "weights_sha256": sha,
+        "weight_format": spec.weight_format,
+        "preprocessing": asdict(spec.preprocessing),
+    }
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _cached_sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = sha256_file(path)
+    return _SHA_CACHE[key]
+
+
+def backbone_provenance(
+    name: str, *, weights: str = "pretrained", checkpoint: str | os.PathLike | None = None
+) -> dict:
+    """What ``build_backbone(name, ...).provenance()`` would return, without building the network.
+
+    Raises:
+        WeightsError: as ``build_backbone`` when pretrained weights are not available.
+    """
+    if name not in BACKBONES:
+        raise KeyError(f"unknown backbone {name!r}; available: {sorted(BACKBONES)}")
+    path, source = resolve_weights(name, weights=weights, checkpoint=checkpoint)
+    sha = "random" if path is None else _cached_sha256(path)
+    return _provenance_dict(BACKBONES[name], source, None if path is None else path.name, sha)
+
+
+def _build_module(spec: BackboneSpec, seed: int = RANDOM_SEED) -> nn.Module:
+    """The architecture, initialised from a fixed seed without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return spec.build()
+
+
+def build_backbone(
+    name: str,
+    *,
+    weights: str = "pretrained",
+    checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> LoadedBackbone:
+    """Build a registered backbone with its weights.
+
+    Args:
+        name: a key of ``BACKBONES``.
+        weights: ``"random"`` (fixed-seed initialisation; provenance says "random") or ``"pretrained"``:
+            ``checkpoint`` when given, else torchvision's weight file from the torch hub cache.
+        checkpoint: a local weight file in the backbone's native layout (see ``extract.weights``).
+        device: "cpu", "cuda", "cuda:1", ...
+
+    Returns:
+        The loaded backbone in eval mode on ``device``.
+
+    Raises:
+        KeyError: unknown name.
+        WeightsError: pretrained weights missing (the message says which file to put where) or not fitting.
+    """
+    if name not in BACKBONES:
+        raise KeyError(f"unknown backbone {name!r}; available: {sorted(BACKBONES)}")
+    spec = BACKBONES[name]
+    if weights not in ("random", "pretrained"):
+        raise ValueError(f"weights must be 'random' or 'pretrained', got {weights!r}")
+    path, source = resolve_weights(name, weights=weights, checkpoint=checkpoint)  # fails before building
+    module = _build_module(spec)
+    sha = "random" if path is None else load_checkpoint_file(module, path, spec.weight_format)
+    return LoadedBackbone(
+        spec,
+        module,
+        weights_sha256=sha,
+        weights_file=None if path is None else path.name,
+        weights_source=source,
+        device=device,
+    )
+
+
+def resolve_weights(
+    name: str, *, weights: str = "pretrained", checkpoint: str | os.PathLike | None = None
+) -> tuple[Path | None, str]:
+    """Which weight file ``build_backbone`` would load, without building anything.
+
+    Returns:
+        (path or None for random init, source: "random" | "checkpoint" | "torchvision-cache").
+
+    Raises:
+        WeightsError: pretrained weights are not available; the message says which file to put where.
+    """
+    spec = BACKBONES[name]
+    if weights == "random":
+        if checkpoint is not None:
+            raise ValueError(
+                f"backbone {name}: a checkpoint ({checkpoint}) was given together with weights='random'"
+            )
+        return None, "random"
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise WeightsError(f"checkpoint for backbone {name} not found: {path}")
+        return path, "checkpoint"
+    cache_files = spec.cache_files()
+    if not cache_files:
+        raise WeightsError(
+            f"backbone {name} has no torchvision weights; give its checkpoint ({spec.checkpoint_hint}) "
+            f"as the checkpoint for {name!r} (vqa-extract --checkpoint {name}=PATH), "
+            "or use random weights (--weights random)"
+        )
+    path = find_cached(tuple(f for f, _ in cache_files))
+    if path is None:
+        file, url = cache_files[0]
+        raise WeightsError(
+            f"pretrained weights for {name} are not in the torch cache and this run does not download: "
+            f"put {file} (from {url}) at {torch_cache_checkpoint(file)}, or give a local file as the "
+            f"checkpoint for {name!r}, or use random weights (--weights random)"
+        )
+    return path, "torchvision-cache"
+
+
+__all__ = [
+    "BACKBONES",
+    "BackboneSpec",
+    "LoadedBackbone",
+    "Preprocessing",
+    "ResNet3d",
+    "backbone_provenance",
+    "build_backbone",
+    "resolve_weights",
+    "hara_resnet3d",
+    "hara_resnext3d",
+    "i3d_resnet50",
+    "sha256_file",
+]

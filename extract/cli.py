@@ -1,0 +1,499 @@
+"""``vqa-extract``: video features into sharded HDF5, with Ray, resume and failure records.
+
+Bare form (extract)::
+
+    vqa-extract --dataset folder --root DIR --out OUT --features mspan \\
+        [--appearance resnet18 --motion r3d_18 --image-size 112 --weights random --device cpu]
+
+Subcommands: ``export-hcrn`` (HCRN's file layout), ``demo-data`` (the synthetic demo datasets),
+``info`` (a feature directory's manifest summary). Nothing is parsed at import time: ``main()`` runs the
+click group.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+__all__ = ["cli", "main"]
+
+EXIT_FAILED_VIDEOS = 3
+
+
+def _set_defaults(name: str) -> str:
+    """One line: the backbones and input sides feature set ``name`` uses by default."""
+    from extract.featuresets import FeatureOptions, resolve_options
+
+    o = resolve_options(name, FeatureOptions(weights="random"))
+    parts = []
+    if o.appearance:
+        parts.append(f"{o.appearance}@{o.image_size}")
+    if o.motion:
+        parts.append(f"{o.motion}@{o.motion_size}")
+    if o.detector:
+        parts.append(f"{o.detector} ({o.max_objects} boxes/frame)")
+    return " + ".join(parts)
+
+
+def _listing() -> str:
+    """Datasets, feature sets, backbones and detectors for --help (imported only when help is shown)."""
+    from pipelines.datasets import DATASETS
+
+    lines = ["Datasets (--dataset): " + ", ".join(DATASETS)]
+    try:
+        from extract.featuresets import FEATURE_SETS
+
+        lines.append("Feature sets (--features) and their default backbones:")
+        for name in FEATURE_SETS:
+            lines.append(f"  {name:<16} {_set_defaults(name)}")
+    except ImportError as err:  # the feature sets module failed to import: say so instead of hiding it
+        lines.append(f"Feature sets: unavailable ({err})")
+    from extract.backbones import BACKBONES
+
+    lines.append("Backbones (--appearance / --motion / --checkpoint NAME=PATH):")
+    for name, spec in BACKBONES.items():
+        lines.append(f"  {name:<16} {spec.kind:<5} {spec.feature_dim:>5}-d  {spec.description}")
+    from extract.objects import DETECTORS
+
+    lines.append("Detectors (masn: --detector / --checkpoint NAME=PATH), torchvision COCO weights:")
+    for name in DETECTORS:
+        default = "  (default)" if name == _default_detector() else ""
+        lines.append(f"  {name}{default}")
+    return "\n".join(lines)
+
+
+def _default_detector() -> str:
+    from extract.objects import DetectorSettings
+
+    return DetectorSettings.name
+
+
+class _Group(click.Group):
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        formatter.write_paragraph()
+        with formatter.indentation():
+            for line in _listing().splitlines():  # pre-formatted: written as is, not re-wrapped
+                formatter.write(" " * formatter.current_indent + line + "\n")
+
+
+def _parse_checkpoints(specs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """``NAME=PATH`` pairs for backbones (``BACKBONES``) and detectors (``DETECTORS``)."""
+    from extract.backbones import BACKBONES
+    from extract.objects import DETECTORS
+
+    known = [*BACKBONES, *DETECTORS]
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise click.UsageError(
+                f"--checkpoint {spec!r}: expected NAME=PATH, e.g. r3d152_k700=/w/r3d152_K_200ep.pth"
+            )
+        if name not in known:
+            raise click.UsageError(
+                f"--checkpoint {spec!r}: unknown backbone or detector {name!r}; one of {', '.join(known)}"
+            )
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise click.UsageError(f"--checkpoint {spec!r}: file {file} does not exist")
+        if name in out:
+            raise click.UsageError(f"--checkpoint given twice for {name!r}")
+        out[name] = str(file.resolve())
+    return tuple(sorted(out.items()))
+
+
+_FLAG = {"detector_min_size": "detector-size"}
+
+
+def _ignored_options(given, resolved) -> list[str]:
+    """The flags the user gave that the feature set does not use (cleared by the resolution)."""
+    from dataclasses import fields
+
+    out = []
+    for f in fields(given):
+        value = getattr(given, f.name)
+        if f.name == "checkpoints":
+            kept = {name for name, _ in resolved.checkpoints}
+            out += [f"--checkpoint {name}=..." for name, _ in value if name not in kept]
+        elif value != f.default and getattr(resolved, f.name) == f.default:
+            out.append("--" + _FLAG.get(f.name, f.name.replace("_", "-")))
+    return out
+
+
+def _random_banner(echo) -> None:
+    bar = "!" * 78
+    echo(bar)
+    echo("!! WARNING: --weights random: every backbone (and detector) has RANDOM weights.")
+    echo("!! The features exercise the pipeline (tests, demos); they are NOT research features.")
+    echo("!! Shard attributes record weights='random'.")
+    echo(bar)
+
+
+@click.group(
+    cls=_Group,
+    invoke_without_command=True,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
+    epilog="Exit status: 0 all videos extracted, 3 some videos failed (listed in OUT/manifest.json), "
+    "1 error, 2 usage error.",
+)
+@click.option("--dataset", default="folder", show_default=True, help="Dataset adapter (see the list below).")
+@click.option("--root", type=click.Path(path_type=Path), help="Dataset root directory.")
+@click.option("--task", default=None, help="Task for datasets with several (TGIF-QA: action, count, ...).")
+@click.option("--out", type=click.Path(path_type=Path), help="Output feature directory.")
+@click.option("--features", "feature_set", default="mspan", show_default=True, help="Feature set.")
+@click.option("--appearance", default=None, help="Appearance backbone (default: the feature set's).")
+@click.option("--motion", default=None, help="Motion backbone (default: the feature set's).")
+@click.option("--image-size", type=click.IntRange(min=8), default=None, help="Appearance input side.")
+@click.option("--motion-size", type=click.IntRange(min=8), default=None, help="Motion input side.")
+@click.option(
+    "--weights",
+    type=click.Choice(["pretrained", "random"]),
+    default=None,
+    help="Backbone weights (random: tests and demos only).",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoints",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="Local checkpoint for a backbone or detector, in its native format (repeatable).",
+)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Inference device.")
+@click.option("--num-frames", type=click.IntRange(min=1), default=None, help="Frames per video (mspan N).")
+@click.option("--clip-len", type=click.IntRange(min=1), default=None, help="Motion window / clip length.")
+@click.option(
+    "--stride", type=click.IntRange(min=1), default=None, help="Dense clip stride (cmin, siasamrea)."
+)
+@click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Maximum frames (masn T).")
+@click.option("--detector", default=None, help="masn: object detector (see the list below).")
+@click.option(
+    "--max-objects", type=click.IntRange(min=1), default=None, help="masn: object rows per frame [10]."
+)
+@click.option(
+    "--min-objects",
+    type=click.IntRange(min=0),
+    default=None,
+    help="masn: fill up to this many boxes from below the threshold [10; min(10, --max-objects)].",
+)
+@click.option(
+    "--score-threshold",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="masn: keep detections scoring at least this [0.2].",
+)
+@click.option("--nms-iou", type=click.FloatRange(0, 1), default=None, help="masn: per-class NMS IoU [0.3].")
+@click.option(
+    "--detector-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="masn: detector input shorter side [600].",
+)
+@click.option(
+    "--detector-max-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="masn: detector input longer side at most [1000].",
+)
+@click.option(
+    "--num-proposals", type=click.IntRange(min=1), default=None, help="masn: RPN proposals per image [300]."
+)
+@click.option("--batch-frames", type=click.IntRange(min=1), default=None, help="Images per backbone forward.")
+@click.option(
+    "--dtype", type=click.Choice(["float32", "float16"]), default=None, help="Stored feature dtype."
+)
+@click.option("--appearance-map", is_flag=True, default=False, help="Also store conv5 maps where supported.")
+@click.option(
+    "--shard-size", type=click.IntRange(min=1), default=256, show_default=True, help="Videos per shard."
+)
+@click.option(
+    "--address", default=None, help="Join a Ray cluster: 'auto' or HOST:PORT (default: start a local one)."
+)
+@click.option("--num-cpus", type=click.IntRange(min=1), default=None, help="CPUs of the local Ray runtime.")
+@click.option(
+    "--local",
+    "--no-ray",
+    "local",
+    is_flag=True,
+    default=False,
+    help="Run in-process without Ray (same pipeline; for debugging and tests).",
+)
+@click.option(
+    "--limit", type=click.IntRange(min=1), default=None, help="Only the first N videos (sorted by id)."
+)
+@click.option(
+    "--overwrite", is_flag=True, default=False, help="Replace an existing output instead of resuming."
+)
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show the progress bar.")
+@click.pass_context
+def cli(ctx: click.Context, **kw) -> None:
+    """Extract video features into sharded HDF5 (resumable; failed videos are recorded, never zero-filled).
+
+    Re-running the same command after an interruption (even kill -9) completes the missing shards.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    code = _extract(**kw)
+    ctx.exit(code)
+
+
+def _extract(**kw) -> int:
+    from pipelines.datasets import DATASETS, DatasetFormatError, get_dataset
+    from pipelines.paths import UnsafePathError
+
+    for required in ("root", "out"):
+        if kw[required] is None:
+            raise click.UsageError(f"--{required} is required to extract (or use a subcommand, see --help)")
+    if kw["dataset"] not in DATASETS:
+        raise click.UsageError(f"unknown --dataset {kw['dataset']!r}; one of {', '.join(DATASETS)}")
+    root: Path = kw["root"]
+    if not root.is_dir():
+        raise click.UsageError(f"--root {root} is not a directory")
+
+    from extract.featuresets import FEATURE_SETS, FeatureOptions, build_feature_set
+    from extract.objects import DETECTORS
+
+    if kw["feature_set"] not in FEATURE_SETS:
+        raise click.UsageError(f"unknown --features {kw['feature_set']!r}; one of {', '.join(FEATURE_SETS)}")
+    from extract.backbones import BACKBONES
+
+    for opt in ("appearance", "motion"):
+        if kw[opt] is not None and kw[opt] not in BACKBONES:
+            raise click.UsageError(f"unknown --{opt} {kw[opt]!r}; one of {', '.join(BACKBONES)}")
+    if kw["detector"] is not None and kw["detector"] not in DETECTORS:
+        raise click.UsageError(f"unknown --detector {kw['detector']!r}; one of {', '.join(DETECTORS)}")
+    option_fields = {
+        "appearance": kw["appearance"],
+        "motion": kw["motion"],
+        "image_size": kw["image_size"],
+        "motion_size": kw["motion_size"],
+        "weights": kw["weights"],
+        "device": kw["device"],
+        "num_frames": kw["num_frames"],
+        "clip_len": kw["clip_len"],
+        "stride": kw["stride"],
+        "max_frames": kw["max_frames"],
+        "batch_frames": kw["batch_frames"],
+        "dtype": kw["dtype"],
+        "detector": kw["detector"],
+        "max_objects": kw["max_objects"],
+        "min_objects": kw["min_objects"],
+        "score_threshold": kw["score_threshold"],
+        "nms_iou": kw["nms_iou"],
+        "detector_min_size": kw["detector_size"],
+        "detector_max_size": kw["detector_max_size"],
+        "num_proposals": kw["num_proposals"],
+    }
+    options_kw = {k: v for k, v in option_fields.items() if v is not None}
+    if kw["checkpoints"]:
+        options_kw["checkpoints"] = _parse_checkpoints(kw["checkpoints"])
+    if kw["appearance_map"]:
+        options_kw["appearance_map"] = True
+    try:
+        given = FeatureOptions(**options_kw)
+        # checks backbone kinds etc. (loads no model); the job runs with the resolved options (the set's
+        # defaults filled in), so the manifest's options and the provenance say the same
+        options = build_feature_set(kw["feature_set"], given).options
+    except (TypeError, ValueError) as err:
+        raise click.UsageError(f"invalid feature options: {err}") from err
+    if options.weights == "random" and options.checkpoints:
+        names = ", ".join(name for name, _ in options.checkpoints)
+        raise click.UsageError(f"--checkpoint ({names}) cannot be combined with --weights random")
+    ignored = _ignored_options(given, options)
+
+    try:
+        adapter = get_dataset(kw["dataset"])(root, task=kw["task"])
+        videos = adapter.videos()
+        missing_records = adapter.missing_videos()
+    except FileNotFoundError as err:
+        raise click.UsageError(str(err)) from err
+    except (DatasetFormatError, UnsafePathError) as err:
+        raise click.ClickException(str(err)) from err
+    if kw["limit"] is not None:
+        videos = videos[: kw["limit"]]
+    planned = {v.video_id for v in videos}
+    missing = {
+        m.video_id: f"missing: {m.annotation_file.name} {m.location}; expected at {m.expected_path}"
+        for m in missing_records
+        if m.video_id in planned
+    }
+    if not videos:
+        raise click.ClickException(f"no videos found under {root} with --dataset {kw['dataset']}")
+
+    from extract.engine import (
+        BackendError,
+        EngineConfig,
+        ExtractionJob,
+        OutputInUseError,
+        ResumeMismatchError,
+        run_extraction,
+    )
+    from extract.shards import ManifestError
+
+    err_echo = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    if options.weights == "random":
+        _random_banner(err_echo)
+    if ignored:
+        err_echo(
+            f"vqa-extract: --features {kw['feature_set']} does not use " + ", ".join(ignored) + " (ignored)"
+        )
+    if missing:
+        err_echo(
+            f"vqa-extract: {len(missing)} referenced video(s) are missing under {root}; recorded as failed"
+        )
+    job = ExtractionJob(
+        out_dir=kw["out"],
+        feature_set=kw["feature_set"],
+        options=options,
+        videos=videos,
+        root=root,
+        missing=missing,
+        source={
+            "dataset": kw["dataset"],
+            "root": str(root.resolve()),
+            "task": kw["task"],
+            "limit": kw["limit"],
+        },
+        shard_size=kw["shard_size"],
+        overwrite=kw["overwrite"],
+    )
+    config = EngineConfig(
+        backend="local" if kw["local"] else "ray",
+        address=kw["address"],
+        num_cpus=kw["num_cpus"],
+        progress=kw["progress"],
+    )
+    try:
+        summary = run_extraction(job, config)
+    except (ResumeMismatchError, OutputInUseError, ManifestError, UnsafePathError, BackendError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(summary.format())
+    if summary.random_weights:
+        _random_banner(err_echo)
+    return EXIT_FAILED_VIDEOS if summary.failed else 0
+
+
+@cli.command("export-hcrn")
+@click.option(
+    "--features-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="An output of vqa-extract --features hcrn.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Where to write."
+)
+@click.option(
+    "--name",
+    default="tgif-qa_frameqa",
+    show_default=True,
+    help="HCRN's file prefix: tgif-qa_<task>, msvd-qa, msrvtt-qa, ...",
+)
+@click.option(
+    "--ids",
+    "id_format",
+    type=click.Choice(["auto", "int", "str"]),
+    default="auto",
+    show_default=True,
+    help="Type of the ids dataset (HCRN uses integers: video123 -> 123).",
+)
+def export_hcrn_cmd(features_dir: Path, out: Path, name: str, id_format: str) -> None:
+    """Write <name>_appearance_feat.h5 (resnet_features) and <name>_motion_feat.h5 (resnext_features)."""
+    from extract.hcrn import HCRNExportError, export_hcrn
+    from extract.shards import ManifestError
+
+    try:
+        paths = export_hcrn(features_dir, out, name=name, id_format=id_format)
+    except (HCRNExportError, ManifestError) as err:
+        raise click.ClickException(str(err)) from err
+    for kind, path in paths.items():
+        click.echo(f"{kind}: {path}")
+
+
+@cli.command("demo-data")
+@click.option(
+    "--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Output directory."
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Multiplies the number of videos and questions.",
+)
+def demo_data_cmd(out: Path, seed: int, scale: float) -> None:
+    """Generate the synthetic demo datasets (TGIF-QA, MSRVTT-QA, ActivityNet-Captions layouts)."""
+    from pipelines.demo import generate_demo
+
+    info = generate_demo(out, seed=seed, scale=scale)
+    click.echo(f"demo data in {out} (seed {seed}, scale {scale})")
+    for name, data in sorted(info.get("datasets", {}).items()):
+        root = out / data.get("root", name)
+        click.echo(f"  {name}: {data.get('videos', '?')} videos, --dataset {name} --root {root}")
+
+
+@cli.command("info")
+@click.argument("out", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+def info_cmd(out: Path, as_json: bool) -> None:
+    """Summarise the feature directory OUT (feature set, provenance, counts, failures)."""
+    from extract.shards import ManifestError, load_manifest, mentions_random_weights
+
+    try:
+        manifest = load_manifest(out)
+    except ManifestError as err:
+        raise click.ClickException(str(err)) from err
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2, sort_keys=True))
+        return
+    counts = manifest.get("counts", {})
+    click.echo(f"{out}: feature set {manifest['feature_set']!r}, status {manifest.get('status')}")
+    click.echo(
+        f"  videos: {counts.get('done', 0)} done, {counts.get('failed', 0)} failed, "
+        f"{counts.get('pending', 0)} pending of {counts.get('planned', 0)}; "
+        f"shards: {counts.get('complete_shards', 0)}/{counts.get('shards', 0)} complete"
+    )
+    click.echo("  outputs:")
+    for name, spec in manifest["outputs"].items():
+        shape = ", ".join("T" if s is None else str(s) for s in spec["shape"])
+        click.echo(f"    {name}: ({shape}) {spec['dtype']}")
+    source = manifest.get("source", {})
+    if source:
+        click.echo("  source: " + ", ".join(f"{k}={v}" for k, v in source.items() if v is not None))
+    provenance = manifest.get("provenance", {})
+    for role, backbone in sorted(provenance.get("backbones", {}).items()):
+        click.echo(
+            f"  {role} backbone: {backbone.get('name')} weights={backbone.get('weights')} "
+            f"sha256={backbone.get('weights_sha256')}"
+        )
+    if "samplers" in provenance:
+        click.echo("  samplers: " + json.dumps(provenance["samplers"], sort_keys=True))
+    scalars = {k: v for k, v in provenance.items() if not isinstance(v, dict | list)}
+    click.echo("  provenance: " + ", ".join(f"{k}={v}" for k, v in sorted(scalars.items())))
+    if mentions_random_weights(provenance):
+        click.echo("  WARNING: extracted with RANDOM backbone weights (not research features)")
+    failures = manifest["failures"]
+    if failures:
+        click.echo(f"  failures ({len(failures)}):")
+        for failure in failures[:20]:
+            click.echo(f"    {failure['video_id']}: {failure['reason']}")
+        if len(failures) > 20:
+            click.echo(f"    ... and {len(failures) - 20} more (vqa-extract info --json)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point ``vqa-extract``."""
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    cli.main(args=argv, prog_name="vqa-extract")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1027 @@
+"""The extraction pipeline: CPU decode workers, model actors, shard writing, resume, failure records.
+
+Design (details and the reasons in docs/architecture.md, "Extraction engine"):
+
+- One **scheduler** loop in the driver owns all state: which videos are being decoded, the decoded chunks
+  waiting for a model, the batches in flight, the per-video partial outputs and the per-shard results.
+- Decoding runs ``FeatureSet.decode`` in CPU **tasks** (Ray streaming-generator tasks, one per video) that
+  yield bounded chunks; inference runs ``FeatureSet.infer`` in **actors** (one per GPU of the cluster, or one
+  CPU actor) on batches of chunks from many videos. Chunks go from decode tasks to actors by object
+  reference; the driver only ever fetches small headers and the (small) feature outputs.
+- **Backpressure**: at most ``max_active_decodes`` videos are being decoded, at most ``max_buffered_chunks``
+  decoded chunks exist (waiting or in inference), and each actor has at most two batches queued, so memory
+  is bounded by the configuration, not by the number of videos.
+- A video's outputs are combined with ``FeatureSet.finalize`` once its decode finished and every chunk came
+  back; a shard is written (atomically) once each of its planned videos succeeded or failed, then the
+  manifest is rewritten (atomically).
+- **Resume**: complete shard files are never redone; a shard file found without its manifest update
+  (crash between the two renames) is adopted from its own attributes; stale temporary files are removed.
+- **Failures**: a decode error (``VideoDecodeError``) or any error while decoding, inferring or finalizing
+  one video is recorded (video id, path, reason) and the run goes on. Ray retries crashed decode tasks
+  (``max_retries``) and restarts crashed actors (``max_restarts`` / ``max_task_retries``). A failed batch of
+  several videos is split and retried one video at a time, so one bad video cannot fail its neighbours.
+- ``backend="local"`` runs the very same scheduler with in-process decode and inference (tests, debugging).
+
+Crash injection for tests: the environment variable ``VQA_EXTRACT_CRASH`` = ``after-shard:N`` kills the
+process with SIGKILL right after the N-th shard file of this run was renamed into place (before the manifest
+records it); ``in-shard:N`` kills it while the N-th shard is still under its temporary name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from extract.shards import (
+    MANIFEST_NAME,
+    SHARD_DIR,
+    FeatureSpec,
+    ManifestError,
+    ShardWriter,
+    load_manifest,
+    mentions_random_weights,
+    new_manifest,
+    normalize_outputs,
+    plan_shards,
+    read_shard_attrs,
+    refresh_counts,
+    save_manifest,
+)
+from pipelines.paths import UnsafePathError, resolve_under
+
+__all__ = [
+    "EngineConfig",
+    "ExtractionJob",
+    "BackendError",
+    "OutputInUseError",
+    "ResumeMismatchError",
+    "RunSummary",
+    "run_extraction",
+]
+
+log = logging.getLogger(__name__)
+
+CRASH_ENV = "VQA_EXTRACT_CRASH"
+#: options that may differ between a run and its resumption (none: even the batch size can change the
+#: float rounding of a backbone, so every option, batch_frames included, must match)
+RUNTIME_OPTIONS: frozenset[str] = frozenset()
+LOCK_NAME = ".vqa-extract.lock"
+#: an inference call gathers chunks worth about this many forward passes of ``batch_frames`` images, so
+#: the padding of a call's last, partial forward pass (feature sets pad it for batch-independent values)
+#: is amortised
+CALL_FORWARDS = 16
+
+
+class ResumeMismatchError(RuntimeError):
+    """The output directory holds a run made with other options; the message lists the differences."""
+
+
+class OutputInUseError(RuntimeError):
+    """Another vqa-extract process is writing the same output directory."""
+
+
+class BackendError(RuntimeError):
+    """The models could not be loaded, or Ray could not be started / joined (the message says why)."""
+
+
+def _load_models(fs) -> None:
+    """Load a feature set's backbones now (fail fast on missing weights) when it exposes them."""
+    roles = getattr(fs, "roles", None)
+    if roles and hasattr(fs, "backbone"):
+        for role in roles:
+            fs.backbone(role)
+
+
+# ============================================================================================ job and config
+@dataclass(frozen=True)
+class FeatureSetSpec:
+    """How every process builds the same FeatureSet: ``builder(name, options)`` (picklable)."""
+
+    name: str
+    options: Any
+    builder: Callable[[str, Any], Any] | None = None
+
+    def build(self):
+        if self.builder is not None:
+            return self.builder(self.name, self.options)
+        from extract.featuresets import build_feature_set
+
+        return build_feature_set(self.name, self.options)
+
+
+_FEATURE_SET_CACHE: dict[FeatureSetSpec, Any] = {}
+
+
+def _cached_feature_set(spec: FeatureSetSpec):
+    """One FeatureSet per spec per worker process (decode tasks reuse it across videos)."""
+    fs = _FEATURE_SET_CACHE.get(spec)
+    if fs is None:
+        fs = spec.build()
+        _FEATURE_SET_CACHE[spec] = fs
+    return fs
+
+
+@dataclass(frozen=True)
+class VideoItem:
+    """One planned video: id, path, and a failure reason known before decoding (``"missing"``) or None."""
+
+    video_id: str
+    path: str
+    known_failure: str | None = None
+
+
+@dataclass
+class ExtractionJob:
+    """What to extract and where.
+
+    Args:
+        out_dir: the output directory (manifest.json + shards/).
+        feature_set: feature-set name (``extract.featuresets.FEATURE_SETS``).
+        options: a frozen options dataclass (``FeatureOptions``).
+        videos: the videos to extract (``VideoRef``-like objects with ``video_id`` and ``path``).
+        root: the dataset root; every video path must lie under it, every id must stay under it.
+        missing: video id -> reason for videos known to be absent (recorded as failures, never decoded).
+        source: JSON-able description of where the videos came from (dataset, root, task, limit).
+        shard_size: videos per shard.
+        overwrite: delete an existing output (manifest and shards) first instead of resuming.
+        builder: ``builder(name, options) -> FeatureSet``; default ``extract.featuresets.build_feature_set``.
+            It must be a module-level function when the Ray backend is used.
+    """
+
+    out_dir: Path
+    feature_set: str
+    options: Any
+    videos: Sequence[Any]
+    root: Path | None = None
+    missing: Mapping[str, str] = field(default_factory=dict)
+    source: Mapping[str, Any] = field(default_factory=dict)
+    shard_size: int = 256
+    overwrite: bool = False
+    builder: Callable[[str, Any], Any] | None = None
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How to run.
+
+    Args:
+        backend: ``"ray"`` (local runtime, or the cluster at ``address``) or ``"local"`` (in-process).
+        address: ``None`` starts a local Ray runtime; ``"auto"`` or ``"HOST:PORT"`` joins a cluster.
+        num_cpus: CPUs of the local Ray runtime (default: all).
+        progress: show the tqdm progress bar.
+        max_active_decodes: videos decoded at once (default: 2 per decode CPU).
+        max_buffered_chunks: decoded chunks alive at once (default: from workers and decode CPUs).
+        retries: Ray task retries and actor restarts.
+    """
+
+    backend: str = "ray"
+    address: str | None = None
+    num_cpus: int | None = None
+    progress: bool = True
+    max_active_decodes: int | None = None
+    max_buffered_chunks: int | None = None
+    retries: int = 3
+
+
+@dataclass
+class RunSummary:
+    """What a run did; ``exit_code`` is 0 when no video failed, 3 otherwise."""
+
+    out_dir: Path
+    feature_set: str
+    planned: int
+    done: int
+    failed: int
+    done_this_run: int
+    failed_this_run: int
+    skipped_shards: int
+    shards: int
+    frames: int
+    wall_s: float
+    random_weights: bool = False
+    failures: list[dict[str, str]] = field(default_factory=list)
+    #: seconds from the start until the first video of this run was done (startup and model loading)
+    first_result_s: float | None = None
+    #: how it ran, e.g. "ray, 2 inference actor(s) on GPU, 6 decode CPU(s)" or "local (in-process)"
+    backend: str = ""
+
+    @property
+    def exit_code(self) -> int:
+        return 3 if self.failed else 0
+
+    def format(self) -> str:
+        processed = self.done_this_run + self.failed_this_run
+        rate = processed / self.wall_s if self.wall_s > 0 else 0.0
+        fps = self.frames / self.wall_s if self.wall_s > 0 else 0.0
+        lines = [
+            f"vqa-extract: {self.feature_set} features -> {self.out_dir}",
+            f"  videos: {self.done} done, {self.failed} failed, {self.planned} planned "
+            f"({self.shards} shards, {self.skipped_shards} already complete before this run)",
+            f"  this run: {self.done_this_run} done, {self.failed_this_run} failed in {self.wall_s:.1f} s "
+            f"({rate:.2f} videos/s, {fps:.1f} frames/s)",
+        ]
+        if self.backend:
+            lines.append(f"  backend: {self.backend}")
+        if self.failed:
+            where = self.out_dir / MANIFEST_NAME
+            lines.append(f'  {self.failed} video(s) FAILED; reasons in {where} ("failures"):')
+            for failure in self.failures[:10]:
+                lines.append(f"    {failure['video_id']}: {failure['reason']}")
+            if len(self.failures) > 10:
+                lines.append(f"    ... and {len(self.failures) - 10} more")
+        if self.random_weights:
+            lines.append("  WARNING: RANDOM backbone weights were used; not research features")
+        return "\n".join(lines)
+
+
+# ============================================================================================ decode items
+def _count_frames(chunk: Mapping[str, np.ndarray]) -> int:
+    """Frames in a chunk: leading dims of each uint8 stack ((N, H, W, 3) -> N, (N, T, H, W, 3) -> N*T)."""
+    frames = 0
+    for value in chunk.values():
+        is_image = isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim >= 4
+        if is_image and value.shape[-1] == 3:
+            frames += int(np.prod(value.shape[:-3]))
+    return frames
+
+
+def _decode_items(fs, video_id: str, path: str) -> Iterator[dict]:
+    """Run ``fs.decode`` and yield the stream the scheduler reads.
+
+    For every chunk: a header ``{"kind": "chunk", "seq", "frames"}`` then the chunk itself; at the end
+    ``{"kind": "done", "chunks": n}`` or, on any error, ``{"kind": "failed", "reason": ...}``.
+    """
+    from extract.video import VideoDecodeError
+
+    n = 0
+    try:
+        for chunk in fs.decode(video_id, Path(path)):
+            yield {"kind": "chunk", "seq": n, "frames": _count_frames(chunk)}
+            yield chunk
+            n += 1
+    except VideoDecodeError as err:
+        yield {"kind": "failed", "reason": err.reason}
+        return
+    except Exception as err:  # noqa: BLE001 - recorded as this video's failure; the run goes on
+        yield {"kind": "failed", "reason": f"decoding raised {type(err).__name__}: {err}"}
+        return
+    if n == 0:
+        yield {"kind": "failed", "reason": "the decoder produced no frames"}
+    else:
+        yield {"kind": "done", "chunks": n}
+
+
+def _ray_decode(spec: FeatureSetSpec, video_id: str, path: str):
+    yield from _decode_items(_cached_feature_set(spec), video_id, path)
+
+
+class _InferWorker:
+    """Inference actor body: one FeatureSet, models loaded on the first batch (or by ``warmup``)."""
+
+    def __init__(self, spec: FeatureSetSpec, torch_threads: int | None = None) -> None:
+        if torch_threads:
+            import torch
+
+            torch.set_num_threads(int(torch_threads))
+        self.fs = spec.build()
+        _load_models(self.fs)
+
+    def infer(self, *chunks: dict) -> list[dict]:
+        return self.fs.infer(list(chunks))
+
+    def ping(self) -> bool:
+        return True
+
+
+# ============================================================================================ backends
+class _LocalStream:
+    def __init__(self, items: Iterator[dict]) -> None:
+        self.items = items
+
+
+class _LocalFuture:
+    def __init__(self, seq: int, payloads: list) -> None:
+        self.seq = seq
+        self.payloads = payloads
+
+
+class _LocalBackend:
+    """In-process decode and inference; futures run when collected (oldest first)."""
+
+    eager_dispatch = False
+
+    def __init__(self, spec: FeatureSetSpec, fs) -> None:
+        try:
+            _load_models(fs)
+        except Exception as err:  # noqa: BLE001 - re-raised with context
+            raise BackendError(f"cannot load the models of feature set {spec.name!r}: {err}") from err
+        self.fs = fs
+        self.num_workers = 1
+        self.decode_slots = 1
+        self._seq = 0
+        self.description = "local (in-process decode and inference)"
+
+    def start_decode(self, video_id: str, path: str) -> _LocalStream:
+        return _LocalStream(_decode_items(self.fs, video_id, path))
+
+    def next_item(self, stream: _LocalStream) -> tuple[dict, Any]:
+        header = next(stream.items)
+        payload = next(stream.items) if header["kind"] == "chunk" else None
+        return header, payload
+
+    def submit_infer(self, worker: int, payloads: list) -> Any:
+        self._seq += 1
+        return _LocalFuture(self._seq, payloads)
+
+    def wait(self, streams: list, futures: list, timeout: float) -> tuple[list, list]:
+        if futures:
+            return [], [min(futures, key=lambda f: f.seq)]
+        return list(streams[:1]), []
+
+    def get_infer(self, future: Any) -> list[dict]:
+        payloads, future.payloads = future.payloads, []
+        return self.fs.infer(payloads)
+
+    def release(self, payload: Any) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        return None
+
+
+class _RayBackend:
+    """Streaming-generator decode tasks and inference actors on a Ray runtime."""
+
+    eager_dispatch = True
+
+    def __init__(self, spec: FeatureSetSpec, options: Any, config: EngineConfig) -> None:
+        import ray
+
+        self.ray = ray
+        self._started = False
+        if not ray.is_initialized():
+            init_kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+            if config.address is not None:
+                init_kwargs["address"] = config.address
+            elif config.num_cpus is not None:
+                init_kwargs["num_cpus"] = int(config.num_cpus)
+            try:
+                ray.init(**init_kwargs)
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                where = f"join the Ray cluster at {config.address}" if config.address else "start Ray"
+                raise BackendError(f"cannot {where}: {err}") from err
+            self._started = True
+        resources = ray.cluster_resources()
+        total_cpus = max(1, int(resources.get("CPU", 1)))
+        device = str(getattr(options, "device", "cpu"))
+        if device.startswith("cuda"):
+            gpus = int(resources.get("GPU", 0))
+            if gpus < 1:
+                self.shutdown()
+                raise BackendError(
+                    "--device cuda but the Ray cluster reports no GPU; "
+                    "use --device cpu or join a cluster with GPUs"
+                )
+            self.num_workers = gpus
+            actor_opts = {"num_gpus": 1, "num_cpus": 1}
+            torch_threads = None
+            self.decode_slots = max(1, total_cpus - gpus)
+        else:
+            actor_cpus = max(1, total_cpus - max(1, total_cpus // 4)) if total_cpus > 1 else 1
+            self.num_workers = 1
+            actor_opts = {"num_gpus": 0, "num_cpus": actor_cpus}
+            # Decoding is cheap beside CPU inference and mostly runs while the actor waits for input,
+            # so the actor's torch threads use every core (measured on 2 cores: 1.7x over 1 thread).
+            torch_threads = total_cpus
+            self.decode_slots = max(1, total_cpus - actor_cpus)
+        self.spec = spec
+        retries = int(config.retries)
+        actor_cls = ray.remote(_InferWorker).options(
+            max_restarts=retries, max_task_retries=retries, **actor_opts
+        )
+        self.actors = [actor_cls.remote(spec, torch_threads) for _ in range(self.num_workers)]
+        self._decode = ray.remote(_ray_decode).options(
+            num_cpus=1,
+            num_returns="streaming",
+            max_retries=retries,
+            _generator_backpressure_num_objects=4,
+        )
+        try:
+            ray.get([a.ping.remote() for a in self.actors])
+        except Exception as err:  # noqa: BLE001 - an actor failed to start: usually its models did not load
+            self.shutdown()
+            raise BackendError(
+                f"the inference actors of feature set {spec.name!r} failed to start: {err}"
+            ) from err
+        where = "GPU" if actor_opts["num_gpus"] else f"CPU ({torch_threads} threads)"
+        self.description = (
+            f"ray, {self.num_workers} inference actor(s) on {where}, {self.decode_slots} decode CPU(s)"
+        )
+
+    def start_decode(self, video_id: str, path: str):
+        return self._decode.remote(self.spec, video_id, path)
+
+    def next_item(self, stream) -> tuple[dict, Any]:
+        header = self.ray.get(next(stream))
+        payload = next(stream) if header["kind"] == "chunk" else None
+        return header, payload
+
+    def submit_infer(self, worker: int, payloads: list) -> Any:
+        return self.actors[worker].infer.remote(*payloads)
+
+    def wait(self, streams: list, futures: list, timeout: float) -> tuple[list, list]:
+        pending = list(streams) + list(futures)
+        if not pending:
+            return [], []
+        ready, _ = self.ray.wait(pending, num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = self.ray.wait(pending, num_returns=len(pending), timeout=0)
+        ready_set = set(ready)
+        return [s for s in streams if s in ready_set], [f for f in futures if f in ready_set]
+
+    def get_infer(self, future: Any) -> list[dict]:
+        return self.ray.get(future)
+
+    def release(self, payload: Any) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        for actor in getattr(self, "actors", []):
+            with contextlib.suppress(Exception):  # best effort while tearing down
+                self.ray.kill(actor)
+        if self._started:
+            self.ray.shutdown()
+            self._started = False
+
+
+# ============================================================================================ scheduler
+@dataclass
+class _VideoState:
+    shard: int
+    item: VideoItem
+    chunks_total: int | None = None
+    partials: dict[int, dict] = field(default_factory=dict)
+    frames: int = 0
+    finished: bool = False
+
+
+@dataclass
+class _ShardState:
+    index: int
+    planned: list[str]
+    remaining: int
+    results: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    failures: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class _Chunk:
+    video: _VideoState
+    seq: int
+    payload: Any
+    frames: int
+    isolated: bool = False
+
+
+class _Scheduler:
+    def __init__(
+        self,
+        *,
+        backend,
+        fs,
+        outputs: dict[str, FeatureSpec],
+        manifest: dict,
+        out_dir: Path,
+        options_json: dict,
+        batch_frames: int,
+        config: EngineConfig,
+        items_by_id: dict[str, VideoItem],
+    ) -> None:
+        self.backend = backend
+        self.fs = fs
+        self.outputs = outputs
+        self.manifest = manifest
+        self.out_dir = out_dir
+        self.options_json = options_json
+        self.call_frames = max(1, int(batch_frames)) * CALL_FORWARDS
+        workers = backend.num_workers
+        self.max_active = config.max_active_decodes or max(2, 2 * backend.decode_slots)
+        self.max_buffered = config.max_buffered_chunks or max(8, 4 * workers + 2 * self.max_active)
+        self.progress_enabled = config.progress
+        self.items_by_id = items_by_id
+        self.frames = 0
+        self.done_this_run = 0
+        self.failed_this_run = 0
+        self.shards_written = 0
+        self.first_settled: float | None = None
+        self.crash = _parse_crash_env()
+
+        self.shards: dict[int, _ShardState] = {}
+        self.queue: deque[_VideoState] = deque()
+        for index, entry in enumerate(manifest["shards"]):
+            if entry["complete"]:
+                continue
+            state = _ShardState(index, list(entry["videos"]), len(entry["videos"]))
+            self.shards[index] = state
+            for video_id in entry["videos"]:
+                self.queue.append(_VideoState(index, items_by_id[video_id]))
+        self.total = len(self.queue)
+
+    # -------------------------------------------------------------- main loop
+    def run(self) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(
+            total=self.total,
+            unit="video",
+            dynamic_ncols=True,
+            disable=not self.progress_enabled,
+            file=sys.stderr,
+            desc="extract",
+            smoothing=0.1,
+        )
+        self.t0 = time.monotonic()
+        active: dict[Any, _VideoState] = {}  # stream -> video
+        ready_chunks: deque[_Chunk] = deque()
+        inflight: dict[Any, tuple[int, list[_Chunk]]] = {}
+        load = [0] * self.backend.num_workers
+        try:
+            # videos known to be missing fail at once; shards made only of them are written at once
+            for video in [v for v in self.queue if v.item.known_failure is not None]:
+                self._fail(video, video.item.known_failure)
+            self.queue = deque(v for v in self.queue if v.item.known_failure is None)
+
+            while self.queue or active or ready_chunks or inflight:
+                buffered = len(ready_chunks) + sum(len(c) for _, c in inflight.values())
+                # 1. start decodes (bounded)
+                while self.queue and len(active) < self.max_active and buffered < self.max_buffered:
+                    video = self.queue.popleft()
+                    active[self.backend.start_decode(video.item.video_id, video.item.path)] = video
+                # 2. dispatch inference batches
+                ready_frames = sum(c.frames for c in ready_chunks)
+                can_consume = bool(active) and buffered < self.max_buffered
+                for worker in sorted(range(len(load)), key=lambda w: load[w]):
+                    if not ready_chunks or load[worker] >= 2:
+                        continue
+                    idle = self.backend.eager_dispatch and load[worker] == 0
+                    if ready_frames < self.call_frames and can_consume and not idle:
+                        continue
+                    batch = self._take_batch(ready_chunks)
+                    ready_frames -= sum(c.frames for c in batch)
+                    future = self.backend.submit_infer(worker, [c.payload for c in batch])
+                    inflight[future] = (worker, batch)
+                    load[worker] += 1
+                # 3. wait for something to happen
+                buffered = len(ready_chunks) + sum(len(c) for _, c in inflight.values())
+                streams = list(active) if buffered < self.max_buffered else []
+                if not streams and not inflight:
+                    if ready_chunks:
+                        continue  # nothing in flight: the dispatch above sends what is buffered
+                    if active:  # buffer full of nothing? cannot happen; consume anyway to make progress
+                        streams = list(active)
+                ready_streams, ready_futures = self.backend.wait(streams, list(inflight), timeout=1.0)
+                for stream in ready_streams:
+                    self._consume(stream, active, ready_chunks)
+                for future in ready_futures:
+                    worker, batch = inflight.pop(future)
+                    load[worker] -= 1
+                    self._collect(future, batch, ready_chunks)
+                self._refresh_bar()
+        finally:
+            self.bar.close()
+
+    def _take_batch(self, ready_chunks: deque[_Chunk]) -> list[_Chunk]:
+        if ready_chunks[0].isolated:
+            return [ready_chunks.popleft()]
+        batch = [ready_chunks.popleft()]
+        frames = batch[0].frames
+        while (
+            ready_chunks
+            and not ready_chunks[0].isolated
+            and frames + ready_chunks[0].frames <= self.call_frames
+        ):
+            chunk = ready_chunks.popleft()
+            batch.append(chunk)
+            frames += chunk.frames
+        return batch
+
+    def _consume(self, stream: Any, active: dict, ready_chunks: deque[_Chunk]) -> None:
+        video = active[stream]
+        try:
+            header, payload = self.backend.next_item(stream)
+        except StopIteration:
+            header, payload = {"kind": "failed", "reason": "decode stream ended without a result"}, None
+        except Exception as err:  # noqa: BLE001 - a crashed decode worker (after Ray's retries) fails this video
+            header, payload = {"kind": "failed", "reason": f"decode worker failed: {_short(err)}"}, None
+        kind = header["kind"]
+        if kind == "chunk":
+            if not video.finished:
+                ready_chunks.append(_Chunk(video, header["seq"], payload, header["frames"]))
+            return
+        del active[stream]
+        if kind == "failed":
+            self._fail(video, header["reason"])
+        else:
+            video.chunks_total = header["chunks"]
+            self._maybe_finalize(video)
+
+    def _collect(self, future: Any, batch: list[_Chunk], ready_chunks: deque[_Chunk]) -> None:
+        try:
+            partials = self.backend.get_infer(future)
+            if len(partials) != len(batch):
+                raise RuntimeError(f"infer returned {len(partials)} outputs for {len(batch)} chunks")
+        except Exception as err:  # noqa: BLE001 - handled: split the batch, or fail the one video
+            videos = {id(c.video) for c in batch}
+            if len(videos) > 1:
+                log.warning(
+                    "inference failed on a batch of %d videos (%s); retrying them one by one",
+                    len(videos),
+                    _short(err),
+                )
+                for chunk in reversed(batch):
+                    chunk.isolated = True
+                    ready_chunks.appendleft(chunk)
+                return
+            video = batch[0].video
+            if not video.finished:
+                self._fail(video, f"inference failed: {_short(err)}")
+            return
+        for chunk, partial in zip(batch, partials, strict=True):
+            video = chunk.video
+            if video.finished:
+                continue
+            video.partials[chunk.seq] = partial
+            video.frames += chunk.frames
+            self.frames += chunk.frames
+            self._maybe_finalize(video)
+
+    def _maybe_finalize(self, video: _VideoState) -> None:
+        if video.finished or video.chunks_total is None or len(video.partials) < video.chunks_total:
+            return
+        try:
+            arrays = self.fs.finalize([video.partials[i] for i in range(video.chunks_total)])
+            checked = {}
+            for name, spec in self.outputs.items():
+                if name not in arrays:
+                    raise ValueError(f"finalize returned no {name!r}")
+                array = spec.check(video.item.video_id, name, arrays[name])
+                if array.dtype.kind == "f" and not np.isfinite(array).all():
+                    raise ValueError(f"feature {name!r} holds NaN or infinite values")
+                checked[name] = array
+        except Exception as err:  # noqa: BLE001 - recorded as this video's failure
+            self._fail(video, f"finalize failed: {_short(err)}")
+            return
+        video.finished = True
+        video.partials = {}
+        shard = self.shards[video.shard]
+        shard.results[video.item.video_id] = checked
+        self.done_this_run += 1
+        self.bar.update(1)
+        self._video_settled(shard)
+
+    def _fail(self, video: _VideoState, reason: str) -> None:
+        if video.finished:
+            return
+        video.finished = True
+        video.partials = {}
+        shard = self.shards[video.shard]
+        shard.failures[video.item.video_id] = {
+            "video_id": video.item.video_id,
+            "path": video.item.path,
+            "reason": reason,
+        }
+        self.failed_this_run += 1
+        self.bar.update(1)
+        self._video_settled(shard)
+
+    def _video_settled(self, shard: _ShardState) -> None:
+        if self.first_settled is None:
+            self.first_settled = time.monotonic()
+        shard.remaining -= 1
+        if shard.remaining == 0:
+            self._write_shard(shard)
+
+    def _write_shard(self, shard: _ShardState) -> None:
+        entry = self.manifest["shards"][shard.index]
+        ids = [v for v in shard.planned if v in shard.results]
+        failures = [shard.failures[v] for v in shard.planned if v in shard.failures]
+        writer = ShardWriter(
+            self.out_dir / SHARD_DIR / entry["name"],
+            feature_set=self.manifest["feature_set"],
+            outputs=self.outputs,
+            provenance=self.manifest["provenance"],
+            options=self.options_json,
+            shard=shard.index,
+            planned=shard.planned,
+        )
+        number = self.shards_written + 1
+        hook = None
+        if self.crash == ("in-shard", number):
+
+            def hook(_tmp: Path) -> None:
+                _kill_self()
+
+        writer.write(ids, [shard.results[v] for v in ids], failures, before_rename=hook)
+        self.shards_written = number
+        if self.crash == ("after-shard", number):
+            _kill_self()
+        _mark_complete(self.manifest, shard.index, ids, failures)
+        save_manifest(self.out_dir, self.manifest)
+        del self.shards[shard.index]
+
+    def _refresh_bar(self) -> None:
+        elapsed = time.monotonic() - self.t0
+        if elapsed > 0 and self.progress_enabled:
+            self.bar.set_postfix(
+                failed=self.failed_this_run, frames_s=f"{self.frames / elapsed:.1f}", refresh=False
+            )
+
+
+def _short(err: BaseException, limit: int = 300) -> str:
+    text = f"{type(err).__name__}: {err}".strip().replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _parse_crash_env() -> tuple[str, int] | None:
+    value = os.environ.get(CRASH_ENV)
+    if not value:
+        return None
+    kind, _, number = value.partition(":")
+    if kind not in ("after-shard", "in-shard") or not number.isdigit():
+        raise ValueError(f"{CRASH_ENV}={value!r}: expected 'after-shard:N' or 'in-shard:N'")
+    return kind, int(number)
+
+
+def _kill_self() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _mark_complete(manifest: dict, index: int, ids: list[str], failures: list[dict[str, str]]) -> None:
+    entry = manifest["shards"][index]
+    entry.update(complete=True, ids=list(ids), count=len(ids), failed=len(failures))
+    failed_ids = {f["video_id"] for f in failures}
+    manifest["failures"] = [f for f in manifest["failures"] if f["video_id"] not in failed_ids]
+    manifest["failures"].extend({**f, "shard": entry["name"]} for f in failures)
+    manifest["failures"].sort(key=lambda f: f["video_id"])
+    refresh_counts(manifest)
+
+
+# ============================================================================================ preparation
+def _jsonable(obj: Any, what: str) -> Any:
+    """``obj`` as it reads back from JSON (tuples become lists), so stored and fresh values compare equal."""
+    try:
+        return json.loads(json.dumps(obj, sort_keys=True))
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"the feature set's {what} is not JSON-serialisable: {err}") from err
+
+
+def _options_json(options: Any) -> dict[str, Any]:
+    if dataclasses.is_dataclass(options):
+        data = dataclasses.asdict(options)
+    elif isinstance(options, Mapping):
+        data = dict(options)
+    else:
+        raise TypeError(f"options must be a dataclass or a mapping, got {type(options).__name__}")
+    return json.loads(json.dumps(data, sort_keys=True, default=str))
+
+
+def _identity(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """What must match for a resume: everything that changes which videos or which values are written."""
+    options = {k: v for k, v in manifest["options"].items() if k not in RUNTIME_OPTIONS}
+    provenance = {k: v for k, v in manifest["provenance"].items() if k != "toolkit_version"}
+    return {
+        "feature_set": manifest["feature_set"],
+        "outputs": manifest["outputs"],
+        "options": options,
+        "provenance": provenance,
+        "source": manifest.get("source", {}),
+        "shard_size": manifest.get("shard_size"),
+        "videos": [s["videos"] for s in manifest["shards"]],
+    }
+
+
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        out = []
+        for key in sorted(set(old) | set(new), key=str):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old:
+                out.append(f"{path}: not in the existing run, now {_brief(new[key])}")
+            elif key not in new:
+                out.append(f"{path}: was {_brief(old[key])}, now absent")
+            else:
+                out.extend(_differences(old[key], new[key], path))
+        return out
+    if old != new:
+        if prefix == "videos":
+            return ["the list of videos (or their shard assignment) differs"]
+        return [f"{prefix}: was {_brief(old)}, now {_brief(new)}"]
+    return []
+
+
+def _brief(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _build_plan(job: ExtractionJob) -> tuple[list[list[str]], dict[str, VideoItem]]:
+    root = Path(job.root).resolve() if job.root is not None else None
+    items: dict[str, VideoItem] = {}
+    for ref in job.videos:
+        video_id = str(ref.video_id)
+        if root is not None:
+            # the id must not name anything outside the root (it becomes a key others may join onto paths)
+            resolve_under(root, video_id, source=f"video id {video_id!r}")
+            path = Path(ref.path)
+            resolved = path.resolve() if path.is_absolute() else (root / path).resolve()
+            if resolved != root and root not in resolved.parents:
+                raise UnsafePathError(
+                    f"video {video_id!r}: path {ref.path} lies outside the dataset root {root}; refused"
+                )
+        if video_id in items:
+            raise ValueError(
+                f"video id {video_id!r} is listed twice ({items[video_id].path} and {ref.path}); "
+                "ids must be unique"
+            )
+        known = job.missing.get(video_id)
+        items[video_id] = VideoItem(video_id, str(ref.path), known)
+    return plan_shards(list(items), job.shard_size), items
+
+
+def _clean_output(out_dir: Path) -> None:
+    """Remove what a previous vqa-extract run wrote (manifest, shards, temporary files); nothing else."""
+    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    shard_dir = out_dir / SHARD_DIR
+    if shard_dir.is_dir():
+        for path in shard_dir.iterdir():
+            if path.is_file() and (path.suffix == ".h5" or path.name.startswith(".tmp-")):
+                path.unlink()
+        with contextlib.suppress(OSError):
+            shard_dir.rmdir()
+    for path in out_dir.glob(f".tmp-{MANIFEST_NAME}.*"):
+        path.unlink()
+
+
+def _remove_temporaries(out_dir: Path) -> None:
+    shard_dir = out_dir / SHARD_DIR
+    if shard_dir.is_dir():
+        for path in shard_dir.glob(".tmp-*"):
+            path.unlink()
+    for path in out_dir.glob(f".tmp-{MANIFEST_NAME}.*"):
+        path.unlink()
+
+
+def _reconcile(manifest: dict, out_dir: Path) -> int:
+    """Bring the manifest in line with the shard files on disk; returns the number of complete shards."""
+    for index, entry in enumerate(manifest["shards"]):
+        path = out_dir / SHARD_DIR / entry["name"]
+        if entry["complete"] and not path.is_file():
+            log.warning("%s is listed as complete but is missing; it will be extracted again", path)
+            entry.update(complete=False, ids=[], count=0, failed=0)
+            manifest["failures"] = [f for f in manifest["failures"] if f.get("shard") != entry["name"]]
+        elif not entry["complete"] and path.is_file():
+            attrs = read_shard_attrs(path)  # written, but the crash came before the manifest update
+            if attrs.get("planned") != entry["videos"] or attrs.get("feature_set") != manifest["feature_set"]:
+                raise ManifestError(
+                    f"{path} does not belong to the plan in {out_dir / MANIFEST_NAME}; "
+                    "use --overwrite or a new --out"
+                )
+            _mark_complete(manifest, index, attrs["ids"], attrs["failures"])
+    refresh_counts(manifest)
+    return manifest["counts"]["complete_shards"]
+
+
+@contextlib.contextmanager
+def _output_lock(out_dir: Path) -> Iterator[None]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fh = open(out_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held for the whole run
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputInUseError(
+                f"{out_dir} is being written by another vqa-extract process; wait for it or use another --out"
+            ) from None
+        yield
+    finally:
+        fh.close()
+
+
+# ============================================================================================ entry point
+def run_extraction(job: ExtractionJob, config: EngineConfig = EngineConfig()) -> RunSummary:
+    """Extract the features of ``job.videos`` into ``job.out_dir``, resuming a previous identical run.
+
+    Args:
+        job: what to extract (see :class:`ExtractionJob`).
+        config: how (see :class:`EngineConfig`).
+
+    Returns:
+        The run summary (``summary.exit_code`` is 3 when some video failed).
+
+    Raises:
+        ResumeMismatchError: ``out_dir`` holds a run with different options (use a new out_dir or overwrite).
+        OutputInUseError: another process writes ``out_dir``.
+        UnsafePathError: a video id or path would leave the dataset root.
+    """
+    if config.backend not in ("ray", "local"):
+        raise ValueError(f"unknown backend {config.backend!r}; use 'ray' or 'local'")
+    t0 = time.monotonic()
+    out_dir = Path(job.out_dir)
+    plan, items = _build_plan(job)
+    spec = FeatureSetSpec(job.feature_set, job.options, job.builder)
+    fs = spec.build()
+    outputs = normalize_outputs(fs.outputs)
+    # The feature set's resolved options (its default backbones and sizes filled in), as provenance has them.
+    options_json = _options_json(getattr(fs, "options", job.options))
+    try:
+        provenance = _jsonable(fs.provenance(), "provenance")  # hashes the weight files
+    except (OSError, RuntimeError) as err:  # e.g. weights not in the torch cache: the message says where
+        raise BackendError(f"feature set {job.feature_set!r}: {err}") from err
+    fresh = new_manifest(
+        feature_set=job.feature_set,
+        outputs=outputs,
+        options=options_json,
+        provenance=provenance,
+        source=job.source,
+        shard_size=job.shard_size,
+        plan=[[(vid, items[vid].path) for vid in ids] for ids in plan],
+    )
+    random_weights = mentions_random_weights(provenance)
+    with _output_lock(out_dir):
+        if job.overwrite:
+            _clean_output(out_dir)
+        if (out_dir / MANIFEST_NAME).exists():
+            manifest = load_manifest(out_dir)
+            diffs = _differences(_identity(manifest), _identity(fresh))
+            if diffs:
+                raise ResumeMismatchError(
+                    f"{out_dir} already holds features made differently:\n  "
+                    + "\n  ".join(diffs[:20])
+                    + "\nuse a new --out, or --overwrite to replace them"
+                )
+        else:
+            shard_dir = out_dir / SHARD_DIR
+            if shard_dir.is_dir() and any(shard_dir.glob("*.h5")):
+                raise ResumeMismatchError(
+                    f"{shard_dir} holds shards but {out_dir / MANIFEST_NAME} is missing; "
+                    "use --overwrite or a new --out"
+                )
+            manifest = fresh
+        _remove_temporaries(out_dir)
+        skipped = _reconcile(manifest, out_dir)
+        save_manifest(out_dir, manifest)
+
+        backend = (
+            _LocalBackend(spec, fs) if config.backend == "local" else _RayBackend(spec, job.options, config)
+        )
+        try:
+            scheduler = _Scheduler(
+                backend=backend,
+                fs=fs,
+                outputs=outputs,
+                manifest=manifest,
+                out_dir=out_dir,
+                options_json=options_json,
+                batch_frames=int(getattr(job.options, "batch_frames", 64) or 64),
+                config=config,
+                items_by_id=items,
+            )
+            scheduler.run()
+        finally:
+            backend.shutdown()
+        refresh_counts(manifest)
+        save_manifest(out_dir, manifest)
+    counts = manifest["counts"]
+    return RunSummary(
+        out_dir=out_dir,
+        feature_set=job.feature_set,
+        planned=counts["planned"],
+        done=counts["done"],
+        failed=counts["failed"],
+        done_this_run=scheduler.done_this_run,
+        failed_this_run=scheduler.failed_this_run,
+        skipped_shards=skipped,
+        shards=counts["shards"],
+        frames=scheduler.frames,
+        wall_s=time.monotonic() - t0,
+        random_weights=random_weights,
+        failures=list(manifest["failures"]),
+        first_result_s=None if scheduler.first_settled is None else scheduler.first_settled - t0,
+        backend=backend.description,
+    )

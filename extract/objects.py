@@ -1,0 +1,570 @@
+"""Object features: a torchvision Faster R-CNN detector, box selection and padding, spatial box
+features, box -> feature-map coordinate scaling and RoIAlign pooling on 2D and 3D feature maps.
+
+These are the parts of MASN's inputs (Seo et al., ACL 2021, Sec. 3.1 and 4.2) that concern objects;
+``extract/masn.py`` assembles them into the ``masn`` feature set. MASN takes its objects from the
+bottom-up-attention Faster R-CNN (Visual Genome) and publishes no extraction code; we use torchvision's
+COCO Faster R-CNN (ResNet-50 FPN v2 by default) and follow bottom-up-attention's selection rule:
+
+1. The detector scores every proposal for every class, drops candidates below a floor
+   (``candidate_floor``, torchvision's own 0.05) and applies NMS per class (IoU ``nms_iou``; 0.3 as
+   bottom-up-attention).
+2. All surviving (box, class) detections are ranked by score across classes (class-agnostic ranking);
+   optionally a class-agnostic NMS (``agnostic_nms_iou``) removes the same region found as two classes.
+3. Detections scoring at least ``score_threshold`` (0.2) are kept, at most ``max_objects`` (10). When
+   fewer than ``min_objects`` pass, the best remaining candidates fill up to ``min_objects``
+   (bottom-up-attention's MIN_BOXES rule: MASN's frames always carry 10 objects). ``min_objects=0``
+   gives pure thresholding.
+4. The result is padded to exactly ``max_objects`` rows. Padded rows are boxes of zeros, score 0,
+   label -1 and ``mask`` False; their spatial and RoI features are zeros. A frame where the detector
+   finds nothing (as a randomly initialised detector usually does: its scores are ~1/91 < the floor)
+   is all padding, and the mask says so; nothing is invented.
+
+Coordinates: boxes are ``(x1, y1, x2, y2)`` in continuous pixel coordinates of the image they refer
+to (pixel ``i`` covers ``[i, i + 1)``), as torchvision's detectors return them. A box is moved
+between images of different sizes (original frame, detector input, backbone input, feature map)
+with ``scale_boxes``, which scales x by ``W_to / W_from`` and y by ``H_to / H_from`` separately:
+frames are rarely square and backbone inputs are square-resized. RoIAlign is then called on
+feature-map coordinates with ``spatial_scale=1`` and ``aligned=True`` (the half-pixel shift that
+makes a box aligned with cells sample exactly at the cell centres).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchvision.models import detection as tv_detection
+from torchvision.ops import nms, roi_align
+
+from extract.weights import WeightsError, load_checkpoint_file, sha256_file, torch_cache_checkpoint
+
+__all__ = [
+    "DETECTORS",
+    "DetectorSettings",
+    "Detections",
+    "LoadedDetector",
+    "RoISettings",
+    "SelectedObjects",
+    "detector_provenance",
+    "load_detector",
+    "resolve_detector_weights",
+    "roi_mean_features",
+    "roi_mean_features_3d",
+    "scale_boxes",
+    "select_batch",
+    "select_objects",
+    "spatial_features",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Detector registry (written out by hand)
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DetectorEntry:
+    """A selectable torchvision detector: its builder and its COCO weights enum entry."""
+
+    builder: Callable[..., nn.Module]
+    weights: object  # a torchvision WeightsEnum member (carries the checkpoint url and metadata)
+    num_classes: int = 91  # COCO, background included, as torchvision's detection weights
+
+
+DETECTORS: dict[str, DetectorEntry] = {
+    "fasterrcnn_resnet50_fpn_v2": DetectorEntry(
+        tv_detection.fasterrcnn_resnet50_fpn_v2, tv_detection.FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1
+    ),
+    "fasterrcnn_resnet50_fpn": DetectorEntry(
+        tv_detection.fasterrcnn_resnet50_fpn, tv_detection.FasterRCNN_ResNet50_FPN_Weights.COCO_V1
+    ),
+    "fasterrcnn_mobilenet_v3_large_fpn": DetectorEntry(
+        tv_detection.fasterrcnn_mobilenet_v3_large_fpn,
+        tv_detection.FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1,
+    ),
+    "fasterrcnn_mobilenet_v3_large_320_fpn": DetectorEntry(
+        tv_detection.fasterrcnn_mobilenet_v3_large_320_fpn,
+        tv_detection.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """How boxes are detected and selected (see the module docstring for the rule).
+
+    Attributes:
+        name: a key of ``DETECTORS``.
+        max_objects: rows per frame (MASN: 10).
+        min_objects: fill up to this many from below ``score_threshold`` (bottom-up-attention: 10).
+        score_threshold: keep detections scoring at least this (bottom-up-attention: 0.2).
+        nms_iou: per-class NMS IoU inside the detector (bottom-up-attention: 0.3).
+        agnostic_nms_iou: optional class-agnostic NMS IoU after ranking; None = off.
+        candidate_floor: the detector drops candidates scoring at or below this before NMS
+            (torchvision's default 0.05); bounds the NMS work.
+        min_size, max_size: the detector rescales images so the shorter side is ``min_size`` unless
+            the longer would exceed ``max_size`` (bottom-up-attention: 600 / 1000).
+        num_proposals: RPN proposals kept per image after NMS at test time (torchvision: 1000).
+    """
+
+    name: str = "fasterrcnn_resnet50_fpn_v2"
+    max_objects: int = 10
+    min_objects: int = 10
+    score_threshold: float = 0.2
+    nms_iou: float = 0.3
+    agnostic_nms_iou: float | None = None
+    candidate_floor: float = 0.05
+    min_size: int = 600
+    max_size: int = 1000
+    num_proposals: int = 1000
+
+    def __post_init__(self):
+        if self.name not in DETECTORS:
+            raise ValueError(f"unknown detector {self.name!r}; choose one of {sorted(DETECTORS)}")
+        if self.max_objects < 1:
+            raise ValueError(f"max_objects must be >= 1, got {self.max_objects}")
+        if not 0 <= self.min_objects <= self.max_objects:
+            raise ValueError(
+                f"min_objects must lie in [0, max_objects={self.max_objects}], got {self.min_objects}"
+            )
+        for field in ("score_threshold", "nms_iou", "candidate_floor"):
+            value = getattr(self, field)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{field} must lie in [0, 1], got {value}")
+        if self.agnostic_nms_iou is not None and not 0.0 <= self.agnostic_nms_iou <= 1.0:
+            raise ValueError(f"agnostic_nms_iou must lie in [0, 1] or be None, got {self.agnostic_nms_iou}")
+        if self.min_size < 1 or self.max_size < self.min_size:
+            raise ValueError(f"need 1 <= min_size <= max_size, got {self.min_size}, {self.max_size}")
+        if self.num_proposals < 1:
+            raise ValueError(f"num_proposals must be >= 1, got {self.num_proposals}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Detections(NamedTuple):
+    """One image's raw detections, sorted by score (descending).
+
+    boxes: (K, 4) float32 ``x1, y1, x2, y2`` in the pixel coordinates of the image given to the
+    detector; scores: (K,) float32; labels: (K,) int64 (COCO category ids, 1..90).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+
+# --------------------------------------------------------------------------------------------------
+# The detector
+# --------------------------------------------------------------------------------------------------
+
+
+class LoadedDetector:
+    """A torchvision detector in eval mode with its settings and weights identity.
+
+    Use ``load_detector`` to build one. ``detect`` takes a list of frames of any sizes and runs the
+    detector on them in fixed-size batches of same-size images (one list per call). The detector runs
+    in float32 also on GPU: box decoding, proposal ranking and NMS under bf16 would change which boxes
+    are kept; it is the most expensive network of the ``masn`` set (``benchmarks/objects_bench.py``),
+    so a faster GPU path (fp16 backbone only) is a possible later step.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        settings: DetectorSettings,
+        weights_sha256: str,
+        device: str,
+        weights_file: str | None = None,
+    ):
+        self.module = module
+        self.weights_file = weights_file
+        self.settings = settings
+        self.weights_sha256 = weights_sha256
+        self.device = torch.device(device)
+
+    @torch.inference_mode()
+    def detect(self, images: Sequence[np.ndarray | Tensor], *, batch_size: int = 8) -> list[Detections]:
+        """Detect objects in each image.
+
+        Images are grouped by size and every detector call gets exactly ``batch_size`` images of one
+        size (the last call of a group is filled with repeats of its first image): torchvision pads the
+        images of a call to a common size, so mixing sizes, or varying the batch, would make a frame's
+        boxes depend on the other frames it was batched with. This way they do not.
+
+        Args:
+            images: N frames, each (H_i, W_i, 3) uint8 RGB (numpy or tensor); sizes may differ.
+            batch_size: images per detector call.
+
+        Returns:
+            N ``Detections`` (in input order) with boxes in each image's own pixel coordinates, at
+            most 100 per image, sorted by score across classes.
+        """
+        tensors = [torch.as_tensor(image) for image in images]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, t in enumerate(tensors):
+            if t.ndim != 3 or t.shape[-1] != 3 or t.dtype != torch.uint8:
+                raise ValueError(f"detector input must be (H, W, 3) uint8, got {tuple(t.shape)} {t.dtype}")
+            groups.setdefault((t.shape[0], t.shape[1]), []).append(i)
+        out: list[Detections | None] = [None] * len(tensors)
+        pin = self.device.type == "cuda"
+        for members in groups.values():
+            for start in range(0, len(members), batch_size):
+                ids = members[start : start + batch_size]
+                batch = torch.stack([tensors[i] for i in ids])  # (b, H, W, 3) uint8
+                if len(ids) < batch_size:
+                    batch = torch.cat([batch, batch[:1].expand(batch_size - len(ids), -1, -1, -1)])
+                if pin:
+                    batch = batch.pin_memory()
+                x = (
+                    batch.to(self.device, non_blocking=pin).permute(0, 3, 1, 2).float().div_(255.0)
+                )  # (B, 3, H, W)
+                results = self.module(list(x))
+                for i, result in zip(ids, results, strict=False):  # drops the filler images' results
+                    out[i] = Detections(
+                        boxes=result["boxes"].float().cpu().numpy(),
+                        scores=result["scores"].float().cpu().numpy(),
+                        labels=result["labels"].cpu().numpy().astype(np.int64),
+                    )
+        return out
+
+    def provenance(self) -> dict:
+        """JSON-able: detector name, weights file and sha256 (or "random"), selection settings."""
+        path = None if self.weights_file is None else Path(self.weights_file)
+        return _provenance_dict(self.settings, path, self.weights_sha256)
+
+
+def resolve_detector_weights(
+    settings: DetectorSettings, *, weights: str = "pretrained", checkpoint: str | os.PathLike | None = None
+) -> Path | None:
+    """The weight file ``load_detector`` would read (None for random weights), without building anything.
+
+    Raises:
+        WeightsError: pretrained weights requested and neither the checkpoint nor the cache file exists.
+    """
+    if weights not in ("pretrained", "random"):
+        raise ValueError(f"weights must be 'pretrained' or 'random', got {weights!r}")
+    entry = DETECTORS[settings.name]
+    if weights == "random":
+        if checkpoint is not None:
+            raise ValueError(f"detector {settings.name}: checkpoint {checkpoint} given with weights='random'")
+        return None
+    if checkpoint is not None:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise WeightsError(f"checkpoint for detector {settings.name} not found: {path}")
+        return path
+    path = torch_cache_checkpoint(Path(entry.weights.url).name)
+    if not path.is_file():
+        raise WeightsError(
+            f"pretrained weights for detector {settings.name!r} are not in the torchvision cache: "
+            f"place {path.name} (from {entry.weights.url}) at {path}, or pass a local checkpoint "
+            f"(vqa-extract --checkpoint {settings.name}=PATH), or use random weights. Nothing is downloaded."
+        )
+    return path
+
+
+def detector_provenance(
+    settings: DetectorSettings, *, weights: str = "pretrained", checkpoint: str | os.PathLike | None = None
+) -> dict:
+    """What ``load_detector(...).provenance()`` returns, without building the detector."""
+    path = resolve_detector_weights(settings, weights=weights, checkpoint=checkpoint)
+    return _provenance_dict(settings, path, "random" if path is None else sha256_file(path))
+
+
+def _provenance_dict(settings: DetectorSettings, path: Path | None, sha: str) -> dict:
+    return {
+        "name": settings.name,
+        "weights": "random" if path is None else "pretrained",
+        "weights_file": None if path is None else path.name,
+        "weights_sha256": sha,
+        "architecture": f"torchvision.models.detection.{settings.name}",
+        "num_classes": DETECTORS[settings.name].num_classes,
+        "settings": settings.to_dict(),
+        "dtype": "float32",
+    }
+
+
+def load_detector(
+    settings: DetectorSettings,
+    *,
+    weights: str = "pretrained",
+    checkpoint: str | os.PathLike | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+) -> LoadedDetector:
+    """Build a torchvision detector and load its weights without ever downloading.
+
+    Args:
+        settings: detector name and selection settings.
+        weights: ``"pretrained"``: ``checkpoint`` when given, else torchvision's COCO weights from the
+            torch hub cache (a clear error names the file to place there when it is absent);
+            ``"random"``: random initialisation (``weights=None, weights_backbone=None``), seeded.
+        checkpoint: a local state-dict file (loaded with ``weights_only=True``).
+        device: ``"cpu"`` or ``"cuda"``.
+        seed: seed of the random initialisation (deterministic features with random weights).
+
+    Returns:
+        A ``LoadedDetector``; ``weights_sha256`` is the checkpoint file's sha256 or ``"random"``.
+
+    Raises:
+        WeightsError: pretrained weights requested and neither the checkpoint nor the cache file
+            exists, or the file cannot be read (``weights_only=True``) or does not fit the detector.
+    """
+    entry = DETECTORS[settings.name]
+    kwargs = {
+        "weights": None,
+        "weights_backbone": None,
+        "num_classes": entry.num_classes,
+        "min_size": settings.min_size,
+        "max_size": settings.max_size,
+        "box_score_thresh": min(settings.candidate_floor, settings.score_threshold),
+        "box_nms_thresh": settings.nms_iou,
+        "box_detections_per_img": max(100, settings.max_objects),
+        "rpn_post_nms_top_n_test": settings.num_proposals,
+        "rpn_pre_nms_top_n_test": max(settings.num_proposals, 1000),
+    }
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = entry.builder(**kwargs)
+    path = resolve_detector_weights(settings, weights=weights, checkpoint=checkpoint)
+    sha = "random" if path is None else load_checkpoint_file(module, path, "torchvision")
+    module.eval().to(device)
+    return LoadedDetector(module, settings, sha, device, None if path is None else path.name)
+
+
+# --------------------------------------------------------------------------------------------------
+# Box selection and spatial features
+# --------------------------------------------------------------------------------------------------
+
+
+class SelectedObjects(NamedTuple):
+    """Exactly ``max_objects`` rows for one frame.
+
+    boxes: (M, 4) float32 (zeros on padding); scores: (M,) float32 (0 on padding);
+    labels: (M,) int64 (-1 on padding); mask: (M,) bool (False on padding). Real rows come first,
+    sorted by score (descending).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    mask: np.ndarray
+
+
+def select_objects(
+    boxes,
+    scores,
+    labels=None,
+    *,
+    max_objects: int = 10,
+    min_objects: int = 0,
+    score_threshold: float = 0.2,
+    agnostic_nms_iou: float | None = None,
+) -> SelectedObjects:
+    """Class-agnostic top-``max_objects`` selection with threshold, minimum fill and padding.
+
+    Args:
+        boxes: (K, 4) ``x1, y1, x2, y2`` detections of every class (after the detector's per-class NMS).
+        scores: (K,) their scores.
+        labels: (K,) their class ids, or None.
+        max_objects: M, rows returned.
+        min_objects: when fewer than this pass ``score_threshold``, the best remaining detections fill
+            up to ``min_objects`` (0 = pure thresholding).
+        score_threshold: detections scoring at least this are kept.
+        agnostic_nms_iou: when set, NMS across classes at this IoU before selecting.
+
+    Returns:
+        ``SelectedObjects`` with exactly M rows: the kept detections by descending score, then padding
+        (zero boxes, score 0, label -1, mask False).
+    """
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    k = len(scores)
+    labels = np.full(k, -1, np.int64) if labels is None else np.asarray(labels, dtype=np.int64).reshape(-1)
+    if len(boxes) != k or len(labels) != k:
+        raise ValueError(f"boxes, scores and labels disagree in length: {len(boxes)}, {k}, {len(labels)}")
+    if not 0 <= min_objects <= max_objects:
+        raise ValueError(f"need 0 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
+    order = np.argsort(-scores, kind="stable")  # class-agnostic ranking over all classes' detections
+    if agnostic_nms_iou is not None and k > 0:
+        keep = nms(torch.from_numpy(boxes[order]), torch.from_numpy(scores[order]), agnostic_nms_iou).numpy()
+        order = order[np.sort(keep)]  # nms returns kept indices by descending score; keep the stable order
+    passing = int((scores[order] >= score_threshold).sum())  # sorted, so the passing ones come first
+    count = min(max(passing, min(min_objects, len(order))), max_objects)
+    chosen = order[:count]
+    out_boxes = np.zeros((max_objects, 4), np.float32)
+    out_scores = np.zeros(max_objects, np.float32)
+    out_labels = np.full(max_objects, -1, np.int64)
+    mask = np.zeros(max_objects, bool)
+    out_boxes[:count] = boxes[chosen]
+    out_scores[:count] = scores[chosen]
+    out_labels[:count] = labels[chosen]
+    mask[:count] = True
+    return SelectedObjects(out_boxes, out_scores, out_labels, mask)
+
+
+def scale_boxes(boxes, from_hw: tuple[int, int], to_hw: tuple[int, int]):
+    """Map boxes between two views of the same image that differ only by (per-axis) resizing.
+
+    x is multiplied by ``W_to / W_from`` and y by ``H_to / H_from`` (continuous coordinates, pixel i
+    covering [i, i + 1)). For a feature map ``to_hw`` is the map's (h, w) and ``from_hw`` the size of
+    the input that produced it: this is RoIAlign's ``spatial_scale``, one per axis.
+
+    Args:
+        boxes: (..., 4) ``x1, y1, x2, y2`` (numpy array or tensor).
+        from_hw: (H, W) the boxes refer to.
+        to_hw: (H', W') of the target image or map.
+
+    Returns:
+        (..., 4) boxes in the target's coordinates, same type as the input.
+    """
+    sx = to_hw[1] / from_hw[1]
+    sy = to_hw[0] / from_hw[0]
+    if isinstance(boxes, Tensor):
+        factor = torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=boxes.device)
+    else:
+        boxes = np.asarray(boxes, dtype=np.float32)
+        factor = np.array([sx, sy, sx, sy], dtype=boxes.dtype)
+    return boxes * factor
+
+
+def spatial_features(boxes, mask, height: int, width: int) -> np.ndarray:
+    """MASN's 6-d box features ``[x1/w, y1/h, x2/w, y2/h, bw/w, bh/h]`` (paper Sec. 3.1).
+
+    Args:
+        boxes: (..., 4) boxes in the pixel coordinates of a frame of size (height, width).
+        mask: (...) bool, False on padded rows (their features are zeros).
+        height, width: the frame's size (the original frame's, for MASN).
+
+    Returns:
+        (..., 6) float32.
+    """
+    boxes = np.asarray(boxes, dtype=np.float32)
+    mask = np.asarray(mask, dtype=bool)
+    w, h = float(width), float(height)
+    x1, y1, x2, y2 = boxes[..., 0] / w, boxes[..., 1] / h, boxes[..., 2] / w, boxes[..., 3] / h
+    out = np.stack([x1, y1, x2, y2, x2 - x1, y2 - y1], axis=-1).astype(np.float32)
+    out[~mask] = 0.0
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# RoIAlign pooling
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RoISettings:
+    """RoIAlign grid: ``output_size`` bins per axis, ``sampling_ratio`` bilinear samples per bin axis
+    (<= 0: adaptive, ceil(box size / bins)). The bins are then averaged (mean pooling to C dims)."""
+
+    output_size: int = 7
+    sampling_ratio: int = 2
+
+    def __post_init__(self):
+        if self.output_size < 1:
+            raise ValueError(f"output_size must be >= 1, got {self.output_size}")
+
+
+def roi_mean_features(
+    fmap: Tensor,
+    boxes: Tensor,
+    mask: Tensor | None = None,
+    *,
+    output_size: int = 7,
+    sampling_ratio: int = 2,
+) -> Tensor:
+    """RoIAlign (``aligned=True``) of M boxes per image on a 2D feature map, mean-pooled over the bins.
+
+    Args:
+        fmap: (N, C, h, w) feature maps.
+        boxes: (N, M, 4) boxes already in feature-map coordinates (see ``scale_boxes``).
+        mask: (N, M) bool; rows that are False come out as zeros. None = all valid.
+        output_size: bins per axis.
+        sampling_ratio: samples per bin axis (<= 0: adaptive).
+
+    Returns:
+        (N, M, C) float32.
+    """
+    n, c = fmap.shape[:2]
+    m = boxes.shape[1]
+    if boxes.shape != (n, m, 4):
+        raise ValueError(f"boxes must be (N={n}, M, 4), got {tuple(boxes.shape)}")
+    fmap = fmap.float()
+    if m == 0:
+        return fmap.new_zeros((n, 0, c))
+    batch_index = torch.arange(n, device=fmap.device, dtype=fmap.dtype).repeat_interleave(m)  # (N*M,)
+    rois = torch.cat([batch_index[:, None], boxes.reshape(n * m, 4).to(fmap)], dim=1)  # (N*M, 5)
+    pooled = roi_align(
+        fmap, rois, output_size=output_size, spatial_scale=1.0, sampling_ratio=sampling_ratio, aligned=True
+    )  # (N*M, C, s, s)
+    feats = pooled.mean(dim=(2, 3)).reshape(n, m, c)  # (N, M, C)
+    if mask is not None:
+        feats = feats * mask.to(device=feats.device, dtype=feats.dtype)[..., None]
+    return feats
+
+
+def roi_mean_features_3d(
+    fmap: Tensor,
+    boxes: Tensor,
+    mask: Tensor | None = None,
+    *,
+    output_size: int = 7,
+    sampling_ratio: int = 2,
+) -> Tensor:
+    """RoIAlign of M boxes per clip on a 3D (video) feature map, averaged over time and bins.
+
+    The map is averaged over its time axis first and RoIAlign runs on the result. RoIAlign is linear
+    in the map's values, so this equals RoIAlign on each time slice followed by the average over time
+    (tested), at 1/t of the cost.
+
+    Args:
+        fmap: (N, C, t, h, w) video feature maps (e.g. I3D's last conv block).
+        boxes: (N, M, 4) boxes in the map's (h, w) coordinates.
+        mask: (N, M) bool or None, as ``roi_mean_features``.
+
+    Returns:
+        (N, M, C) float32.
+    """
+    if fmap.ndim != 5:
+        raise ValueError(f"a 3D feature map must be (N, C, t, h, w), got {tuple(fmap.shape)}")
+    return roi_mean_features(
+        fmap.float().mean(dim=2), boxes, mask, output_size=output_size, sampling_ratio=sampling_ratio
+    )
+
+
+def select_batch(detections: Sequence[Detections], settings: DetectorSettings) -> SelectedObjects:
+    """``select_objects`` for many frames, stacked.
+
+    Returns:
+        ``SelectedObjects`` of boxes (N, M, 4), scores (N, M), labels (N, M), mask (N, M).
+    """
+    rows = [
+        select_objects(
+            d.boxes,
+            d.scores,
+            d.labels,
+            max_objects=settings.max_objects,
+            min_objects=settings.min_objects,
+            score_threshold=settings.score_threshold,
+            agnostic_nms_iou=settings.agnostic_nms_iou,
+        )
+        for d in detections
+    ]
+    m = settings.max_objects
+    if not rows:
+        return SelectedObjects(
+            np.zeros((0, m, 4), np.float32),
+            np.zeros((0, m), np.float32),
+            np.zeros((0, m), np.int64),
+            np.zeros((0, m), bool),
+        )
+    return SelectedObjects(*(np.stack(parts) for parts in zip(*rows, strict=True)))

@@ -1,0 +1,495 @@
+"""Sharded HDF5 feature output and its manifest.
+
+Layout of an output directory::
+
+    OUT/
+      manifest.json          # feature set, options, provenance, the shard plan, counts, every failure
+      shards/shard-00000.h5  # exists under its final name only when complete (atomic rename)
+
+Videos are assigned to shards by a deterministic rule: the planned video ids, sorted, cut into
+consecutive runs of ``shard_size``. The plan is stored in the manifest so a resumed run reuses it.
+
+Each shard holds:
+
+- ``ids`` (M,) utf-8 strings, the videos that succeeded, in plan order;
+- per feature of fixed shape: ``<name>`` (M, ...);
+- per ragged feature (leading dimension varies per video): ``<name>`` (sum of lengths, ...) and
+  ``<name>__offsets`` (M + 1,) int64, video ``i`` being rows ``offsets[i]:offsets[i + 1]``.
+
+Attributes are strings or numbers, JSON for structured values (never pickle). The file attributes:
+``format``, ``feature_set``, ``provenance`` (JSON), ``options`` (JSON), ``toolkit_version``, ``created``
+(UTC ISO 8601), ``shard``, ``planned`` (JSON list of the ids planned for the shard), ``failures`` (JSON
+list of ``{video_id, path, reason}``), ``weights`` (``"random"`` when any backbone has random weights,
+else ``"pretrained"``). Each feature dataset carries ``feature_set``, ``dtype``, ``shape`` (JSON, per
+video, ``null`` = ragged) and ``provenance`` (JSON).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pipelines.atomic import atomic_path, write_json_atomic
+from pipelines.version import toolkit_version
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST_NAME",
+    "SHARD_DIR",
+    "FeatureSpec",
+    "ManifestError",
+    "ShardWriter",
+    "load_manifest",
+    "mentions_random_weights",
+    "normalize_outputs",
+    "plan_shards",
+    "read_shard_attrs",
+    "save_manifest",
+    "shard_name",
+    "utc_now",
+    "write_feature_dir",
+]
+
+FORMAT = "vqa-features/1"
+MANIFEST_NAME = "manifest.json"
+SHARD_DIR = "shards"
+OFFSETS_SUFFIX = "__offsets"
+_DTYPES = ("float32", "float16", "bool", "int64", "int32", "uint8", "float64")
+
+
+class ManifestError(ValueError):
+    """A feature directory's manifest is missing, unreadable or inconsistent (the message names the file)."""
+
+
+def utc_now() -> str:
+    """The current time as UTC ISO 8601 with seconds, e.g. ``2026-01-31T12:00:00Z``."""
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def shard_name(index: int) -> str:
+    """``shard-00007.h5`` for index 7."""
+    return f"shard-{index:05d}.h5"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Per-video shape and dtype of one output feature; ``shape[0] is None`` marks a ragged feature."""
+
+    shape: tuple[int | None, ...]
+    dtype: str
+
+    @property
+    def ragged(self) -> bool:
+        return len(self.shape) > 0 and self.shape[0] is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "dtype": self.dtype}
+
+    def check(self, video_id: str, name: str, array: np.ndarray) -> np.ndarray:
+        """Return ``array`` cast to the dtype; raise ``ValueError`` naming the video when the shape differs.
+
+        Args:
+            video_id: for the error message.
+            name: the feature name, for the error message.
+            array: the per-video array.
+
+        Returns:
+            The array as a C-contiguous array of ``self.dtype``.
+        """
+        array = np.asarray(array)
+        if array.ndim != len(self.shape) or any(
+            want is not None and want != got for want, got in zip(self.shape, array.shape, strict=True)
+        ):
+            shape = tuple("*" if s is None else s for s in self.shape)
+            raise ValueError(
+                f"video {video_id!r}: feature {name!r} has shape {array.shape}, expected {shape}"
+            )
+        if self.dtype != "bool" and array.dtype == np.bool_:
+            raise ValueError(f"video {video_id!r}: feature {name!r} is bool, expected {self.dtype}")
+        return np.ascontiguousarray(array, dtype=self.dtype)
+
+
+def normalize_outputs(outputs: Mapping[str, Any]) -> dict[str, FeatureSpec]:
+    """Turn a feature set's ``outputs`` (objects with ``shape``/``dtype``, or dicts) into ``FeatureSpec``s.
+
+    Raises:
+        ValueError: an unknown dtype or a name that collides with ``ids`` / an offsets dataset.
+    """
+    specs: dict[str, FeatureSpec] = {}
+    for name, spec in outputs.items():
+        if isinstance(spec, Mapping):
+            shape, dtype = spec["shape"], spec["dtype"]
+        else:
+            shape, dtype = spec.shape, spec.dtype
+        dtype = str(np.dtype(dtype)) if dtype != "bool" else "bool"
+        if dtype not in _DTYPES:
+            raise ValueError(
+                f"feature {name!r}: unsupported dtype {dtype!r}; use one of {', '.join(_DTYPES)}"
+            )
+        if name == "ids" or name.endswith(OFFSETS_SUFFIX) or "/" in name or not name:
+            raise ValueError(f"invalid feature name {name!r} (reserved or contains '/')")
+        specs[name] = FeatureSpec(tuple(None if s is None else int(s) for s in shape), dtype)
+    return specs
+
+
+def plan_shards(video_ids: Sequence[str], shard_size: int) -> list[list[str]]:
+    """The deterministic shard assignment: sorted unique ids cut into runs of ``shard_size``.
+
+    Args:
+        video_ids: the planned video ids (any order; duplicates are an error).
+        shard_size: videos per shard (>= 1).
+
+    Returns:
+        One list of ids per shard, shard ``k`` holding ``sorted(ids)[k * shard_size:(k + 1) * shard_size]``.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    ordered = sorted(video_ids)
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        if a == b:
+            raise ValueError(f"video id {a!r} is listed twice; ids must be unique")
+    return [ordered[i : i + shard_size] for i in range(0, len(ordered), shard_size)]
+
+
+def _json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)
+
+
+class ShardWriter:
+    """Writes one complete shard file atomically.
+
+    Args:
+        path: the final shard path (``OUT/shards/shard-00000.h5``); written under a temporary name in the
+            same directory and renamed when complete.
+        feature_set: the feature-set name.
+        outputs: name -> ``FeatureSpec`` (see :func:`normalize_outputs`).
+        provenance: JSON-able provenance of the whole feature set; ``provenance["outputs"][name]``, when
+            present, is stored on that feature's dataset, otherwise the whole provenance is.
+        options: JSON-able extraction options.
+        shard: the shard's index in the plan.
+        planned: the ids planned for this shard (successes and failures).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        feature_set: str,
+        outputs: Mapping[str, FeatureSpec],
+        provenance: Mapping[str, Any],
+        options: Mapping[str, Any] | None = None,
+        shard: int = 0,
+        planned: Sequence[str] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.feature_set = feature_set
+        self.outputs = dict(outputs)
+        self.provenance = dict(provenance)
+        self.options = dict(options or {})
+        self.shard = shard
+        self.planned = list(planned) if planned is not None else None
+
+    def write(
+        self,
+        ids: Sequence[str],
+        items: Sequence[Mapping[str, np.ndarray]],
+        failures: Sequence[Mapping[str, str]] = (),
+        *,
+        before_rename: Any = None,
+    ) -> Path:
+        """Write the shard: ``items[i]`` holds the features of ``ids[i]``.
+
+        Args:
+            ids: the video ids that succeeded, in order.
+            items: per video, feature name -> array matching ``outputs``.
+            failures: ``{video_id, path, reason}`` for the planned videos that failed (stored in the attrs).
+            before_rename: optional callable run with the temporary path once it is fully written (tests
+                use it to simulate a crash before the rename).
+
+        Returns:
+            The final path.
+
+        Raises:
+            ValueError: an item lacks a feature or has the wrong shape (naming the video).
+        """
+        if len(ids) != len(items):
+            raise ValueError(f"{len(ids)} ids but {len(items)} items")
+        checked: dict[str, list[np.ndarray]] = {name: [] for name in self.outputs}
+        for video_id, item in zip(ids, items, strict=True):
+            missing = set(self.outputs) - set(item)
+            if missing:
+                raise ValueError(f"video {video_id!r}: missing feature(s) {', '.join(sorted(missing))}")
+            for name, spec in self.outputs.items():
+                checked[name].append(spec.check(video_id, name, item[name]))
+        planned = self.planned if self.planned is not None else list(ids)
+        weights = "random" if mentions_random_weights(self.provenance) else "pretrained"
+        with atomic_path(self.path) as tmp:
+            with h5py.File(tmp, "w") as f:
+                f.attrs["format"] = FORMAT
+                f.attrs["feature_set"] = self.feature_set
+                f.attrs["provenance"] = _json(self.provenance)
+                f.attrs["options"] = _json(self.options)
+                f.attrs["toolkit_version"] = toolkit_version()
+                f.attrs["created"] = utc_now()
+                f.attrs["shard"] = int(self.shard)
+                f.attrs["planned"] = _json(list(planned))
+                f.attrs["failures"] = _json([dict(x) for x in failures])
+                f.attrs["weights"] = weights
+                if weights == "random":
+                    f.attrs["WARNING"] = "computed with RANDOM backbone weights; not for research results"
+                id_array = np.array(list(ids), dtype=object)
+                f.create_dataset("ids", data=id_array, dtype=h5py.string_dtype("utf-8"))
+                for name, spec in self.outputs.items():
+                    ds = self._write_feature(f, name, spec, checked[name])
+                    ds.attrs["feature_set"] = self.feature_set
+                    ds.attrs["dtype"] = spec.dtype
+                    ds.attrs["shape"] = _json(list(spec.shape))
+                    per_output = self.provenance.get("outputs", {})
+                    prov = per_output.get(name, self.provenance) if isinstance(per_output, Mapping) else None
+                    ds.attrs["provenance"] = _json(prov if prov is not None else self.provenance)
+            if before_rename is not None:
+                before_rename(tmp)
+        return self.path
+
+    @staticmethod
+    def _write_feature(f: h5py.File, name: str, spec: FeatureSpec, arrays: list[np.ndarray]) -> h5py.Dataset:
+        if spec.ragged:
+            lengths = np.array([len(a) for a in arrays], dtype=np.int64)
+            offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            if arrays:
+                flat = np.concatenate(arrays, axis=0)
+            else:
+                flat = np.zeros((0, *(s or 0 for s in spec.shape[1:])), dtype=spec.dtype)
+            f.create_dataset(name + OFFSETS_SUFFIX, data=offsets)
+            return f.create_dataset(name, data=flat)
+        if arrays:
+            data = np.stack(arrays, axis=0)
+        else:
+            data = np.zeros((0, *(s or 0 for s in spec.shape)), dtype=spec.dtype)
+        return f.create_dataset(name, data=data)
+
+
+def mentions_random_weights(provenance: Any) -> bool:
+    """True when any ``weights`` / ``weights_sha256`` value in the (nested) provenance is ``"random"``."""
+    if isinstance(provenance, Mapping):
+        for key, value in provenance.items():
+            if key in ("weights", "weights_sha256", "sha256") and value == "random":
+                return True
+            if mentions_random_weights(value):
+                return True
+    elif isinstance(provenance, list | tuple):
+        return any(mentions_random_weights(v) for v in provenance)
+    return False
+
+
+def read_shard_attrs(path: str | os.PathLike) -> dict[str, Any]:
+    """The attributes of a complete shard, JSON values decoded, plus ``ids`` (list of str).
+
+    Raises:
+        ManifestError: the file is not a readable shard of this format.
+    """
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as f:
+            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+            ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["ids"][()]]
+    except (OSError, KeyError) as err:
+        raise ManifestError(f"{path}: not a readable feature shard ({err})") from err
+    if attrs.get("format") != FORMAT:
+        raise ManifestError(f"{path}: unknown shard format {attrs.get('format')!r}, expected {FORMAT!r}")
+    for key in ("provenance", "options", "planned", "failures"):
+        if key in attrs:
+            attrs[key] = json.loads(attrs[key])
+    attrs["ids"] = ids
+    return attrs
+
+
+# --------------------------------------------------------------------------------------------- manifest
+def load_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read and check ``OUT/manifest.json``.
+
+    Raises:
+        ManifestError: naming the file, when it is missing, not JSON or not of this format.
+    """
+    path = Path(out_dir) / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ManifestError(
+            f"{path} not found: {Path(out_dir)} is not a feature directory (run vqa-extract --out {out_dir})"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ManifestError(f"{path}: unreadable manifest ({err})") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise ManifestError(f"{path}: unknown manifest format {got!r}, expected {FORMAT!r}")
+    for key in ("feature_set", "outputs", "shards", "failures"):
+        if key not in manifest:
+            raise ManifestError(f"{path}: manifest lacks {key!r}")
+    return manifest
+
+
+def save_manifest(out_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
+    """Write ``OUT/manifest.json`` atomically (temporary name, fsync, rename)."""
+    manifest = dict(manifest)
+    manifest["updated"] = utc_now()
+    write_json_atomic(Path(out_dir) / MANIFEST_NAME, manifest)
+
+
+def refresh_counts(manifest: dict[str, Any]) -> None:
+    """Recompute ``manifest["counts"]`` (planned / done / failed / pending videos, complete shards)."""
+    shards = manifest["shards"]
+    done = sum(s["count"] for s in shards if s["complete"])
+    failed = len(manifest["failures"])
+    planned = sum(len(s["videos"]) for s in shards)
+    manifest["counts"] = {
+        "planned": planned,
+        "done": done,
+        "failed": failed,
+        "pending": planned - done - failed,
+        "shards": len(shards),
+        "complete_shards": sum(1 for s in shards if s["complete"]),
+    }
+    manifest["status"] = "complete" if manifest["counts"]["complete_shards"] == len(shards) else "running"
+
+
+def write_feature_dir(
+    out_dir: str | os.PathLike,
+    feature_set: str,
+    items: Mapping[str, Mapping[str, np.ndarray]],
+    *,
+    provenance: Mapping[str, Any],
+    shard_size: int = 256,
+    outputs: Mapping[str, Any] | None = None,
+    ragged: Iterable[str] = (),
+    failures: Sequence[Mapping[str, str]] = (),
+) -> Path:
+    """Write a complete feature directory (shards + manifest) from in-memory arrays.
+
+    Tests of other packages use it to make feature directories without running backbones; the layout is
+    exactly what ``vqa-extract`` writes.
+
+    Args:
+        out_dir: the output directory (created).
+        feature_set: the feature-set name recorded in the manifest (e.g. ``"mspan"``).
+        items: video id -> feature name -> per-video array. Every video has the same feature names.
+        provenance: JSON-able provenance.
+        shard_size: videos per shard.
+        outputs: name -> ``{"shape", "dtype"}`` (or objects with those attributes); inferred from the
+            arrays when omitted: a feature is ragged when its leading dimension differs between videos or
+            it is named in ``ragged``.
+        ragged: feature names to store ragged when inferring ``outputs``.
+        failures: ``{video_id, path, reason}`` records to list in the manifest.
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    out_dir = Path(out_dir)
+    if not items:
+        raise ValueError("write_feature_dir needs at least one video")
+    specs = normalize_outputs(outputs) if outputs is not None else _infer_outputs(items, set(ragged))
+    plan = plan_shards(list(items), shard_size)
+    manifest = new_manifest(
+        feature_set=feature_set,
+        outputs=specs,
+        options={},
+        provenance=dict(provenance),
+        source={"dataset": "in-memory"},
+        shard_size=shard_size,
+        plan=[[(vid, "") for vid in ids] for ids in plan],
+    )
+    manifest["failures"] = [dict(x) for x in failures]
+    for index, ids in enumerate(plan):
+        entry = manifest["shards"][index]
+        ShardWriter(
+            out_dir / SHARD_DIR / entry["name"],
+            feature_set=feature_set,
+            outputs=specs,
+            provenance=provenance,
+            shard=index,
+            planned=ids,
+        ).write(ids, [items[i] for i in ids])
+        entry.update(complete=True, ids=list(ids), count=len(ids))
+    refresh_counts(manifest)
+    save_manifest(out_dir, manifest)
+    return out_dir
+
+
+def _infer_outputs(items: Mapping[str, Mapping[str, np.ndarray]], ragged: set[str]) -> dict[str, FeatureSpec]:
+    first = next(iter(items.values()))
+    specs: dict[str, FeatureSpec] = {}
+    for name, array in first.items():
+        array = np.asarray(array)
+        shapes = {np.asarray(item[name]).shape for item in items.values()}
+        dims = {len(s) for s in shapes}
+        if len(dims) != 1:
+            raise ValueError(f"feature {name!r}: arrays of different ranks {sorted(shapes)}")
+        is_ragged = name in ragged or len({s[0] for s in shapes if s}) > 1
+        if len({s[1:] for s in shapes}) > 1:
+            raise ValueError(f"feature {name!r}: shapes differ beyond the first dimension: {sorted(shapes)}")
+        shape = tuple(array.shape)
+        dtype = "bool" if array.dtype == np.bool_ else str(array.dtype)
+        specs[name] = FeatureSpec((None, *shape[1:]) if is_ragged else shape, dtype)
+    return specs
+
+
+def new_manifest(
+    *,
+    feature_set: str,
+    outputs: Mapping[str, FeatureSpec],
+    options: Mapping[str, Any],
+    provenance: Mapping[str, Any],
+    source: Mapping[str, Any],
+    shard_size: int,
+    plan: Sequence[Sequence[tuple[str, str]]],
+) -> dict[str, Any]:
+    """A fresh manifest for a planned run (every shard pending).
+
+    Args:
+        feature_set: name.
+        outputs: name -> FeatureSpec.
+        options: JSON-able extraction options.
+        provenance: JSON-able provenance (toolkit version added).
+        source: where the videos came from (dataset, root, task, limit).
+        shard_size: videos per shard.
+        plan: per shard, the (video id, path) pairs in order.
+
+    Returns:
+        The manifest dict (see the module docstring and docs/features.md).
+    """
+    now = utc_now()
+    manifest = {
+        "format": FORMAT,
+        "feature_set": feature_set,
+        "outputs": {name: spec.to_json() for name, spec in outputs.items()},
+        "options": dict(options),
+        "provenance": {**dict(provenance), "toolkit_version": toolkit_version()},
+        "source": dict(source),
+        "shard_size": int(shard_size),
+        "created": now,
+        "updated": now,
+        "shards": [
+            {
+                "name": shard_name(i),
+                "videos": [vid for vid, _ in videos],
+                "paths": [str(p) for _, p in videos],
+                "complete": False,
+                "ids": [],
+                "count": 0,
+                "failed": 0,
+            }
+            for i, videos in enumerate(plan)
+        ],
+        "failures": [],
+    }
+    refresh_counts(manifest)
+    return manifest

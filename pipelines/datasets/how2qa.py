@@ -1,0 +1,125 @@
+"""How2QA (Li et al., "HERO: Hierarchical Encoder for Video+Language Omni-representation Pre-training",
+EMNLP 2020; also part of the VALUE benchmark).
+
+Annotation files under the root, JSON lines (one question per line), for each split the first that
+exists of ``how2qa_<split>.jsonl`` and ``<split>.jsonl`` (test also ``how2qa_test_public.jsonl``).
+Each line: ``vid_name``, ``ts`` (the relevant segment, ``"start-end"`` seconds or ``[start, end]``),
+``q``, four candidates ``a0``..``a3`` and ``answer_idx`` (0..3); ``qid`` is used as the question id
+when present, else ``<split>-<line>``. Subtitles come separately and are not read here.
+Multiple choice with 4 candidates; ``qtype`` is ``how2qa``; the segment is kept in
+``QARecord.segment``.
+
+Videos: ``videos/<vid_name>.<ext>`` with any common video extension (``.mp4`` reported when none exists).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pipelines.datasets.base import (
+    DatasetAdapter,
+    DatasetFormatError,
+    QARecord,
+    TaskType,
+    VideoDirectory,
+    _Parsed,
+    _Ref,
+    nonempty_text,
+    require_keys,
+    to_float,
+)
+
+__all__ = ["How2QAAdapter"]
+
+_SPLITS = ("train", "val", "test")
+_EXPECTED = ('JSON lines {"vid_name": str, "ts": "start-end", "q": str, "a0".."a3": str, '
+             '"answer_idx": int 0..3}')
+
+
+def _segment(value: Any, where: str) -> tuple[float, float]:
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9.eE+]+)\s*-\s*([0-9.eE+]+)\s*", value)
+        if not match:
+            raise DatasetFormatError(f"{where}: ts {value!r} is not 'start-end'; expected {_EXPECTED}")
+        parts: Any = match.groups()
+    elif isinstance(value, list | tuple) and len(value) == 2:
+        parts = value
+    else:
+        raise DatasetFormatError(f"{where}: ts {value!r} is not 'start-end'; expected {_EXPECTED}")
+    start, end = (to_float(p, "ts", where, _EXPECTED) for p in parts)
+    if start < 0 or end < start:
+        raise DatasetFormatError(f"{where}: ts {value!r} is not an interval 0 <= start <= end; "
+                                 f"expected {_EXPECTED}")
+    return start, end
+
+
+class How2QAAdapter(DatasetAdapter):
+    """How2QA: JSON lines per split, 4-way multiple choice; videos ``videos/<vid_name>.*``."""
+
+    name = "how2qa"
+
+    @property
+    def task_type(self) -> TaskType | None:
+        return "mc"
+
+    def splits(self) -> tuple[str, ...]:
+        return _SPLITS
+
+    def _file(self, split: str) -> Path:
+        names = [f"how2qa_{split}.jsonl", f"{split}.jsonl"]
+        if split == "test":
+            names.insert(1, "how2qa_test_public.jsonl")
+        for name in names:
+            if (self.root / name).is_file():
+                return self.root / name
+        raise DatasetFormatError(f"how2qa: no annotation file for split {split!r} under {self.root}; "
+                                 f"expected one of {', '.join(names)} ({_EXPECTED})")
+
+    def annotation_files(self) -> list[Path]:
+        return [self._file(s) for s in _SPLITS]
+
+    def _parse(self) -> _Parsed:
+        videos = VideoDirectory(self, "videos")
+        records: dict[str, list[QARecord]] = {}
+        refs: list[_Ref] = []
+        for split in _SPLITS:
+            path = self._file(split)
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise DatasetFormatError(f"{path}: cannot read ({exc}); expected {_EXPECTED}") from exc
+            out: list[QARecord] = []
+            seen: set[str] = set()
+            for line_no, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                where = f"{path}: line {line_no}"
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    msg = f"{where}: invalid JSON ({exc.msg}); expected {_EXPECTED}"
+                    raise DatasetFormatError(msg) from exc
+                keys = ("vid_name", "ts", "q", "a0", "a1", "a2", "a3", "answer_idx")
+                require_keys(item, keys, where, _EXPECTED)
+                question = nonempty_text(item["q"], "q", where, _EXPECTED)
+                candidates = tuple(nonempty_text(item[f"a{i}"], f"a{i}", where, _EXPECTED) for i in range(4))
+                answer = item["answer_idx"]
+                if isinstance(answer, str) and answer.isdigit():
+                    answer = int(answer)
+                if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < 4:
+                    raise DatasetFormatError(f"{where}: answer_idx {item['answer_idx']!r} out of range 0..3; "
+                                             f"expected {_EXPECTED}")
+                segment = _segment(item["ts"], where)
+                qid = str(item["qid"]) if item.get("qid") is not None else f"{split}-{line_no}"
+                if qid in seen:
+                    raise DatasetFormatError(f"{where}: duplicate qid {qid!r}; expected unique ids")
+                seen.add(qid)
+                video_id = nonempty_text(item["vid_name"], "vid_name", where, _EXPECTED)
+                video_path = videos.resolve(video_id, f"{path} line {line_no}")
+                refs.append(_Ref(video_id, video_path, path, f"line {line_no}"))
+                out.append(QARecord(qid, video_id, question, answer, candidates, "how2qa", "mc", segment))
+            records[split] = out
+        return _Parsed(records=records, refs=refs)

@@ -1,0 +1,396 @@
+"""MSPAN: graph construction, block shapes, ablation switches, overfitting, config validation."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from models.layers import QuestionEncoder
+from models.mspan import (
+    MSPAN,
+    CrossScaleAttention,
+    MSPANConfig,
+    MultiScalePooling,
+    QuestionFusion,
+    QuestionGuidedReadout,
+    ScaleGCN,
+    build_graphs,
+    mspan,
+)
+from train.losses import count_loss, hinge_loss, open_ended_loss
+
+TINY = MSPANConfig(
+    num_frames=8, appearance_dim=12, motion_dim=10, node_dim=32, hidden_dim=16, word_dim=8, lstm_layers=1,
+    num_scales=4, iterations=2, dropout=0.0,
+)
+VOCAB, ANSWERS, CANDS = 30, 7, 5
+
+
+def make_batch(b: int = 4, *, cfg: MSPANConfig = TINY, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(1, 7, (b,), generator=g)
+    q = torch.randint(1, VOCAB, (b, 6), generator=g) * (torch.arange(6) < lens[:, None])
+    clen = torch.randint(1, 4, (b, CANDS), generator=g)
+    cands = torch.randint(1, VOCAB, (b, CANDS, 3), generator=g) * (torch.arange(3) < clen[..., None])
+    return {
+        "qid": [f"q{i}" for i in range(b)],
+        "video_id": [f"v{i}" for i in range(b)],
+        "appearance": torch.randn(b, cfg.num_frames, cfg.appearance_dim, generator=g),
+        "motion": torch.randn(b, cfg.num_frames, cfg.motion_dim, generator=g),
+        "question": q,
+        "question_len": lens,
+        "candidates": cands,
+        "candidates_len": clen,
+    }
+
+
+def build(task: str, cfg: MSPANConfig = TINY, **kw) -> MSPAN:
+    torch.manual_seed(0)
+    return mspan(cfg, vocab_size=VOCAB, num_answers=ANSWERS, task_type=task, **kw)
+
+
+# ---------------------------------------------------------------- graph construction
+
+
+def test_graph_sizes_and_intra_scale_edges():
+    g = build_graphs(5, 3)
+    assert g.sizes == (5, 4, 3)  # M_i = N - i + 1
+    assert g.offsets == (0, 5, 9, 12)
+    assert g.scale.tolist() == [1] * 5 + [2] * 4 + [3] * 3
+    assert g.start.tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 0, 1, 2]
+    # scale 1: |x - y| <= 1 (tridiagonal); scale 2: |x - y| <= 2; scale 3 (3 nodes): all joined
+    s1 = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [0, 1, 1, 1, 0], [0, 0, 1, 1, 1], [0, 0, 0, 1, 1]])
+    s2 = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 1], [0, 1, 1, 1]])
+    s3 = torch.ones(3, 3, dtype=torch.int64)
+    expected = torch.block_diag(s1, s2, s3).bool()
+    assert torch.equal(g.intra, expected)
+
+
+def test_gcn_adjacency_is_symmetric_normalised_and_block_diagonal():
+    g = build_graphs(6, 4)
+    a = g.intra.double().numpy()
+    d = np.diag(a.sum(1) ** -0.5)
+    np.testing.assert_allclose(g.gcn_adj.numpy(), d @ a @ d, rtol=1e-6, atol=1e-7)
+    assert torch.allclose(g.gcn_adj, g.gcn_adj.T)
+    different_scale = g.scale[:, None] != g.scale[None, :]
+    assert (g.gcn_adj[different_scale] == 0).all()
+
+
+def test_cross_scale_edges_link_nodes_sharing_frames():
+    g = build_graphs(5, 3)
+    # scale 2 node y covers frames y, y+1: scale-1 nodes (single frames) y and y+1
+    expected = [[1, 1, 0, 0, 0], [0, 1, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 0, 1, 1]]
+    assert g.cross(2, 1).int().tolist() == expected
+    # scale 3 node y covers y..y+2; scale-2 node x covers x, x+1; they share a frame iff y-1 <= x <= y+2
+    assert g.cross(3, 2).int().tolist() == [[1, 1, 1, 0], [1, 1, 1, 1], [0, 1, 1, 1]]
+    assert torch.equal(g.cross(2, 3), g.cross(3, 2).T)  # bottom-up uses the same edges reversed
+    dense = g.dense()
+    assert not dense[g.scale[:, None] == g.scale[None, :]].any()
+    assert torch.equal(dense, dense.T)
+    # scale 1 frame 0 shares frames with scale-2 node 0 and scale-3 node 0 only
+    assert dense[0].nonzero().flatten().tolist() == [5, 9]
+    # every node has a neighbour on each adjacent scale (softmax over neighbours is well defined)
+    for i in range(1, 3):
+        assert g.cross(i + 1, i).any(dim=1).all() and g.cross(i, i + 1).any(dim=1).all()
+
+
+@pytest.mark.parametrize("n,k", [(1, 1), (4, 4), (16, 8)])
+def test_graph_node_counts(n, k):
+    g = build_graphs(n, k)
+    assert sum(g.sizes) == g.scale.numel() == sum(n - i + 1 for i in range(1, k + 1))
+    assert g.intra.diagonal().all()  # self-loops
+
+
+def test_build_graphs_rejects_too_many_scales():
+    with pytest.raises(ValueError, match="num_scales"):
+        build_graphs(4, 5)
+
+
+# ---------------------------------------------------------------- blocks
+
+
+@pytest.mark.parametrize("pool", ["max", "avg"])
+def test_multi_scale_pooling_values(pool):
+    x = torch.randn(2, 6, 3)
+    out = MultiScalePooling(3, pool)(x)
+    assert out.shape == (2, 6 + 5 + 4, 3)
+    g = build_graphs(6, 3)
+    for node in range(out.shape[1]):
+        s, i = int(g.start[node]), int(g.scale[node])
+        window = x[:, s:s + i]
+        ref = window.amax(dim=1) if pool == "max" else window.mean(dim=1)
+        torch.testing.assert_close(out[:, node], ref)
+
+
+def test_block_shapes():
+    B, S, D, H = 3, 26, 32, 16
+    g = build_graphs(8, 4)
+    assert S == sum(g.sizes)
+    nodes = torch.randn(B, S, D)
+    assert ScaleGCN(D, num_layers=2)(nodes, g.gcn_adj).shape == (B, S, D)
+    att = CrossScaleAttention(D, H)
+    q = torch.randn(B, H)
+    src, tgt = nodes[:, :8], nodes[:, 8:15]
+    u = att.attend(src, att.w1(tgt), att.w3(q), att.w5(q), g.cross(2, 1))
+    assert u.shape == (B, 7, H)
+    assert att.update(att.w6_node(tgt), u).shape == (B, 7, D)
+    assert QuestionGuidedReadout(D, H)(nodes[:, :8], q).shape == (B, D)
+    assert QuestionFusion(D, H)(torch.randn(B, D), q).shape == (B, H)
+    assert QuestionFusion(D, H)(torch.randn(B, 5, D), torch.randn(B, 5, H)).shape == (B, 5, H)
+
+
+def test_gcn_only_mixes_nodes_of_the_same_scale():
+    g = build_graphs(6, 3)
+    gcn = ScaleGCN(8, num_layers=2)
+    nodes = torch.randn(1, sum(g.sizes), 8)
+    out = gcn(nodes, g.gcn_adj)
+    changed = nodes.clone()
+    changed[:, 6:11] += 5.0  # every node of scale 2
+    out2 = gcn(changed, g.gcn_adj)
+    torch.testing.assert_close(out2[:, :6], out[:, :6])
+    torch.testing.assert_close(out2[:, 11:], out[:, 11:])
+    assert not torch.allclose(out2[:, 6:11], out[:, 6:11])
+
+
+def test_attention_softmax_is_over_neighbours_only():
+    torch.manual_seed(0)
+    att = CrossScaleAttention(8, 4)
+    g = build_graphs(5, 2)
+    edges = g.cross(2, 1)  # (4, 5)
+    src, tgt, q = torch.randn(2, 5, 8), torch.randn(2, 4, 8), torch.randn(2, 4)
+    u = att.attend(src, att.w1(tgt), att.w3(q), att.w5(q), edges)
+    src2 = src.clone()
+    src2[:, 4] = 100.0  # frame 4 is a neighbour of scale-2 node 3 only
+    u2 = att.attend(src2, att.w1(tgt), att.w3(q), att.w5(q), edges)
+    torch.testing.assert_close(u2[:, :3], u[:, :3])
+    assert not torch.allclose(u2[:, 3], u[:, 3])
+
+
+def test_question_encoder_shapes_padding_and_embeddings():
+    emb = np.random.default_rng(0).normal(size=(VOCAB, 8)).astype(np.float32)
+    enc = QuestionEncoder(VOCAB, embed_dim=8, hidden_dim=16, num_layers=2, embeddings=emb).eval()
+    assert torch.equal(enc.embedding.weight.detach(), torch.from_numpy(emb))
+    tokens = torch.tensor([[3, 4, 5, 0, 0], [7, 0, 0, 0, 0]])
+    words, sent = enc(tokens, torch.tensor([3, 1]))
+    assert words.shape == (2, 5, 16) and sent.shape == (2, 16)
+    assert (words[0, 3:] == 0).all() and (words[1, 1:] == 0).all()
+    longer = torch.cat([tokens, torch.zeros(2, 3, dtype=torch.int64)], dim=1)  # more padding, same text
+    _, sent2 = enc(longer, torch.tensor([3, 1]))
+    torch.testing.assert_close(sent2, sent)
+    frozen = QuestionEncoder(VOCAB, embed_dim=8, hidden_dim=16, embeddings=emb, freeze_embeddings=True)
+    assert not frozen.embedding.weight.requires_grad
+    with pytest.raises(ValueError, match=r"\(30, 8\)"):
+        QuestionEncoder(VOCAB, embed_dim=8, embeddings=emb[:, :6])
+
+
+def test_progressive_passes_propagate_across_all_scales():
+    model = build("open")
+    g = build_graphs(8, 4)
+    nodes = torch.randn(2, sum(g.sizes), 32, requires_grad=True)
+    q = torch.randn(2, 16)
+    block = model.blocks[0]
+    out = model._top_down(block.top_down, nodes, nodes.detach(), q)
+    out[:, g.offsets[3]:].sum().backward()  # coarsest scale after top-down
+    assert nodes.grad[:, : g.offsets[1]].abs().sum() > 0  # ... depends on scale 1 through scales 2, 3
+    nodes.grad = None
+    out = model._bottom_up(block.bottom_up, nodes, nodes.detach(), q)
+    out[:, : g.offsets[1]].sum().backward()  # finest scale after bottom-up
+    assert nodes.grad[:, g.offsets[3]:].abs().sum() > 0  # ... depends on scale K
+
+
+# ---------------------------------------------------------------- the model
+
+
+@pytest.mark.parametrize("task,key,shape", [("open", "logits", (4, ANSWERS)), ("mc", "scores", (4, CANDS)),
+                                            ("count", "count", (4,))])
+def test_output_contract(task, key, shape):
+    model = build(task)
+    out = model(make_batch())
+    assert set(out) == {key} and out[key].shape == shape and torch.isfinite(out[key]).all()
+    out[key].float().pow(2).mean().backward()
+    unused = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not unused, f"parameters without gradient for {task}: {unused}"  # DDP-safe: all used
+
+
+@pytest.mark.parametrize("task", ["open", "mc", "count"])
+def test_forward_does_not_mutate_batch(task):
+    batch = make_batch()
+    snapshot = {k: (v.clone() if torch.is_tensor(v) else list(v)) for k, v in batch.items()}
+    build(task)(batch)
+    assert batch.keys() == snapshot.keys()
+    for k, v in batch.items():
+        assert torch.equal(v, snapshot[k]) if torch.is_tensor(v) else v == snapshot[k]
+
+
+def test_samples_do_not_interact_and_padding_is_ignored():
+    model = build("mc").eval()
+    batch = make_batch(4)
+    with torch.no_grad():
+        full = model(batch)["scores"]
+        one = model({k: v[1:2] for k, v in batch.items()})["scores"]
+        padded = dict(batch, question=torch.cat([batch["question"], torch.zeros(4, 3, dtype=torch.int64)], 1))
+        again = model(padded)["scores"]
+    torch.testing.assert_close(one, full[1:2], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(again, full, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("task", ["open", "mc", "count"])
+def test_bf16_autocast_runs_and_stays_close(task):
+    model = build(task).eval()
+    batch = make_batch()
+    key = {"open": "logits", "mc": "scores", "count": "count"}[task]
+    with torch.no_grad():
+        ref = model(batch)[key]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(batch)[key]
+    assert torch.isfinite(low).all()
+    torch.testing.assert_close(low.float(), ref, rtol=0.1, atol=0.1)
+
+
+def test_wrong_feature_shape_is_a_clear_error():
+    model = build("open")
+    batch = make_batch()
+    batch["motion"] = torch.randn(4, 8, 11)
+    with pytest.raises(ValueError, match=r"motion.*\(B, 8, 10\).*motion_dim"):
+        model(batch)
+    batch = make_batch()
+    batch["appearance"] = torch.randn(4, 7, 12)
+    with pytest.raises(ValueError, match="num_frames"):
+        model(batch)
+    batch = make_batch()
+    del batch["motion"]
+    with pytest.raises(KeyError, match=r"\['motion'\].*'mspan' feature set"):
+        model(batch)
+    batch = make_batch()
+    del batch["candidates"]
+    with pytest.raises(KeyError, match="candidates"):
+        build("mc")(batch)
+
+
+ABLATIONS = {
+    "paper": {},
+    "avg_pool": {"pool": "avg"},
+    "no_gcn": {"use_gcn": False},
+    "dense": {"interaction": "dense"},
+    "top_down": {"interaction": "top_down"},
+    "bottom_up": {"interaction": "bottom_up"},
+    "T0": {"iterations": 0},
+    "T4": {"iterations": 4},
+    "K1": {"num_scales": 1},
+    "K8": {"num_scales": 8},
+    "per_iteration_weights": {"share_iteration_weights": False},
+    "gcn_3_layers": {"gcn_layers": 3},
+    "frozen_words": {"freeze_embeddings": True},
+}
+
+
+@pytest.mark.parametrize("name", list(ABLATIONS))
+def test_ablation_switch_trains_one_step(name):
+    cfg = dataclasses.replace(TINY, **ABLATIONS[name])
+    model = build("open", cfg, embeddings=np.ones((VOCAB, 8), np.float32))
+    batch = make_batch(6)
+    answer = torch.randint(0, ANSWERS, (6,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss = open_ended_loss(model(batch)["logits"], answer)
+    loss.backward()
+    for n, p in model.named_parameters():
+        if p.requires_grad:  # every trainable parameter is used (DDP needs no find_unused_parameters)
+            assert p.grad is not None and torch.isfinite(p.grad).all(), n
+            assert p.grad.abs().sum() > 0, n
+        else:
+            assert p.grad is None, n
+    opt.step()
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]) != p.requires_grad, n
+    with torch.no_grad():
+        assert open_ended_loss(model(batch)["logits"], answer) < loss
+    emb = model.question_encoder.embedding.weight
+    assert emb.requires_grad == (name != "frozen_words")
+
+
+def test_ablations_change_the_architecture():
+    n_params = {
+        name: sum(p.numel() for p in build("open", dataclasses.replace(TINY, **kw)).parameters())
+        for name, kw in ABLATIONS.items()
+    }
+    paper = n_params["paper"]
+    assert n_params["no_gcn"] < paper and n_params["T0"] < n_params["dense"] < paper
+    assert n_params["top_down"] == n_params["bottom_up"] == n_params["dense"]
+    assert n_params["per_iteration_weights"] > paper and n_params["avg_pool"] == paper == n_params["T4"]
+    # avg and max pooling give different graphs from the same weights
+    batch = make_batch()
+    out_max = build("open").eval()(batch)["logits"]
+    out_avg = build("open", dataclasses.replace(TINY, pool="avg")).eval()(batch)["logits"]
+    assert not torch.allclose(out_max, out_avg)
+
+
+@pytest.mark.parametrize("task", ["open", "mc", "count"])
+def test_overfits_a_small_batch(task):
+    batch = make_batch(8, seed=1)
+    g = torch.Generator().manual_seed(2)
+    if task == "open":
+        answer, loss_fn, key = torch.randint(0, ANSWERS, (8,), generator=g), open_ended_loss, "logits"
+    elif task == "mc":
+        answer, loss_fn, key = torch.randint(0, CANDS, (8,), generator=g), hinge_loss, "scores"
+    else:
+        answer, loss_fn, key = torch.randint(1, 11, (8,), generator=g).float(), count_loss, "count"
+    model = build(task)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(200):
+        opt.zero_grad()
+        loss = loss_fn(model(batch)[key], answer)
+        first = loss.item() if first is None else first
+        if loss.item() < 0.01:
+            break
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.01, f"{task}: loss {first:.3f} -> {loss.item():.4f}"
+    assert first > 0.5
+
+
+# ---------------------------------------------------------------- config
+
+
+def test_paper_defaults():
+    cfg = MSPANConfig()
+    assert (cfg.num_frames, cfg.num_scales, cfg.iterations, cfg.gcn_layers) == (16, 8, 3, 2)
+    assert (cfg.appearance_dim, cfg.motion_dim, cfg.node_dim, cfg.hidden_dim, cfg.word_dim) == (
+        2048, 2048, 2048, 512, 300)
+    assert (cfg.lstm_layers, cfg.pool, cfg.use_gcn, cfg.interaction) == (3, "max", True, "progressive")
+    assert cfg.share_iteration_weights
+
+
+@pytest.mark.parametrize(
+    "field,value,match",
+    [
+        ("pool", "min", "'max', 'avg'"),
+        ("interaction", "sparse", "'progressive', 'dense'"),
+        ("num_scales", 0, ">= 1"),
+        ("num_scales", 17, "num_frames"),
+        ("iterations", -1, ">= 0"),
+        ("iterations", 1.5, "integer"),
+        ("dropout", 1.0, r"\[0, 1\)"),
+        ("dropout", "0.1", "number"),
+        ("use_gcn", "false", "true or false"),
+        ("hidden_dim", 511, "even"),
+        ("node_dim", 0, ">= 1"),
+        ("gcn_layers", True, "integer"),
+    ],
+)
+def test_invalid_config_values_are_rejected(field, value, match):
+    with pytest.raises(ValueError, match=rf"MSPANConfig\.{field}=.*{match}"):
+        MSPANConfig(**{field: value})
+
+
+def test_builder_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="task_type"):
+        build("span")
+    with pytest.raises(ValueError, match="num_answers"):
+        mspan(TINY, vocab_size=VOCAB, num_answers=0, task_type="open")
+    with pytest.raises(TypeError, match="MSPANConfig"):
+        mspan({"num_frames": 8}, vocab_size=VOCAB, num_answers=3, task_type="open")

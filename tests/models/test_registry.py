@@ -1,0 +1,73 @@
+"""The model registry: lookups, entries, and every registered model on tiny inputs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import models
+from models import MODELS, ModelEntry, get_model
+
+# Tiny settings per registered model so the loop below runs in well under a second per model.
+TINY = {
+    "mspan": {"num_frames": 6, "appearance_dim": 8, "motion_dim": 6, "node_dim": 16, "hidden_dim": 8,
+              "word_dim": 4, "lstm_layers": 1, "num_scales": 3, "iterations": 1},
+}
+OUTPUT_KEY = {"open": "logits", "mc": "scores", "count": "count"}
+FEATURE_DIMS = {"appearance": "appearance_dim", "motion": "motion_dim"}
+
+
+def test_registry_lists_mspan():
+    assert "mspan" in MODELS
+    entry = get_model("mspan")
+    assert entry is MODELS["mspan"] and entry.name == "mspan"
+    assert entry.feature_set == "mspan"
+    assert set(entry.task_types) == {"open", "mc", "count"}
+    assert entry.feature_keys == ("appearance", "motion")
+    assert dataclasses.is_dataclass(entry.config_cls)
+
+
+def test_unknown_model_lists_the_names():
+    with pytest.raises(KeyError, match=r"unknown model 'nope'.*mspan"):
+        get_model("nope")
+
+
+def test_registry_rejects_duplicates():
+    entry = MODELS["mspan"]
+    with pytest.raises(ValueError, match="registered twice"):
+        models._registry(entry, ModelEntry("mspan", entry.config_cls, entry.build))
+
+
+def test_every_entry_is_consistent():
+    for name, entry in MODELS.items():
+        assert entry.name == name
+        assert set(entry.task_types) <= set(OUTPUT_KEY)
+        assert name in TINY, f"add tiny settings for {name!r} to this test"
+        cfg = entry.config_cls()
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            cfg.num_frames = 3  # configs are frozen
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_builds_and_runs_each_task_type(name):
+    entry = get_model(name)
+    cfg = dataclasses.replace(entry.config_cls(), **TINY[name])
+    b, c = 2, 3
+    batch = {
+        "question": torch.tensor([[2, 3, 4], [5, 0, 0]]),
+        "question_len": torch.tensor([3, 1]),
+        "candidates": torch.randint(1, 9, (b, c, 2)),
+        "candidates_len": torch.full((b, c), 2),
+    }
+    for key in entry.feature_keys:
+        batch[key] = torch.randn(b, cfg.num_frames, getattr(cfg, FEATURE_DIMS[key]))
+    for task in entry.task_types:
+        torch.manual_seed(0)
+        model = entry.build(cfg, vocab_size=10, num_answers=4, task_type=task, embeddings=None)
+        assert isinstance(model, torch.nn.Module)
+        out = model(batch)
+        expected = {"open": (b, 4), "mc": (b, c), "count": (b,)}[task]
+        assert list(out) == [OUTPUT_KEY[task]] and out[OUTPUT_KEY[task]].shape == expected
+        assert not any(isinstance(v, torch.Tensor) and v.requires_grad for v in batch.values())

@@ -1,0 +1,78 @@
+"""Feature standardisation (``train.feature_norm``), the type-prior baseline and ``train.report``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from extract.reader import FeatureReader, write_feature_dir
+from train.cli import build_cli
+from train.config import ConfigError, TrainConfig
+from train.data import QADataset, feature_statistics
+from train.report import format_report, main
+
+TINY = [
+    "--set", "model.node_dim=16", "--set", "model.hidden_dim=16", "--set", "model.word_dim=8",
+    "--set", "model.lstm_layers=1", "--set", "model.num_scales=2", "--set", "model.iterations=1",
+]
+
+
+def test_feature_statistics_are_per_channel_over_distinct_videos(tmp_path):
+    a = np.array([[1.0, 10.0], [3.0, 10.0]], dtype=np.float32)  # (T=2, D=2)
+    b = np.array([[5.0, 20.0], [7.0, 20.0]], dtype=np.float32)
+    write_feature_dir(tmp_path, "mspan", {"a": {"appearance": a}, "b": {"appearance": b}},
+                      provenance={"test": True})
+    reader = FeatureReader(tmp_path)
+    stats = feature_statistics(reader, ["b", "a", "a"], ["appearance"])  # duplicates count once
+    mean, std = stats["appearance"]
+    np.testing.assert_allclose(mean, [4.0, 15.0])
+    np.testing.assert_allclose(std, [np.sqrt(5.0), 5.0])
+
+
+def test_dataset_applies_the_statistics(tiny_tgif):
+    from pipelines.datasets import get_dataset
+    from pipelines.text import prepare_qa
+
+    prepared = prepare_qa(get_dataset("tgif")(tiny_tgif.root, task="frameqa"),
+                          cache_dir=tiny_tgif.base / "cache-norm", answer_vocab_size=None)
+    reader = FeatureReader(tiny_tgif.features)
+    split = prepared.splits["train"]
+    stats = feature_statistics(reader, split.video_ids, ["appearance", "motion"])
+    plain = QADataset(split, reader)
+    normed = QADataset(split, reader, feature_stats=stats)
+    items = [normed[i]["appearance"].numpy() for i in range(len(normed))]
+    raw = plain[0]["appearance"].numpy()
+    mean, std = stats["appearance"]
+    np.testing.assert_allclose(items[0], (raw - mean) / std, rtol=1e-6)
+    # over the training videos the standardised channels have mean ~0
+    distinct = {split.video_ids[i]: normed[i]["appearance"].numpy() for i in range(len(normed))}
+    assert np.abs(np.concatenate(list(distinct.values())).mean(0)).max() < 1e-4
+
+
+def test_feature_norm_is_validated():
+    assert TrainConfig(feature_norm="standardize").feature_norm == "standardize"
+    with pytest.raises(ConfigError, match="feature_norm"):
+        TrainConfig(feature_norm="zscore")
+
+
+def test_run_with_standardised_features_reports_baselines(tiny_tgif, tmp_path):
+    out = tmp_path / "run"
+    args = ["mspan", "--dataset", "tgif", "--task", "frameqa", "--root", str(tiny_tgif.root),
+            "--features", str(tiny_tgif.features), "--out", str(out), "--no-progress", *TINY,
+            "--epochs", "3", "--batch-size", "8", "--set", "train.feature_norm=standardize"]
+    res = CliRunner().invoke(build_cli(), args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    base = metrics["baselines_test"]
+    assert 0.0 <= base["majority_answer_accuracy"] <= base["type_prior_accuracy"] <= 1.0
+    table = format_report([out])
+    assert "tgif/frameqa" in table and "type_prior_accuracy" in table
+    assert f"{metrics['test']['accuracy']:.3f}" in table
+
+
+def test_report_names_an_unfinished_run(tmp_path, capsys):
+    assert main([str(tmp_path)]) == 1
+    assert "metrics.json" in capsys.readouterr().err

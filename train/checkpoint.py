@@ -1,0 +1,125 @@
+"""Checkpoints: state dicts only, written atomically, read with ``torch.load(weights_only=True)``.
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts (no pickled objects):
+``model``, ``optimizer``, ``scheduler``, ``scaler`` state dicts, ``rng`` (per process; see
+:func:`capture_rng_state`), ``epoch`` (epochs completed), ``state`` (best metric, best epoch, early
+stopping counter, global step), and ``meta`` (model name, configs as JSON text, answer vocabulary).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pipelines.atomic import atomic_path
+
+__all__ = [
+    "CheckpointError",
+    "capture_rng_state",
+    "checkpoint_path",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "prune_checkpoints",
+    "restore_rng_state",
+    "save_checkpoint",
+]
+
+_EPOCH_RE = re.compile(r"^epoch-(\d{4,})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or does not match the run."""
+
+
+def checkpoint_path(ckpt_dir: Path, epoch: int) -> Path:
+    """``ckpt_dir/epoch-0003.pt`` for the checkpoint written after ``epoch`` epochs."""
+    return Path(ckpt_dir) / f"epoch-{epoch:04d}.pt"
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
+    """The per-epoch checkpoints in ``ckpt_dir`` as ``(epoch, path)``, oldest first."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    found = []
+    for p in ckpt_dir.iterdir():
+        m = _EPOCH_RE.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest per-epoch checkpoint, or None."""
+    found = list_checkpoints(ckpt_dir)
+    return found[-1][1] if found else None
+
+
+def prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest per-epoch checkpoints (``best.pt`` is never touched)."""
+    for _, path in list_checkpoints(ckpt_dir)[:-keep]:
+        path.unlink(missing_ok=True)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` with ``torch.save`` under a temporary name, fsync, then rename onto ``path``."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint on the CPU with ``weights_only=True`` (no arbitrary unpickling).
+
+    Raises:
+        CheckpointError: naming the file when it is missing or cannot be read.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The torch (CPU and CUDA), NumPy and Python RNG states as tensors and plain numbers."""
+    _, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    out: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy_keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+        "numpy_pos": int(np_pos),
+        "numpy_has_gauss": int(np_has_gauss),
+        "numpy_gauss": float(np_gauss),
+        "python_version": int(py_version),
+        "python_state": torch.tensor(py_state, dtype=torch.int64),
+        "python_gauss": py_gauss,
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`capture_rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(
+        (
+            "MT19937",
+            state["numpy_keys"].numpy().astype(np.uint32),
+            int(state["numpy_pos"]),
+            int(state["numpy_has_gauss"]),
+            float(state["numpy_gauss"]),
+        )
+    )
+    py_state = tuple(int(x) for x in state["python_state"].tolist())
+    random.setstate((int(state["python_version"]), py_state, state["python_gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,315 @@
+"""Training configuration: the frozen ``TrainConfig`` and validated building of any config dataclass.
+
+A run's settings come from three layers, later ones winning: the dataclass defaults (the papers'
+values), a YAML file (``--config``) with the sections ``train:`` and ``model:``, and ``--set`` overrides
+with dotted keys (``train.lr=3e-4``, ``model.num_scales=4``). Every layer goes through
+:func:`build_config`, which rejects unknown keys (listing the valid ones) and values of the wrong type;
+the dataclass's own ``__post_init__`` rejects values out of range. Nothing here reads the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "TrainConfig",
+    "build_config",
+    "config_to_dict",
+    "paper_train_defaults",
+    "parse_overrides",
+    "load_yaml_config",
+    "merge_sections",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown or a value is invalid; the message says which and what is allowed."""
+
+
+TASK_TYPES = ("open", "mc", "count")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of the shared training loop (every model uses the same fields).
+
+    Defaults follow MSPAN (Guo et al., 2021) and its official code where the paper is silent:
+    Adam, lr 1e-4, weight decay 5e-6, batch 64 (TGIF-QA; 128 for MSVD/MSRVTT via
+    :func:`paper_train_defaults`), StepLR(5, 0.5) or MultiStepLR([10, 15, 19, 23, 27], 0.5).
+    """
+
+    epochs: int = 30
+    batch_size: int = 64
+    eval_batch_size: int | None = None  # None: same as batch_size
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-4
+    weight_decay: float = 5e-6  # official MSPAN code (the paper gives none)
+    momentum: float = 0.9  # sgd only
+    scheduler: str = "multistep"  # none | step | multistep
+    step_size: int = 5  # StepLR period in epochs
+    milestones: tuple[int, ...] = (10, 15, 19, 23, 27)  # MultiStepLR epochs
+    gamma: float = 0.5
+    grad_clip: float | None = 12.0  # max global gradient norm; None disables (toolkit default)
+    amp: str = "bf16"  # bf16 | fp16 | none; autocast is used on CUDA only
+    seed: int = 0
+    num_workers: int = 0
+    patience: int | None = None  # early stopping after this many epochs without val improvement
+    hinge_margin: float = 1.0  # multiple choice: max(0, margin + s_neg - s_pos)
+    answer_vocab_size: int | None = None  # open-ended: most frequent training answers; None = dataset default
+    max_question_len: int | None = None
+    val_fraction: float = 0.1  # held out of train (fixed seed) when a dataset has no val split
+    keep_checkpoints: int = 1  # per-epoch checkpoints kept besides best.pt
+    log_every: int = 20  # steps between TensorBoard scalars
+    ddp_find_unused_parameters: bool = False
+    # none (the papers): features as extracted; standardize: per-channel z-score with the mean and std of
+    # the training split's videos (recomputed identically for --resume and --eval-only)
+    feature_norm: str = "none"
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"train.{name}={getattr(self, name)!r} is invalid: {why}")
+
+        for name in ("epochs", "batch_size", "step_size", "keep_checkpoints", "log_every"):
+            if getattr(self, name) < 1:
+                raise bad(name, "must be >= 1")
+        for name in ("eval_batch_size", "answer_vocab_size", "max_question_len", "patience"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise bad(name, "must be >= 1 or null")
+        if self.num_workers < 0:
+            raise bad("num_workers", "must be >= 0")
+        if self.optimizer not in ("adam", "adamw", "sgd"):
+            raise bad("optimizer", "choose adam, adamw or sgd")
+        if self.scheduler not in ("none", "step", "multistep"):
+            raise bad("scheduler", "choose none, step or multistep")
+        if self.feature_norm not in ("none", "standardize"):
+            raise bad("feature_norm", "choose none or standardize")
+        if self.amp not in ("bf16", "fp16", "none"):
+            raise bad("amp", "choose bf16, fp16 or none")
+        for name in ("lr", "gamma"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise bad(name, "must be a finite number > 0")
+        for name in ("weight_decay", "momentum", "hinge_margin"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise bad(name, "must be a finite number >= 0")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise bad("grad_clip", "must be > 0 or null")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise bad("val_fraction", "must be between 0 and 1 (exclusive)")
+        if any(m < 1 for m in self.milestones) or list(self.milestones) != sorted(set(self.milestones)):
+            raise bad("milestones", "must be strictly increasing epochs >= 1")
+
+    @property
+    def effective_eval_batch_size(self) -> int:
+        return self.eval_batch_size or self.batch_size
+
+
+def paper_train_defaults(model: str, dataset: str, task: str | None, task_type: str) -> dict[str, Any]:
+    """Per-dataset training defaults of a paper model, applied below the YAML file and ``--set``.
+
+    MSPAN (official code): batch 64 on TGIF-QA and 128 on MSVD-QA / MSRVTT-QA; StepLR(5, 0.5) for
+    Count, MSVD-QA and MSRVTT-QA, MultiStepLR([10, 15, 19, 23, 27], 0.5) otherwise. (Answer vocabulary
+    sizes are the dataset adapter's ``default_answer_vocab_size``.)
+
+    Args:
+        model: registry name (``"mspan"``).
+        dataset: dataset registry name.
+        task: dataset task (``"frameqa"``) or None.
+        task_type: ``"open"``, ``"mc"`` or ``"count"``.
+
+    Returns:
+        A dict of ``TrainConfig`` field overrides (possibly empty).
+    """
+    out: dict[str, Any] = {}
+    msvd_like = dataset in ("msvd-qa", "msrvtt-qa")
+    if model == "mspan":
+        out["batch_size"] = 128 if msvd_like else 64
+        out["scheduler"] = "step" if (msvd_like or task_type == "count") else "multistep"
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check/convert one YAML value against a dataclass field annotation."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}={value!r} is invalid: expected {_type_name(tp)}")
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{key}={value!r} is invalid: choose one of {', '.join(map(repr, args))}")
+    if origin is tuple:
+        if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}={value!r} is invalid: expected a list, e.g. [1, 2]")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], key) for v in value)
+        if len(args) != len(value):
+            raise ConfigError(f"{key}={value!r} is invalid: expected {len(args)} items")
+        return tuple(_coerce(v, a, key) for v, a in zip(value, args, strict=True))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}={value!r} is invalid: expected true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{key}={value!r} is invalid: expected an integer")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}={value!r} is invalid: expected a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}={value!r} is invalid: expected a string")
+    if tp is Any or tp is object:
+        return value
+    if isinstance(tp, type) and isinstance(value, tp):
+        return value
+    raise ConfigError(f"{key}={value!r} is invalid: expected {_type_name(tp)}")
+
+
+def build_config(cls: type, values: Mapping[str, Any], *, section: str) -> Any:
+    """Build a frozen config dataclass from plain values, rejecting unknown keys and bad values.
+
+    Args:
+        cls: a dataclass type (``TrainConfig`` or a model's config class).
+        values: field name -> value (YAML scalars / lists).
+        section: ``"train"`` or ``"model"``, used in messages (``train.lr``).
+
+    Returns:
+        An instance of ``cls``.
+
+    Raises:
+        ConfigError: naming the key, the value and what is allowed (for unknown keys: the valid keys).
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        valid = ", ".join(f"{section}.{name}" for name in fields)
+        raise ConfigError(
+            f"unknown {section} key(s) {', '.join(f'{section}.{k}' for k in unknown)} for "
+            f"{cls.__name__}; valid keys: {valid}"
+        )
+    kwargs = {name: _coerce(value, hints[name], f"{section}.{name}") for name, value in values.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"invalid {section} config ({cls.__name__}): {exc}") from exc
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """A dataclass config as plain YAML/JSON-able values (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return {f.name: plain(getattr(cfg, f.name)) for f in dataclasses.fields(cfg) if f.init}
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Parse ``--set`` items ``section.key=value`` (value read as a YAML scalar or flow list).
+
+    Returns:
+        ``{"train": {...}, "model": {...}}``.
+
+    Raises:
+        ConfigError: on a malformed item or a section other than ``train`` / ``model``.
+    """
+    out: dict[str, dict[str, Any]] = {"train": {}, "model": {}}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.lr=3e-4")
+        section, dot, name = key.partition(".")
+        if not dot or section not in out or not name or "." in name:
+            raise ConfigError(
+                f"--set {item!r}: the key must be train.<field> or model.<field> (e.g. model.dropout=0.1)"
+            )
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML: {exc}") from exc
+        out[section][name] = value
+    return out
+
+
+def merge_sections(*layers: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Merge ``{"train": {...}, "model": {...}}`` layers, later ones winning key by key."""
+    out: dict[str, dict[str, Any]] = {"train": {}, "model": {}}
+    for layer in layers:
+        for section, values in layer.items():
+            if section not in out:
+                raise ConfigError(f"unknown config section {section!r}; valid sections: train, model")
+            if values is None:
+                continue
+            if not isinstance(values, Mapping):
+                raise ConfigError(f"config section {section!r} must be a mapping, got {values!r}")
+            out[section].update(values)
+    return out
+
+
+def load_yaml_config(path: str) -> dict[str, dict[str, Any]]:
+    """Read a ``--config`` YAML file with the optional sections ``train`` and ``model``.
+
+    Raises:
+        ConfigError: naming the file when it is not valid YAML or has other top-level keys.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc}") from exc
+    if data is None:
+        return {"train": {}, "model": {}}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping with the sections 'train' and 'model'")
+    unknown = sorted(set(data) - {"train", "model"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; valid sections: train, model")
+    return merge_sections(data)
+

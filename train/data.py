@@ -1,0 +1,253 @@
+"""Datasets over feature shards and encoded questions, and the shared collate (the batch contract).
+
+:class:`QADataset` joins one split of encoded questions (``pipelines.text.EncodedSplit``) with the
+features of its videos (``extract.reader.FeatureReader``) by ``video_id``. :class:`QACollate` pads
+items into the batch documented in ``docs/architecture.md`` ("The batch contract"):
+
+========================  ====================  ===============================================
+key                       shape / dtype         meaning
+========================  ====================  ===============================================
+``qid``                   list[str]             question ids
+``video_id``              list[str]             video ids
+``qtype``                 list[str]             question type (per-type accuracy)
+``answer_text``           list[str]             the true answer as text
+``question``              (B, L) int64          token ids, 0 = padding
+``question_len``          (B,) int64            real lengths
+``candidates``            (B, C, Lc) int64      multiple choice only
+``candidates_len``        (B, C) int64          multiple choice only
+``answer``                (B,) int64 / float32  class (-1 = out of vocabulary), candidate, count
+features                  (B, ...) float32      e.g. ``appearance`` (B, 16, Da)
+``<name>_mask``           (B, T) bool           ragged features only (padded to the longest)
+========================  ====================  ===============================================
+
+Both classes are plain top-level objects, so they pickle into DataLoader workers (the reader reopens
+its HDF5 files in each worker).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+__all__ = [
+    "FeatureMismatchError",
+    "QACollate",
+    "QADataset",
+    "check_feature_set",
+    "feature_statistics",
+    "find_missing_videos",
+    "seed_worker",
+]
+
+
+class FeatureMismatchError(ValueError):
+    """The feature directory does not fit the model or the questions (wrong set, missing videos)."""
+
+
+def check_feature_set(reader: Any, expected: str, *, model: str) -> None:
+    """Refuse a feature directory whose manifest feature set is not the model's.
+
+    Raises:
+        FeatureMismatchError: naming the directory, both feature sets and the extraction command to run.
+    """
+    if reader.feature_set != expected:
+        raise FeatureMismatchError(
+            f"{reader.out_dir}: holds feature set {reader.feature_set!r} but model {model!r} needs "
+            f"{expected!r}; extract it with `vqa-extract --features {expected} ...`"
+        )
+
+
+def find_missing_videos(video_ids: Sequence[str], reader: Any) -> list[str]:
+    """The distinct ids in ``video_ids`` that have no features in ``reader`` (sorted)."""
+    return sorted({v for v in video_ids if v not in reader})
+
+
+def feature_statistics(
+    reader: Any, video_ids: Sequence[str], keys: Sequence[str], *, eps: float = 1e-6
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-channel mean and std of float features over the distinct ``video_ids``.
+
+    Statistics run over every leading position (frames, clips, objects) of every video, channel =
+    last axis; accumulated in float64 in sorted video order, so they are reproducible.
+
+    Returns:
+        ``{key: (mean (D,) float32, std (D,) float32)}`` with std floored at ``eps``.
+    """
+    stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    ids = sorted(set(video_ids))
+    sums: dict[str, np.ndarray] = {}
+    squares: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for vid in ids:
+        feats = reader[vid]
+        for key in keys:
+            arr = np.asarray(feats[key])
+            if arr.dtype.kind != "f":
+                continue
+            flat = arr.reshape(-1, arr.shape[-1]).astype(np.float64)
+            sums[key] = sums.get(key, 0.0) + flat.sum(0)
+            squares[key] = squares.get(key, 0.0) + (flat**2).sum(0)
+            counts[key] = counts.get(key, 0) + flat.shape[0]
+    for key, total in sums.items():
+        mean = total / counts[key]
+        var = np.maximum(squares[key] / counts[key] - mean**2, 0.0)
+        stats[key] = (mean.astype(np.float32), np.maximum(np.sqrt(var), eps).astype(np.float32))
+    return stats
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed NumPy and ``random`` from the worker's torch seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+class QADataset(Dataset):
+    """Questions of one split with the features of their videos.
+
+    Args:
+        split: an ``EncodedSplit`` (``qids``, ``video_ids``, ``qtypes``, ``questions`` (Q, L),
+            ``question_len`` (Q,), ``candidates`` (Q, C, Lc) or None, ``candidates_len`` (Q, C) or None,
+            ``answers`` (Q,), ``answer_text``).
+        reader: a ``FeatureReader`` (or any mapping video id -> {name: array}).
+        feature_keys: the feature names the model reads; None = every feature in the reader.
+        indices: the rows of ``split`` to use (e.g. without missing videos); None = all.
+        feature_stats: ``{key: (mean (D,), std (D,))}`` from :func:`feature_statistics`; those features
+            are standardised per channel (``train.feature_norm=standardize``). None = as extracted.
+
+    An item is a dict with the per-question values of the batch contract (``question`` trimmed to its
+    length, features as float32 tensors).
+    """
+
+    def __init__(
+        self,
+        split: Any,
+        reader: Any,
+        *,
+        feature_keys: Sequence[str] | None = None,
+        indices: Sequence[int] | np.ndarray | None = None,
+        feature_stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> None:
+        self.split = split
+        self.feature_stats = dict(feature_stats or {})
+        self.reader = reader
+        self.feature_keys = tuple(feature_keys) if feature_keys is not None else None
+        n = len(split.qids)
+        rows = np.arange(n) if indices is None else indices
+        self.indices = np.asarray(rows, dtype=np.int64)
+        if len(self.indices) and (self.indices.min() < 0 or self.indices.max() >= n):
+            raise IndexError(f"row indices out of range for a split of {n} questions")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    @property
+    def qids(self) -> list[str]:
+        """Question ids in dataset order."""
+        return [self.split.qids[i] for i in self.indices]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        s = self.split
+        i = int(self.indices[index])
+        video_id = s.video_ids[i]
+        qlen = int(s.question_len[i])
+        item: dict[str, Any] = {
+            "qid": s.qids[i],
+            "video_id": video_id,
+            "qtype": s.qtypes[i],
+            "answer_text": str(s.answer_text[i]),
+            "question": torch.as_tensor(np.asarray(s.questions[i][: max(qlen, 1)], dtype=np.int64)),
+            "question_len": qlen,
+            "answer": s.answers[i].item() if hasattr(s.answers[i], "item") else s.answers[i],
+        }
+        if s.candidates is not None:
+            item["candidates"] = torch.as_tensor(np.asarray(s.candidates[i], dtype=np.int64))  # (C, Lc)
+            item["candidates_len"] = torch.as_tensor(np.asarray(s.candidates_len[i], dtype=np.int64))  # (C,)
+        feats = self.reader[video_id]
+        keys = self.feature_keys if self.feature_keys is not None else tuple(feats)
+        for key in keys:
+            if key not in feats:
+                raise FeatureMismatchError(
+                    f"video {video_id!r}: feature {key!r} is missing (has {sorted(feats)})"
+                )
+            arr = np.asarray(feats[key])
+            if arr.dtype.kind == "f":
+                arr = arr.astype(np.float32, copy=False)
+                if key in self.feature_stats:
+                    mean, std = self.feature_stats[key]
+                    arr = (arr - mean) / std  # per channel (last axis)
+            item[key] = torch.from_numpy(np.ascontiguousarray(arr))
+        return item
+
+
+class QACollate:
+    """Collate items of :class:`QADataset` into the batch contract.
+
+    Args:
+        ragged_keys: feature names whose leading dimension varies per video; they are zero-padded to
+            the longest in the batch and get a ``<name>_mask`` (B, T) bool.
+        answer_dtype: ``torch.int64`` (open, mc) or ``torch.float32`` (count).
+    """
+
+    def __init__(self, ragged_keys: Sequence[str] = (), *, answer_dtype: torch.dtype = torch.int64) -> None:
+        self.ragged_keys = tuple(ragged_keys)
+        self.answer_dtype = answer_dtype
+
+    def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        if not items:
+            raise ValueError("cannot collate an empty batch")
+        B = len(items)
+        names = ("qid", "video_id", "qtype", "answer_text")
+        batch: dict[str, Any] = {k: [it[k] for it in items] for k in names}
+        # questions: (B, L) zero-padded to the longest in the batch
+        qlen = torch.tensor([it["question_len"] for it in items], dtype=torch.int64)  # (B,)
+        L = max(int(it["question"].shape[0]) for it in items)
+        question = torch.zeros(B, L, dtype=torch.int64)
+        for b, it in enumerate(items):
+            question[b, : it["question"].shape[0]] = it["question"]
+        batch["question"], batch["question_len"] = question, qlen
+        if "candidates" in items[0]:
+            C = items[0]["candidates"].shape[0]
+            Lc = max(int(it["candidates_len"].max().clamp(min=1)) for it in items)
+            cands = torch.zeros(B, C, Lc, dtype=torch.int64)  # (B, C, Lc)
+            for b, it in enumerate(items):
+                c = it["candidates"][:, :Lc]
+                cands[b, :, : c.shape[1]] = c
+            batch["candidates"] = cands
+            batch["candidates_len"] = torch.stack([it["candidates_len"] for it in items])  # (B, C)
+        batch["answer"] = torch.tensor([it["answer"] for it in items], dtype=self.answer_dtype)  # (B,)
+        skip = {"qid", "video_id", "qtype", "answer_text", "question", "question_len", "candidates",
+                "candidates_len", "answer"}
+        for key in items[0]:
+            if key in skip:
+                continue
+            tensors = [it[key] for it in items]
+            if key in self.ragged_keys:
+                batch[key], batch[f"{key}_mask"] = _pad_ragged(tensors)
+            else:
+                shapes = {tuple(t.shape) for t in tensors}
+                if len(shapes) != 1:
+                    raise FeatureMismatchError(
+                        f"feature {key!r} has different shapes within a batch ({sorted(shapes)}) for videos "
+                        f"{batch['video_id']}; the feature directory is inconsistent"
+                    )
+                batch[key] = torch.stack(tensors)  # (B, ...)
+        return batch
+
+
+def _pad_ragged(tensors: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Zero-pad (T_b, ...) tensors to (B, T, ...) and return the (B, T) bool validity mask."""
+    T = max(int(t.shape[0]) for t in tensors)
+    T = max(T, 1)
+    out = torch.zeros((len(tensors), T, *tensors[0].shape[1:]), dtype=tensors[0].dtype)
+    mask = torch.zeros(len(tensors), T, dtype=torch.bool)
+    for b, t in enumerate(tensors):
+        out[b, : t.shape[0]] = t
+        mask[b, : t.shape[0]] = True
+    return out, mask

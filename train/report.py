@@ -1,0 +1,54 @@
+"""Print the test results of finished runs beside their chance-level baselines.
+
+Usage: ``python -m train.report RUN_DIR [RUN_DIR ...]`` (each holding the ``metrics.json`` that
+``vqa-train`` writes). Used by the demo; handy after any sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["format_report", "main"]
+
+
+def format_report(run_dirs: list[Path]) -> str:
+    """A plain-text table: model, dataset/task, metric, val, test, baselines (test), run directory.
+
+    Raises:
+        FileNotFoundError: a run directory without ``metrics.json`` (the run did not finish).
+    """
+    rows = [("model", "dataset/task", "metric", "val", "test", "chance level on test", "run")]
+    for run in run_dirs:
+        path = Path(run) / "metrics.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing; did `vqa-train` finish in {run}?")
+        m = json.loads(path.read_text(encoding="utf-8"))
+        metric = m["selection_metric"]
+        better = "lower is better" if m.get("selection_mode") == "min" else "higher is better"
+        chance = ", ".join(f"{k} {v:.3f}" for k, v in sorted(m.get("baselines_test", {}).items()))
+        name = m["dataset"] + (f"/{m['task']}" if m.get("task") else "")
+        rows.append((m["model"], name, f"{metric} ({better})", f"{m['val'][metric]:.3f}",
+                     f"{m['test'][metric]:.3f}", chance, str(run)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        print("usage: python -m train.report RUN_DIR [RUN_DIR ...]", file=sys.stderr)
+        return 2
+    try:
+        print(format_report([Path(a) for a in args]))
+    except (FileNotFoundError, KeyError, json.JSONDecodeError) as err:
+        print(f"train.report: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,634 @@
+"""One training run end to end: data, model, the loop and its hooks, selection on val, test, outputs.
+
+:func:`run` is what ``vqa-train`` calls after validating the configs; tests call it directly (also
+in spawned processes for DDP). The run directory::
+
+    RUN/
+      config.yaml                 # the effective config (model, dataset, paths, train.*, model.*)
+      train.log                   # the log of the main process
+      text_cache/                 # prepare_qa cache (vocabularies, encoded splits)
+      checkpoints/epoch-NNNN.pt   # after every epoch (the newest train.keep_checkpoints kept)
+      checkpoints/best.pt         # model weights of the best validation epoch
+      tensorboard/                # TensorBoard event files
+      metrics.jsonl               # one JSON line per epoch (train losses, val metrics, lr, time)
+      metrics.json                # at the end: val and test of the best checkpoint, its path, baselines
+      predictions_test.jsonl      # qid, video_id, qtype, prediction, answer, correct / squared error
+      predictions_test.csv        # the same as CSV
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from extract.reader import FeatureReader
+from models import get_model
+from pipelines.atomic import atomic_path, write_json_atomic
+from pipelines.datasets import get_dataset
+from pipelines.text import prepare_qa
+from pipelines.version import toolkit_version
+from train.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+)
+from train.config import ConfigError, TrainConfig, build_config, config_to_dict
+from train.data import (
+    FeatureMismatchError,
+    QACollate,
+    QADataset,
+    check_feature_set,
+    feature_statistics,
+    find_missing_videos,
+    seed_worker,
+)
+from train.distributed import (
+    DistInfo,
+    ShardedEvalSampler,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+)
+from train.loop import (
+    CheckpointHook,
+    EarlyStoppingHook,
+    EvalHook,
+    LRSchedulerHook,
+    MetricsLogHook,
+    Trainer,
+    TrainState,
+    evaluate,
+)
+from train.losses import COUNT_MAX, COUNT_MIN, PredictionRecord, selection_metric
+
+__all__ = [
+    "RESUMABLE_KEYS",
+    "RunSpec",
+    "build_optimizer",
+    "build_scheduler",
+    "fill_from_features",
+    "resolve_device",
+    "run",
+    "seed_everything",
+]
+
+log = logging.getLogger("train")
+
+#: train.* keys that may change when a run is resumed (everything else must match the saved config)
+RESUMABLE_KEYS = frozenset({"epochs", "num_workers", "log_every", "patience", "keep_checkpoints"})
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a run needs, already validated.
+
+    Attributes:
+        model: the MODELS key (``"mspan"``).
+        dataset: the DATASETS key; ``task`` its task or None.
+        root: dataset root; ``features``: feature directory; ``out``: run directory.
+        train: the training config; ``model_config``: the model's config dataclass instance.
+        glove: GloVe file for the question embeddings, or None (random init).
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        resume: continue from the newest checkpoint in ``out/checkpoints``.
+        eval_only: evaluate ``checkpoint`` on val and test without training.
+        checkpoint: a checkpoint file (eval-only).
+        allow_missing_features: drop questions whose video has no features (counted in the log)
+            instead of stopping.
+        show_progress: tqdm bars.
+    """
+
+    model: str
+    dataset: str
+    task: str | None
+    root: Path
+    features: Path
+    out: Path
+    train: TrainConfig
+    model_config: Any
+    glove: Path | None = None
+    device: str = "auto"
+    resume: bool = False
+    eval_only: bool = False
+    checkpoint: Path | None = None
+    allow_missing_features: bool = False
+    show_progress: bool = True
+
+
+def resolve_device(device: str, dist: DistInfo | None = None) -> torch.device:
+    """``auto`` -> CUDA when available else CPU; under DDP on CUDA, ``cuda:LOCAL_RANK``."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        if dist is not None and dist.distributed:
+            return torch.device("cuda", dist.local_rank)
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA); cuDNN in deterministic mode."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def fill_from_features(config_cls: type, values: dict[str, Any], outputs: dict[str, Any]) -> dict[str, Any]:
+    """Fill a model config's input sizes from the feature directory unless they were set explicitly.
+
+    Convention: a field ``<feature>_dim`` takes the last dimension of feature ``<feature>``, and
+    ``num_frames`` the (fixed) leading dimension of the first feature that has one.
+
+    Args:
+        config_cls: the model's config dataclass.
+        values: the explicitly set model keys (not modified).
+        outputs: ``FeatureReader.outputs`` (name -> spec with ``shape``).
+
+    Returns:
+        ``values`` plus the filled sizes.
+
+    Raises:
+        ConfigError: an explicit size that contradicts the features.
+    """
+    fields = set(config_cls.__dataclass_fields__)
+    out = dict(values)
+    for name, spec in outputs.items():
+        key = f"{name}_dim"
+        if key in fields and spec.shape:
+            dim = spec.shape[-1]
+            if key in values and values[key] != dim:
+                raise ConfigError(
+                    f"model.{key}={values[key]} but the features' {name!r} have size {dim}; drop the setting "
+                    f"or use matching features"
+                )
+            out[key] = dim
+    if "num_frames" in fields:
+        fixed = [s.shape[0] for n, s in outputs.items() if f"{n}_dim" in fields and s.shape and s.shape[0]]
+        if fixed:
+            if "num_frames" in values and values["num_frames"] != fixed[0]:
+                raise ConfigError(
+                    f"model.num_frames={values['num_frames']} but the features hold {fixed[0]} frames "
+                    f"per video"
+                )
+            out["num_frames"] = fixed[0]
+    return out
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam (MSPAN's), AdamW or SGD over the trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    """The epoch-wise schedule: StepLR(step_size, gamma), MultiStepLR(milestones, gamma) or None."""
+    if cfg.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    if cfg.scheduler == "multistep":
+        return torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma
+        )
+    return None
+
+
+def effective_config(spec: RunSpec, task_type: str) -> dict[str, Any]:
+    """The run's configuration as saved in ``config.yaml``."""
+    return {
+        "model_name": spec.model,
+        "dataset": spec.dataset,
+        "task": spec.task,
+        "task_type": task_type,
+        "root": str(spec.root),
+        "features": str(spec.features),
+        "glove": str(spec.glove) if spec.glove else None,
+        "toolkit_version": toolkit_version(),
+        "train": config_to_dict(spec.train),
+        "model": config_to_dict(spec.model_config),
+    }
+
+
+def _write_yaml(path: Path, obj: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
+
+
+def _attach_log_file(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
+
+
+class _Data:
+    """The datasets of one run and what was dropped."""
+
+    def __init__(self) -> None:
+        self.datasets: dict[str, QADataset] = {}
+        self.dropped: dict[str, dict[str, int]] = {}
+
+
+def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: Any, task_type: str) -> _Data:
+    splits = prepared.splits
+    feature_keys = tuple(getattr(entry, "feature_keys", ()) or ()) or None
+    data = _Data()
+    plan: dict[str, tuple[Any, np.ndarray]] = {}
+    if "train" not in splits or "test" not in splits:
+        raise FeatureMismatchError(f"{spec.dataset}: needs train and test splits, has {sorted(splits)}")
+    train_split = splits["train"]
+    n_train = len(train_split.qids)
+    if "val" in splits:
+        plan["train"] = (train_split, np.arange(n_train))
+        plan["val"] = (splits["val"], np.arange(len(splits["val"].qids)))
+    else:  # no official validation split: hold out a fixed-seed share of train
+        perm = np.random.default_rng(0).permutation(n_train)
+        n_val = max(1, int(round(spec.train.val_fraction * n_train)))
+        plan["val"] = (train_split, np.sort(perm[:n_val]))
+        plan["train"] = (train_split, np.sort(perm[n_val:]))
+        log.info("%s has no val split: %d training questions held out for validation", spec.dataset, n_val)
+    plan["test"] = (splits["test"], np.arange(len(splits["test"].qids)))
+
+    stats = None
+    if spec.train.feature_norm == "standardize":
+        train_split, train_rows = plan["train"]
+        keys = feature_keys if feature_keys is not None else tuple(reader.outputs)
+        present = [train_split.video_ids[i] for i in train_rows if train_split.video_ids[i] in reader]
+        stats = feature_statistics(reader, present, keys)
+        log.info("features standardised per channel with the statistics of %d training videos",
+                 len(set(present)))
+    for name, (split, rows) in plan.items():
+        dropped: dict[str, int] = {}
+        vids = [split.video_ids[i] for i in rows]
+        missing = set(find_missing_videos(vids, reader))
+        if missing:
+            n_q = sum(v in missing for v in vids)
+            if not spec.allow_missing_features:
+                shown = ", ".join(sorted(missing)[:5])
+                raise FeatureMismatchError(
+                    f"{spec.features}: {len(missing)} video(s) of the {name} split ({n_q} questions) have no "
+                    f"features, e.g. {shown}; extract them, or pass --allow-missing-features to drop those "
+                    f"questions"
+                )
+            rows = np.array([i for i in rows if split.video_ids[i] not in missing], dtype=np.int64)
+            dropped["missing_features"] = n_q
+            log.warning("%s: dropped %d questions of %d videos without features", name, n_q, len(missing))
+        if name == "train" and task_type == "open":
+            answers = np.asarray(split.answers)
+            oov = int((answers[rows] < 0).sum())
+            if oov:
+                rows = rows[answers[rows] >= 0]
+                dropped["answer_out_of_vocabulary"] = oov
+                log.info("train: dropped %d questions whose answer is outside the answer vocabulary", oov)
+        if len(rows) == 0:
+            raise FeatureMismatchError(f"the {name} split has no questions left to use")
+        data.datasets[name] = QADataset(
+            split, reader, feature_keys=feature_keys, indices=rows, feature_stats=stats
+        )
+        data.dropped[name] = dropped
+    return data
+
+
+def _baselines(task_type: str, data: _Data, prepared: Any) -> dict[str, float]:
+    """Chance-level references on test: majority answer (open), 1/C (mc), train-mean count (count)."""
+    tr, te = data.datasets["train"], data.datasets["test"]
+    tr_ans = np.asarray(tr.split.answers)[tr.indices]
+    te_ans = np.asarray(te.split.answers)[te.indices]
+    if task_type == "open":
+        majority = Counter(tr_ans.tolist()).most_common(1)[0][0]
+        # the most common training answer of each question type (e.g. "what color ..." -> its mode)
+        by_type: dict[str, Counter] = {}
+        for i, a in zip(tr.indices, tr_ans.tolist(), strict=True):
+            by_type.setdefault(tr.split.qtypes[i], Counter())[a] += 1
+        te_types = [te.split.qtypes[i] for i in te.indices]
+        prior = [by_type[t].most_common(1)[0][0] if t in by_type else majority for t in te_types]
+        return {
+            "majority_answer_accuracy": float((te_ans == majority).mean()),
+            "type_prior_accuracy": float((te_ans == np.asarray(prior)).mean()),
+        }
+    if task_type == "mc":
+        return {"random_choice_accuracy": 1.0 / tr.split.candidates.shape[1]}
+    mean = float(tr_ans.mean())
+    pred = min(max(round(mean), COUNT_MIN), COUNT_MAX)
+    return {"train_mean_mse": float(((pred - te_ans.astype(np.float64)) ** 2).mean())}
+
+
+def _loader(ds: QADataset, *, batch_size: int, sampler: Any, collate: QACollate, cfg: TrainConfig,
+            pin: bool, generator: torch.Generator | None = None) -> DataLoader:
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=cfg.num_workers,
+        pin_memory=pin,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        drop_last=False,
+    )
+
+
+def _write_predictions(out: Path, split: str, records: Sequence[PredictionRecord], task_type: str) -> None:
+    score_name = "squared_error" if task_type == "count" else "correct"
+    rows = []
+    for r in records:
+        row = {"qid": r.qid, "video_id": r.video_id, "qtype": r.qtype, "prediction": r.prediction,
+               "answer": r.answer}
+        if r.raw is not None:
+            row["raw_prediction"] = r.raw
+        row[score_name] = r.score if task_type == "count" else bool(r.score)
+        rows.append(row)
+    with atomic_path(out / f"predictions_{split}.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(r, sort_keys=False) + "\n" for r in rows), encoding="utf-8")
+    header = ["qid", "video_id", "qtype", "prediction", "answer"]
+    header += ["raw_prediction"] if task_type == "count" else []
+    header += [score_name]
+    with atomic_path(out / f"predictions_{split}.csv") as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=header)
+            w.writeheader()
+            w.writerows(rows)
+
+
+def _check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    diffs = []
+    for key in ("model_name", "dataset", "task"):
+        if saved.get(key) != current.get(key):
+            diffs.append(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}")
+    for section in ("train", "model"):
+        a, b = saved.get(section, {}), current.get(section, {})
+        for k in sorted(set(a) | set(b)):
+            if section == "train" and k in RESUMABLE_KEYS:
+                continue
+            if a.get(k) != b.get(k):
+                diffs.append(f"{section}.{k}: {a.get(k)!r} -> {b.get(k)!r}")
+    if diffs:
+        raise ConfigError(
+            f"--resume: the config differs from the run's saved {path}: " + "; ".join(diffs)
+            + f". Only train.{{{', '.join(sorted(RESUMABLE_KEYS))}}} may change on resume; use a new --out"
+        )
+
+
+def run(spec: RunSpec) -> dict[str, Any]:
+    """Train (or evaluate) one model on one dataset; see the module docstring for the outputs.
+
+    Returns:
+        The content of ``metrics.json``.
+
+    Raises:
+        ConfigError, FeatureMismatchError, CheckpointError: bad input, with a message saying what to do.
+        train.loop.NonFiniteLossError: the loss became NaN/inf (names the epoch and step).
+    """
+    dist = init_distributed("cuda" if spec.device.startswith("cuda") or (
+        spec.device == "auto" and torch.cuda.is_available()) else "cpu")
+    handler = None
+    writer = None
+    try:
+        device = resolve_device(spec.device, dist)
+        out = Path(spec.out)
+        if dist.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            handler = _attach_log_file(out / "train.log")
+        barrier()
+        entry = get_model(spec.model)
+        adapter = get_dataset(spec.dataset)(spec.root, task=spec.task)
+        task_type = adapter.task_type
+        if task_type not in entry.task_types:
+            raise ConfigError(
+                f"model {spec.model!r} supports task types {entry.task_types}, but {spec.dataset}"
+                f"{'/' + spec.task if spec.task else ''} is {task_type!r}"
+            )
+        reader = FeatureReader(spec.features)
+        check_feature_set(reader, entry.feature_set, model=spec.model)
+
+        cfg = spec.train
+        conf = effective_config(spec, task_type)
+        ckpt_dir = out / "checkpoints"
+        resume_from = None
+        if not spec.resume and not spec.eval_only and latest_checkpoint(ckpt_dir) is not None:
+            raise ConfigError(
+                f"{out} already holds a run ({latest_checkpoint(ckpt_dir).name}); pass --resume to "
+                f"continue it or choose a new --out"
+            )
+        if spec.resume and not spec.eval_only:
+            resume_from = latest_checkpoint(ckpt_dir)
+            if (out / "config.yaml").exists():
+                saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
+                _check_resume_config(saved, conf, out / "config.yaml")
+            if resume_from is None:
+                log.warning("--resume: no checkpoint in %s; starting from scratch", ckpt_dir)
+        if dist.is_main:
+            _write_yaml(out / ("eval_config.yaml" if spec.eval_only else "config.yaml"), conf)
+
+        vocab_size_cfg = cfg.answer_vocab_size if cfg.answer_vocab_size is not None else "default"
+        prep_kwargs = dict(cache_dir=out / "text_cache", answer_vocab_size=vocab_size_cfg,
+                           glove=spec.glove, max_question_len=cfg.max_question_len)
+        if dist.is_main:
+            prepared = prepare_qa(adapter, **prep_kwargs)
+        barrier()
+        if not dist.is_main:
+            prepared = prepare_qa(adapter, **prep_kwargs)
+        answer_vocab = list(prepared.answer_vocab) if task_type == "open" else None
+        data = _build_data(spec, adapter, prepared, reader, entry, task_type)
+        for name, ds in data.datasets.items():
+            log.info("%s: %d questions", name, len(ds))
+
+        ragged = tuple(n for n, s in reader.outputs.items() if s.ragged)
+        collate = QACollate(ragged, answer_dtype=torch.float32 if task_type == "count" else torch.int64)
+        pin = device.type == "cuda"
+
+        seed_everything(cfg.seed)
+        model_cfg = spec.model_config
+        eval_ckpt = None
+        if spec.eval_only:
+            if spec.checkpoint is None:
+                raise ConfigError("--eval-only needs --checkpoint PATH")
+            eval_ckpt = load_checkpoint(spec.checkpoint)
+            meta = eval_ckpt.get("meta", {})
+            if meta.get("model_name") != spec.model:
+                raise CheckpointError(
+                    f"{spec.checkpoint}: a checkpoint of model {meta.get('model_name')!r}, not {spec.model!r}"
+                )
+            model_cfg = build_config(entry.config_cls, json.loads(meta["model_config"]), section="model")
+            if meta.get("answer_vocab") is not None and meta["answer_vocab"] != (answer_vocab or []):
+                raise CheckpointError(
+                    f"{spec.checkpoint}: its answer vocabulary ({len(meta['answer_vocab'])} answers) differs "
+                    f"from this dataset's ({len(answer_vocab or [])}); use the same dataset, task and "
+                    f"train.answer_vocab_size as the training run"
+                )
+        embeddings = prepared.embeddings
+        model = entry.build(
+            model_cfg,
+            vocab_size=len(prepared.question_vocab),
+            num_answers=len(answer_vocab or []),
+            task_type=task_type,
+            embeddings=embeddings,
+        ).to(device)
+        if dist.rank > 0:  # different dropout streams per process; rank 0 keeps the single-process stream
+            seed_everything(cfg.seed + 1_000_003 * dist.rank)
+        meta = {
+            "model_name": spec.model,
+            "task_type": task_type,
+            "model_config": json.dumps(config_to_dict(model_cfg), sort_keys=True),
+            "train_config": json.dumps(config_to_dict(cfg), sort_keys=True),
+            "answer_vocab": answer_vocab or [],
+            "toolkit_version": toolkit_version(),
+        }
+        metric, mode = selection_metric(task_type)
+
+        eval_bs = cfg.effective_eval_batch_size
+        eval_loaders = {
+            name: _loader(data.datasets[name], batch_size=eval_bs, collate=collate, cfg=cfg, pin=pin,
+                          sampler=ShardedEvalSampler(len(data.datasets[name]), rank=dist.rank,
+                                                     world_size=dist.world_size))
+            for name in ("val", "test")
+        }
+
+        def run_eval(split: str) -> tuple[dict[str, float], list[PredictionRecord]]:
+            return evaluate(
+                model, eval_loaders[split], task_type=task_type, device=device, amp=cfg.amp,
+                answer_vocab=answer_vocab, order=data.datasets[split].qids,
+                show_progress=spec.show_progress and dist.is_main, desc=split,
+            )
+
+        state = TrainState()
+        best_path = ckpt_dir / "best.pt"
+        if spec.eval_only:
+            model.load_state_dict(eval_ckpt["model"])
+            best_path = Path(spec.checkpoint)
+            state = TrainState.from_dict(eval_ckpt["state"]) if "state" in eval_ckpt else state
+        else:
+            if cfg.batch_size % dist.world_size:
+                raise ConfigError(
+                    f"train.batch_size={cfg.batch_size} is the global batch; it must be divisible by the "
+                    f"number of processes ({dist.world_size})"
+                )
+            optimizer = build_optimizer(model, cfg)
+            scheduler = build_scheduler(optimizer, cfg)
+            ddp_model: torch.nn.Module = model
+            if dist.distributed:
+                ddp_model = DistributedDataParallel(
+                    model, device_ids=[dist.local_rank] if device.type == "cuda" else None,
+                    find_unused_parameters=cfg.ddp_find_unused_parameters,
+                )
+            train_ds = data.datasets["train"]
+            sampler = DistributedSampler(train_ds, num_replicas=dist.world_size, rank=dist.rank,
+                                         shuffle=True, seed=cfg.seed, drop_last=False)
+            gen = torch.Generator()
+            train_loader = _loader(train_ds, batch_size=cfg.batch_size // dist.world_size, sampler=sampler,
+                                   collate=collate, cfg=cfg, pin=pin, generator=gen)
+            if dist.is_main:
+                from torch.utils.tensorboard import SummaryWriter
+
+                writer = SummaryWriter(str(out / "tensorboard"))
+            hooks = [
+                LRSchedulerHook(scheduler),
+                EvalHook(lambda: run_eval("val")[0], metric=metric, mode=mode),
+                MetricsLogHook(out / "metrics.jsonl", writer, log_every=cfg.log_every, enabled=dist.is_main),
+                CheckpointHook(ckpt_dir, model=model, scheduler=scheduler, meta=meta,
+                               keep=cfg.keep_checkpoints, is_main=dist.is_main),
+                EarlyStoppingHook(cfg.patience),
+            ]
+            trainer = Trainer(
+                ddp_model, optimizer, train_loader, task_type=task_type, device=device, amp=cfg.amp,
+                grad_clip=cfg.grad_clip, margin=cfg.hinge_margin, hooks=hooks, loader_generator=gen,
+                seed=cfg.seed, show_progress=spec.show_progress and dist.is_main,
+            )
+            if resume_from is not None:
+                ck = load_checkpoint(resume_from)
+                model.load_state_dict(ck["model"])
+                optimizer.load_state_dict(ck["optimizer"])
+                if scheduler is not None:
+                    scheduler.load_state_dict(ck["scheduler"])
+                trainer.scaler.load_state_dict(ck["scaler"])
+                trainer.state = TrainState.from_dict(ck["state"])
+                rng = ck["rng"]
+                if len(rng) == dist.world_size:
+                    restore_rng_state(rng[dist.rank])
+                else:
+                    log.warning("resumed with %d processes instead of %d: RNG streams reseeded",
+                                dist.world_size, len(rng))
+                log.info("resumed from %s (epoch %d)", resume_from, trainer.state.epoch)
+            if writer is not None and trainer.state.global_step:
+                writer.close()
+                from torch.utils.tensorboard import SummaryWriter
+
+                writer = SummaryWriter(str(out / "tensorboard"), purge_step=trainer.state.global_step + 1)
+                hooks[2].writer = writer
+            log.info("training %s on %s%s (%s) for %d epochs on %s, %d process(es)", spec.model, spec.dataset,
+                     f"/{spec.task}" if spec.task else "", task_type, cfg.epochs, device, dist.world_size)
+            state = trainer.train(cfg.epochs)
+            barrier()
+            if best_path.exists():
+                model.load_state_dict(load_checkpoint(best_path)["model"])
+            else:
+                log.warning("no best.pt (validation never produced a finite %s); evaluating the last model",
+                            metric)
+                best_path = latest_checkpoint(ckpt_dir) or best_path
+
+        val_metrics, _ = run_eval("val")
+        test_metrics, test_records = run_eval("test")
+        result = {
+            "model": spec.model,
+            "dataset": spec.dataset,
+            "task": spec.task,
+            "task_type": task_type,
+            "selection_metric": metric,
+            "selection_mode": mode,
+            "best_epoch": state.best_epoch,
+            "best_checkpoint": str(best_path),
+            "epochs_completed": state.epoch,
+            "stopped_early": bool(state.stop),
+            "val": val_metrics,
+            "test": test_metrics,
+            "baselines_test": _baselines(task_type, data, prepared),
+            "dropped_questions": data.dropped,
+            "eval_only": spec.eval_only,
+        }
+        if dist.is_main:
+            _write_predictions(out, "test", test_records, task_type)
+            write_json_atomic(out / "metrics.json", _finite(result))
+            log.info("val %s %.4f, test %s %.4f (best epoch %s)", metric, val_metrics[metric], metric,
+                     test_metrics[metric], state.best_epoch)
+        barrier()
+        return result
+    finally:
+        if writer is not None:
+            writer.close()
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
+        cleanup_distributed()
+
+
+def _finite(obj: Any) -> Any:
+    """Replace NaN/inf floats by None so metrics.json stays strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
