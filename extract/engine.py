@@ -987,8 +987,12 @@ def run_extraction(job: ExtractionJob, config: EngineConfig = EngineConfig()) ->
         skipped = _reconcile(manifest, out_dir)
         save_manifest(out_dir, manifest)
 
+        # A finished output needs no workers: do not start Ray just to find nothing to do.
+        nothing_left = all(entry["complete"] for entry in manifest["shards"])
         backend = (
-            _LocalBackend(spec, fs) if config.backend == "local" else _RayBackend(spec, job.options, config)
+            _LocalBackend(spec, fs)
+            if config.backend == "local" or nothing_left
+            else _RayBackend(spec, job.options, config)
         )
         try:
             scheduler = _Scheduler(
@@ -1023,5 +1027,5 @@ def run_extraction(job: ExtractionJob, config: EngineConfig = EngineConfig()) ->
         random_weights=random_weights,
         failures=list(manifest["failures"]),
         first_result_s=None if scheduler.first_settled is None else scheduler.first_settled - t0,
-        backend=backend.description,
+        backend="none: every shard was already complete" if nothing_left else backend.description,
     )

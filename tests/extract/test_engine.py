@@ -327,3 +327,22 @@ def test_a_second_writer_on_the_same_output_is_refused(mixed_root, tmp_path):
         with pytest.raises(OutputInUseError, match="another vqa-extract"):
             run_extraction(job(mixed_root, out), LOCAL)
     assert not (out / MANIFEST_NAME).exists()
+
+
+def test_a_finished_output_is_rerun_without_starting_workers(mixed_root, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    first = run_extraction(job(mixed_root, out), LOCAL)
+    before = read_all(out)
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("Ray must not start when every shard is complete")
+
+    monkeypatch.setattr(engine_mod, "_RayBackend", no_ray)
+    again = run_extraction(job(mixed_root, out), EngineConfig(backend="ray", progress=False))
+    assert again.done_this_run == 0 and again.failed_this_run == 0
+    assert (again.done, again.failed) == (first.done, first.failed)
+    assert again.backend.startswith("none")
+    after = read_all(out)
+    assert after.keys() == before.keys()
+    for vid in before:
+        np.testing.assert_array_equal(after[vid]["frames"], before[vid]["frames"])
