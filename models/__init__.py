@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from models.mspan import MSPANConfig, mspan
+from models.siasamrea import SiaSamReaConfig, siasamrea
 
 __all__ = ["MODELS", "ModelEntry", "get_model"]
 
@@ -61,6 +62,14 @@ MODELS: dict[str, ModelEntry] = _registry(
         feature_set="mspan",
         task_types=("open", "mc", "count"),
         feature_keys=("appearance", "motion"),
+    ),
+    ModelEntry(
+        name="siasamrea",
+        config_cls=SiaSamReaConfig,
+        build=siasamrea,
+        feature_set="siasamrea",
+        task_types=("open", "mc", "count"),
+        feature_keys=("frames", "frame_times"),
     ),
 )
 

@@ -95,15 +95,23 @@ def compute_losses(
         margin: hinge margin for multiple choice.
 
     Returns:
-        ``{"loss_ce": ...}``, ``{"loss_hinge": ...}`` or ``{"loss_mse": ...}``.
+        ``{"loss_ce": ...}``, ``{"loss_hinge": ...}`` or ``{"loss_mse": ...}``, plus the model's own
+        extra terms: a model may return ``outputs["aux_losses"]`` (name -> scalar, already weighted, e.g.
+        SiaSamRea's ``loss_siamese``), which are added to the dict and so summed by the loop.
     """
     key = _output_key(task_type, outputs)
     answer = batch["answer"]
     if task_type == "open":
-        return {"loss_ce": open_ended_loss(outputs[key], answer)}
-    if task_type == "mc":
-        return {"loss_hinge": hinge_loss(outputs[key], answer, margin=margin)}
-    return {"loss_mse": count_loss(outputs[key], answer)}
+        losses = {"loss_ce": open_ended_loss(outputs[key], answer)}
+    elif task_type == "mc":
+        losses = {"loss_hinge": hinge_loss(outputs[key], answer, margin=margin)}
+    else:
+        losses = {"loss_mse": count_loss(outputs[key], answer)}
+    for name, value in (outputs.get("aux_losses") or {}).items():
+        if name in losses:
+            raise KeyError(f"the model's extra loss {name!r} clashes with the task loss of the same name")
+        losses[name] = value
+    return losses
 
 
 def _output_key(task_type: str, outputs: Mapping[str, Tensor]) -> str:

@@ -275,10 +275,12 @@ def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: 
     if spec.train.feature_norm == "standardize":
         train_split, train_rows = plan["train"]
         keys = feature_keys if feature_keys is not None else tuple(reader.outputs)
+        keys = tuple(k for k in keys if not k.endswith("_times"))  # timestamps stay in seconds
         present = [train_split.video_ids[i] for i in train_rows if train_split.video_ids[i] in reader]
         stats = feature_statistics(reader, present, keys)
         log.info("features standardised per channel with the statistics of %d training videos",
                  len(set(present)))
+    segments = _segments(adapter, splits)
     for name, (split, rows) in plan.items():
         dropped: dict[str, int] = {}
         vids = [split.video_ids[i] for i in rows]
@@ -304,11 +306,23 @@ def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: 
                 log.info("train: dropped %d questions whose answer is outside the answer vocabulary", oov)
         if len(rows) == 0:
             raise FeatureMismatchError(f"the {name} split has no questions left to use")
+        source = next(k for k, v in splits.items() if v is split)
         data.datasets[name] = QADataset(
-            split, reader, feature_keys=feature_keys, indices=rows, feature_stats=stats
+            split, reader, feature_keys=feature_keys, indices=rows, feature_stats=stats,
+            segments=segments.get(source),
         )
         data.dropped[name] = dropped
     return data
+
+
+def _segments(adapter: Any, splits: dict[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Question id -> (start, end) seconds per split, for datasets whose records carry a segment (How2QA)."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for name in splits:
+        found = {r.qid: tuple(r.segment) for r in adapter.records(name) if getattr(r, "segment", None)}
+        if found:
+            out[name] = found
+    return out
 
 
 def _baselines(task_type: str, data: _Data, prepared: Any) -> dict[str, float]:
