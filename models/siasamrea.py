@@ -316,7 +316,9 @@ class FusionLayer(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim)
+        )
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, pad: Tensor, *, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -351,9 +353,12 @@ class SiaSamRea(nn.Module):
             raise ValueError(f"an open-ended model needs num_answers >= 1, got {num_answers}")
         self.cfg, self.task_type = cfg, task_type
         H = cfg.hidden_dim
-        self.text = QuestionEncoder(vocab_size, embed_dim=cfg.word_dim, hidden_dim=H, num_layers=cfg.lstm_layers,
-                                    embeddings=embeddings, freeze_embeddings=cfg.freeze_embeddings)
-        self.frame_proj = nn.Sequential(nn.Linear(cfg.frames_dim, H), nn.LayerNorm(H), nn.Dropout(cfg.dropout))
+        self.text = QuestionEncoder(vocab_size, embed_dim=cfg.word_dim, hidden_dim=H,
+                                    num_layers=cfg.lstm_layers, embeddings=embeddings,
+                                    freeze_embeddings=cfg.freeze_embeddings)
+        self.frame_proj = nn.Sequential(
+            nn.Linear(cfg.frames_dim, H), nn.LayerNorm(H), nn.Dropout(cfg.dropout)
+        )
         self.frame_pos = nn.Embedding(cfg.clip_frames, H)
         self.type_embed = nn.Embedding(2, H)  # 0 text, 1 frame
         self.cls = nn.Parameter(torch.zeros(1, 1, H))
