@@ -10,6 +10,13 @@ appearance and 2048-d motion, K = 8 scales, T = 3 iterations, batch 64, FrameQA-
     python benchmarks/train_bench.py --per-iteration-weights   # the official code's weight layout
 
 Prints one markdown row per device for docs/benchmarks.md.
+
+``--model siasamrea`` measures SiaSamRea instead (see :func:`siasamrea_bench`): samples/s of a training
+step with N = 8 siamese clips and with N = 0 (the base network), their ratio (the training-time cost of
+siamese sampling and reasoning), and the same for an evaluation forward (which uses the anchor only, so
+the ratio is ~1). SiaSamRea has no public code, so there is no official figure to run beside it.
+
+    python benchmarks/train_bench.py --model siasamrea --device cpu --threads 2
 """
 
 from __future__ import annotations
@@ -120,6 +127,93 @@ def device_name(device: str, threads: int) -> str:
     return f"CPU {platform.processor() or platform.machine()}, {threads} threads"
 
 
+def siasamrea_batch(cfg, *, batch_size: int, num_frames: int, vocab_size: int, num_answers: int,
+                    device: str) -> dict:
+    """A random open-ended batch for SiaSamRea: ``frames`` (B, T, Da) at 4 fps with masks and times."""
+    g = torch.Generator().manual_seed(0)
+    lens = torch.randint(4, 15, (batch_size,), generator=g)
+    question = torch.randint(2, vocab_size, (batch_size, 14), generator=g)
+    question = question * (torch.arange(14) < lens[:, None])
+    n = torch.randint(num_frames // 2, num_frames + 1, (batch_size,), generator=g)
+    mask = torch.arange(num_frames)[None] < n[:, None]
+    batch = {
+        "frames": torch.randn(batch_size, num_frames, cfg.frames_dim, generator=g) * mask[..., None],
+        "frames_mask": mask,
+        "frame_times": torch.arange(num_frames).float().expand(batch_size, -1) / 4.0,
+        "question": question,
+        "question_len": lens,
+        "answer": torch.randint(0, num_answers, (batch_size,), generator=g),
+    }
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def siasamrea_bench(device: str, *, num_siamese: int, batch_size: int, num_frames: int, steps: int,
+                    warmup: int, vocab_size: int, num_answers: int) -> dict:
+    """Training steps/s and evaluation forwards/s of SiaSamRea (paper defaults but ``num_siamese``).
+
+    Returns:
+        ``train_samples_per_s``, ``eval_samples_per_s``, ``params``; the loss is the shared loss
+        function's (cross-entropy + alpha * L_siamese), so the step is the training loop's.
+    """
+    from train.losses import compute_losses
+
+    entry = get_model("siasamrea")
+    cfg = dataclasses.replace(entry.config_cls(), num_siamese=num_siamese)
+    torch.manual_seed(0)
+    model = entry.build(cfg, vocab_size=vocab_size, num_answers=num_answers, task_type="open").to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batch = siasamrea_batch(cfg, batch_size=batch_size, num_frames=num_frames, vocab_size=vocab_size,
+                            num_answers=num_answers, device=device)
+    cuda = device.startswith("cuda")
+
+    def train_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            losses = compute_losses("open", model(batch), batch)
+        sum(losses.values()).backward()
+        opt.step()
+
+    def eval_step() -> None:
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            model(batch)
+
+    out = {"params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    for name, fn, mode in (("train", train_step, True), ("eval", eval_step, False)):
+        model.train(mode)
+        for _ in range(warmup):
+            fn()
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        if cuda:
+            torch.cuda.synchronize()
+        out[f"{name}_samples_per_s"] = steps * batch_size / (time.perf_counter() - start)
+    return out
+
+
+def siasamrea_main(args: argparse.Namespace, devices: list[str]) -> None:
+    today = dt.date.today().isoformat()
+    for device in devices:
+        if device == "cpu":
+            torch.set_num_threads(args.threads)
+        kw = dict(batch_size=args.batch_size, num_frames=args.num_frames, steps=args.steps,
+                  warmup=args.warmup, vocab_size=args.vocab_size, num_answers=args.num_answers)
+        base = siasamrea_bench(device, num_siamese=0, **kw)
+        full = siasamrea_bench(device, num_siamese=8, **kw)
+        name = device_name(device, args.threads) + (" bf16 autocast" if device == "cuda" else "")
+        setting = (f"SiaSamRea (paper defaults: H=768, 2 layers, Bf=8 frames/clip) batch {args.batch_size}, "
+                   f"{args.num_frames} feature frames/video, open head {args.num_answers} answers, "
+                   f"{full['params'] / 1e6:.1f}M params, {args.steps} timed steps")
+        b, f = base, full
+        print(f"| {today} | {name} | benchmarks/train_bench.py --model siasamrea | {setting} | "
+              f"train: N=0 {b['train_samples_per_s']:.1f}, N=8 {f['train_samples_per_s']:.1f} samples/s "
+              f"(N=8 costs {b['train_samples_per_s'] / f['train_samples_per_s']:.2f}x N=0); "
+              f"eval (anchor only): N=0 {b['eval_samples_per_s']:.1f}, "
+              f"N=8 {f['eval_samples_per_s']:.1f} samples/s |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
@@ -132,9 +226,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-answers", type=int, default=1000)
     parser.add_argument("--per-iteration-weights", action="store_true",
                         help="one weight set per iteration, as in the official code (paper: shared)")
+    parser.add_argument("--model", choices=["mspan", "siasamrea"], default="mspan",
+                        help="which model's benchmark to run (default: MSPAN)")
+    parser.add_argument("--num-frames", type=int, default=64,
+                        help="siasamrea: feature frames per video (64 = 16 s at 4 fps)")
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1")
+    if args.model == "siasamrea":
+        devices = ["cpu", "cuda"] if args.device == "auto" else [args.device]
+        if "cuda" in devices and not torch.cuda.is_available():
+            if args.device == "cuda":
+                raise SystemExit("--device cuda: no CUDA device is available")
+            devices.remove("cuda")
+        siasamrea_main(args, devices)
+        return
 
     cfg = get_model("mspan").config_cls()
     cfg = dataclasses.replace(cfg, share_iteration_weights=not args.per_iteration_weights)

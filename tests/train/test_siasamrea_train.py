@@ -58,8 +58,8 @@ def how2qa(tmp_path_factory):
         half = per / FPS
         for k, (colour, ts) in enumerate(((first, [0.0, half - 0.25]), (second, [half, 2 * half - 0.25]))):
             cands = [COLOURS[j] for j in rng.permutation(4)]
-            lines[split].append({"vid_name": f"vid{i:02d}", "ts": f"{ts[0]}-{ts[1]}", "q": "what colour is it?",
-                                 **{f"a{j}": c for j, c in enumerate(cands)},
+            lines[split].append({"vid_name": f"vid{i:02d}", "ts": f"{ts[0]}-{ts[1]}",
+                                 "q": "what colour is it?", **{f"a{j}": c for j, c in enumerate(cands)},
                                  "answer_idx": cands.index(COLOURS[colour]), "qid": f"{split}{i}-{k}"})
     for split, rows in lines.items():
         (root / f"how2qa_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
