@@ -57,10 +57,11 @@ for d in how2qa activitynet-qa; do
     for n in 0 8; do
         rm -rf "$RUNS/siasamrea-$d-N$n"
         vqa-train siasamrea --dataset "$d" --root "$DATA/$d" --features "$OUT/features/$d-siasamrea" \
-            --out "$RUNS/siasamrea-$d-N$n" --device cpu --no-progress --epochs "$SIA_EPOCHS" --batch-size 16 \
+            --out "$RUNS/siasamrea-$d-N$n" --device cpu --no-progress --epochs "$SIA_EPOCHS" --batch-size 8 \
             --seed 0 --set train.lr=3e-3 --set train.scheduler=none --set train.feature_norm=standardize \
             --set model.hidden_dim=64 --set model.num_heads=4 --set model.num_layers=1 --set model.word_dim=50 \
-            --set model.clip_frames=4 --set model.affinity_dim=32 --set model.num_siamese="$n"
+            --set model.clip_frames=4 --set model.affinity_dim=32 --set model.dropout=0.0 \
+            --set model.num_siamese="$n"
     done
 done
 echo
