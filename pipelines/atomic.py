@@ -1,7 +1,9 @@
 """Atomic outputs: write under a temporary name in the same directory, then rename.
 
 A file exists under its final name only when it is complete; a crash leaves at most a ``.tmp-*``
-file that the next run removes or overwrites.
+file that the next run removes or overwrites. The final file has the mode an ordinary ``open()``
+would give it (``0o666`` less the process umask), not ``mkstemp``'s private ``0o600``, so colleagues
+sharing a cluster can read features and results when the umask allows it.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, final)
@@ -35,6 +38,20 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where ``/proc`` allows (else set and restored)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(final: str | os.PathLike, obj: Any) -> None:
