@@ -6,7 +6,8 @@ Bare form (extract)::
         [--appearance resnet18 --motion r3d_18 --image-size 112 --weights random --device cpu]
 
 Subcommands: ``export-hcrn`` (HCRN's file layout), ``demo-data`` (the synthetic demo datasets),
-``info`` (a feature directory's manifest summary). Nothing is parsed at import time: ``main()`` runs the
+``info`` (a feature directory's manifest summary), ``verify`` (every shard's checksum), ``repair``
+(rebuild a lost manifest from the shards). Nothing is parsed at import time: ``main()`` runs the
 click group.
 """
 
@@ -443,7 +444,8 @@ def demo_data_cmd(out: Path, seed: int, scale: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 def info_cmd(out: Path, as_json: bool) -> None:
     """Summarise the feature directory OUT (feature set, provenance, counts, failures)."""
-    from extract.shards import ManifestError, load_manifest, mentions_random_weights
+    from extract.manifest import load_manifest
+    from extract.shards import ManifestError, mentions_random_weights
 
     try:
         manifest = load_manifest(out)
@@ -485,6 +487,55 @@ def info_cmd(out: Path, as_json: bool) -> None:
             click.echo(f"    {failure['video_id']}: {failure['reason']}")
         if len(failures) > 20:
             click.echo(f"    ... and {len(failures) - 20} more (vqa-extract info --json)")
+
+
+@cli.command("verify")
+@click.argument("out", type=click.Path(path_type=Path, file_okay=False))
+def verify_cmd(out: Path) -> None:
+    """Check every complete shard of OUT against the manifest: ids, size and sha256 (reads every byte).
+
+    Exit status 0 when all agree, 1 when a shard is damaged (listed; re-running the extraction command
+    extracts those shards again).
+    """
+    from extract.manifest import verify
+    from extract.shards import ManifestError
+
+    try:
+        checked, problems = verify(out)
+    except ManifestError as err:
+        raise click.ClickException(str(err)) from err
+    for problem in problems:
+        click.echo(f"DAMAGED {problem}", err=True)
+    if problems:
+        raise click.ClickException(
+            f"{len(problems)} of {checked} shard(s) failed verification; re-run the vqa-extract command "
+            f"that made {out} to extract them again"
+        )
+    click.echo(f"{out}: {checked} shard(s) verified (ids, size, sha256)")
+
+
+@cli.command("repair")
+@click.argument("out", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--force", is_flag=True, help="Replace an existing (e.g. unreadable) manifest.json.")
+def repair_cmd(out: Path, force: bool) -> None:
+    """Rebuild OUT/manifest.json from the shards' own attributes (after it was deleted or damaged)."""
+    from extract.manifest import rebuild_manifest
+    from extract.shards import MANIFEST_NAME, ManifestError
+
+    if (out / MANIFEST_NAME).exists() and not force:
+        raise click.ClickException(
+            f"{out / MANIFEST_NAME} exists; check it with `vqa-extract verify {out}`, or pass --force to "
+            "rebuild it from the shards"
+        )
+    try:
+        manifest = rebuild_manifest(out)
+    except ManifestError as err:
+        raise click.ClickException(str(err)) from err
+    counts = manifest["counts"]
+    click.echo(
+        f"{out / MANIFEST_NAME}: rebuilt from {counts['shards']} shard(s): {counts['done']} videos, "
+        f"{counts['failed']} failed"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

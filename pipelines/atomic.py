@@ -9,6 +9,7 @@ sharing a cluster can read features and results when the umask allows it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -58,6 +59,32 @@ def write_json_atomic(final: str | os.PathLike, obj: Any) -> None:
     """Serialise ``obj`` as indented JSON to ``final`` atomically."""
     with atomic_path(final) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+class DirectoryInUseError(RuntimeError):
+    """Another process holds the directory's lock (the message names the directory and what to do)."""
+
+
+@contextlib.contextmanager
+def directory_lock(
+    directory: str | os.PathLike, name: str, *, message: str, error: type[Exception] = DirectoryInUseError
+) -> Iterator[None]:
+    """Hold an exclusive, non-blocking ``flock`` on ``directory/name`` (created) for the block.
+
+    The kernel drops the lock when the process dies (even by SIGKILL), so a crash never leaves a stale
+    lock behind. A second holder gets ``error(message)`` at once instead of waiting.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fh = open(directory / name, "a+")  # noqa: SIM115 - held for the whole block
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise error(message) from None
+        yield
+    finally:
+        fh.close()
 
 
 def _fsync_dir(directory: Path) -> None:

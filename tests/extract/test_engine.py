@@ -24,8 +24,9 @@ from extract.engine import (
     ResumeMismatchError,
     run_extraction,
 )
+from extract.manifest import load_manifest
 from extract.reader import FeatureReader
-from extract.shards import MANIFEST_NAME, SHARD_DIR, ShardWriter, load_manifest
+from extract.shards import MANIFEST_NAME, SHARD_DIR, ShardWriter
 from extract.video import Video
 from pipelines.datasets.base import VideoRef
 from pipelines.paths import UnsafePathError

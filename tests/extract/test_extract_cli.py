@@ -21,8 +21,9 @@ from click.testing import CliRunner
 
 from extract.cli import cli
 from extract.engine import CRASH_ENV
+from extract.manifest import load_manifest
 from extract.reader import FeatureReader
-from extract.shards import SHARD_DIR, load_manifest
+from extract.shards import SHARD_DIR
 
 SMALL = [
     "--features", "mspan", "--appearance", "resnet18", "--motion", "r3d_18", "--image-size", "32",
