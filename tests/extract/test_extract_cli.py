@@ -334,3 +334,31 @@ def test_defaults_are_resolved_per_feature_set_and_unused_flags_reported(masn_ro
     assert result.exit_code == 3, result.output
     assert "does not use --motion-size, --num-frames, --clip-len, --detector-size (ignored)" in result.output
     assert load_manifest(out)["options"]["motion_size"] is None
+
+
+def test_verify_and_repair_commands(tmp_path):
+    from extract.manifest import write_feature_dir
+
+    items = {f"v{i}": {"a": np.full((2, 3), i, np.float32)} for i in range(4)}
+    out = write_feature_dir(tmp_path / "feats", "mspan", items, provenance={"weights": "synthetic"},
+                            shard_size=2)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["verify", str(out)])
+    assert res.exit_code == 0 and "2 shard(s) verified" in res.output
+    with open(out / SHARD_DIR / "shard-00001.h5", "r+b") as fh:
+        fh.truncate(fh.seek(0, 2) - 10)
+    res = runner.invoke(cli, ["verify", str(out)])
+    assert res.exit_code == 1
+    assert "shard-00001.h5" in res.output and "truncated" in res.output and "Traceback" not in res.output
+
+    manifest = load_manifest(out)
+    (out / "manifest.json").unlink()
+    res = runner.invoke(cli, ["repair", str(out)])
+    assert res.exit_code == 1 and "shard-00001.h5" in res.output  # the truncated shard is unreadable
+    write_feature_dir(out, "mspan", items, provenance={"weights": "synthetic"}, shard_size=2)
+    (out / "manifest.json").unlink()
+    res = runner.invoke(cli, ["repair", str(out)])
+    assert res.exit_code == 0 and "rebuilt from 2 shard(s): 4 videos" in res.output
+    assert load_manifest(out)["shards"][1]["ids"] == manifest["shards"][1]["ids"]
+    assert runner.invoke(cli, ["repair", str(out)]).exit_code == 1  # refuses to replace a manifest
+    assert runner.invoke(cli, ["verify", str(out)]).exit_code == 0
