@@ -55,6 +55,7 @@ __all__ = [
     "check_shard",
     "check_stored_ids",
     "clean_output",
+    "fingerprint",
     "identity_differences",
     "load_manifest",
     "mark_complete",
@@ -318,6 +319,19 @@ def verify(out_dir: str | os.PathLike) -> tuple[int, list[ShardProblem]]:
         if reason:
             problems.append(ShardProblem(out_dir / SHARD_DIR / entry["name"], reason))
     return checked, problems
+
+
+def fingerprint(manifest: Mapping[str, Any]) -> str:
+    """``sha256:<hex>`` of a feature directory's content: its identity, each complete shard's ids and sha256.
+
+    Computed from the manifest alone (cheap). It does not depend on where the directory lies, so a copied
+    directory keeps its fingerprint; a shard extracted again (new file, new checksum) changes it.
+    """
+    shards = [
+        [e["name"], e["ids"], e.get("sha256") or e.get("bytes")] for e in manifest["shards"] if e["complete"]
+    ]
+    payload = json.dumps({"identity": identity(manifest), "shards": shards}, sort_keys=True, default=str)
+    return "sha256:" + hashlib.sha256(payload.encode()).hexdigest()
 
 
 # ============================================================================================ resume

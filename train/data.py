@@ -50,6 +50,10 @@ class FeatureMismatchError(ValueError):
     """The feature directory does not fit the model or the questions (wrong set, missing videos)."""
 
 
+class NonFiniteFeatureError(FeatureMismatchError):
+    """A video's features hold NaN or infinite values (the message names the video and the feature)."""
+
+
 def check_feature_set(reader: Any, expected: str, *, model: str) -> None:
     """Refuse a feature directory whose manifest feature set is not the model's.
 
@@ -178,6 +182,12 @@ class QADataset(Dataset):
                 )
             arr = np.asarray(feats[key])
             if arr.dtype.kind == "f":
+                if not np.isfinite(arr).all():
+                    where = getattr(self.reader, "out_dir", "the features")
+                    raise NonFiniteFeatureError(
+                        f"video {video_id!r}: feature {key!r} holds NaN or infinite values (in {where}); "
+                        "re-extract that video, or remove it from the split"
+                    )
                 arr = arr.astype(np.float32, copy=False)
                 if key in self.feature_stats:
                     mean, std = self.feature_stats[key]
