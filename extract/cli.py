@@ -390,30 +390,47 @@ def _extract(**kw) -> int:
     "--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Where to write."
 )
 @click.option(
-    "--name",
-    default="tgif-qa_frameqa",
-    show_default=True,
-    help="HCRN's file prefix: tgif-qa_<task>, msvd-qa, msrvtt-qa, ...",
+    "--dataset",
+    type=click.Choice(["tgif", "msvd-qa", "msrvtt-qa"]),
+    required=True,
+    help="The annotations HCRN trains on: its ids are TGIF-QA's CSV key, MSVD/MSRVTT-QA's video_id.",
 )
 @click.option(
-    "--ids",
-    "id_format",
-    type=click.Choice(["auto", "int", "str"]),
-    default="auto",
-    show_default=True,
-    help="Type of the ids dataset (HCRN uses integers: video123 -> 123).",
+    "--root",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    required=True,
+    help="The dataset root (annotation files).",
 )
-def export_hcrn_cmd(features_dir: Path, out: Path, name: str, id_format: str) -> None:
+@click.option("--task", default=None, help="TGIF-QA task (frameqa, action, transition, count).")
+@click.option(
+    "--name",
+    default=None,
+    help="HCRN's file prefix (default: tgif-qa_<task>, msvd-qa or msrvtt-qa).",
+)
+@click.option(
+    "--allow-missing", is_flag=True, help="Leave out the ids whose video has no features instead of failing."
+)
+def export_hcrn_cmd(
+    features_dir: Path, out: Path, dataset: str, root: Path, task: str | None, name: str | None,
+    allow_missing: bool,
+) -> None:
     """Write <name>_appearance_feat.h5 (resnet_features) and <name>_motion_feat.h5 (resnext_features)."""
     from extract.hcrn import HCRNExportError, export_hcrn
     from extract.shards import ManifestError
+    from pipelines.datasets import DatasetFormatError, get_dataset
 
     try:
-        paths = export_hcrn(features_dir, out, name=name, id_format=id_format)
-    except (HCRNExportError, ManifestError) as err:
-        raise click.ClickException(str(err)) from err
-    for kind, path in paths.items():
+        adapter = get_dataset(dataset)(root, task=task)
+        if dataset == "tgif" and adapter.task is None:
+            raise click.UsageError(f"--dataset tgif needs --task, one of: {', '.join(adapter.tasks)}")
+        result = export_hcrn(features_dir, out, adapter=adapter, name=name, allow_missing=allow_missing)
+    except (HCRNExportError, ManifestError, DatasetFormatError, FileNotFoundError, KeyError) as err:
+        raise click.ClickException(str(err).strip("'\"")) from err
+    for kind, path in result.paths.items():
         click.echo(f"{kind}: {path}")
+    click.echo(f"{result.rows} rows (one per id HCRN looks up)")
+    if result.skipped:
+        click.echo(f"WARNING: {len(result.skipped)} id(s) left out: their videos have no features", err=True)
 
 
 @cli.command("demo-data")

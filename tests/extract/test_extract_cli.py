@@ -151,12 +151,18 @@ def test_hcrn_features_and_export(video_root, tmp_path):
     assert result.exit_code == 0, result.output
     reader = FeatureReader(out)
     assert reader[reader.ids[0]]["appearance_clips"].shape == (8, 4, 512)
-    exported = invoke(
-        ["export-hcrn", "--features-dir", str(out), "--out", str(tmp_path / "h"), "--name", "msvd-qa"]
-    )
+    # MSVD-QA annotations naming these videos vid1..vid3 (HCRN's ids are those numbers)
+    msvd = tmp_path / "msvd"
+    msvd.mkdir()
+    (msvd / "youtube_mapping.txt").write_text("".join(f"{v} vid{n + 1}\n" for n, v in enumerate(reader.ids)))
+    for split in ("train", "val", "test"):
+        qs = [{"question": "what is it?", "answer": "x", "video_id": n + 1} for n in range(3)]
+        (msvd / f"{split}_qa.json").write_text(json.dumps(qs))
+    exported = invoke(["export-hcrn", "--features-dir", str(out), "--out", str(tmp_path / "h"),
+                       "--dataset", "msvd-qa", "--root", str(msvd)])
     assert exported.exit_code == 0, exported.output
     with h5py.File(tmp_path / "h" / "msvd-qa_appearance_feat.h5", "r") as f:
-        assert f["resnet_features"].shape == (3, 8, 4, 512) and f["ids"].shape == (3,)
+        assert f["resnet_features"].shape == (3, 8, 4, 512) and f["ids"][()].tolist() == [1, 2, 3]
     with h5py.File(tmp_path / "h" / "msvd-qa_motion_feat.h5", "r") as f:
         assert f["resnext_features"].shape == (3, 8, 512)
         np.testing.assert_array_equal(f["resnext_features"][0], reader[reader.ids[0]]["motion_clips"])
