@@ -497,6 +497,14 @@ def info_cmd(out: Path, as_json: bool) -> None:
     click.echo("  provenance: " + ", ".join(f"{k}={v}" for k, v in sorted(scalars.items())))
     if mentions_random_weights(provenance):
         click.echo("  WARNING: extracted with RANDOM backbone weights (not research features)")
+    from extract.manifest import check_shard
+
+    damaged = [(e["name"], why) for e in manifest["shards"] if e["complete"] and (why := check_shard(out, e))]
+    for name, why in damaged:
+        click.echo(f"  DAMAGED shard {name}: {why} (re-run the extraction to extract it again)")
+    if not damaged:
+        click.echo("  complete shards: present, sizes and ids match the manifest "
+                   f"(`vqa-extract verify {out}` checks every checksum)")
     failures = manifest["failures"]
     if failures:
         click.echo(f"  failures ({len(failures)}):")

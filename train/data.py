@@ -94,6 +94,7 @@ def feature_statistics(
             arr = np.asarray(feats[key])
             if arr.dtype.kind != "f":
                 continue
+            _check_finite(arr, vid, key, reader)
             flat = arr.reshape(-1, arr.shape[-1]).astype(np.float64)
             sums[key] = sums.get(key, 0.0) + flat.sum(0)
             squares[key] = squares.get(key, 0.0) + (flat**2).sum(0)
@@ -103,6 +104,15 @@ def feature_statistics(
         var = np.maximum(squares[key] / counts[key] - mean**2, 0.0)
         stats[key] = (mean.astype(np.float32), np.maximum(np.sqrt(var), eps).astype(np.float32))
     return stats
+
+
+def _check_finite(arr: np.ndarray, video_id: str, key: str, reader: Any) -> None:
+    if not np.isfinite(arr).all():
+        where = getattr(reader, "out_dir", "the features")
+        raise NonFiniteFeatureError(
+            f"video {video_id!r}: feature {key!r} holds NaN or infinite values (in {where}); "
+            "re-extract that video, or remove it from the split"
+        )
 
 
 def seed_worker(worker_id: int) -> None:
@@ -182,12 +192,7 @@ class QADataset(Dataset):
                 )
             arr = np.asarray(feats[key])
             if arr.dtype.kind == "f":
-                if not np.isfinite(arr).all():
-                    where = getattr(self.reader, "out_dir", "the features")
-                    raise NonFiniteFeatureError(
-                        f"video {video_id!r}: feature {key!r} holds NaN or infinite values (in {where}); "
-                        "re-extract that video, or remove it from the split"
-                    )
+                _check_finite(arr, video_id, key, self.reader)
                 arr = arr.astype(np.float32, copy=False)
                 if key in self.feature_stats:
                     mean, std = self.feature_stats[key]

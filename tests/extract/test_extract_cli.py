@@ -356,6 +356,7 @@ def test_verify_and_repair_commands(tmp_path):
     res = runner.invoke(cli, ["verify", str(out)])
     assert res.exit_code == 1
     assert "shard-00001.h5" in res.output and "truncated" in res.output and "Traceback" not in res.output
+    assert "DAMAGED shard shard-00001.h5" in runner.invoke(cli, ["info", str(out)]).output
 
     manifest = load_manifest(out)
     (out / "manifest.json").unlink()

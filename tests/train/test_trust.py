@@ -207,3 +207,13 @@ def test_run_outputs_are_readable_by_group_and_others(tiny_tgif, tmp_path):
     for name in ("config.yaml", "metrics.json", "metrics.jsonl", "predictions_test.jsonl",
                  "predictions_test.csv", "checkpoints/best.pt", "checkpoints/epoch-0001.pt"):
         assert stat.S_IMODE((out / name).stat().st_mode) & 0o044 == 0o044, name
+
+
+def test_a_nan_training_row_stops_standardisation_naming_the_video(tiny_tgif, tmp_path):
+    bad = shutil.copytree(tiny_tgif.features, tmp_path / "nan")
+    with h5py.File(bad / "shards" / "shard-00000.h5", "r+") as f:
+        f["motion"][3, 0, 0] = np.inf  # g003, a training video
+    res = _invoke(_args(tiny_tgif, tmp_path / "r", *TINY, "--epochs", "1",
+                        "--set", "train.feature_norm=standardize", features=bad))
+    assert res.exit_code == 1
+    assert "video 'g003': feature 'motion' holds NaN or infinite values" in res.output
