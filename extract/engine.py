@@ -14,8 +14,10 @@ Design (details and the reasons in docs/architecture.md, "Extraction engine"):
 - A video's outputs are combined with ``FeatureSet.finalize`` once its decode finished and every chunk came
   back; a shard is written (atomically) once each of its planned videos succeeded or failed, then the
   manifest is rewritten (atomically).
-- **Resume**: complete shard files are never redone; a shard file found without its manifest update
-  (crash between the two renames) is adopted from its own attributes; stale temporary files are removed.
+- **Resume**: complete shard files are never redone unless they fail the integrity check (missing, other
+  size or ids, or a changed checksum: then they are extracted again and reported); a shard file found
+  without its manifest update (crash between the two renames) is adopted from its own attributes; a lost
+  manifest is rebuilt from the plan; stale temporary files are removed (``extract/manifest.py``).
 - **Failures**: a decode error (``VideoDecodeError``) or any error while decoding, inferring or finalizing
   one video is recorded (video id, path, reason) and the run goes on. Ray retries crashed decode tasks
   (``max_retries``) and restarts crashed actors (``max_restarts`` / ``max_task_retries``). A failed batch of

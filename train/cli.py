@@ -5,7 +5,8 @@ Usage::
     vqa-train MODEL --dataset NAME [--task TASK] --root DATA --features FEATURE_DIR --out RUN_DIR
               [--config FILE.yaml] [--set train.lr=3e-4 --set model.num_scales=4 ...]
               [--epochs N] [--batch-size N] [--device auto|cpu|cuda] [--glove PATH] [--seed N]
-              [--num-workers N] [--resume] [--eval-only --checkpoint PATH] [--allow-missing-features]
+              [--num-workers N] [--resume] [--eval-only --checkpoint PATH [--eval-name NAME]]
+              [--allow-missing-features] [--allow-feature-change]
 
     torchrun --nproc_per_node=4 -m train.cli mspan ...     # DDP, one process per GPU
 
