@@ -140,7 +140,8 @@ def _random_banner(echo) -> None:
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
     epilog="Exit status: 0 all videos extracted, 3 some videos failed (listed in OUT/manifest.json), "
-    "1 error, 2 usage error.",
+    "1 error (one line naming the file; --debug shows the traceback), 2 usage error, "
+    "130 interrupted (re-run the same command to resume).",
 )
 @click.option("--dataset", default="folder", show_default=True, help="Dataset adapter (see the list below).")
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset root directory.")
@@ -229,7 +230,17 @@ def _random_banner(echo) -> None:
 @click.option(
     "--overwrite", is_flag=True, default=False, help="Replace an existing output instead of resuming."
 )
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show the progress bar.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show the progress bar [default: only when stderr is a terminal].",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch threads of the CPU inference actor [default: the Ray runtime's CPUs; --local: torch's].",
+)
 @click.pass_context
 def cli(ctx: click.Context, **kw) -> None:
     """Extract video features into sharded HDF5 (resumable; failed videos are recorded, never zero-filled).
@@ -366,8 +377,13 @@ def _extract(**kw) -> int:
         backend="local" if kw["local"] else "ray",
         address=kw["address"],
         num_cpus=kw["num_cpus"],
-        progress=kw["progress"],
+        progress=sys.stderr.isatty() if kw["progress"] is None else kw["progress"],
+        threads=kw["threads"],
     )
+    if kw["threads"] and kw["local"]:
+        import torch
+
+        torch.set_num_threads(kw["threads"])
     try:
         summary = run_extraction(job, config)
     except (ResumeMismatchError, OutputInUseError, ManifestError, UnsafePathError, BackendError) as err:
@@ -492,7 +508,23 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    cli.main(args=argv, prog_name="vqa-extract")
+    from pipelines.errors import run_cli
+
+    run_cli(cli, argv, prog_name="vqa-extract", user_errors=_user_errors)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes that are the user's to fix (one line, no traceback; see pipelines.errors)."""
+    from extract.engine import BackendError, OutputInUseError, ResumeMismatchError
+    from extract.hcrn import HCRNExportError
+    from extract.shards import ManifestError
+    from extract.weights import WeightsError
+    from pipelines.datasets import DatasetFormatError
+    from pipelines.glove import GloveFormatError
+    from pipelines.paths import UnsafePathError
+
+    return (BackendError, OutputInUseError, ResumeMismatchError, HCRNExportError, ManifestError,
+            WeightsError, DatasetFormatError, GloveFormatError, UnsafePathError)
 
 
 if __name__ == "__main__":

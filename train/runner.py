@@ -110,6 +110,7 @@ class RunSpec:
         allow_missing_features: drop questions whose video has no features (counted in the log)
             instead of stopping.
         show_progress: tqdm bars.
+        threads: torch CPU threads of this process (None: leave torch's setting); logged.
     """
 
     model: str
@@ -127,6 +128,7 @@ class RunSpec:
     checkpoint: Path | None = None
     allow_missing_features: bool = False
     show_progress: bool = True
+    threads: int | None = None
 
 
 def resolve_device(device: str, dist: DistInfo | None = None) -> torch.device:
@@ -411,6 +413,9 @@ def run(spec: RunSpec) -> dict[str, Any]:
         if dist.is_main:
             out.mkdir(parents=True, exist_ok=True)
             handler = _attach_log_file(out / "train.log")
+        if spec.threads:
+            torch.set_num_threads(spec.threads)
+        log.info("torch CPU threads: %d per process", torch.get_num_threads())
         barrier()
         entry = get_model(spec.model)
         adapter = get_dataset(spec.dataset)(spec.root, task=spec.task)

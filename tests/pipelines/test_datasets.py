@@ -180,14 +180,43 @@ def test_folder_lists_videos_recursively_without_collisions(tmp_path):
         get_dataset("folder")(tmp_path).videos()
 
 
-def test_folder_refuses_symlink_out_of_root(tmp_path):
-    outside = tmp_path / "outside.mp4"
-    outside.write_bytes(b"x")
+def test_folder_follows_symlinks_placed_in_the_root_without_looping(tmp_path):
+    outside = tmp_path / "disk2"
+    (outside / "clips").mkdir(parents=True)
+    (outside / "clips" / "c.mp4").write_bytes(b"x")
+    (tmp_path / "outside.mp4").write_bytes(b"x")
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.mp4").write_bytes(b"x")
+    os.symlink(tmp_path / "outside.mp4", root / "link.mp4")  # a file link the user placed
+    os.symlink(outside, root / "gifs")  # a linked directory (cluster layout)
+    os.symlink(root, root / "sub" / "loop")  # a link back to an ancestor must not loop
+    refs = get_dataset("folder")(root).videos()
+    assert [r.video_id for r in refs] == ["gifs/clips/c", "link", "sub/a"]
+    assert refs[0].path == root / "gifs" / "clips" / "c.mp4"  # the path as written, link not resolved
+    assert refs[0].path.read_bytes() == b"x"
+
+
+def test_folder_refuses_a_file_name_that_is_not_utf8(tmp_path):
+    os.makedirs(tmp_path / "v")
+    (tmp_path / "v" / "ok.mp4").write_bytes(b"x")
+    with open(os.path.join(os.fsencode(tmp_path / "v"), b"bad\xff.mp4"), "wb") as fh:
+        fh.write(b"x")
+    with pytest.raises(DatasetFormatError, match=r"v/bad\\xff.mp4.*not valid UTF-8.*rename"):
+        get_dataset("folder")(tmp_path).videos()
+
+
+def test_ids_escaping_the_root_are_refused_as_written_and_links_inside_are_followed(tmp_path):
+    from pipelines.paths import resolve_under
+
     root = tmp_path / "root"
     root.mkdir()
-    os.symlink(outside, root / "link.mp4")
-    with pytest.raises(UnsafePathError, match="link.mp4"):
-        get_dataset("folder")(root).videos()
+    os.symlink(tmp_path, root / "up")
+    assert resolve_under(root, "up/x.mp4") == root / "up" / "x.mp4"
+    assert resolve_under(root, "a/../b.mp4") == root / "b.mp4"
+    for bad in ("../x.mp4", "a/../../x.mp4", "/etc/passwd"):
+        with pytest.raises(UnsafePathError, match="f.csv line 3"):
+            resolve_under(root, bad, source="f.csv line 3")
 
 
 # ----------------------------------------------------------------------------- TGIF-QA
