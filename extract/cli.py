@@ -206,6 +206,13 @@ def _random_banner(echo) -> None:
 )
 @click.option("--batch-frames", type=click.IntRange(min=1), default=None, help="Images per backbone forward.")
 @click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Record a video as failed, before decoding, when its frames (width x height) exceed this "
+    "[40000000: 8K passes].",
+)
+@click.option(
     "--dtype", type=click.Choice(["float32", "float16"]), default=None, help="Stored feature dtype."
 )
 @click.option("--appearance-map", is_flag=True, default=False, help="Also store conv5 maps where supported.")
@@ -299,6 +306,7 @@ def _extract(**kw) -> int:
         "detector_min_size": kw["detector_size"],
         "detector_max_size": kw["detector_max_size"],
         "num_proposals": kw["num_proposals"],
+        "max_pixels": kw["max_pixels"],
     }
     options_kw = {k: v for k, v in option_fields.items() if v is not None}
     if kw["checkpoints"]:
@@ -309,7 +317,8 @@ def _extract(**kw) -> int:
         given = FeatureOptions(**options_kw)
         # checks backbone kinds etc. (loads no model); the job runs with the resolved options (the set's
         # defaults filled in), so the manifest's options and the provenance say the same
-        options = build_feature_set(kw["feature_set"], given).options
+        built = build_feature_set(kw["feature_set"], given)
+        options = built.options
     except (TypeError, ValueError) as err:
         raise click.UsageError(f"invalid feature options: {err}") from err
     if options.weights == "random" and options.checkpoints:
@@ -349,6 +358,8 @@ def _extract(**kw) -> int:
     err_echo = lambda msg: click.echo(msg, err=True)  # noqa: E731
     if options.weights == "random":
         _random_banner(err_echo)
+    for note in built.warnings():
+        err_echo(f"vqa-extract: warning: {note}")
     if ignored:
         err_echo(
             f"vqa-extract: --features {kw['feature_set']} does not use " + ", ".join(ignored) + " (ignored)"

@@ -141,13 +141,25 @@ class FeatureReader:
             f = h5py.File(path, "r")
         except OSError as err:
             raise ManifestError(
-                f"{path}: listed as complete in the manifest but cannot be opened ({err})"
+                f"{path}: listed as complete in the manifest but cannot be opened "
+                f"({str(err).splitlines()[0]}); restore the file or extract into a new --out"
             ) from err
         self._files[shard_idx] = f
         while len(self._files) > self.max_open:
             _, old = self._files.popitem(last=False)
             old.close()
         return f
+
+    def check_readable(self) -> None:
+        """Open every shard once in this process, so an unreadable one is reported here, naming the file,
+        rather than inside a DataLoader worker (whose error would carry the worker's traceback).
+
+        Raises:
+            ManifestError: a shard listed as complete cannot be opened.
+        """
+        for shard_idx in range(len(self._shard_paths)):
+            self._file(shard_idx)
+        self.close()
 
     def _offsets(self, shard_idx: int, f: h5py.File, name: str) -> np.ndarray:
         key = (shard_idx, name)

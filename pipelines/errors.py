@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -49,7 +50,11 @@ def _pop_debug(args: list[str]) -> bool:
 def user_error_message(exc: BaseException, user_errors: tuple[type[BaseException], ...]) -> str | None:
     """The message to show for ``exc`` when it is a user error, else None (a bug: show the traceback)."""
     if isinstance(exc, user_errors):
-        return str(exc).strip().strip("'\"") or type(exc).__name__
+        text = str(exc).strip()
+        if "Traceback (most recent call last)" in text:  # re-raised from a worker: keep its own message
+            last = [ln for ln in text.splitlines() if ln.strip()][-1]
+            text = re.sub(r"^[\w.]+: ", "", last)
+        return text.strip("'\"") or type(exc).__name__
     if isinstance(exc, OSError) and exc.errno in _USER_ERRNOS:
         target = exc.filename if exc.filename is not None else "a file"
         advice = {

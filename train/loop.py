@@ -229,14 +229,18 @@ class Trainer:
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
             n += 1
-            postfix = {"loss": f"{losses['loss']:.4f}"}
-            postfix.update({k: f"{v:.4f}" for k, v in list(self.state.last_val.items())[:1]})
+            postfix = {"loss": f"{losses['loss']:.4f}"}  # this batch's training loss
+            postfix.update({f"val_{k}": f"{v:.4f}" for k, v in list(self.state.last_val.items())[:1]})
             bar.set_postfix(postfix)
             for h in self.hooks:
                 h.after_step()
         bar.close()
         self.state.epoch = epoch + 1
-        self.state.last_train = {k: v / max(n, 1) for k, v in sums.items()}
+        # the epoch's mean over every process's batches (each process saw a different shard of the data)
+        parts = all_gather_objects((sums, n))
+        n_all = sum(part_n for _, part_n in parts)
+        totals = {k: sum(part_sums.get(k, 0.0) for part_sums, _ in parts) for k in sums}
+        self.state.last_train = {k: v / max(n_all, 1) for k, v in totals.items()}
 
 
 def evaluate(

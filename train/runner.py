@@ -427,6 +427,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
             )
         reader = FeatureReader(spec.features)
         check_feature_set(reader, entry.feature_set, model=spec.model)
+        reader.check_readable()  # here, not in a DataLoader worker (--num-workers > 0)
 
         cfg = spec.train
         conf = effective_config(spec, task_type)

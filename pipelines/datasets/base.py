@@ -239,7 +239,10 @@ class DatasetAdapter:
 
     def _load(self) -> _Parsed:
         if self._parsed is None:
-            self._parsed = self._parse()
+            parsed = self._parse()
+            for ref in parsed.refs:  # an id becomes a feature key others join onto paths: same rule
+                resolve_under(self.root, ref.video_id, source=f"{ref.source_file} {ref.location}")
+            self._parsed = parsed
         return self._parsed
 
     def _split(self, split: str) -> list[Any]:
