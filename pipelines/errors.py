@@ -91,6 +91,8 @@ def run_cli(
     try:
         rv = command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except click.ClickException as exc:
+        if debug and exc.__cause__ is not None:  # a user error converted by the command: show its origin
+            raise
         exc.show()
         sys.exit(exc.exit_code)
     except (click.Abort, KeyboardInterrupt):

@@ -207,8 +207,10 @@ def _make_spec(
         else:
             model_values = fill_from_features(entry.config_cls, merged["model"], reader.outputs)
         model_cfg = build_config(entry.config_cls, model_values, section="model")
-    except (ConfigError, CheckpointError) as exc:
+    except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+    except CheckpointError as exc:  # a bad file, not a bad command line
+        raise click.ClickException(str(exc)) from exc
     return RunSpec(
         model=name, dataset=dataset, task=task, root=root, features=features, out=out, train=train_cfg,
         model_config=model_cfg, glove=glove, device=device, resume=resume, eval_only=eval_only,

@@ -316,6 +316,39 @@ def test_tgif_escaping_gif_name_refused_with_file_and_line(tmp_path):
         get_dataset("tgif")(root, task="count").videos()
 
 
+def test_tgif_absolute_gif_name_names_the_file_and_line(tmp_path):
+    root = write_tgif(tmp_path / "tgif", tasks=("count",))
+    _corrupt_tgif(root, "Test_count_question.csv", 4, "/data/tumblr_x\thow many\t2\tgif_1\t9")
+    with pytest.raises(UnsafePathError, match=r"'/data/tumblr_x' \(from .*Test_count_question.csv line 4\) "
+                       r"is an absolute path"):
+        get_dataset("tgif")(root, task="count").records("test")
+
+
+def test_a_byte_that_is_not_utf8_names_the_line(tmp_path):
+    root = write_tgif(tmp_path / "tgif", tasks=("count",))
+    path = root / "dataset" / "Train_count_question.csv"
+    lines = path.read_bytes().split(b"\n")
+    lines[4] = lines[4].replace(b"cat", b"c\xe9t")  # Latin-1, not UTF-8
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(DatasetFormatError, match=r"Train_count_question.csv line 5 column \d+: byte 0xe9 "
+                       r"is not valid UTF-8; save the file as UTF-8"):
+        get_dataset("tgif")(root, task="count").records("train")
+
+
+def test_a_symlinked_video_directory_is_used_as_written(tmp_path):
+    root = write_tgif(tmp_path / "tgif", tasks=("count",))
+    before = get_dataset("tgif")(root, task="count").records("train")
+    elsewhere = tmp_path / "scratch" / "gifs"
+    elsewhere.parent.mkdir()
+    (root / "gifs").rename(elsewhere)
+    os.symlink(elsewhere, root / "gifs")  # a common cluster layout
+    adapter = get_dataset("tgif")(root, task="count")
+    assert adapter.records("train") == before
+    refs = {r.video_id: r.path for r in adapter.videos()}
+    assert refs["tumblr_train_0"] == root / "gifs" / "tumblr_train_0.gif"  # not resolved
+    assert [m.video_id for m in adapter.missing_videos()] == ["tumblr_test_6", "tumblr_train_6"]
+
+
 def test_tgif_empty_split(tmp_path):
     root = write_tgif(tmp_path / "tgif", tasks=("count",))
     (root / "dataset" / "Test_count_question.csv").write_text(TGIF_HEADERS["count"] + "\n")
