@@ -115,7 +115,7 @@ class FeatureOptions:
 
 
 #: FeatureOptions fields every set uses.
-COMMON_FIELDS = ("weights", "checkpoints", "device", "batch_frames", "dtype")
+COMMON_FIELDS = ("weights", "checkpoints", "device", "batch_frames", "dtype", "max_pixels")
 #: role -> (backbone field, input-side field) of FeatureOptions.
 ROLE_FIELDS = {"appearance": ("appearance", "image_size"), "motion": ("motion", "motion_size")}
 _ROLE_KIND = {"appearance": "image", "motion": "video"}
