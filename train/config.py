@@ -57,6 +57,8 @@ class TrainConfig:
         num_workers: DataLoader worker processes per training process.
         max_question_len: questions are cut to this many tokens; None keeps them whole.
         ddp_find_unused_parameters: passed to DistributedDataParallel (models with unused branches).
+        allow_zero_glove_coverage: accept a GloVe file that matches no question word (the embeddings
+            then stay random, and the run records it).
     """
 
     epochs: int = 30

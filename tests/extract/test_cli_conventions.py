@@ -95,7 +95,7 @@ def test_huge_frames_are_refused_before_decoding_and_recorded(small_root, tmp_pa
                             "--no-progress", *SMALL], capsys)
     assert code == 3, err  # some videos failed, the others are written
     assert "2 done, 1 failed" in out and "big: frames of 12000x12000" in out
-    from extract.shards import load_manifest
+    from extract.manifest import load_manifest
 
     (failure,) = load_manifest(tmp_path / "o")["failures"]
     assert failure["video_id"] == "big" and "--max-pixels" in failure["reason"]
