@@ -99,7 +99,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         ) from None
     except Exception as exc:  # noqa: BLE001 - whatever the parser trips on, the file is not a checkpoint
         detail = str(exc).split(". ")[0].splitlines()[0][:160] if str(exc) else type(exc).__name__
-        detail = "" if "weights_only" in detail else f" ({detail})"
+        readable = isinstance(exc, RuntimeError | OSError) and any(c.isalpha() for c in detail)
+        detail = f" ({detail})" if readable and "weights_only" not in detail else ""
         raise CheckpointError(
             f"checkpoint {path} is damaged or not a torch checkpoint{detail}; use another checkpoint "
             "(e.g. an earlier RUN/checkpoints/epoch-NNNN.pt)"
