@@ -94,6 +94,7 @@ def test_segments_reach_the_batch(how2qa):
     assert batch["frames"].shape[-1] == DIM and batch["frames_mask"].dtype == torch.bool
 
 
+@pytest.mark.slow
 def test_how2qa_trains_with_the_siamese_term_and_learns_from_the_segment(how2qa, tmp_path):
     root, features = how2qa
     got = _run("how2qa", root, features, tmp_path / "run", "--epochs", "25", "--batch-size", "8",
