@@ -134,10 +134,12 @@ def test_block_shapes():
     att = CrossScaleAttention(D, H)
     q = torch.randn(B, H)
     src, tgt = nodes[:, :8], nodes[:, 8:15]
-    u = att.attend(src, att.w1(tgt), att.w3(q), att.w5(q), g.cross(2, 1))
-    assert u.shape == (B, 7, H)
+    u, a = att.attend(src, att.w1(tgt), att.w3(q), att.w5(q), g.cross(2, 1))
+    assert u.shape == (B, 7, H) and a.shape == (B, 7, 8)
+    torch.testing.assert_close(a.sum(-1), torch.ones(B, 7))
     assert att.update(att.w6_node(tgt), u).shape == (B, 7, D)
-    assert QuestionGuidedReadout(D, H)(nodes[:, :8], q).shape == (B, D)
+    video, alpha = QuestionGuidedReadout(D, H)(nodes[:, :8], q)
+    assert video.shape == (B, D) and alpha.shape == (B, 8)
     assert QuestionFusion(D, H)(torch.randn(B, D), q).shape == (B, H)
     assert QuestionFusion(D, H)(torch.randn(B, 5, D), torch.randn(B, 5, H)).shape == (B, 5, H)
 
@@ -161,10 +163,11 @@ def test_attention_softmax_is_over_neighbours_only():
     g = build_graphs(5, 2)
     edges = g.cross(2, 1)  # (4, 5)
     src, tgt, q = torch.randn(2, 5, 8), torch.randn(2, 4, 8), torch.randn(2, 4)
-    u = att.attend(src, att.w1(tgt), att.w3(q), att.w5(q), edges)
+    u, a = att.attend(src, att.w1(tgt), att.w3(q), att.w5(q), edges)
+    assert (a[:, ~edges] == 0).all()
     src2 = src.clone()
     src2[:, 4] = 100.0  # frame 4 is a neighbour of scale-2 node 3 only
-    u2 = att.attend(src2, att.w1(tgt), att.w3(q), att.w5(q), edges)
+    u2, _ = att.attend(src2, att.w1(tgt), att.w3(q), att.w5(q), edges)
     torch.testing.assert_close(u2[:, :3], u[:, :3])
     assert not torch.allclose(u2[:, 3], u[:, 3])
 
@@ -192,11 +195,12 @@ def test_progressive_passes_propagate_across_all_scales():
     nodes = torch.randn(2, sum(g.sizes), 32, requires_grad=True)
     q = torch.randn(2, 16)
     block = model.blocks[0]
-    out = model._top_down(block.top_down, nodes, nodes.detach(), q)
+    weights = torch.zeros(2, sum(g.sizes), sum(g.sizes))
+    out = model._top_down(block.top_down, nodes, nodes.detach(), q, weights)
     out[:, g.offsets[3]:].sum().backward()  # coarsest scale after top-down
     assert nodes.grad[:, : g.offsets[1]].abs().sum() > 0  # ... depends on scale 1 through scales 2, 3
     nodes.grad = None
-    out = model._bottom_up(block.bottom_up, nodes, nodes.detach(), q)
+    out = model._bottom_up(block.bottom_up, nodes, nodes.detach(), q, weights)
     out[:, : g.offsets[1]].sum().backward()  # finest scale after bottom-up
     assert nodes.grad[:, g.offsets[3]:].abs().sum() > 0  # ... depends on scale K
 
@@ -209,7 +213,8 @@ def test_progressive_passes_propagate_across_all_scales():
 def test_output_contract(task, key, shape):
     model = build(task)
     out = model(make_batch())
-    assert set(out) == {key} and out[key].shape == shape and torch.isfinite(out[key]).all()
+    assert set(out) == {key, "readout_weights", "cross_scale_attention"}
+    assert out[key].shape == shape and torch.isfinite(out[key]).all()
     out[key].float().pow(2).mean().backward()
     unused = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not unused, f"parameters without gradient for {task}: {unused}"  # DDP-safe: all used
@@ -281,7 +286,9 @@ ABLATIONS = {
     "T4": {"iterations": 4},
     "K1": {"num_scales": 1},
     "K8": {"num_scales": 8},
-    "per_iteration_weights": {"share_iteration_weights": False},
+    "shared_weights": {"share_iteration_weights": True},
+    "official": {"variant": "official"},
+    "official_shared_dense": {"variant": "official", "share_iteration_weights": True, "interaction": "dense"},
     "gcn_3_layers": {"gcn_layers": 3},
     "frozen_words": {"freeze_embeddings": True},
 }
@@ -298,6 +305,8 @@ def test_ablation_switch_trains_one_step(name):
     loss = open_ended_loss(model(batch)["logits"], answer)
     loss.backward()
     for n, p in model.named_parameters():
+        if n == "readout.w9.bias":  # official only: used, but its gradient is 0 (it cancels in the softmax)
+            continue
         if p.requires_grad:  # every trainable parameter is used (DDP needs no find_unused_parameters)
             assert p.grad is not None and torch.isfinite(p.grad).all(), n
             assert p.grad.abs().sum() > 0, n
@@ -305,7 +314,7 @@ def test_ablation_switch_trains_one_step(name):
             assert p.grad is None, n
     opt.step()
     for n, p in model.named_parameters():
-        assert torch.equal(p, before[n]) != p.requires_grad, n
+        assert n == "readout.w9.bias" or torch.equal(p, before[n]) != p.requires_grad, n
     with torch.no_grad():
         assert open_ended_loss(model(batch)["logits"], answer) < loss
     emb = model.question_encoder.embedding.weight
@@ -320,7 +329,9 @@ def test_ablations_change_the_architecture():
     paper = n_params["paper"]
     assert n_params["no_gcn"] < paper and n_params["T0"] < n_params["dense"] < paper
     assert n_params["top_down"] == n_params["bottom_up"] == n_params["dense"]
-    assert n_params["per_iteration_weights"] > paper and n_params["avg_pool"] == paper == n_params["T4"]
+    assert n_params["shared_weights"] < paper < n_params["T4"] and n_params["avg_pool"] == paper
+    # official: + the readout score bias and the decoder's BatchNorm (weight and bias of H = 16)
+    assert n_params["official"] == paper + 1 + 2 * 16
     # avg and max pooling give different graphs from the same weights
     batch = make_batch()
     out_max = build("open").eval()(batch)["logits"]
@@ -362,7 +373,8 @@ def test_paper_defaults():
     assert (cfg.appearance_dim, cfg.motion_dim, cfg.node_dim, cfg.hidden_dim, cfg.word_dim) == (
         2048, 2048, 2048, 512, 300)
     assert (cfg.lstm_layers, cfg.pool, cfg.use_gcn, cfg.interaction) == (3, "max", True, "progressive")
-    assert cfg.share_iteration_weights
+    assert not cfg.share_iteration_weights  # one weight set per iteration, like the official code
+    assert (cfg.variant, cfg.dropout, cfg.readout_dropout) == ("paper", 0.1, 0.2)
 
 
 @pytest.mark.parametrize(
@@ -376,6 +388,8 @@ def test_paper_defaults():
         ("iterations", 1.5, "integer"),
         ("dropout", 1.0, r"\[0, 1\)"),
         ("dropout", "0.1", "number"),
+        ("readout_dropout", -0.1, r"\[0, 1\)"),
+        ("variant", "authors", "'paper', 'official'"),
         ("use_gcn", "false", "true or false"),
         ("hidden_dim", 511, "even"),
         ("node_dim", 0, ">= 1"),
