@@ -38,6 +38,7 @@ from train.config import (
     build_config,
     load_yaml_config,
     merge_sections,
+    paper_model_defaults,
     paper_train_defaults,
     parse_overrides,
 )
@@ -155,7 +156,8 @@ def _make_spec(
 
     try:
         layers: list[dict[str, dict[str, Any]]] = [
-            {"train": paper_train_defaults(name, dataset, task, task_type), "model": {}}
+            {"train": paper_train_defaults(name, dataset, task, task_type),
+             "model": {} if eval_only else paper_model_defaults(name, dataset, task, task_type)}
         ]
         saved_path = out / "config.yaml"
         if resume and saved_path.exists():

@@ -408,3 +408,138 @@ def test_builder_rejects_bad_arguments():
         mspan(TINY, vocab_size=VOCAB, num_answers=0, task_type="open")
     with pytest.raises(TypeError, match="MSPANConfig"):
         mspan({"num_frames": 8}, vocab_size=VOCAB, num_answers=3, task_type="open")
+
+
+# ---------------------------------------------------------------- settings, explanations, candidates
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+@pytest.mark.parametrize("task", ["open", "mc", "count"])
+def test_each_setting_trains_a_step_for_each_task_type(variant, task):
+    cfg = dataclasses.replace(TINY, variant=variant, dropout=0.1)
+    model = build(task, cfg)
+    batch = make_batch(6, seed=3)
+    g = torch.Generator().manual_seed(4)
+    answer = {"open": torch.randint(0, ANSWERS, (6,), generator=g),
+              "mc": torch.randint(0, CANDS, (6,), generator=g),
+              "count": torch.randint(1, 11, (6,), generator=g).float()}[task]
+    loss_fn, key = {"open": (open_ended_loss, "logits"), "mc": (hinge_loss, "scores"),
+                    "count": (count_loss, "count")}[task]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss = loss_fn(model(batch)[key], answer)
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    moved = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert len(moved) >= len(before) - 1  # all but the official readout score bias (it cancels)
+    has_bn = any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+    assert has_bn == (variant == "official" and task != "mc")
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(batch)[key]).all()
+
+
+def test_official_setting_differs_from_the_paper_point_by_point():
+    g = build_graphs(8, 3)
+    td = g.official_cross(2, 1)  # (7, 8): target scale 2, source scale 1
+    assert td.sum(1).tolist() == [1] * 7 and torch.equal(td, torch.eye(7, 8, dtype=torch.bool))  # |x-y| <= 0
+    assert g.cross(2, 1).sum(1).tolist() == [2] * 7  # paper: both frames of each scale-2 node
+    three = g.official_cross(3, 2)  # |x - y| <= 1
+    assert three[2].nonzero().flatten().tolist() == [1, 2, 3]
+    assert g.cross(3, 2)[2].nonzero().flatten().tolist() == [1, 2, 3, 4]  # paper adds x = y + i
+    assert torch.equal(g.official_cross(1, 2), g.official_cross(2, 1).T)
+    # official attention: non-neighbours keep weight exp(0) / Z > 0
+    torch.manual_seed(0)
+    att = CrossScaleAttention(8, 4, official=True).eval()
+    src, tgt, q = torch.randn(2, 8, 8), torch.randn(2, 7, 8), torch.randn(2, 4)
+    _, a = att.attend(src, att.w1(tgt), att.w3(q), att.w5(q), td)
+    assert (a[:, ~td] > 0).all()
+    model = build("open", dataclasses.replace(TINY, variant="official"))
+    assert model.question_encoder.sentence_layer == 0 and model.readout.w9.bias is not None
+    assert build("open").question_encoder.sentence_layer == 0  # TINY has 1 LSTM layer: the last is the first
+
+
+def test_question_encoder_sentence_layer_picks_that_layers_states():
+    torch.manual_seed(0)
+    enc = QuestionEncoder(VOCAB, embed_dim=8, hidden_dim=16, num_layers=3, sentence_layer=0).eval()
+    tokens, lens = torch.tensor([[3, 4, 5, 0]]), torch.tensor([3])
+    x = enc.embedding(tokens[:, :3])
+    _, (h_n, _) = enc.lstm(x)
+    _, sent = enc(tokens, lens)
+    torch.testing.assert_close(sent, torch.cat([h_n[0], h_n[1]], dim=-1))
+    last = QuestionEncoder(VOCAB, embed_dim=8, hidden_dim=16, num_layers=3).eval()
+    last.load_state_dict(enc.state_dict())
+    torch.testing.assert_close(last(tokens, lens)[1], torch.cat([h_n[4], h_n[5]], dim=-1))
+    with pytest.raises(ValueError, match="sentence_layer"):
+        QuestionEncoder(VOCAB, num_layers=2, sentence_layer=2)
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_explanations_readout_weights_and_cross_scale_attention(variant):
+    model = build("open", dataclasses.replace(TINY, variant=variant)).eval()
+    out = model(make_batch(3))
+    g = build_graphs(8, 4)
+    S = sum(g.sizes)
+    w = out["readout_weights"]
+    assert w.shape == (3, 8) and not w.requires_grad
+    torch.testing.assert_close(w.sum(1), torch.ones(3))
+    att = out["cross_scale_attention"]
+    assert att.shape == (3, 2 * 2, S, S) and not att.requires_grad  # T = 2 iterations x 2 passes
+    o = g.offsets
+    # top-down pass: rows of scales 2..K each sum to 1 over the previous scale's nodes, nothing else
+    td = att[:, 0]
+    torch.testing.assert_close(td[:, o[1]:].sum(-1), torch.ones(3, S - o[1]))
+    assert (td[:, : o[1]] == 0).all()
+    edges = g.cross(2, 1) if variant == "paper" else g.official_cross(2, 1)
+    block = td[:, o[1]:o[2], : o[1]]
+    assert (block[:, ~edges] == 0).all() if variant == "paper" else (block[:, ~edges] > 0).all()
+    bu = att[:, 1]  # bottom-up: rows of scales 1..K-1 over the next coarser scale
+    torch.testing.assert_close(bu[:, : o[3]].sum(-1), torch.ones(3, o[3]))
+    scale, start = model.node_spans()
+    assert torch.equal(scale, g.scale) and torch.equal(start, g.start)
+
+
+def test_dense_ablation_reads_out_all_scales():
+    seen = {}
+    for interaction in ("dense", "progressive"):
+        model = build("open", dataclasses.replace(TINY, interaction=interaction)).eval()
+        model.readout.register_forward_hook(lambda m, args, out, i=interaction: seen.__setitem__(i, args[0]))
+        out = model(make_batch(2))
+        seen[interaction + "_weights"] = out["readout_weights"]
+    S = sum(build_graphs(8, 4).sizes)
+    assert seen["dense"].shape == (2, S, 32) and seen["dense_weights"].shape == (2, S)  # all K graphs
+    assert seen["progressive"].shape == (2, 8, 32) and seen["progressive_weights"].shape == (2, 8)  # G_1
+    assert (seen["dense_weights"][:, 8:] > 0).all()  # the coarse scales get weight too
+
+
+def test_an_all_padding_candidate_never_wins():
+    model = build("mc")
+    batch = make_batch(6, seed=5)
+    batch["candidates"][:, 2] = 0
+    batch["candidates_len"][:, 2] = 0  # candidate 2: padding only
+    answer = torch.tensor([0, 1, 3, 4, 0, 1])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):  # training with a padded candidate stays finite
+        opt.zero_grad()
+        loss = hinge_loss(model(batch)["scores"], answer)
+        assert torch.isfinite(loss)
+        loss.backward()
+        opt.step()
+    # even a decoder that scores the padding highest cannot make it win
+    with torch.no_grad():
+        model.decoder[-1].bias.fill_(1e6)
+        scores = model.eval()(batch)["scores"]
+    assert torch.isneginf(scores[:, 2]).all() and (scores.argmax(1) != 2).all()
+    assert torch.isfinite(scores[:, [0, 1, 3, 4]]).all()
+
+
+def test_parameter_count_at_frameqa_sizes_matches_the_official_model():
+    # the official VideoQANetwork (gzcsudo/MSPAN-VideoQA, --num_scale 8 --K 3 --T 2, 2048-d features,
+    # module_dim 512) with a 5000-word vocabulary and 1000 answers has 96,254,281 parameters (counted by
+    # instantiating it). Built on the meta device: no memory, no initialisation.
+    with torch.device("meta"):
+        n = {v: sum(p.numel() for p in mspan(MSPANConfig(variant=v), vocab_size=5000, num_answers=1000,
+                                             task_type="open").parameters()) for v in ("paper", "official")}
+    assert n["official"] == 96_254_281
+    assert n["paper"] == 96_254_281 - 2 * 512 - 1  # no decoder BatchNorm, no readout score bias
