@@ -134,10 +134,13 @@ def read_official_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[
         with torch.serialization.safe_globals(OFFICIAL_SAFE_GLOBALS):
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found is None:
+            raise ConvertError(f"{path}: not a readable torch checkpoint (the unpickler stopped at data it "
+                               f"does not accept)") from None
         raise ConvertError(
-            f"{path}: holds objects other than what the official MSPAN checkpoints hold (args Namespace, "
-            f"scores, state dict), refused without unpickling them: {first}"
+            f"{path}: holds a {found.group(1)} object, which the official MSPAN checkpoints do not (they "
+            f"hold an argparse.Namespace, scores and a state dict); refused without unpickling it"
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         raise ConvertError(f"{path}: not a readable torch checkpoint: {exc}") from None
