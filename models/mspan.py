@@ -76,7 +76,9 @@ Ablations (config switches): ``pool="avg"``; ``use_gcn=False``; ``interaction="t
 every scale attends at once, with Eq. (6)-(10) and a single weight set, to the nodes of all *other*
 scales whose frames it shares, and the readout reads the nodes of all K graphs (as in the paper's
 ablation) instead of G_1;
-``iterations`` T in 0.. (0 reads out the pooled frames); ``num_scales`` K in 1..N.
+``iterations`` T in 0.. (0 reads out the pooled frames); ``num_scales`` K in 1..N. The official code has
+no ablations; combined with ``variant="official"`` they use its attention and residual forms (the dense
+ablation keeps the shared-frame edges).
 The readout (Eq. 11-12) reads G_1, where the bottom-up pass ends. With ``"top_down"`` alone, G_1 never
 receives a cross-scale message (the GCN stays within a scale), so the readout reads G_K, where that pass
 ends; reading G_1 there would make the ablation identical to having no interaction at all.
