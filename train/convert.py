@@ -42,7 +42,7 @@ def mspan_command(official_file: Path, out: Path, vocab: Path | None, answers: P
         meta = convert_official_mspan(official_file, out, vocab=vocab, answers=answers)
     except ConvertError as exc:
         raise click.ClickException(str(exc)) from None
-    extras = [f"{len(meta['question_vocab'])}-word question vocabulary"] if meta["question_vocab"] else []
+    extras = [f"{len(meta['question_vocab'])}-word question vocabulary"] if "question_vocab" in meta else []
     extras += [f"{len(meta['answer_vocab'])} answers"] if meta["answer_vocab"] else []
     click.echo(f"{official_file} -> {out}: MSPAN (variant official, {meta['task_type']})"
                + (f" with its {' and '.join(extras)}" if extras else ""))

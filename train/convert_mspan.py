@@ -65,6 +65,9 @@ OFFICIAL_TASK_TYPES = {
     "frameqa": "open", "none": "open", "count": "count", "action": "mc", "transition": "mc",
 }
 
+#: official ``--dataset`` -> our dataset registry name
+OFFICIAL_DATASETS = {"tgif-qa": "tgif", "msvd-qa": "msvd-qa", "msrvtt-qa": "msrvtt-qa"}
+
 _ATT = {"w1": "W3", "w2": "fusion_1.fc_visual", "w3": "fusion_1.fc_question",
         "w4": "fusion_2.fc_visual", "w5": "fusion_2.fc_question"}
 _FIXED = {
@@ -242,7 +245,8 @@ def convert_official_mspan(
         src: the official ``model_*.pth``.
         out: where to write our checkpoint (atomically).
         vocab: the official question vocabulary ``*_vocab.json`` ({token: index}); stored as
-            ``meta["question_vocab"]`` (``<NULL>``/``<UNK>`` renamed to our ``<pad>``/``<unk>``).
+            ``meta["question_vocab"]`` (``<NULL>``/``<UNK>`` renamed to our ``<pad>``/``<unk>``); without
+            it the checkpoint records no question vocabulary.
         answers: the official ``*_answers_list.json`` ({answer: index}); open-ended only, stored as
             ``meta["answer_vocab"]``.
 
@@ -303,13 +307,18 @@ def convert_official_mspan(
         "task_type": task_type,
         "model_config": json.dumps(config_to_dict(cfg), sort_keys=True),
         "answer_vocab": answer_vocab,
-        "question_vocab": question_vocab,
         "toolkit_version": toolkit_version(),
         "converted_from": json.dumps({
             "file": src.name, "sha256": _sha256(src),
             "official_args": {k: _plain(v) for k, v in args.items()},
         }, sort_keys=True),
     }
+    if question_vocab is not None:
+        meta["question_vocab"] = question_vocab
+    dataset = OFFICIAL_DATASETS.get(args.get("dataset"))
+    if dataset is not None:  # the dataset and task it was trained on, as our registry names them
+        meta["dataset"] = dataset
+        meta["task"] = args["question_type"] if dataset == "tgif" else None
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, {"model": converted, "meta": meta})
     return meta

@@ -105,6 +105,7 @@ def test_converts_keys_and_shapes_into_the_official_setting(tmp_path, task, task
     assert torch.equal(sd["readout.w9.bias"], state["ssp_offer.attention.fc_Joint.bias"])
     assert torch.equal(sd["question_encoder.lstm.weight_hh_l2_reverse"],
                        state["linguistic.encoder.weight_hh_l2_reverse"])
+    assert (meta["dataset"], meta["task"]) == ("tgif", task) and "question_vocab" not in meta
     src_info = json.loads(meta["converted_from"])
     assert src_info["file"] == "model_0.pth" and src_info["official_args"]["question_type"] == task
     model.eval()
