@@ -43,6 +43,7 @@ from train.config import (
     describe_fields,
     load_yaml_config,
     merge_sections,
+    paper_model_defaults,
     paper_train_defaults,
     parse_overrides,
 )
@@ -200,7 +201,8 @@ def _make_spec(
         raise click.ClickException(str(exc)) from exc
 
     try:
-        defaults = {"train": paper_train_defaults(name, dataset, task, task_type), "model": {}}
+        defaults = {"train": paper_train_defaults(name, dataset, task, task_type),
+                    "model": {} if eval_only else paper_model_defaults(name, dataset, task, task_type)}
         layers: list[dict[str, dict[str, Any]]] = [defaults]
         saved_path = out / "config.yaml"
         if resume and saved_path.exists():

@@ -16,7 +16,8 @@ from train.cli import build_cli
 ARGS = [
     "--set", "model.node_dim=16", "--set", "model.hidden_dim=16", "--set", "model.word_dim=8",
     "--set", "model.lstm_layers=1", "--set", "model.num_scales=2", "--set", "model.iterations=1",
-    "--set", "model.dropout=0.0", "--set", "train.lr=3e-3", "--epochs", "2",
+    "--set", "model.dropout=0.0", "--set", "model.readout_dropout=0.0", "--set", "train.lr=3e-3",
+    "--epochs", "2",
     "--batch-size", "8",  # global: 4 per process with 2 processes; 32 training questions
     "--device", "cpu", "--no-progress",
 ]
