@@ -125,6 +125,9 @@ ANET_GAP = 5  # frames of rest before, between and after events
 # Videos at scale 1.0 and the minimum at any scale.
 BASE_COUNTS = {"tgif_mover": 200, "tgif_still": 70, "tgif_group": 50, "msrvtt": 60, "anet": 20}
 MIN_COUNTS = {"tgif_mover": 5, "tgif_still": 4, "tgif_group": 4, "msrvtt": 5, "anet": 2}
+# ActivityNet-Captions videos added after the first ``anet`` ones, from their own random stream (so the
+# other datasets' data stay as they were): enough training queries for CMIN to learn to localise
+ANET_EXTRA, ANET_EXTRA_MIN = 100, 0
 TGIF_TRAIN_FRACTION = 0.8
 
 _ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
@@ -310,8 +313,8 @@ def _plan_groups(rng: np.random.Generator, n: int) -> list[_Scene]:
     return out
 
 
-def _plan_anet(rng: np.random.Generator, n: int) -> list[_AnetVideo]:
-    videos, used = [], set()
+def _plan_anet(rng: np.random.Generator, n: int, used: set[str] | None = None) -> list[_AnetVideo]:
+    videos, used = [], set() if used is None else used
     lo, hi = ANET_X_RANGE
     for _ in range(n):
         while True:
@@ -709,6 +712,8 @@ def _plan(seed: int, scale: float) -> dict[str, Any]:
     clips = _plan_movers(rng, _scaled("msrvtt", scale), name_fmt="video{}", num_frames=MSRVTT_FRAMES,
                          actions=DIRECTIONS, max_flashes=MSRVTT_MAX_FLASHES, colour_change=False)
     anet = _plan_anet(rng, _scaled("anet", scale))
+    extra = max(ANET_EXTRA_MIN, int(round(ANET_EXTRA * scale)))
+    anet += _plan_anet(np.random.default_rng([DEMO_FORMAT, seed, 1]), extra, used={v.name for v in anet})
     return {
         "movers": movers, "stills": stills, "groups": groups, "clips": clips, "anet": anet,
         "tgif": _tgif_annotations(rng, movers, stills, locations, groups),
@@ -764,7 +769,7 @@ def generate_demo(out_dir: str | os.PathLike, *, seed: int = 0, scale: float = 1
             (a ``DEMO.json``), so that real datasets are never overwritten.
         seed: random seed; the same seed and scale give byte-identical annotations and identical
             decoded frames.
-        scale: multiplies the number of videos (1.0: 320 GIFs, 60 MSRVTT clips, 20 ActivityNet
+        scale: multiplies the number of videos (1.0: 320 GIFs, 60 MSRVTT clips, 120 ActivityNet
             videos; each kind keeps a small minimum so that every split is non-empty).
 
     Returns:

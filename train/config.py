@@ -24,6 +24,7 @@ __all__ = [
     "TrainConfig",
     "build_config",
     "config_to_dict",
+    "paper_model_defaults",
     "paper_train_defaults",
     "parse_overrides",
     "load_yaml_config",
@@ -54,7 +55,7 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 5e-6  # official MSPAN code (the paper gives none)
     momentum: float = 0.9  # sgd only
-    scheduler: str = "multistep"  # none | step | multistep
+    scheduler: str = "multistep"  # none | step | multistep | inverse_sqrt (per update, after warm-up)
     step_size: int = 5  # StepLR period in epochs
     milestones: tuple[int, ...] = (10, 15, 19, 23, 27)  # MultiStepLR epochs
     gamma: float = 0.5
@@ -73,6 +74,13 @@ class TrainConfig:
     # none (the papers): features as extracted; standardize: per-channel z-score with the mean and std of
     # the training split's videos (recomputed identically for --resume and --eval-only)
     feature_norm: str = "none"
+    # inverse_sqrt: lr rises linearly from warmup_init_lr to lr over warmup_updates, then lr*sqrt(w/step)
+    warmup_updates: int = 0
+    warmup_init_lr: float = 0.0
+    # moment retrieval: NMS IoU threshold over the candidates (>= 1 disables it) and the IoU formula of the
+    # metrics: continuous (seconds) or steps (the official CMIN code's inclusive step indices with a +1 term)
+    moment_nms: float = 0.5
+    moment_iou: str = "continuous"
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -89,8 +97,14 @@ class TrainConfig:
             raise bad("num_workers", "must be >= 0")
         if self.optimizer not in ("adam", "adamw", "sgd"):
             raise bad("optimizer", "choose adam, adamw or sgd")
-        if self.scheduler not in ("none", "step", "multistep"):
-            raise bad("scheduler", "choose none, step or multistep")
+        if self.scheduler not in ("none", "step", "multistep", "inverse_sqrt"):
+            raise bad("scheduler", "choose none, step, multistep or inverse_sqrt")
+        if self.warmup_updates < 0 or not (math.isfinite(self.warmup_init_lr) and self.warmup_init_lr >= 0):
+            raise bad("warmup_updates", "warmup_updates and warmup_init_lr must be >= 0")
+        if not (math.isfinite(self.moment_nms) and self.moment_nms > 0):
+            raise bad("moment_nms", "must be an IoU threshold > 0 (>= 1 disables NMS)")
+        if self.moment_iou not in ("continuous", "steps"):
+            raise bad("moment_iou", "choose continuous or steps")
         if self.feature_norm not in ("none", "standardize"):
             raise bad("feature_norm", "choose none or standardize")
         if self.amp not in ("bf16", "fp16", "none"):
@@ -136,7 +150,19 @@ def paper_train_defaults(model: str, dataset: str, task: str | None, task_type: 
     if model == "mspan":
         out["batch_size"] = 128 if msvd_like else 64
         out["scheduler"] = "step" if (msvd_like or task_type == "count") else "multistep"
+    if model == "cmin":  # the official run scripts (README); Adam with decoupled weight decay
+        tacos = dataset == "tacos"
+        out.update(optimizer="adamw", scheduler="inverse_sqrt", warmup_updates=300, max_question_len=20,
+                   batch_size=64 if tacos else 128, epochs=40 if tacos else 10, lr=4e-4 if tacos else 8e-4,
+                   warmup_init_lr=1e-7 if tacos else 1e-6, weight_decay=1e-8 if tacos else 1e-7)
     return out
+
+
+def paper_model_defaults(model: str, dataset: str) -> dict[str, Any]:
+    """Per-dataset model-config defaults of a paper model (CMIN's window widths on TACoS)."""
+    if model == "cmin" and dataset == "tacos":
+        return {"window_widths": [6, 18, 32]}
+    return {}
 
 
 def _type_name(tp: Any) -> str:
