@@ -9,7 +9,8 @@ appearance and 2048-d motion, K = 8 scales, T = 3 iterations, batch 64, FrameQA-
     python benchmarks/train_bench.py --device cuda --steps 20
     python benchmarks/train_bench.py --per-iteration-weights   # the official code's weight layout
 
-Prints one markdown row per device for docs/benchmarks.md.
+Prints one markdown row per device for docs/benchmarks.md. ``--model cmin`` runs CMIN's benchmark
+instead (``benchmarks/cmin_bench.py``; with ``--official-dir`` beside the official model).
 """
 
 from __future__ import annotations
@@ -122,6 +123,10 @@ def device_name(device: str, threads: int) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["mspan", "cmin"], default="mspan", help="the model to benchmark")
+    parser.add_argument("--official-dir", default=None,
+                        help="cmin: the official code's clone, run beside ours")
+    parser.add_argument("--profile", action="store_true", help="cmin: print a torch profile of one step")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: CPU, then CUDA when available")
     parser.add_argument("--threads", type=int, default=2, help="CPU intra-op threads")
@@ -135,6 +140,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1")
+    if args.model == "cmin":
+        from benchmarks.cmin_bench import run as run_cmin
+
+        run_cmin(args)
+        return
 
     cfg = get_model("mspan").config_cls()
     cfg = dataclasses.replace(cfg, share_iteration_weights=not args.per_iteration_weights)
