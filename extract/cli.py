@@ -6,7 +6,8 @@ Bare form (extract)::
         [--appearance resnet18 --motion r3d_18 --image-size 112 --weights random --device cpu]
 
 Subcommands: ``export-hcrn`` (HCRN's file layout), ``demo-data`` (the synthetic demo datasets),
-``info`` (a feature directory's manifest summary). Nothing is parsed at import time: ``main()`` runs the
+``info`` (a feature directory's manifest summary), ``verify`` (every shard's checksum), ``repair``
+(rebuild a lost manifest from the shards). Nothing is parsed at import time: ``main()`` runs the
 click group.
 """
 
@@ -389,30 +390,47 @@ def _extract(**kw) -> int:
     "--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Where to write."
 )
 @click.option(
-    "--name",
-    default="tgif-qa_frameqa",
-    show_default=True,
-    help="HCRN's file prefix: tgif-qa_<task>, msvd-qa, msrvtt-qa, ...",
+    "--dataset",
+    type=click.Choice(["tgif", "msvd-qa", "msrvtt-qa"]),
+    required=True,
+    help="The annotations HCRN trains on: its ids are TGIF-QA's CSV key, MSVD/MSRVTT-QA's video_id.",
 )
 @click.option(
-    "--ids",
-    "id_format",
-    type=click.Choice(["auto", "int", "str"]),
-    default="auto",
-    show_default=True,
-    help="Type of the ids dataset (HCRN uses integers: video123 -> 123).",
+    "--root",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    required=True,
+    help="The dataset root (annotation files).",
 )
-def export_hcrn_cmd(features_dir: Path, out: Path, name: str, id_format: str) -> None:
+@click.option("--task", default=None, help="TGIF-QA task (frameqa, action, transition, count).")
+@click.option(
+    "--name",
+    default=None,
+    help="HCRN's file prefix (default: tgif-qa_<task>, msvd-qa or msrvtt-qa).",
+)
+@click.option(
+    "--allow-missing", is_flag=True, help="Leave out the ids whose video has no features instead of failing."
+)
+def export_hcrn_cmd(
+    features_dir: Path, out: Path, dataset: str, root: Path, task: str | None, name: str | None,
+    allow_missing: bool,
+) -> None:
     """Write <name>_appearance_feat.h5 (resnet_features) and <name>_motion_feat.h5 (resnext_features)."""
     from extract.hcrn import HCRNExportError, export_hcrn
     from extract.shards import ManifestError
+    from pipelines.datasets import DatasetFormatError, get_dataset
 
     try:
-        paths = export_hcrn(features_dir, out, name=name, id_format=id_format)
-    except (HCRNExportError, ManifestError) as err:
-        raise click.ClickException(str(err)) from err
-    for kind, path in paths.items():
+        adapter = get_dataset(dataset)(root, task=task)
+        if dataset == "tgif" and adapter.task is None:
+            raise click.UsageError(f"--dataset tgif needs --task, one of: {', '.join(adapter.tasks)}")
+        result = export_hcrn(features_dir, out, adapter=adapter, name=name, allow_missing=allow_missing)
+    except (HCRNExportError, ManifestError, DatasetFormatError, FileNotFoundError, KeyError) as err:
+        raise click.ClickException(str(err).strip("'\"")) from err
+    for kind, path in result.paths.items():
         click.echo(f"{kind}: {path}")
+    click.echo(f"{result.rows} rows (one per id HCRN looks up)")
+    if result.skipped:
+        click.echo(f"WARNING: {len(result.skipped)} id(s) left out: their videos have no features", err=True)
 
 
 @cli.command("demo-data")
@@ -443,7 +461,8 @@ def demo_data_cmd(out: Path, seed: int, scale: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 def info_cmd(out: Path, as_json: bool) -> None:
     """Summarise the feature directory OUT (feature set, provenance, counts, failures)."""
-    from extract.shards import ManifestError, load_manifest, mentions_random_weights
+    from extract.manifest import load_manifest
+    from extract.shards import ManifestError, mentions_random_weights
 
     try:
         manifest = load_manifest(out)
@@ -478,6 +497,14 @@ def info_cmd(out: Path, as_json: bool) -> None:
     click.echo("  provenance: " + ", ".join(f"{k}={v}" for k, v in sorted(scalars.items())))
     if mentions_random_weights(provenance):
         click.echo("  WARNING: extracted with RANDOM backbone weights (not research features)")
+    from extract.manifest import check_shard
+
+    damaged = [(e["name"], why) for e in manifest["shards"] if e["complete"] and (why := check_shard(out, e))]
+    for name, why in damaged:
+        click.echo(f"  DAMAGED shard {name}: {why} (re-run the extraction to extract it again)")
+    if not damaged:
+        click.echo("  complete shards: present, sizes and ids match the manifest "
+                   f"(`vqa-extract verify {out}` checks every checksum)")
     failures = manifest["failures"]
     if failures:
         click.echo(f"  failures ({len(failures)}):")
@@ -485,6 +512,55 @@ def info_cmd(out: Path, as_json: bool) -> None:
             click.echo(f"    {failure['video_id']}: {failure['reason']}")
         if len(failures) > 20:
             click.echo(f"    ... and {len(failures) - 20} more (vqa-extract info --json)")
+
+
+@cli.command("verify")
+@click.argument("out", type=click.Path(path_type=Path, file_okay=False))
+def verify_cmd(out: Path) -> None:
+    """Check every complete shard of OUT against the manifest: ids, size and sha256 (reads every byte).
+
+    Exit status 0 when all agree, 1 when a shard is damaged (listed; re-running the extraction command
+    extracts those shards again).
+    """
+    from extract.manifest import verify
+    from extract.shards import ManifestError
+
+    try:
+        checked, problems = verify(out)
+    except ManifestError as err:
+        raise click.ClickException(str(err)) from err
+    for problem in problems:
+        click.echo(f"DAMAGED {problem}", err=True)
+    if problems:
+        raise click.ClickException(
+            f"{len(problems)} of {checked} shard(s) failed verification; re-run the vqa-extract command "
+            f"that made {out} to extract them again"
+        )
+    click.echo(f"{out}: {checked} shard(s) verified (ids, size, sha256)")
+
+
+@cli.command("repair")
+@click.argument("out", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--force", is_flag=True, help="Replace an existing (e.g. unreadable) manifest.json.")
+def repair_cmd(out: Path, force: bool) -> None:
+    """Rebuild OUT/manifest.json from the shards' own attributes (after it was deleted or damaged)."""
+    from extract.manifest import rebuild_manifest
+    from extract.shards import MANIFEST_NAME, ManifestError
+
+    if (out / MANIFEST_NAME).exists() and not force:
+        raise click.ClickException(
+            f"{out / MANIFEST_NAME} exists; check it with `vqa-extract verify {out}`, or pass --force to "
+            "rebuild it from the shards"
+        )
+    try:
+        manifest = rebuild_manifest(out)
+    except ManifestError as err:
+        raise click.ClickException(str(err)) from err
+    counts = manifest["counts"]
+    click.echo(
+        f"{out / MANIFEST_NAME}: rebuilt from {counts['shards']} shard(s): {counts['done']} videos, "
+        f"{counts['failed']} failed"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,8 +14,10 @@ Design (details and the reasons in docs/architecture.md, "Extraction engine"):
 - A video's outputs are combined with ``FeatureSet.finalize`` once its decode finished and every chunk came
   back; a shard is written (atomically) once each of its planned videos succeeded or failed, then the
   manifest is rewritten (atomically).
-- **Resume**: complete shard files are never redone; a shard file found without its manifest update
-  (crash between the two renames) is adopted from its own attributes; stale temporary files are removed.
+- **Resume**: complete shard files are never redone unless they fail the integrity check (missing, other
+  size or ids, or a changed checksum: then they are extracted again and reported); a shard file found
+  without its manifest update (crash between the two renames) is adopted from its own attributes; a lost
+  manifest is rebuilt from the plan; stale temporary files are removed (``extract/manifest.py``).
 - **Failures**: a decode error (``VideoDecodeError``) or any error while decoding, inferring or finalizing
   one video is recorded (video id, path, reason) and the run goes on. Ray retries crashed decode tasks
   (``max_retries``) and restarts crashed actors (``max_restarts`` / ``max_task_retries``). A failed batch of
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import os
@@ -46,21 +47,30 @@ from typing import Any
 
 import numpy as np
 
+from extract.manifest import (
+    ShardProblem,
+    clean_output,
+    identity_differences,
+    load_manifest,
+    mark_complete,
+    new_manifest,
+    plan_shards,
+    reconcile,
+    refresh_counts,
+    remove_temporaries,
+    save_manifest,
+    shard_context,
+    shard_stamp,
+)
 from extract.shards import (
     MANIFEST_NAME,
     SHARD_DIR,
     FeatureSpec,
-    ManifestError,
     ShardWriter,
-    load_manifest,
     mentions_random_weights,
-    new_manifest,
     normalize_outputs,
-    plan_shards,
-    read_shard_attrs,
-    refresh_counts,
-    save_manifest,
 )
+from pipelines.atomic import DirectoryInUseError, directory_lock
 from pipelines.paths import UnsafePathError, resolve_under
 
 __all__ = [
@@ -76,9 +86,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CRASH_ENV = "VQA_EXTRACT_CRASH"
-#: options that may differ between a run and its resumption (none: even the batch size can change the
-#: float rounding of a backbone, so every option, batch_frames included, must match)
-RUNTIME_OPTIONS: frozenset[str] = frozenset()
 LOCK_NAME = ".vqa-extract.lock"
 #: an inference call gathers chunks worth about this many forward passes of ``batch_frames`` images, so
 #: the padding of a call's last, partial forward pass (feature sets pad it for batch-independent values)
@@ -90,7 +97,7 @@ class ResumeMismatchError(RuntimeError):
     """The output directory holds a run made with other options; the message lists the differences."""
 
 
-class OutputInUseError(RuntimeError):
+class OutputInUseError(DirectoryInUseError):
     """Another vqa-extract process is writing the same output directory."""
 
 
@@ -218,6 +225,10 @@ class RunSummary:
     first_result_s: float | None = None
     #: how it ran, e.g. "ray, 2 inference actor(s) on GPU, 6 decode CPU(s)" or "local (in-process)"
     backend: str = ""
+    #: complete shards that failed the integrity check at the start and were extracted again
+    reextracted: list[ShardProblem] = field(default_factory=list)
+    #: the manifest was missing and was rebuilt from the plan and the shard files
+    rebuilt_manifest: bool = False
 
     @property
     def exit_code(self) -> int:
@@ -236,6 +247,10 @@ class RunSummary:
         ]
         if self.backend:
             lines.append(f"  backend: {self.backend}")
+        if self.rebuilt_manifest:
+            lines.append(f"  {MANIFEST_NAME} was missing: rebuilt from the plan and the shard files")
+        for problem in self.reextracted:
+            lines.append(f"  DAMAGED shard extracted again: {problem}")
         if self.failed:
             where = self.out_dir / MANIFEST_NAME
             lines.append(f'  {self.failed} video(s) FAILED; reasons in {where} ("failures"):')
@@ -725,8 +740,7 @@ class _Scheduler:
             outputs=self.outputs,
             provenance=self.manifest["provenance"],
             options=self.options_json,
-            shard=shard.index,
-            planned=shard.planned,
+            **shard_context(self.manifest, shard.index),
         )
         number = self.shards_written + 1
         hook = None
@@ -739,7 +753,7 @@ class _Scheduler:
         self.shards_written = number
         if self.crash == ("after-shard", number):
             _kill_self()
-        _mark_complete(self.manifest, shard.index, ids, failures)
+        mark_complete(self.manifest, shard.index, ids, failures, shard_stamp(writer.path))
         save_manifest(self.out_dir, self.manifest)
         del self.shards[shard.index]
 
@@ -772,16 +786,6 @@ def _kill_self() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _mark_complete(manifest: dict, index: int, ids: list[str], failures: list[dict[str, str]]) -> None:
-    entry = manifest["shards"][index]
-    entry.update(complete=True, ids=list(ids), count=len(ids), failed=len(failures))
-    failed_ids = {f["video_id"] for f in failures}
-    manifest["failures"] = [f for f in manifest["failures"] if f["video_id"] not in failed_ids]
-    manifest["failures"].extend({**f, "shard": entry["name"]} for f in failures)
-    manifest["failures"].sort(key=lambda f: f["video_id"])
-    refresh_counts(manifest)
-
-
 # ============================================================================================ preparation
 def _jsonable(obj: Any, what: str) -> Any:
     """``obj`` as it reads back from JSON (tuples become lists), so stored and fresh values compare equal."""
@@ -799,45 +803,6 @@ def _options_json(options: Any) -> dict[str, Any]:
     else:
         raise TypeError(f"options must be a dataclass or a mapping, got {type(options).__name__}")
     return json.loads(json.dumps(data, sort_keys=True, default=str))
-
-
-def _identity(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """What must match for a resume: everything that changes which videos or which values are written."""
-    options = {k: v for k, v in manifest["options"].items() if k not in RUNTIME_OPTIONS}
-    provenance = {k: v for k, v in manifest["provenance"].items() if k != "toolkit_version"}
-    return {
-        "feature_set": manifest["feature_set"],
-        "outputs": manifest["outputs"],
-        "options": options,
-        "provenance": provenance,
-        "source": manifest.get("source", {}),
-        "shard_size": manifest.get("shard_size"),
-        "videos": [s["videos"] for s in manifest["shards"]],
-    }
-
-
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            path = f"{prefix}.{key}" if prefix else str(key)
-            if key not in old:
-                out.append(f"{path}: not in the existing run, now {_brief(new[key])}")
-            elif key not in new:
-                out.append(f"{path}: was {_brief(old[key])}, now absent")
-            else:
-                out.extend(_differences(old[key], new[key], path))
-        return out
-    if old != new:
-        if prefix == "videos":
-            return ["the list of videos (or their shard assignment) differs"]
-        return [f"{prefix}: was {_brief(old)}, now {_brief(new)}"]
-    return []
-
-
-def _brief(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _build_plan(job: ExtractionJob) -> tuple[list[list[str]], dict[str, VideoItem]]:
@@ -864,63 +829,11 @@ def _build_plan(job: ExtractionJob) -> tuple[list[list[str]], dict[str, VideoIte
     return plan_shards(list(items), job.shard_size), items
 
 
-def _clean_output(out_dir: Path) -> None:
-    """Remove what a previous vqa-extract run wrote (manifest, shards, temporary files); nothing else."""
-    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
-    shard_dir = out_dir / SHARD_DIR
-    if shard_dir.is_dir():
-        for path in shard_dir.iterdir():
-            if path.is_file() and (path.suffix == ".h5" or path.name.startswith(".tmp-")):
-                path.unlink()
-        with contextlib.suppress(OSError):
-            shard_dir.rmdir()
-    for path in out_dir.glob(f".tmp-{MANIFEST_NAME}.*"):
-        path.unlink()
-
-
-def _remove_temporaries(out_dir: Path) -> None:
-    shard_dir = out_dir / SHARD_DIR
-    if shard_dir.is_dir():
-        for path in shard_dir.glob(".tmp-*"):
-            path.unlink()
-    for path in out_dir.glob(f".tmp-{MANIFEST_NAME}.*"):
-        path.unlink()
-
-
-def _reconcile(manifest: dict, out_dir: Path) -> int:
-    """Bring the manifest in line with the shard files on disk; returns the number of complete shards."""
-    for index, entry in enumerate(manifest["shards"]):
-        path = out_dir / SHARD_DIR / entry["name"]
-        if entry["complete"] and not path.is_file():
-            log.warning("%s is listed as complete but is missing; it will be extracted again", path)
-            entry.update(complete=False, ids=[], count=0, failed=0)
-            manifest["failures"] = [f for f in manifest["failures"] if f.get("shard") != entry["name"]]
-        elif not entry["complete"] and path.is_file():
-            attrs = read_shard_attrs(path)  # written, but the crash came before the manifest update
-            if attrs.get("planned") != entry["videos"] or attrs.get("feature_set") != manifest["feature_set"]:
-                raise ManifestError(
-                    f"{path} does not belong to the plan in {out_dir / MANIFEST_NAME}; "
-                    "use --overwrite or a new --out"
-                )
-            _mark_complete(manifest, index, attrs["ids"], attrs["failures"])
-    refresh_counts(manifest)
-    return manifest["counts"]["complete_shards"]
-
-
 @contextlib.contextmanager
 def _output_lock(out_dir: Path) -> Iterator[None]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(out_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held for the whole run
-    try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputInUseError(
-                f"{out_dir} is being written by another vqa-extract process; wait for it or use another --out"
-            ) from None
+    message = f"{out_dir} is being written by another vqa-extract process; wait for it or use another --out"
+    with directory_lock(out_dir, LOCK_NAME, error=OutputInUseError, message=message):
         yield
-    finally:
-        fh.close()
 
 
 # ============================================================================================ entry point
@@ -965,10 +878,11 @@ def run_extraction(job: ExtractionJob, config: EngineConfig = EngineConfig()) ->
     random_weights = mentions_random_weights(provenance)
     with _output_lock(out_dir):
         if job.overwrite:
-            _clean_output(out_dir)
+            clean_output(out_dir)
+        rebuilt = False
         if (out_dir / MANIFEST_NAME).exists():
             manifest = load_manifest(out_dir)
-            diffs = _differences(_identity(manifest), _identity(fresh))
+            diffs = identity_differences(manifest, fresh)
             if diffs:
                 raise ResumeMismatchError(
                     f"{out_dir} already holds features made differently:\n  "
@@ -976,15 +890,15 @@ def run_extraction(job: ExtractionJob, config: EngineConfig = EngineConfig()) ->
                     + "\nuse a new --out, or --overwrite to replace them"
                 )
         else:
+            # a lost manifest is rebuilt from this run's plan; reconcile adopts the shards that belong to it
             shard_dir = out_dir / SHARD_DIR
-            if shard_dir.is_dir() and any(shard_dir.glob("*.h5")):
-                raise ResumeMismatchError(
-                    f"{shard_dir} holds shards but {out_dir / MANIFEST_NAME} is missing; "
-                    "use --overwrite or a new --out"
-                )
+            rebuilt = shard_dir.is_dir() and any(shard_dir.glob("*.h5"))
+            if rebuilt:
+                log.warning("%s is missing; rebuilding it from the plan and the shard files", MANIFEST_NAME)
             manifest = fresh
-        _remove_temporaries(out_dir)
-        skipped = _reconcile(manifest, out_dir)
+        remove_temporaries(out_dir)
+        redo = reconcile(manifest, out_dir)
+        skipped = manifest["counts"]["complete_shards"]
         save_manifest(out_dir, manifest)
 
         # A finished output needs no workers: do not start Ray just to find nothing to do.
@@ -1028,4 +942,6 @@ def run_extraction(job: ExtractionJob, config: EngineConfig = EngineConfig()) ->
         failures=list(manifest["failures"]),
         first_result_s=None if scheduler.first_settled is None else scheduler.first_settled - t0,
         backend="none: every shard was already complete" if nothing_left else backend.description,
+        reextracted=redo,
+        rebuilt_manifest=rebuilt,
     )

@@ -5,7 +5,8 @@ Usage::
     vqa-train MODEL --dataset NAME [--task TASK] --root DATA --features FEATURE_DIR --out RUN_DIR
               [--config FILE.yaml] [--set train.lr=3e-4 --set model.num_scales=4 ...]
               [--epochs N] [--batch-size N] [--device auto|cpu|cuda] [--glove PATH] [--seed N]
-              [--num-workers N] [--resume] [--eval-only --checkpoint PATH] [--allow-missing-features]
+              [--num-workers N] [--resume] [--eval-only --checkpoint PATH [--eval-name NAME]]
+              [--allow-missing-features] [--allow-feature-change]
 
     torchrun --nproc_per_node=4 -m train.cli mspan ...     # DDP, one process per GPU
 
@@ -30,7 +31,9 @@ import yaml
 
 from extract.reader import FeatureReader, ManifestError
 from models import MODELS, ModelEntry
+from pipelines.atomic import DirectoryInUseError
 from pipelines.datasets import DATASETS, DatasetFormatError, get_dataset
+from pipelines.glove import GloveFormatError
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import (
     ConfigError,
@@ -44,7 +47,7 @@ from train.config import (
 )
 from train.data import FeatureMismatchError
 from train.loop import NonFiniteLossError
-from train.runner import RunSpec, fill_from_features, run
+from train.runner import RunSpec, eval_out_dir, eval_train_config, fill_from_features, run
 
 __all__ = ["build_cli", "main"]
 
@@ -104,6 +107,12 @@ def _model_command(name: str, entry: ModelEntry) -> click.Command:
     @click.option("--allow-missing-features", is_flag=True,
                   help="Drop questions whose video has no features (counted in the log) instead of failing.")
     @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+    @click.option("--allow-feature-change", is_flag=True,
+                  help="Resume or evaluate on features other than the run recorded (the change is recorded "
+                  "in metrics.json).")
+    @click.option("--eval-name", default=None, metavar="NAME",
+                  help="--eval-only into a training run's --out writes to OUT/eval-NAME (default: the "
+                  "checkpoint's stem, e.g. eval-best); the run's own files are never overwritten.")
     def command(**kw: Any) -> None:
         spec = _make_spec(name, entry, **kw)
         _execute(spec)
@@ -133,6 +142,8 @@ def _make_spec(
     checkpoint: Path | None,
     allow_missing_features: bool,
     progress: bool,
+    allow_feature_change: bool = False,
+    eval_name: str | None = None,
 ) -> RunSpec:
     """Validate every setting and build the :class:`RunSpec` (raises click errors with clear messages)."""
     if eval_only and checkpoint is None:
@@ -156,10 +167,9 @@ def _make_spec(
         raise click.UsageError(str(exc)) from exc
 
     try:
-        layers: list[dict[str, dict[str, Any]]] = [
-            {"train": paper_train_defaults(name, dataset, task, task_type),
-             "model": paper_model_defaults(name, dataset)}
-        ]
+        defaults = {"train": paper_train_defaults(name, dataset, task, task_type),
+                    "model": paper_model_defaults(name, dataset)}
+        layers: list[dict[str, dict[str, Any]]] = [defaults]
         saved_path = out / "config.yaml"
         if resume and saved_path.exists():
             saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
@@ -179,6 +189,10 @@ def _make_spec(
                 )
             meta = load_checkpoint(checkpoint).get("meta", {})
             model_values = json.loads(meta.get("model_config", "{}"))
+            if "train_config" in meta:  # every result-affecting train.* setting comes from the checkpoint
+                explicit = merge_sections(*layers[1:])["train"]
+                saved_train = json.loads(meta["train_config"])
+                train_cfg = eval_train_config(saved_train, explicit, source=str(checkpoint))
         else:
             model_values = fill_from_features(entry.config_cls, merged["model"], reader.outputs)
         model_cfg = build_config(entry.config_cls, model_values, section="model")
@@ -188,6 +202,7 @@ def _make_spec(
         model=name, dataset=dataset, task=task, root=root, features=features, out=out, train=train_cfg,
         model_config=model_cfg, glove=glove, device=device, resume=resume, eval_only=eval_only,
         checkpoint=checkpoint, allow_missing_features=allow_missing_features, show_progress=progress,
+        allow_feature_change=allow_feature_change, eval_name=eval_name,
     )
 
 
@@ -202,7 +217,7 @@ def _execute(spec: RunSpec) -> None:
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     except (FeatureMismatchError, CheckpointError, NonFiniteLossError, DatasetFormatError,
-            ManifestError) as exc:
+            ManifestError, GloveFormatError, DirectoryInUseError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         log.removeHandler(handler)
@@ -212,7 +227,7 @@ def _execute(spec: RunSpec) -> None:
     click.echo(
         f"{spec.model} {spec.dataset}{'/' + spec.task if spec.task else ''}: val {metric} "
         f"{result['val'][metric]:.4f}, test {metric} {result['test'][metric]:.4f} ({base}); "
-        f"best checkpoint {result['best_checkpoint']}; outputs in {spec.out}"
+        f"best checkpoint {result['best_checkpoint']}; outputs in {eval_out_dir(spec)}"
     )
 
 

@@ -74,6 +74,10 @@ class TrainConfig:
     # none (the papers): features as extracted; standardize: per-channel z-score with the mean and std of
     # the training split's videos (recomputed identically for --resume and --eval-only)
     feature_norm: str = "none"
+    # GloVe: warn when fewer than this share of the question words are in the file; a file matching no word
+    # at all is refused unless allow_zero_glove_coverage (then the embeddings are random, and recorded so)
+    glove_warn_coverage: float = 0.5
+    allow_zero_glove_coverage: bool = False
     # inverse_sqrt: lr rises linearly from warmup_init_lr to lr over warmup_updates, then lr*sqrt(w/step)
     warmup_updates: int = 0
     warmup_init_lr: float = 0.0
@@ -119,6 +123,8 @@ class TrainConfig:
                 raise bad(name, "must be a finite number >= 0")
         if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
             raise bad("grad_clip", "must be > 0 or null")
+        if not 0.0 <= self.glove_warn_coverage <= 1.0:
+            raise bad("glove_warn_coverage", "must be between 0 and 1")
         if not 0.0 < self.val_fraction < 1.0:
             raise bad("val_fraction", "must be between 0 and 1 (exclusive)")
         if any(m < 1 for m in self.milestones) or list(self.milestones) != sorted(set(self.milestones)):

@@ -14,12 +14,15 @@ __all__ = ["format_report", "main"]
 
 
 def format_report(run_dirs: list[Path]) -> str:
-    """A plain-text table: model, dataset/task, metric, val, test, baselines (test), run directory.
+    """A plain-text table: model, dataset/task, metric, val, test, baselines (test), features, run directory.
+
+    The features column shows the start of the feature fingerprint (the run's provenance record) and
+    ``RANDOM WEIGHTS`` when the backbones had random weights; GloVe coverage is shown when a file was used.
 
     Raises:
         FileNotFoundError: a run directory without ``metrics.json`` (the run did not finish).
     """
-    rows = [("model", "dataset/task", "metric", "val", "test", "chance level on test", "run")]
+    rows = [("model", "dataset/task", "metric", "val", "test", "chance level on test", "features", "run")]
     for run in run_dirs:
         path = Path(run) / "metrics.json"
         if not path.is_file():
@@ -28,18 +31,29 @@ def format_report(run_dirs: list[Path]) -> str:
         better = "lower is better" if m.get("selection_mode") == "min" else "higher is better"
         name = m["dataset"] + (f"/{m['task']}" if m.get("task") else "")
         # moment retrieval: R@1 and R@5 at IoU 0.5 and mIoU, each beside the same metric of the baselines
-        metrics = (("R@1,IoU=0.5", "R@5,IoU=0.5", "mIoU") if m.get("task_type") == "moment"
-                   else (m["selection_metric"],))
-        for metric in metrics:
+        moment = m.get("task_type") == "moment"
+        for metric in ("R@1,IoU=0.5", "R@5,IoU=0.5", "mIoU") if moment else (m["selection_metric"],):
             base = {k: v for k, v in m.get("baselines_test", {}).items()
-                    if m.get("task_type") != "moment" or k.endswith("/" + metric)}
+                    if not moment or k.endswith("/" + metric)}
             chance = ", ".join(f"{k} {v:.3f}" for k, v in sorted(base.items()))
             rows.append((m["model"], name, f"{metric} ({better})", f"{m['val'][metric]:.3f}",
-                         f"{m['test'][metric]:.3f}", chance, str(run)))
+                         f"{m['test'][metric]:.3f}", chance, _features(m.get("provenance")), str(run)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _features(record: dict | None) -> str:
+    if not record:
+        return "not recorded"
+    f = record["features"]
+    text = f["fingerprint"].removeprefix("sha256:")[:12]
+    if f.get("random_weights"):
+        text += " RANDOM WEIGHTS"
+    if record.get("glove"):
+        text += f", GloVe {100 * record['glove']['coverage']:.0f}%"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from extract.shards import write_feature_dir
+from extract.manifest import write_feature_dir
 from pipelines.datasets import get_dataset
 from pipelines.datasets.base import DatasetFormatError
 from train.cli import build_cli
