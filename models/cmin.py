@@ -95,6 +95,8 @@ class CMINConfig:
         clips_dim: input clip feature size (filled from the feature directory).
         pca_dim: PCA components fitted on the training split's features (500, the paper's PCA-500); the
             video encoder's input size (``video_dim``); None = no PCA, the features' own size.
+        pca_whiten: also scale each component to unit variance on the training split (off: the paper's
+            plain PCA).
         num_steps: T, every video resampled to this many steps (200).
         resample: ``"always"`` (official: mean-pool longer and repeat shorter videos to exactly T) or
             ``"longer"`` (pool only longer videos; shorter ones are zero-padded and masked).
@@ -117,6 +119,7 @@ class CMINConfig:
 
     clips_dim: int = 500
     pca_dim: int | None = 500
+    pca_whiten: bool = False
     num_steps: int = 200
     resample: Literal["always", "longer"] = "always"
     d_model: int = 512

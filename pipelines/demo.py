@@ -39,7 +39,9 @@ flashing 1 to 3 times; four questions per video: ``what color ...`` (colour), ``
 (shape), ``where does ... move`` (direction), ``how many times ...`` (flashes). Split by video:
 the first 70% of ids train, the next 10% val, the rest test, as in MSRVTT.
 
-ActivityNet-Captions layout: 20-40 s mp4 videos at 5 fps with 2 or 3 objects in horizontal lanes;
+ActivityNet-Captions layout: 120 videos (the first 20, then 100 more from their own random stream so the
+other datasets are unchanged; enough training queries for CMIN), 20-40 s mp4 at 5 fps with 2 or 3
+objects in horizontal lanes;
 3 to 5 non-overlapping scripted events (an object moves to the left/right by one pixel per frame,
 jumps up and back down, or blinks), one sentence per event (``The red square moves to the left.``)
 naming an object unique in its video. ``[start, end]`` = ``[first frame, last frame + 1] / fps`` of

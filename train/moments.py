@@ -85,8 +85,10 @@ def resample_steps(x: np.ndarray, num_steps: int, mode: str = "always") -> np.nd
 
 
 def fit_pca(reader: Any, video_ids: Sequence[str], dim: int, *, key: str = "clips",
-            stats: tuple[np.ndarray, np.ndarray] | None = None) -> Projection:
+            stats: tuple[np.ndarray, np.ndarray] | None = None, whiten: bool = False) -> Projection:
     """PCA of the clips of ``video_ids`` (each distinct video once, sorted; float64 accumulation).
+
+    ``whiten`` scales every component to unit variance on these clips.
 
     Raises:
         ValueError: fewer clips or channels than components.
@@ -108,15 +110,17 @@ def fit_pca(reader: Any, video_ids: Sequence[str], dim: int, *, key: str = "clip
     values, vectors = np.linalg.eigh(cov)  # ascending
     comps = vectors[:, ::-1][:, :dim]
     comps = comps * np.where(comps[np.abs(comps).argmax(0), np.arange(dim)] < 0, -1.0, 1.0)  # sign-fixed
+    if whiten:
+        comps = comps / np.sqrt(np.maximum(values[::-1][:dim], 1e-12))
     return Projection(mean, comps)
 
 
 def load_or_fit_pca(reader: Any, video_ids: Sequence[str], dim: int, *, cache_dir: Path,
-                    stats: tuple[np.ndarray, np.ndarray] | None = None) -> Projection:
+                    stats: tuple[np.ndarray, np.ndarray] | None = None, whiten: bool = False) -> Projection:
     """:func:`fit_pca`, cached under a key that changes with the features, the videos and the settings."""
     manifest = Path(reader.out_dir) / "manifest.json"
     h = hashlib.sha256(manifest.read_bytes())
-    h.update(json.dumps({"ids": sorted(set(video_ids)), "dim": dim, "v": 1}).encode())
+    h.update(json.dumps({"ids": sorted(set(video_ids)), "dim": dim, "whiten": whiten, "v": 1}).encode())
     if stats is not None:
         h.update(stats[0].tobytes() + stats[1].tobytes())
     path = Path(cache_dir) / f"pca-{h.hexdigest()[:20]}.npz"
@@ -124,7 +128,7 @@ def load_or_fit_pca(reader: Any, video_ids: Sequence[str], dim: int, *, cache_di
         with np.load(path, allow_pickle=False) as z:
             log.info("PCA projection from cache %s", path)
             return Projection(z["mean"], z["components"])
-    proj = fit_pca(reader, video_ids, dim, stats=stats)
+    proj = fit_pca(reader, video_ids, dim, stats=stats, whiten=whiten)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:

@@ -597,11 +597,11 @@ def _prepare_moments_data(spec: RunSpec, adapter: Any, reader: Any, dist: DistIn
     if mc.pca_dim is not None:
         if dist.is_main:
             projection = load_or_fit_pca(reader, train_vids, mc.pca_dim, cache_dir=spec.out / "feature_cache",
-                                         stats=stats)
+                                         stats=stats, whiten=mc.pca_whiten)
         barrier()
         if not dist.is_main:
             projection = load_or_fit_pca(reader, train_vids, mc.pca_dim, cache_dir=spec.out / "feature_cache",
-                                         stats=stats)
+                                         stats=stats, whiten=mc.pca_whiten)
     for name in ("train", "val", "test"):
         data.datasets[name] = MomentDataset(
             splits[name], parsed.edges[name], labels, reader, num_steps=mc.num_steps, resample=mc.resample,
