@@ -25,6 +25,9 @@ siamese sampling and reasoning), and the same for an evaluation forward (which u
 the ratio is ~1). SiaSamRea has no public code, so there is no official figure to run beside it.
 
     python benchmarks/train_bench.py --model siasamrea --device cpu --threads 2
+
+``--model cmin`` runs CMIN's benchmark instead (``benchmarks/cmin_bench.py``; with ``--official-dir``
+beside the official model).
 """
 
 from __future__ import annotations
@@ -302,6 +305,9 @@ def siasamrea_main(args: argparse.Namespace, devices: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["mspan", "cmin", "siasamrea"], default="mspan",
+                        help="which model's benchmark to run (default: MSPAN)")
+    parser.add_argument("--profile", action="store_true", help="cmin: print a torch profile of one step")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: CPU, then CUDA when available")
     parser.add_argument("--threads", type=int, default=2, help="CPU intra-op threads")
@@ -316,9 +322,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variant", choices=["paper", "official"], default="paper",
                         help="MSPAN setting (models/mspan.py)")
     parser.add_argument("--official-dir", type=Path, default=None,
-                        help="a clone of gzcsudo/MSPAN-VideoQA: also time its training step in this run")
-    parser.add_argument("--model", choices=["mspan", "siasamrea"], default="mspan",
-                        help="which model's benchmark to run (default: MSPAN)")
+                        help="a clone of the model's official code (mspan: gzcsudo/MSPAN-VideoQA, cmin: "
+                        "ikuinen/CMIN_moment_retrieval): also time its training step in this run")
     parser.add_argument("--num-frames", type=int, default=64,
                         help="siasamrea: feature frames per video (64 = 16 s at 4 fps)")
     args = parser.parse_args(argv)
@@ -331,6 +336,11 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit("--device cuda: no CUDA device is available")
             devices.remove("cuda")
         siasamrea_main(args, devices)
+        return
+    if args.model == "cmin":
+        from cmin_bench import run as run_cmin  # beside this file (sys.path[0] when run as a script)
+
+        run_cmin(args)
         return
 
     cfg = get_model("mspan").config_cls()
