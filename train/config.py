@@ -119,7 +119,9 @@ def paper_train_defaults(model: str, dataset: str, task: str | None, task_type: 
     """Per-dataset training defaults of a paper model, applied below the YAML file and ``--set``.
 
     MSPAN (official code): batch 64 on TGIF-QA and 128 on MSVD-QA / MSRVTT-QA; StepLR(5, 0.5) for
-    Count, MSVD-QA and MSRVTT-QA, MultiStepLR([10, 15, 19, 23, 27], 0.5) otherwise. (Answer vocabulary
+    Count, MSVD-QA and MSRVTT-QA, MultiStepLR([10, 15, 19, 23, 27], 0.5) otherwise. MASN (paper and
+    official code): batch 32 (Count, FrameQA, MSVD/MSRVTT-QA) or 16 (Action, Transition), constant lr,
+    no weight decay. (Answer vocabulary
     sizes are the dataset adapter's ``default_answer_vocab_size``.)
 
     Args:
@@ -136,6 +138,10 @@ def paper_train_defaults(model: str, dataset: str, task: str | None, task_type: 
     if model == "mspan":
         out["batch_size"] = 128 if msvd_like else 64
         out["scheduler"] = "step" if (msvd_like or task_type == "count") else "multistep"
+    elif model == "masn":  # the paper: Adam 1e-4, batch 32 (Count, FrameQA) / 16 (Action, Transition)
+        out["batch_size"] = 16 if task_type == "mc" else 32
+        out["scheduler"] = "none"  # official default (change_lr='none'), no weight decay
+        out["weight_decay"] = 0.0
     return out
 
 
