@@ -448,7 +448,7 @@ class MotionAppearanceFusion(nn.Module):
         self.value = nn.ModuleDict({n: nn.Linear(dim, dim) for n in self.names})
         norm = (lambda: StdLayerNorm(dim)) if official else (lambda: nn.LayerNorm(dim))
         self.norm = nn.ModuleDict({n: norm() for n in self.names})
-        self.guide = _Att(dim, dropout)  # Eq. (9)
+        self.guide = _Att(dim, dropout) if len(self.names) > 1 else None  # Eq. (9); one attention: alpha = 1
         self.ffn = _ffn(dim, dropout)
         self.dropout = nn.Dropout(dropout)
         self.out_norm = norm()
@@ -469,7 +469,10 @@ class MotionAppearanceFusion(nn.Module):
         rows = z if self.official else z * valid[:, None, :, None].to(z.dtype)
         summary = rows.sum(dim=2)  # (B, X, d)  Eq. (9): z^x
         always = torch.ones(u.shape[0], 1, len(self.names), dtype=torch.bool, device=u.device)
-        alpha = self.guide(summary, q[:, None], always)[:, 0]  # (B, X)
+        if self.guide is None:
+            alpha = always[:, 0].to(z.dtype)  # (B, 1)
+        else:
+            alpha = self.guide(summary, q[:, None], always)[:, 0]  # (B, X)
         s = (alpha[:, :, None, None] * z).sum(dim=1)  # (B, 2L, d)  Eq. (10)
         return self.out_norm(s + self.ffn(self.dropout(s))), alpha  # Eq. (11)
 
@@ -484,10 +487,12 @@ class AttentionPooling(nn.Module):
         (f (B, d), weights (B, R)).
     """
 
-    def __init__(self, dim: int, *, dropout: float = 0.1) -> None:
+    def __init__(self, dim: int, *, dropout: float = 0.1, bias: bool = True,
+                 score_bias: bool = False) -> None:
         super().__init__()
-        self.score = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, 1))
-        self.merge = nn.Linear(dim, dim)
+        self.score = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout),
+                                   nn.Linear(dim, 1, bias=score_bias))  # a score bias cancels in the softmax
+        self.merge = nn.Linear(dim, dim, bias=bias)
 
     def forward(self, x: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
         w = masked_softmax(self.score(x)[..., 0], valid, dim=1).to(x.dtype)  # (B, R)
@@ -604,8 +609,11 @@ class MASN(nn.Module):
         if self.fusion_names:
             self.fusion = MotionAppearanceFusion(d, self.fusion_names, dropout=attention_dropout,
                                                  official=official)
-        self.pool = AttentionPooling(d, dropout=attention_dropout)
-        self.head = nn.Linear(d, num_answers if task_type == "open" else 1)
+        # multiple choice: a bias shared by all candidates cancels in the hinge loss (it would never train),
+        # so the paper model leaves it out; the official network has it (its released weights hold one)
+        bias = task_type != "mc" or official
+        self.pool = AttentionPooling(d, dropout=attention_dropout, bias=bias, score_bias=official)
+        self.head = nn.Linear(d, num_answers if task_type == "open" else 1, bias=bias)
 
     # -- inputs ------------------------------------------------------------------------------------
 

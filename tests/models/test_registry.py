@@ -14,9 +14,20 @@ from models import MODELS, ModelEntry, get_model
 TINY = {
     "mspan": {"num_frames": 6, "appearance_dim": 8, "motion_dim": 6, "node_dim": 16, "hidden_dim": 8,
               "word_dim": 4, "lstm_layers": 1, "num_scales": 3, "iterations": 1},
+    "masn": {"num_frames": 6, "appearance_dim": 8, "motion_dim": 6, "hidden_dim": 8, "word_dim": 4,
+             "position_dim": 4, "glimpses": 2},
 }
 OUTPUT_KEY = {"open": "logits", "mc": "scores", "count": "count"}
 FEATURE_DIMS = {"appearance": "appearance_dim", "motion": "motion_dim"}
+# per-frame shapes of features that are not (T, <name>_dim): name -> (trailing shape, dtype)
+OBJECTS = 3
+OTHER_FEATURES = {
+    "objects": lambda cfg: ((OBJECTS, cfg.appearance_dim), torch.float32),
+    "motion_objects": lambda cfg: ((OBJECTS, cfg.motion_dim), torch.float32),
+    "object_boxes": lambda cfg: ((OBJECTS, 6), torch.float32),
+    "frame_mask": lambda cfg: ((), torch.bool),
+    "object_mask": lambda cfg: ((OBJECTS,), torch.bool),
+}
 
 
 def test_registry_lists_mspan():
@@ -62,12 +73,18 @@ def test_every_model_builds_and_runs_each_task_type(name):
         "candidates_len": torch.full((b, c), 2),
     }
     for key in entry.feature_keys:
-        batch[key] = torch.randn(b, cfg.num_frames, getattr(cfg, FEATURE_DIMS[key]))
+        if key in FEATURE_DIMS:
+            batch[key] = torch.randn(b, cfg.num_frames, getattr(cfg, FEATURE_DIMS[key]))
+        else:
+            shape, dtype = OTHER_FEATURES[key](cfg)
+            batch[key] = torch.ones(b, cfg.num_frames, *shape, dtype=dtype) if dtype == torch.bool else (
+                torch.rand(b, cfg.num_frames, *shape))
     for task in entry.task_types:
         torch.manual_seed(0)
         model = entry.build(cfg, vocab_size=10, num_answers=4, task_type=task, embeddings=None)
         assert isinstance(model, torch.nn.Module)
         out = model(batch)
         expected = {"open": (b, 4), "mc": (b, c), "count": (b,)}[task]
-        assert list(out) == [OUTPUT_KEY[task]] and out[OUTPUT_KEY[task]].shape == expected
+        assert list(out)[0] == OUTPUT_KEY[task] and out[OUTPUT_KEY[task]].shape == expected
+        assert not set(out) & (set(OUTPUT_KEY.values()) - {OUTPUT_KEY[task]})
         assert not any(isinstance(v, torch.Tensor) and v.requires_grad for v in batch.values())
