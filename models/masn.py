@@ -265,17 +265,24 @@ class NodeEncoder(nn.Module):
     def _compress(self, layer: nn.Linear, x: Tensor) -> Tensor:
         if self.weight_dropout:  # official: DropConnect on the weight
             return F.linear(x, F.dropout(layer.weight, self.p, self.training))
-        return layer(F.dropout(x, self.p, self.training))
+        # paper setting: dropout on the projected features (the same regularisation as dropping input
+        # channels up to scale, at a quarter of the cost of a mask over the 2048-d inputs)
+        return F.dropout(layer(x), self.p, self.training)
 
     def forward(self, objects: Tensor, box_code: Tensor, frame_code: Tensor, global_feat: Tensor) -> Tensor:
         B, T, M, _ = objects.shape
+        d = self.node_proj.out_features
         o = self._compress(self.compress_local, objects)  # (B, T, M, d)
-        d_t = frame_code[:, :, None].expand(B, T, M, frame_code.shape[-1])  # (B, T, M, P)
-        local = self.local_proj(torch.cat([o, box_code, d_t], dim=-1))  # (B, T, M, d)  Eq. (1)
+        # Eq. (1) FFN([o; d_s; d_t]) as a sum of column blocks: the frame code d_t is applied per frame
+        w_l = self.local_proj.weight
+        p = frame_code.shape[-1]
+        local = (F.linear(torch.cat([o, box_code], dim=-1), w_l[:, :-p], self.local_proj.bias)
+                 + F.linear(frame_code, w_l[:, -p:])[:, :, None])  # (B, T, M, d)
         g = self._compress(self.compress_global, global_feat)  # (B, T, d)
         g = g + sinusoid(T, g.shape[-1], device=g.device, dtype=g.dtype)  # frame position
-        g = g[:, :, None].expand_as(local)  # (B, T, M, d)
-        v = self.node_proj(torch.cat([local, g], dim=-1))  # (B, T, M, d)  Eq. (2)
+        # Eq. (2) FFN([v_local; v_global]), the global block once per frame, broadcast over its objects
+        w_n = self.node_proj.weight
+        v = F.linear(local, w_n[:, :d], self.node_proj.bias) + F.linear(g, w_n[:, d:])[:, :, None]
         return v.reshape(B, T * M, -1)
 
 
@@ -361,7 +368,9 @@ class BilinearAttention(nn.Module):
     Attention: logits_g[v, q] = sum_k h_g[k] (ReLU(W_v x_v))_k (ReLU(W_q w_q))_k + b_g, with rank-k
     projections of width k*d, softmax over all valid (node, word) pairs of each glimpse. Glimpse g's joint
     feature j_g[k] = sum_{v,q} A_g[v,q] (ReLU(U_v x_v))_k (ReLU(U_q w_q))_k is projected and added to
-    every word feature (residual), and the next glimpse reads the updated words.
+    every word feature (residual), and the next glimpse reads the updated words. The node projections
+    U_v of all glimpses run as one matmul and share one dropout mask on their input (the official code
+    draws one mask per glimpse; eval-mode outputs are the same).
 
     Forward:
         nodes (B, K, d); words (B, L, d); node_valid (B, K); word_valid (B, L).
@@ -398,8 +407,12 @@ class BilinearAttention(nn.Module):
     def forward(self, nodes: Tensor, words: Tensor, node_valid: Tensor,
                 word_valid: Tensor) -> tuple[Tensor, Tensor]:
         att = self.attention(nodes, words, node_valid, word_valid)  # (B, g, K, L)
+        # the node projections of all glimpses in one matmul (they do not depend on the updated words)
+        w = torch.cat([p.linear.weight for p in self.joint_v])  # (g*d, d)
+        b = torch.cat([p.linear.bias for p in self.joint_v])
+        vs = F.relu(F.linear(self.joint_v[0].dropout(nodes), w, b)).chunk(self.glimpses, dim=-1)  # (B, K, d)
         for g in range(self.glimpses):
-            v = self.joint_v[g](nodes)  # (B, K, d)
+            v = vs[g]  # (B, K, d)
             q = self.joint_q[g](words)  # (B, L, d)
             joint = ((att[:, g] @ q) * v).sum(dim=1)  # (B, d): sum_{v,q} A[v,q] v_k q_k
             words = words + self.word_proj[g](joint)[:, None]  # (B, L, d)  residual over glimpses
