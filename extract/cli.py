@@ -6,7 +6,8 @@ Bare form (extract)::
         [--appearance resnet18 --motion r3d_18 --image-size 112 --weights random --device cpu]
 
 Subcommands: ``export-hcrn`` (HCRN's file layout), ``demo-data`` (the synthetic demo datasets),
-``info`` (a feature directory's manifest summary). Nothing is parsed at import time: ``main()`` runs the
+``info`` (a feature directory's manifest summary), ``verify`` (every shard's checksum), ``repair``
+(rebuild a lost manifest from the shards). Nothing is parsed at import time: ``main()`` runs the
 click group.
 """
 
@@ -140,7 +141,8 @@ def _random_banner(echo) -> None:
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
     epilog="Exit status: 0 all videos extracted, 3 some videos failed (listed in OUT/manifest.json), "
-    "1 error, 2 usage error.",
+    "1 error (one line naming the file; --debug shows the traceback), 2 usage error, "
+    "130 interrupted (re-run the same command to resume).",
 )
 @click.option("--dataset", default="folder", show_default=True, help="Dataset adapter (see the list below).")
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset root directory.")
@@ -205,6 +207,13 @@ def _random_banner(echo) -> None:
 )
 @click.option("--batch-frames", type=click.IntRange(min=1), default=None, help="Images per backbone forward.")
 @click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Record a video as failed, before decoding, when its frames (width x height) exceed this "
+    "[40000000: 8K passes].",
+)
+@click.option(
     "--dtype", type=click.Choice(["float32", "float16"]), default=None, help="Stored feature dtype."
 )
 @click.option("--appearance-map", is_flag=True, default=False, help="Also store conv5 maps where supported.")
@@ -229,7 +238,17 @@ def _random_banner(echo) -> None:
 @click.option(
     "--overwrite", is_flag=True, default=False, help="Replace an existing output instead of resuming."
 )
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show the progress bar.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show the progress bar [default: only when stderr is a terminal].",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch threads of the CPU inference actor [default: the Ray runtime's CPUs; --local: torch's].",
+)
 @click.pass_context
 def cli(ctx: click.Context, **kw) -> None:
     """Extract video features into sharded HDF5 (resumable; failed videos are recorded, never zero-filled).
@@ -288,6 +307,7 @@ def _extract(**kw) -> int:
         "detector_min_size": kw["detector_size"],
         "detector_max_size": kw["detector_max_size"],
         "num_proposals": kw["num_proposals"],
+        "max_pixels": kw["max_pixels"],
     }
     options_kw = {k: v for k, v in option_fields.items() if v is not None}
     if kw["checkpoints"]:
@@ -298,7 +318,8 @@ def _extract(**kw) -> int:
         given = FeatureOptions(**options_kw)
         # checks backbone kinds etc. (loads no model); the job runs with the resolved options (the set's
         # defaults filled in), so the manifest's options and the provenance say the same
-        options = build_feature_set(kw["feature_set"], given).options
+        built = build_feature_set(kw["feature_set"], given)
+        options = built.options
     except (TypeError, ValueError) as err:
         raise click.UsageError(f"invalid feature options: {err}") from err
     if options.weights == "random" and options.checkpoints:
@@ -338,6 +359,8 @@ def _extract(**kw) -> int:
     err_echo = lambda msg: click.echo(msg, err=True)  # noqa: E731
     if options.weights == "random":
         _random_banner(err_echo)
+    for note in built.warnings():
+        err_echo(f"vqa-extract: warning: {note}")
     if ignored:
         err_echo(
             f"vqa-extract: --features {kw['feature_set']} does not use " + ", ".join(ignored) + " (ignored)"
@@ -366,8 +389,13 @@ def _extract(**kw) -> int:
         backend="local" if kw["local"] else "ray",
         address=kw["address"],
         num_cpus=kw["num_cpus"],
-        progress=kw["progress"],
+        progress=sys.stderr.isatty() if kw["progress"] is None else kw["progress"],
+        threads=kw["threads"],
     )
+    if kw["threads"] and kw["local"]:
+        import torch
+
+        torch.set_num_threads(kw["threads"])
     try:
         summary = run_extraction(job, config)
     except (ResumeMismatchError, OutputInUseError, ManifestError, UnsafePathError, BackendError) as err:
@@ -389,30 +417,47 @@ def _extract(**kw) -> int:
     "--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Where to write."
 )
 @click.option(
-    "--name",
-    default="tgif-qa_frameqa",
-    show_default=True,
-    help="HCRN's file prefix: tgif-qa_<task>, msvd-qa, msrvtt-qa, ...",
+    "--dataset",
+    type=click.Choice(["tgif", "msvd-qa", "msrvtt-qa"]),
+    required=True,
+    help="The annotations HCRN trains on: its ids are TGIF-QA's CSV key, MSVD/MSRVTT-QA's video_id.",
 )
 @click.option(
-    "--ids",
-    "id_format",
-    type=click.Choice(["auto", "int", "str"]),
-    default="auto",
-    show_default=True,
-    help="Type of the ids dataset (HCRN uses integers: video123 -> 123).",
+    "--root",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    required=True,
+    help="The dataset root (annotation files).",
 )
-def export_hcrn_cmd(features_dir: Path, out: Path, name: str, id_format: str) -> None:
+@click.option("--task", default=None, help="TGIF-QA task (frameqa, action, transition, count).")
+@click.option(
+    "--name",
+    default=None,
+    help="HCRN's file prefix (default: tgif-qa_<task>, msvd-qa or msrvtt-qa).",
+)
+@click.option(
+    "--allow-missing", is_flag=True, help="Leave out the ids whose video has no features instead of failing."
+)
+def export_hcrn_cmd(
+    features_dir: Path, out: Path, dataset: str, root: Path, task: str | None, name: str | None,
+    allow_missing: bool,
+) -> None:
     """Write <name>_appearance_feat.h5 (resnet_features) and <name>_motion_feat.h5 (resnext_features)."""
     from extract.hcrn import HCRNExportError, export_hcrn
     from extract.shards import ManifestError
+    from pipelines.datasets import DatasetFormatError, get_dataset
 
     try:
-        paths = export_hcrn(features_dir, out, name=name, id_format=id_format)
-    except (HCRNExportError, ManifestError) as err:
-        raise click.ClickException(str(err)) from err
-    for kind, path in paths.items():
+        adapter = get_dataset(dataset)(root, task=task)
+        if dataset == "tgif" and adapter.task is None:
+            raise click.UsageError(f"--dataset tgif needs --task, one of: {', '.join(adapter.tasks)}")
+        result = export_hcrn(features_dir, out, adapter=adapter, name=name, allow_missing=allow_missing)
+    except (HCRNExportError, ManifestError, DatasetFormatError, FileNotFoundError, KeyError) as err:
+        raise click.ClickException(str(err).strip("'\"")) from err
+    for kind, path in result.paths.items():
         click.echo(f"{kind}: {path}")
+    click.echo(f"{result.rows} rows (one per id HCRN looks up)")
+    if result.skipped:
+        click.echo(f"WARNING: {len(result.skipped)} id(s) left out: their videos have no features", err=True)
 
 
 @cli.command("demo-data")
@@ -443,7 +488,8 @@ def demo_data_cmd(out: Path, seed: int, scale: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 def info_cmd(out: Path, as_json: bool) -> None:
     """Summarise the feature directory OUT (feature set, provenance, counts, failures)."""
-    from extract.shards import ManifestError, load_manifest, mentions_random_weights
+    from extract.manifest import load_manifest
+    from extract.shards import ManifestError, mentions_random_weights
 
     try:
         manifest = load_manifest(out)
@@ -478,6 +524,14 @@ def info_cmd(out: Path, as_json: bool) -> None:
     click.echo("  provenance: " + ", ".join(f"{k}={v}" for k, v in sorted(scalars.items())))
     if mentions_random_weights(provenance):
         click.echo("  WARNING: extracted with RANDOM backbone weights (not research features)")
+    from extract.manifest import check_shard
+
+    damaged = [(e["name"], why) for e in manifest["shards"] if e["complete"] and (why := check_shard(out, e))]
+    for name, why in damaged:
+        click.echo(f"  DAMAGED shard {name}: {why} (re-run the extraction to extract it again)")
+    if not damaged:
+        click.echo("  complete shards: present, sizes and ids match the manifest "
+                   f"(`vqa-extract verify {out}` checks every checksum)")
     failures = manifest["failures"]
     if failures:
         click.echo(f"  failures ({len(failures)}):")
@@ -487,12 +541,78 @@ def info_cmd(out: Path, as_json: bool) -> None:
             click.echo(f"    ... and {len(failures) - 20} more (vqa-extract info --json)")
 
 
+@cli.command("verify")
+@click.argument("out", type=click.Path(path_type=Path, file_okay=False))
+def verify_cmd(out: Path) -> None:
+    """Check every complete shard of OUT against the manifest: ids, size and sha256 (reads every byte).
+
+    Exit status 0 when all agree, 1 when a shard is damaged (listed; re-running the extraction command
+    extracts those shards again).
+    """
+    from extract.manifest import verify
+    from extract.shards import ManifestError
+
+    try:
+        checked, problems = verify(out)
+    except ManifestError as err:
+        raise click.ClickException(str(err)) from err
+    for problem in problems:
+        click.echo(f"DAMAGED {problem}", err=True)
+    if problems:
+        raise click.ClickException(
+            f"{len(problems)} of {checked} shard(s) failed verification; re-run the vqa-extract command "
+            f"that made {out} to extract them again"
+        )
+    click.echo(f"{out}: {checked} shard(s) verified (ids, size, sha256)")
+
+
+@cli.command("repair")
+@click.argument("out", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@click.option("--force", is_flag=True, help="Replace an existing (e.g. unreadable) manifest.json.")
+def repair_cmd(out: Path, force: bool) -> None:
+    """Rebuild OUT/manifest.json from the shards' own attributes (after it was deleted or damaged)."""
+    from extract.manifest import rebuild_manifest
+    from extract.shards import MANIFEST_NAME, ManifestError
+
+    if (out / MANIFEST_NAME).exists() and not force:
+        raise click.ClickException(
+            f"{out / MANIFEST_NAME} exists; check it with `vqa-extract verify {out}`, or pass --force to "
+            "rebuild it from the shards"
+        )
+    try:
+        manifest = rebuild_manifest(out)
+    except ManifestError as err:
+        raise click.ClickException(str(err)) from err
+    counts = manifest["counts"]
+    click.echo(
+        f"{out / MANIFEST_NAME}: rebuilt from {counts['shards']} shard(s): {counts['done']} videos, "
+        f"{counts['failed']} failed"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point ``vqa-extract``."""
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    cli.main(args=argv, prog_name="vqa-extract")
+    from pipelines.errors import run_cli
+
+    run_cli(cli, argv, prog_name="vqa-extract", user_errors=_user_errors)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes that are the user's to fix (one line, no traceback; see pipelines.errors)."""
+    from extract.engine import BackendError, OutputInUseError, ResumeMismatchError
+    from extract.hcrn import HCRNExportError
+    from extract.shards import ManifestError
+    from extract.weights import WeightsError
+    from pipelines.atomic import DirectoryInUseError
+    from pipelines.datasets import DatasetFormatError
+    from pipelines.glove import GloveFormatError
+    from pipelines.paths import UnsafePathError
+
+    return (BackendError, OutputInUseError, ResumeMismatchError, HCRNExportError, ManifestError,
+            WeightsError, DatasetFormatError, GloveFormatError, UnsafePathError, DirectoryInUseError)
 
 
 if __name__ == "__main__":

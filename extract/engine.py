@@ -14,8 +14,10 @@ Design (details and the reasons in docs/architecture.md, "Extraction engine"):
 - A video's outputs are combined with ``FeatureSet.finalize`` once its decode finished and every chunk came
   back; a shard is written (atomically) once each of its planned videos succeeded or failed, then the
   manifest is rewritten (atomically).
-- **Resume**: complete shard files are never redone; a shard file found without its manifest update
-  (crash between the two renames) is adopted from its own attributes; stale temporary files are removed.
+- **Resume**: complete shard files are never redone unless they fail the integrity check (missing, other
+  size or ids, or a changed checksum: then they are extracted again and reported); a shard file found
+  without its manifest update (crash between the two renames) is adopted from its own attributes; a lost
+  manifest is rebuilt from the plan; stale temporary files are removed (``extract/manifest.py``).
 - **Failures**: a decode error (``VideoDecodeError``) or any error while decoding, inferring or finalizing
   one video is recorded (video id, path, reason) and the run goes on. Ray retries crashed decode tasks
   (``max_retries``) and restarts crashed actors (``max_restarts`` / ``max_task_retries``). A failed batch of
@@ -31,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
 import logging
 import os
@@ -46,22 +47,31 @@ from typing import Any
 
 import numpy as np
 
+from extract.manifest import (
+    ShardProblem,
+    clean_output,
+    identity_differences,
+    load_manifest,
+    mark_complete,
+    new_manifest,
+    plan_shards,
+    reconcile,
+    refresh_counts,
+    remove_temporaries,
+    save_manifest,
+    shard_context,
+    shard_stamp,
+)
 from extract.shards import (
     MANIFEST_NAME,
     SHARD_DIR,
     FeatureSpec,
-    ManifestError,
     ShardWriter,
-    load_manifest,
     mentions_random_weights,
-    new_manifest,
     normalize_outputs,
-    plan_shards,
-    read_shard_attrs,
-    refresh_counts,
-    save_manifest,
 )
-from pipelines.paths import UnsafePathError, resolve_under
+from pipelines.atomic import DirectoryInUseError, directory_lock
+from pipelines.paths import UnsafePathError, is_within, resolve_under
 
 __all__ = [
     "EngineConfig",
@@ -76,9 +86,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CRASH_ENV = "VQA_EXTRACT_CRASH"
-#: options that may differ between a run and its resumption (none: even the batch size can change the
-#: float rounding of a backbone, so every option, batch_frames included, must match)
-RUNTIME_OPTIONS: frozenset[str] = frozenset()
 LOCK_NAME = ".vqa-extract.lock"
 #: an inference call gathers chunks worth about this many forward passes of ``batch_frames`` images, so
 #: the padding of a call's last, partial forward pass (feature sets pad it for batch-independent values)
@@ -90,7 +97,7 @@ class ResumeMismatchError(RuntimeError):
     """The output directory holds a run made with other options; the message lists the differences."""
 
 
-class OutputInUseError(RuntimeError):
+class OutputInUseError(DirectoryInUseError):
     """Another vqa-extract process is writing the same output directory."""
 
 
@@ -183,6 +190,7 @@ class EngineConfig:
         address: ``None`` starts a local Ray runtime; ``"auto"`` or ``"HOST:PORT"`` joins a cluster.
         num_cpus: CPUs of the local Ray runtime (default: all).
         progress: show the tqdm progress bar.
+        threads: torch threads of a CPU inference actor (default: the runtime's CPUs).
         max_active_decodes: videos decoded at once (default: 2 per decode CPU).
         max_buffered_chunks: decoded chunks alive at once (default: from workers and decode CPUs).
         retries: Ray task retries and actor restarts.
@@ -192,6 +200,7 @@ class EngineConfig:
     address: str | None = None
     num_cpus: int | None = None
     progress: bool = True
+    threads: int | None = None
     max_active_decodes: int | None = None
     max_buffered_chunks: int | None = None
     retries: int = 3
@@ -218,6 +227,10 @@ class RunSummary:
     first_result_s: float | None = None
     #: how it ran, e.g. "ray, 2 inference actor(s) on GPU, 6 decode CPU(s)" or "local (in-process)"
     backend: str = ""
+    #: complete shards that failed the integrity check at the start and were extracted again
+    reextracted: list[ShardProblem] = field(default_factory=list)
+    #: the manifest was missing and was rebuilt from the plan and the shard files
+    rebuilt_manifest: bool = False
 
     @property
     def exit_code(self) -> int:
@@ -236,6 +249,10 @@ class RunSummary:
         ]
         if self.backend:
             lines.append(f"  backend: {self.backend}")
+        if self.rebuilt_manifest:
+            lines.append(f"  {MANIFEST_NAME} was missing: rebuilt from the plan and the shard files")
+        for problem in self.reextracted:
+            lines.append(f"  DAMAGED shard extracted again: {problem}")
         if self.failed:
             where = self.out_dir / MANIFEST_NAME
             lines.append(f'  {self.failed} video(s) FAILED; reasons in {where} ("failures"):')
@@ -308,6 +325,21 @@ class _InferWorker:
 
 
 # ============================================================================================ backends
+#: Ray settings for an offline research run; each is only a default (a variable the user set wins):
+#: no usage telemetry (opt in with RAY_USAGE_STATS_ENABLED=1), no start-up notices a user cannot act on
+RAY_ENV_DEFAULTS = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
+#: Ray loggers whose start-up notices are not actionable here (shown again with --debug logging)
+_QUIET_RAY_LOGGERS = ("ray._private.authentication", "ray._private.usage")
+
+
+def _quiet_ray() -> None:
+    """Apply :data:`RAY_ENV_DEFAULTS` and silence Ray's unactionable start-up notices."""
+    for key, value in RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    for name in _QUIET_RAY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 class _LocalStream:
     def __init__(self, items: Iterator[dict]) -> None:
         self.items = items
@@ -333,7 +365,9 @@ class _LocalBackend:
         self.num_workers = 1
         self.decode_slots = 1
         self._seq = 0
-        self.description = "local (in-process decode and inference)"
+        import torch
+
+        self.description = f"local (in-process decode and inference, {torch.get_num_threads()} torch threads)"
 
     def start_decode(self, video_id: str, path: str) -> _LocalStream:
         return _LocalStream(_decode_items(self.fs, video_id, path))
@@ -374,6 +408,7 @@ class _RayBackend:
         self.ray = ray
         self._started = False
         if not ray.is_initialized():
+            _quiet_ray()
             init_kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
             if config.address is not None:
                 init_kwargs["address"] = config.address
@@ -386,7 +421,10 @@ class _RayBackend:
                 raise BackendError(f"cannot {where}: {err}") from err
             self._started = True
         resources = ray.cluster_resources()
-        total_cpus = max(1, int(resources.get("CPU", 1)))
+        if int(resources.get("CPU", 0)) < 1:
+            self.shutdown()
+            raise BackendError("the Ray cluster has no CPU to decode videos on; give it CPUs (--num-cpus)")
+        total_cpus = int(resources["CPU"])
         device = str(getattr(options, "device", "cpu"))
         if device.startswith("cuda"):
             gpus = int(resources.get("GPU", 0))
@@ -397,16 +435,19 @@ class _RayBackend:
                     "use --device cpu or join a cluster with GPUs"
                 )
             self.num_workers = gpus
-            actor_opts = {"num_gpus": 1, "num_cpus": 1}
-            torch_threads = None
-            self.decode_slots = max(1, total_cpus - gpus)
+            # a GPU actor reserves a CPU only when one is left over for decoding (never all of them)
+            actor_opts = {"num_gpus": 1, "num_cpus": 1 if total_cpus > gpus else 0}
+            torch_threads = config.threads
+            self.decode_slots = max(1, total_cpus - gpus * actor_opts["num_cpus"])
         else:
-            actor_cpus = max(1, total_cpus - max(1, total_cpus // 4)) if total_cpus > 1 else 1
+            # at least one CPU stays free for decode tasks: on 1 CPU the actor reserves none and shares it
+            # (an actor holding the only CPU would leave every decode task waiting forever)
+            actor_cpus = total_cpus - max(1, total_cpus // 4)
             self.num_workers = 1
             actor_opts = {"num_gpus": 0, "num_cpus": actor_cpus}
             # Decoding is cheap beside CPU inference and mostly runs while the actor waits for input,
             # so the actor's torch threads use every core (measured on 2 cores: 1.7x over 1 thread).
-            torch_threads = total_cpus
+            torch_threads = config.threads or total_cpus
             self.decode_slots = max(1, total_cpus - actor_cpus)
         self.spec = spec
         retries = int(config.retries)
@@ -427,7 +468,7 @@ class _RayBackend:
             raise BackendError(
                 f"the inference actors of feature set {spec.name!r} failed to start: {err}"
             ) from err
-        where = "GPU" if actor_opts["num_gpus"] else f"CPU ({torch_threads} threads)"
+        where = "GPU" if actor_opts["num_gpus"] else f"CPU ({torch_threads} torch threads)"
         self.description = (
             f"ray, {self.num_workers} inference actor(s) on {where}, {self.decode_slots} decode CPU(s)"
         )
@@ -725,8 +766,7 @@ class _Scheduler:
             outputs=self.outputs,
             provenance=self.manifest["provenance"],
             options=self.options_json,
-            shard=shard.index,
-            planned=shard.planned,
+            **shard_context(self.manifest, shard.index),
         )
         number = self.shards_written + 1
         hook = None
@@ -739,7 +779,7 @@ class _Scheduler:
         self.shards_written = number
         if self.crash == ("after-shard", number):
             _kill_self()
-        _mark_complete(self.manifest, shard.index, ids, failures)
+        mark_complete(self.manifest, shard.index, ids, failures, shard_stamp(writer.path))
         save_manifest(self.out_dir, self.manifest)
         del self.shards[shard.index]
 
@@ -772,16 +812,6 @@ def _kill_self() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _mark_complete(manifest: dict, index: int, ids: list[str], failures: list[dict[str, str]]) -> None:
-    entry = manifest["shards"][index]
-    entry.update(complete=True, ids=list(ids), count=len(ids), failed=len(failures))
-    failed_ids = {f["video_id"] for f in failures}
-    manifest["failures"] = [f for f in manifest["failures"] if f["video_id"] not in failed_ids]
-    manifest["failures"].extend({**f, "shard": entry["name"]} for f in failures)
-    manifest["failures"].sort(key=lambda f: f["video_id"])
-    refresh_counts(manifest)
-
-
 # ============================================================================================ preparation
 def _jsonable(obj: Any, what: str) -> Any:
     """``obj`` as it reads back from JSON (tuples become lists), so stored and fresh values compare equal."""
@@ -801,56 +831,17 @@ def _options_json(options: Any) -> dict[str, Any]:
     return json.loads(json.dumps(data, sort_keys=True, default=str))
 
 
-def _identity(manifest: Mapping[str, Any]) -> dict[str, Any]:
-    """What must match for a resume: everything that changes which videos or which values are written."""
-    options = {k: v for k, v in manifest["options"].items() if k not in RUNTIME_OPTIONS}
-    provenance = {k: v for k, v in manifest["provenance"].items() if k != "toolkit_version"}
-    return {
-        "feature_set": manifest["feature_set"],
-        "outputs": manifest["outputs"],
-        "options": options,
-        "provenance": provenance,
-        "source": manifest.get("source", {}),
-        "shard_size": manifest.get("shard_size"),
-        "videos": [s["videos"] for s in manifest["shards"]],
-    }
-
-
-def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, Mapping) and isinstance(new, Mapping):
-        out = []
-        for key in sorted(set(old) | set(new), key=str):
-            path = f"{prefix}.{key}" if prefix else str(key)
-            if key not in old:
-                out.append(f"{path}: not in the existing run, now {_brief(new[key])}")
-            elif key not in new:
-                out.append(f"{path}: was {_brief(old[key])}, now absent")
-            else:
-                out.extend(_differences(old[key], new[key], path))
-        return out
-    if old != new:
-        if prefix == "videos":
-            return ["the list of videos (or their shard assignment) differs"]
-        return [f"{prefix}: was {_brief(old)}, now {_brief(new)}"]
-    return []
-
-
-def _brief(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def _build_plan(job: ExtractionJob) -> tuple[list[list[str]], dict[str, VideoItem]]:
-    root = Path(job.root).resolve() if job.root is not None else None
+    root = Path(job.root) if job.root is not None else None
     items: dict[str, VideoItem] = {}
     for ref in job.videos:
         video_id = str(ref.video_id)
         if root is not None:
-            # the id must not name anything outside the root (it becomes a key others may join onto paths)
+            # the id must not name anything outside the root (it becomes a key others may join onto paths);
+            # checked as written: links the user placed inside the root are followed (pipelines/paths.py)
             resolve_under(root, video_id, source=f"video id {video_id!r}")
             path = Path(ref.path)
-            resolved = path.resolve() if path.is_absolute() else (root / path).resolve()
-            if resolved != root and root not in resolved.parents:
+            if not is_within(root, path if path.is_absolute() else root / path):
                 raise UnsafePathError(
                     f"video {video_id!r}: path {ref.path} lies outside the dataset root {root}; refused"
                 )
@@ -864,63 +855,11 @@ def _build_plan(job: ExtractionJob) -> tuple[list[list[str]], dict[str, VideoIte
     return plan_shards(list(items), job.shard_size), items
 
 
-def _clean_output(out_dir: Path) -> None:
-    """Remove what a previous vqa-extract run wrote (manifest, shards, temporary files); nothing else."""
-    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
-    shard_dir = out_dir / SHARD_DIR
-    if shard_dir.is_dir():
-        for path in shard_dir.iterdir():
-            if path.is_file() and (path.suffix == ".h5" or path.name.startswith(".tmp-")):
-                path.unlink()
-        with contextlib.suppress(OSError):
-            shard_dir.rmdir()
-    for path in out_dir.glob(f".tmp-{MANIFEST_NAME}.*"):
-        path.unlink()
-
-
-def _remove_temporaries(out_dir: Path) -> None:
-    shard_dir = out_dir / SHARD_DIR
-    if shard_dir.is_dir():
-        for path in shard_dir.glob(".tmp-*"):
-            path.unlink()
-    for path in out_dir.glob(f".tmp-{MANIFEST_NAME}.*"):
-        path.unlink()
-
-
-def _reconcile(manifest: dict, out_dir: Path) -> int:
-    """Bring the manifest in line with the shard files on disk; returns the number of complete shards."""
-    for index, entry in enumerate(manifest["shards"]):
-        path = out_dir / SHARD_DIR / entry["name"]
-        if entry["complete"] and not path.is_file():
-            log.warning("%s is listed as complete but is missing; it will be extracted again", path)
-            entry.update(complete=False, ids=[], count=0, failed=0)
-            manifest["failures"] = [f for f in manifest["failures"] if f.get("shard") != entry["name"]]
-        elif not entry["complete"] and path.is_file():
-            attrs = read_shard_attrs(path)  # written, but the crash came before the manifest update
-            if attrs.get("planned") != entry["videos"] or attrs.get("feature_set") != manifest["feature_set"]:
-                raise ManifestError(
-                    f"{path} does not belong to the plan in {out_dir / MANIFEST_NAME}; "
-                    "use --overwrite or a new --out"
-                )
-            _mark_complete(manifest, index, attrs["ids"], attrs["failures"])
-    refresh_counts(manifest)
-    return manifest["counts"]["complete_shards"]
-
-
 @contextlib.contextmanager
 def _output_lock(out_dir: Path) -> Iterator[None]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fh = open(out_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held for the whole run
-    try:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise OutputInUseError(
-                f"{out_dir} is being written by another vqa-extract process; wait for it or use another --out"
-            ) from None
+    message = f"{out_dir} is being written by another vqa-extract process; wait for it or use another --out"
+    with directory_lock(out_dir, LOCK_NAME, error=OutputInUseError, message=message):
         yield
-    finally:
-        fh.close()
 
 
 # ============================================================================================ entry point
@@ -965,10 +904,11 @@ def run_extraction(job: ExtractionJob, config: EngineConfig = EngineConfig()) ->
     random_weights = mentions_random_weights(provenance)
     with _output_lock(out_dir):
         if job.overwrite:
-            _clean_output(out_dir)
+            clean_output(out_dir)
+        rebuilt = False
         if (out_dir / MANIFEST_NAME).exists():
             manifest = load_manifest(out_dir)
-            diffs = _differences(_identity(manifest), _identity(fresh))
+            diffs = identity_differences(manifest, fresh)
             if diffs:
                 raise ResumeMismatchError(
                     f"{out_dir} already holds features made differently:\n  "
@@ -976,15 +916,15 @@ def run_extraction(job: ExtractionJob, config: EngineConfig = EngineConfig()) ->
                     + "\nuse a new --out, or --overwrite to replace them"
                 )
         else:
+            # a lost manifest is rebuilt from this run's plan; reconcile adopts the shards that belong to it
             shard_dir = out_dir / SHARD_DIR
-            if shard_dir.is_dir() and any(shard_dir.glob("*.h5")):
-                raise ResumeMismatchError(
-                    f"{shard_dir} holds shards but {out_dir / MANIFEST_NAME} is missing; "
-                    "use --overwrite or a new --out"
-                )
+            rebuilt = shard_dir.is_dir() and any(shard_dir.glob("*.h5"))
+            if rebuilt:
+                log.warning("%s is missing; rebuilding it from the plan and the shard files", MANIFEST_NAME)
             manifest = fresh
-        _remove_temporaries(out_dir)
-        skipped = _reconcile(manifest, out_dir)
+        remove_temporaries(out_dir)
+        redo = reconcile(manifest, out_dir)
+        skipped = manifest["counts"]["complete_shards"]
         save_manifest(out_dir, manifest)
 
         # A finished output needs no workers: do not start Ray just to find nothing to do.
@@ -1028,4 +968,6 @@ def run_extraction(job: ExtractionJob, config: EngineConfig = EngineConfig()) ->
         failures=list(manifest["failures"]),
         first_result_s=None if scheduler.first_settled is None else scheduler.first_settled - t0,
         backend="none: every shard was already complete" if nothing_left else backend.description,
+        reextracted=redo,
+        rebuilt_manifest=rebuilt,
     )

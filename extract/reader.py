@@ -4,6 +4,10 @@
 one dict access and one HDF5 row read. HDF5 files are opened lazily, read-only, at most ``max_open`` at a
 time per process; the reader is picklable and drops its open handles when it crosses a process boundary
 (pickling, or a fork detected by the process id), so one reader can be handed to DataLoader workers.
+
+Whenever a shard is opened its stored ``ids`` are compared with the manifest's (cheap: one small
+dataset), so a swapped, replaced or foreign shard stops the reader with an error naming the file
+instead of giving videos other videos' features. Full checksums: ``vqa-extract verify OUT``.
 """
 
 from __future__ import annotations
@@ -17,14 +21,14 @@ from typing import Any
 import h5py
 import numpy as np
 
+from extract.manifest import check_stored_ids, load_manifest, write_feature_dir
 from extract.shards import (
     OFFSETS_SUFFIX,
     SHARD_DIR,
     FeatureSpec,
     ManifestError,
-    load_manifest,
+    decode_ids,
     normalize_outputs,
-    write_feature_dir,
 )
 
 __all__ = ["FeatureReader", "ManifestError", "write_feature_dir"]
@@ -59,6 +63,7 @@ class FeatureReader:
         self.failures: list[dict[str, str]] = list(manifest["failures"])
         self.max_open = max(1, int(max_open))
         self._shard_paths: list[Path] = []
+        self._shard_entries: list[dict[str, Any]] = []
         self._index: dict[str, tuple[int, int]] = {}
         ids: list[str] = []
         for entry in manifest["shards"]:
@@ -67,6 +72,7 @@ class FeatureReader:
             path = self.out_dir / SHARD_DIR / entry["name"]
             shard_idx = len(self._shard_paths)
             self._shard_paths.append(path)
+            self._shard_entries.append(entry)
             for row, video_id in enumerate(entry["ids"]):
                 if video_id in self._index:
                     where = self.out_dir / "manifest.json"
@@ -141,13 +147,35 @@ class FeatureReader:
             f = h5py.File(path, "r")
         except OSError as err:
             raise ManifestError(
-                f"{path}: listed as complete in the manifest but cannot be opened ({err})"
+                f"{path}: listed as complete in the manifest but cannot be opened "
+                f"({str(err).splitlines()[0]}); restore the file or extract into a new --out"
             ) from err
+        try:
+            problem = check_stored_ids(path, decode_ids(f["ids"][()]), self._shard_entries[shard_idx])
+        except (OSError, KeyError) as err:
+            problem = f"its ids cannot be read ({err})"
+        if problem:
+            f.close()
+            raise ManifestError(
+                f"{path}: {problem}; the manifest does not describe this file. Re-run the extraction "
+                f"command to re-extract it (`vqa-extract verify {self.out_dir}` checks every shard)"
+            )
         self._files[shard_idx] = f
         while len(self._files) > self.max_open:
             _, old = self._files.popitem(last=False)
             old.close()
         return f
+
+    def check_readable(self) -> None:
+        """Open every shard once in this process, so an unreadable one is reported here, naming the file,
+        rather than inside a DataLoader worker (whose error would carry the worker's traceback).
+
+        Raises:
+            ManifestError: a shard listed as complete cannot be opened.
+        """
+        for shard_idx in range(len(self._shard_paths)):
+            self._file(shard_idx)
+        self.close()
 
     def _offsets(self, shard_idx: int, f: h5py.File, name: str) -> np.ndarray:
         key = (shard_idx, name)

@@ -1,4 +1,6 @@
-"""Sharded HDF5 feature output and its manifest.
+"""Sharded HDF5 feature files: the writer, their attributes, the ids they store.
+
+The manifest's life (plan, resume, checksums, verify, repair) lives in ``extract/manifest.py``.
 
 Layout of an output directory::
 
@@ -20,8 +22,11 @@ Attributes are strings or numbers, JSON for structured values (never pickle). Th
 ``format``, ``feature_set``, ``provenance`` (JSON), ``options`` (JSON), ``toolkit_version``, ``created``
 (UTC ISO 8601), ``shard``, ``planned`` (JSON list of the ids planned for the shard), ``failures`` (JSON
 list of ``{video_id, path, reason}``), ``weights`` (``"random"`` when any backbone has random weights,
-else ``"pretrained"``). Each feature dataset carries ``feature_set``, ``dtype``, ``shape`` (JSON, per
-video, ``null`` = ragged) and ``provenance`` (JSON).
+else ``"pretrained"``), and, so that a lost manifest can be rebuilt from the shards alone
+(``vqa-extract repair``): ``paths`` (JSON, the planned videos' paths), ``source`` (JSON),
+``shard_size``, ``num_shards`` and ``outputs`` (JSON, name -> shape and dtype). Each feature dataset
+carries ``feature_set``, ``dtype``, ``shape`` (JSON, per video, ``null`` = ragged) and ``provenance``
+(JSON).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +42,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from pipelines.atomic import atomic_path, write_json_atomic
+from pipelines.atomic import atomic_path
 from pipelines.version import toolkit_version
 
 __all__ = [
@@ -47,15 +52,13 @@ __all__ = [
     "FeatureSpec",
     "ManifestError",
     "ShardWriter",
-    "load_manifest",
     "mentions_random_weights",
     "normalize_outputs",
-    "plan_shards",
     "read_shard_attrs",
-    "save_manifest",
     "shard_name",
+    "decode_ids",
+    "stored_ids",
     "utc_now",
-    "write_feature_dir",
 ]
 
 FORMAT = "vqa-features/1"
@@ -140,25 +143,6 @@ def normalize_outputs(outputs: Mapping[str, Any]) -> dict[str, FeatureSpec]:
     return specs
 
 
-def plan_shards(video_ids: Sequence[str], shard_size: int) -> list[list[str]]:
-    """The deterministic shard assignment: sorted unique ids cut into runs of ``shard_size``.
-
-    Args:
-        video_ids: the planned video ids (any order; duplicates are an error).
-        shard_size: videos per shard (>= 1).
-
-    Returns:
-        One list of ids per shard, shard ``k`` holding ``sorted(ids)[k * shard_size:(k + 1) * shard_size]``.
-    """
-    if shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    ordered = sorted(video_ids)
-    for a, b in zip(ordered, ordered[1:], strict=False):
-        if a == b:
-            raise ValueError(f"video id {a!r} is listed twice; ids must be unique")
-    return [ordered[i : i + shard_size] for i in range(0, len(ordered), shard_size)]
-
-
 def _json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True)
 
@@ -176,6 +160,8 @@ class ShardWriter:
         options: JSON-able extraction options.
         shard: the shard's index in the plan.
         planned: the ids planned for this shard (successes and failures).
+        paths, source, shard_size, num_shards: the shard's place in the plan (the planned videos' paths,
+            where the videos came from, the plan's shard size and length), stored for repair.
     """
 
     def __init__(
@@ -188,6 +174,10 @@ class ShardWriter:
         options: Mapping[str, Any] | None = None,
         shard: int = 0,
         planned: Sequence[str] | None = None,
+        paths: Sequence[str] | None = None,
+        source: Mapping[str, Any] | None = None,
+        shard_size: int | None = None,
+        num_shards: int | None = None,
     ) -> None:
         self.path = Path(path)
         self.feature_set = feature_set
@@ -196,6 +186,8 @@ class ShardWriter:
         self.options = dict(options or {})
         self.shard = shard
         self.planned = list(planned) if planned is not None else None
+        self.plan_attrs = {"paths": list(paths) if paths is not None else None, "source": source,
+                           "shard_size": shard_size, "num_shards": num_shards}
 
     def write(
         self,
@@ -243,6 +235,10 @@ class ShardWriter:
                 f.attrs["planned"] = _json(list(planned))
                 f.attrs["failures"] = _json([dict(x) for x in failures])
                 f.attrs["weights"] = weights
+                f.attrs["outputs"] = _json({n: spec.to_json() for n, spec in self.outputs.items()})
+                for key, value in self.plan_attrs.items():
+                    if value is not None:
+                        f.attrs[key] = value if isinstance(value, int) else _json(value)
                 if weights == "random":
                     f.attrs["WARNING"] = "computed with RANDOM backbone weights; not for research results"
                 id_array = np.array(list(ids), dtype=object)
@@ -301,195 +297,31 @@ def read_shard_attrs(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with h5py.File(path, "r") as f:
             attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-            ids = [s.decode() if isinstance(s, bytes) else str(s) for s in f["ids"][()]]
+            ids = decode_ids(f["ids"][()])
     except (OSError, KeyError) as err:
         raise ManifestError(f"{path}: not a readable feature shard ({err})") from err
     if attrs.get("format") != FORMAT:
         raise ManifestError(f"{path}: unknown shard format {attrs.get('format')!r}, expected {FORMAT!r}")
-    for key in ("provenance", "options", "planned", "failures"):
+    for key in ("provenance", "options", "planned", "failures", "paths", "source", "outputs"):
         if key in attrs:
             attrs[key] = json.loads(attrs[key])
     attrs["ids"] = ids
     return attrs
 
 
-# --------------------------------------------------------------------------------------------- manifest
-def load_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
-    """Read and check ``OUT/manifest.json``.
+def stored_ids(path: str | os.PathLike) -> list[str]:
+    """The ``ids`` dataset of a shard file (cheap: the features are not read).
 
     Raises:
-        ManifestError: naming the file, when it is missing, not JSON or not of this format.
+        ManifestError: the file cannot be read as a shard.
     """
-    path = Path(out_dir) / MANIFEST_NAME
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ManifestError(
-            f"{path} not found: {Path(out_dir)} is not a feature directory (run vqa-extract --out {out_dir})"
-        ) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ManifestError(f"{path}: unreadable manifest ({err})") from err
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        got = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-        raise ManifestError(f"{path}: unknown manifest format {got!r}, expected {FORMAT!r}")
-    for key in ("feature_set", "outputs", "shards", "failures"):
-        if key not in manifest:
-            raise ManifestError(f"{path}: manifest lacks {key!r}")
-    return manifest
+        with h5py.File(path, "r") as f:
+            return decode_ids(f["ids"][()])
+    except (OSError, KeyError) as err:
+        raise ManifestError(f"{path}: not a readable feature shard ({err})") from err
 
 
-def save_manifest(out_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
-    """Write ``OUT/manifest.json`` atomically (temporary name, fsync, rename)."""
-    manifest = dict(manifest)
-    manifest["updated"] = utc_now()
-    write_json_atomic(Path(out_dir) / MANIFEST_NAME, manifest)
-
-
-def refresh_counts(manifest: dict[str, Any]) -> None:
-    """Recompute ``manifest["counts"]`` (planned / done / failed / pending videos, complete shards)."""
-    shards = manifest["shards"]
-    done = sum(s["count"] for s in shards if s["complete"])
-    failed = len(manifest["failures"])
-    planned = sum(len(s["videos"]) for s in shards)
-    manifest["counts"] = {
-        "planned": planned,
-        "done": done,
-        "failed": failed,
-        "pending": planned - done - failed,
-        "shards": len(shards),
-        "complete_shards": sum(1 for s in shards if s["complete"]),
-    }
-    manifest["status"] = "complete" if manifest["counts"]["complete_shards"] == len(shards) else "running"
-
-
-def write_feature_dir(
-    out_dir: str | os.PathLike,
-    feature_set: str,
-    items: Mapping[str, Mapping[str, np.ndarray]],
-    *,
-    provenance: Mapping[str, Any],
-    shard_size: int = 256,
-    outputs: Mapping[str, Any] | None = None,
-    ragged: Iterable[str] = (),
-    failures: Sequence[Mapping[str, str]] = (),
-) -> Path:
-    """Write a complete feature directory (shards + manifest) from in-memory arrays.
-
-    Tests of other packages use it to make feature directories without running backbones; the layout is
-    exactly what ``vqa-extract`` writes.
-
-    Args:
-        out_dir: the output directory (created).
-        feature_set: the feature-set name recorded in the manifest (e.g. ``"mspan"``).
-        items: video id -> feature name -> per-video array. Every video has the same feature names.
-        provenance: JSON-able provenance.
-        shard_size: videos per shard.
-        outputs: name -> ``{"shape", "dtype"}`` (or objects with those attributes); inferred from the
-            arrays when omitted: a feature is ragged when its leading dimension differs between videos or
-            it is named in ``ragged``.
-        ragged: feature names to store ragged when inferring ``outputs``.
-        failures: ``{video_id, path, reason}`` records to list in the manifest.
-
-    Returns:
-        ``out_dir`` as a Path.
-    """
-    out_dir = Path(out_dir)
-    if not items:
-        raise ValueError("write_feature_dir needs at least one video")
-    specs = normalize_outputs(outputs) if outputs is not None else _infer_outputs(items, set(ragged))
-    plan = plan_shards(list(items), shard_size)
-    manifest = new_manifest(
-        feature_set=feature_set,
-        outputs=specs,
-        options={},
-        provenance=dict(provenance),
-        source={"dataset": "in-memory"},
-        shard_size=shard_size,
-        plan=[[(vid, "") for vid in ids] for ids in plan],
-    )
-    manifest["failures"] = [dict(x) for x in failures]
-    for index, ids in enumerate(plan):
-        entry = manifest["shards"][index]
-        ShardWriter(
-            out_dir / SHARD_DIR / entry["name"],
-            feature_set=feature_set,
-            outputs=specs,
-            provenance=provenance,
-            shard=index,
-            planned=ids,
-        ).write(ids, [items[i] for i in ids])
-        entry.update(complete=True, ids=list(ids), count=len(ids))
-    refresh_counts(manifest)
-    save_manifest(out_dir, manifest)
-    return out_dir
-
-
-def _infer_outputs(items: Mapping[str, Mapping[str, np.ndarray]], ragged: set[str]) -> dict[str, FeatureSpec]:
-    first = next(iter(items.values()))
-    specs: dict[str, FeatureSpec] = {}
-    for name, array in first.items():
-        array = np.asarray(array)
-        shapes = {np.asarray(item[name]).shape for item in items.values()}
-        dims = {len(s) for s in shapes}
-        if len(dims) != 1:
-            raise ValueError(f"feature {name!r}: arrays of different ranks {sorted(shapes)}")
-        is_ragged = name in ragged or len({s[0] for s in shapes if s}) > 1
-        if len({s[1:] for s in shapes}) > 1:
-            raise ValueError(f"feature {name!r}: shapes differ beyond the first dimension: {sorted(shapes)}")
-        shape = tuple(array.shape)
-        dtype = "bool" if array.dtype == np.bool_ else str(array.dtype)
-        specs[name] = FeatureSpec((None, *shape[1:]) if is_ragged else shape, dtype)
-    return specs
-
-
-def new_manifest(
-    *,
-    feature_set: str,
-    outputs: Mapping[str, FeatureSpec],
-    options: Mapping[str, Any],
-    provenance: Mapping[str, Any],
-    source: Mapping[str, Any],
-    shard_size: int,
-    plan: Sequence[Sequence[tuple[str, str]]],
-) -> dict[str, Any]:
-    """A fresh manifest for a planned run (every shard pending).
-
-    Args:
-        feature_set: name.
-        outputs: name -> FeatureSpec.
-        options: JSON-able extraction options.
-        provenance: JSON-able provenance (toolkit version added).
-        source: where the videos came from (dataset, root, task, limit).
-        shard_size: videos per shard.
-        plan: per shard, the (video id, path) pairs in order.
-
-    Returns:
-        The manifest dict (see the module docstring and docs/features.md).
-    """
-    now = utc_now()
-    manifest = {
-        "format": FORMAT,
-        "feature_set": feature_set,
-        "outputs": {name: spec.to_json() for name, spec in outputs.items()},
-        "options": dict(options),
-        "provenance": {**dict(provenance), "toolkit_version": toolkit_version()},
-        "source": dict(source),
-        "shard_size": int(shard_size),
-        "created": now,
-        "updated": now,
-        "shards": [
-            {
-                "name": shard_name(i),
-                "videos": [vid for vid, _ in videos],
-                "paths": [str(p) for _, p in videos],
-                "complete": False,
-                "ids": [],
-                "count": 0,
-                "failed": 0,
-            }
-            for i, videos in enumerate(plan)
-        ],
-        "failures": [],
-    }
-    refresh_counts(manifest)
-    return manifest
+def decode_ids(raw: np.ndarray) -> list[str]:
+    """HDF5 string ids (bytes or str) as a list of str."""
+    return [s.decode() if isinstance(s, bytes) else str(s) for s in raw]

@@ -16,6 +16,12 @@ equals it (840B is cased, the toolkit's tokens are lower case). Words not found 
 from a seeded normal distribution with the standard deviation of the found vectors, and their number
 is logged. Index 0 (``<pad>``) is all zeros.
 
+A malformed line stops the load with one line naming the file and the line: too few values, a value
+more than the dimension (a number where an 840B multi-word token would continue), a non-numeric, NaN
+or infinite value. :func:`load_embeddings_info` also returns a :class:`GloveInfo` with the coverage
+(vocabulary words found / vocabulary words, ``<pad>`` and ``<unk>`` not counted), which training logs,
+records and checks.
+
 The matrix is cached as ``<cache_dir>/glove-<key>.npz`` where the key hashes the vocabulary, the
 file identity (resolved path, size, modification time), the seed and ``dim``: a second call with the
 same vocabulary and file reads only the cache; a changed file or vocabulary builds a new one.
@@ -34,6 +40,7 @@ import re
 import zipfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,17 +48,49 @@ import numpy as np
 
 from pipelines.atomic import atomic_path
 
-__all__ = ["GloveFormatError", "glove_cache_path", "load_embeddings", "read_vectors"]
+__all__ = [
+    "GloveFormatError",
+    "GloveInfo",
+    "glove_cache_path",
+    "load_embeddings",
+    "load_embeddings_info",
+    "read_vectors",
+]
 
 log = logging.getLogger(__name__)
 
 _CACHE_VERSION = 1
 _BLOCK = 1 << 20  # bytes read at a time from a word2vec binary file
 _HEADER = re.compile(rb"^\s*(\d+)\s+(\d+)\s*$")
+_SPECIALS = ("<pad>", "<unk>")
 
 
 class GloveFormatError(ValueError):
     """The embedding file is neither GloVe text nor word2vec text/binary (message names file and line)."""
+
+
+@dataclass(frozen=True)
+class GloveInfo:
+    """What an embedding file gave a vocabulary: ``found`` of ``words`` (specials not counted)."""
+
+    file: str
+    format: str
+    dim: int
+    found: int
+    words: int
+    missing_examples: tuple[str, ...] = ()
+
+    @property
+    def coverage(self) -> float:
+        """``found / words`` (1.0 for a vocabulary of specials only)."""
+        return self.found / self.words if self.words else 1.0
+
+    def to_json(self) -> dict:
+        """Plain values (str, int, float, list) for configs, metrics and checkpoints."""
+        out = asdict(self)
+        out["missing_examples"] = list(self.missing_examples)
+        out["coverage"] = round(self.coverage, 6)
+        return out
 
 
 def _identity(path: Path) -> list:
@@ -74,7 +113,15 @@ def load_embeddings(
     vocab: Sequence[str], path: str | os.PathLike, *, cache_dir: str | os.PathLike, seed: int = 0,
     dim: int | None = None,
 ) -> np.ndarray:
-    """The embedding matrix of ``vocab`` from a GloVe text or word2vec file (cached).
+    """The embedding matrix of ``vocab``; see :func:`load_embeddings_info` (this drops the info)."""
+    return load_embeddings_info(vocab, path, cache_dir=cache_dir, seed=seed, dim=dim)[0]
+
+
+def load_embeddings_info(
+    vocab: Sequence[str], path: str | os.PathLike, *, cache_dir: str | os.PathLike, seed: int = 0,
+    dim: int | None = None,
+) -> tuple[np.ndarray, GloveInfo]:
+    """The embedding matrix of ``vocab`` from a GloVe text or word2vec file (cached), and its coverage.
 
     Args:
         vocab: the words; index 0 is treated as padding (zero vector) when it is ``"<pad>"``.
@@ -84,7 +131,7 @@ def load_embeddings(
         dim: vector size; detected from the file when ``None``.
 
     Returns:
-        (V, D) float32 matrix, V = len(vocab).
+        (V, D) float32 matrix, V = len(vocab), and a :class:`GloveInfo`.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -95,33 +142,37 @@ def load_embeddings(
         raise FileNotFoundError(
             f"GloVe file {path} not found; pass a local glove.*.txt or word2vec .bin file"
         )
+    words = sum(1 for w in vocab if w not in _SPECIALS)
     cache = glove_cache_path(vocab, path, cache_dir=cache_dir, seed=seed, dim=dim)
     if cache.is_file():
         try:
             with np.load(cache, allow_pickle=False) as data:
                 matrix = data["matrix"]
                 meta = json.loads(str(data["meta"]))
+            info = GloveInfo(str(path), meta["format"], int(meta["dim"]), int(meta["found"]), words,
+                             tuple(meta.get("missing_examples", ())))
         except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
             log.warning("GloVe cache %s unreadable (%s); rebuilding", cache, exc)
         else:
             if matrix.shape[0] == len(vocab):
-                log.info("GloVe: cache %s (%d/%d words found in %s)", cache, meta["found"], len(vocab), path)
-                return matrix
+                log.info("GloVe: cache %s (%d/%d words found in %s)", cache, info.found, words, path)
+                return matrix, info
     vocab = list(vocab)
     found_vectors, file_dim, how = read_vectors(path, vocab, dim=dim)
-    matrix, n_found = _assemble(vocab, found_vectors, file_dim, seed)
-    missing = [w for w in vocab if w not in found_vectors and w != "<pad>"]
+    matrix, _ = _assemble(vocab, found_vectors, file_dim, seed)
+    missing = [w for w in vocab if w not in found_vectors and w not in _SPECIALS]
+    n_found = words - len(missing)
     log.info(
         "GloVe: %d/%d vocabulary words found in %s (%s, dim %d); %d initialised randomly (seed %d)%s",
-        n_found, len(vocab), path, how, file_dim, len(missing), seed,
+        n_found, words, path, how, file_dim, len(missing), seed,
         f", e.g. {', '.join(missing[:10])}" if missing else "",
     )
     meta = {"file": _identity(path), "format": how, "dim": file_dim, "found": n_found,
-            "missing": len(missing), "seed": seed}
+            "missing": len(missing), "seed": seed, "missing_examples": missing[:10]}
     with atomic_path(cache) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, matrix=matrix, meta=np.array(json.dumps(meta)))
-    return matrix
+    return matrix, GloveInfo(str(path), how, file_dim, n_found, words, tuple(missing[:10]))
 
 
 def _assemble(
@@ -215,6 +266,13 @@ def _read_text(
                 f"expected lines 'word v1 ... v{dim}' (GloVe text) or a word2vec file"
             )
         cut = raw.index(b" ") if spaces == dim else len(raw.rsplit(b" ", dim)[0])
+        if spaces > dim and all(_is_number(t) for t in raw.split(b" ", spaces - dim + 1)[1:-1]):
+            # an 840B token with spaces continues with words (". . .", "at name@domain.com"); numbers
+            # there are values too many
+            raise GloveFormatError(
+                f"{path}: line {number}: {spaces} values where {dim} were expected; "
+                f"expected lines 'word v1 ... v{dim}'"
+            )
         word = raw[:cut].decode("utf-8", errors="replace")
         if word in wanted:
             target = exact
@@ -225,13 +283,24 @@ def _read_text(
             word, target = low, lowered
         parts = raw[cut + 1:].decode("utf-8", errors="replace").split(" ")
         try:
-            target[word] = np.asarray(parts, dtype=np.float32)
+            vector = np.asarray(parts, dtype=np.float32)
         except ValueError:
             msg = f"{path}: line {number}: non-numeric value in the vector of {word!r}"
             raise GloveFormatError(msg) from None
+        if not np.isfinite(vector).all():
+            raise GloveFormatError(f"{path}: line {number}: NaN or infinite value in the vector of {word!r}")
+        target[word] = vector
     for word, vec in lowered.items():
         exact.setdefault(word, vec)
     return exact
+
+
+def _is_number(token: bytes) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
 
 
 def _read_binary(fh: BinaryIO, path: Path, wanted: set[str], count: int, dim: int) -> dict[str, np.ndarray]:
@@ -244,12 +313,12 @@ def _read_binary(fh: BinaryIO, path: Path, wanted: set[str], count: int, dim: in
         if len(blob) != nbytes:
             raise GloveFormatError(f"{path}: record {index} ({word!r}): truncated vector "
                                    f"({len(blob)} of {nbytes} bytes); expected a word2vec binary file")
-        if word in wanted:
-            exact[word] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
-        else:
-            low = word.lower()
-            if low in wanted and low not in exact and low not in lowered:
-                lowered[low] = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+        low = word.lower()
+        if word in wanted or (low in wanted and low not in exact and low not in lowered):
+            vector = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+            if not np.isfinite(vector).all():
+                raise GloveFormatError(f"{path}: record {index} ({word!r}): NaN or infinite value")
+            (exact if word in wanted else lowered)[word if word in wanted else low] = vector
     for word, vec in lowered.items():
         exact.setdefault(word, vec)
     return exact

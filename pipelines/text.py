@@ -37,7 +37,7 @@ import numpy as np
 
 from pipelines.atomic import atomic_path, write_json_atomic
 from pipelines.datasets.base import DatasetAdapter, QARecord
-from pipelines.glove import load_embeddings
+from pipelines.glove import GloveInfo, load_embeddings_info
 
 __all__ = [
     "PAD",
@@ -161,6 +161,7 @@ class PreparedQA:
     embeddings: np.ndarray | None
     splits: dict[str, EncodedSplit]
     cache_key: str
+    glove: GloveInfo | None = None  # coverage of the GloVe file, None without one
 
 
 @dataclass
@@ -189,6 +190,7 @@ class PreparedMoments:
     embeddings: np.ndarray | None
     splits: dict[str, EncodedMoments]
     cache_key: str
+    glove: GloveInfo | None = None  # coverage of the GloVe file, None without one
 
 
 def _cache_key(adapter: DatasetAdapter, settings: dict) -> str:
@@ -236,11 +238,13 @@ def _resolve_answer_vocab_size(adapter: DatasetAdapter, size: int | None | str) 
     return size
 
 
-def _embeddings(vocab: list[str], glove: Path | None, cache_dir: Path, what: str) -> np.ndarray | None:
+def _embeddings(
+    vocab: list[str], glove: Path | None, cache_dir: Path, what: str
+) -> tuple[np.ndarray | None, GloveInfo | None]:
     if glove is None:
         log.warning("%s: no GloVe file given; word embeddings are initialised randomly and trained", what)
-        return None
-    return load_embeddings(vocab, glove, cache_dir=cache_dir)
+        return None, None
+    return load_embeddings_info(vocab, glove, cache_dir=cache_dir)
 
 
 def prepare_qa(
@@ -298,9 +302,10 @@ def prepare_qa(
             candidates_len=arrays[f"{split}/candidates_len"] if mc else None,
             answers=arrays[f"{split}/answers"], answer_text=info["answer_text"],
         )
-    embeddings = _embeddings(meta["question_vocab"], Path(glove) if glove else None, cache_dir, adapter.name)
+    embeddings, info = _embeddings(meta["question_vocab"], Path(glove) if glove else None, cache_dir,
+                                   adapter.name)
     return PreparedQA(adapter.name, adapter.task, task_type, meta["question_vocab"], meta["answer_vocab"],
-                      embeddings, splits, key)
+                      embeddings, splits, key, info)
 
 
 def _build_qa(
@@ -421,5 +426,6 @@ def prepare_moments(
         )
         for split in meta["splits"]
     }
-    embeddings = _embeddings(meta["query_vocab"], Path(glove) if glove else None, cache_dir, adapter.name)
-    return PreparedMoments(adapter.name, meta["query_vocab"], embeddings, splits, key)
+    embeddings, info = _embeddings(meta["query_vocab"], Path(glove) if glove else None, cache_dir,
+                                   adapter.name)
+    return PreparedMoments(adapter.name, meta["query_vocab"], embeddings, splits, key, info)

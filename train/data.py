@@ -50,6 +50,10 @@ class FeatureMismatchError(ValueError):
     """The feature directory does not fit the model or the questions (wrong set, missing videos)."""
 
 
+class NonFiniteFeatureError(FeatureMismatchError):
+    """A video's features hold NaN or infinite values (the message names the video and the feature)."""
+
+
 def check_feature_set(reader: Any, expected: str, *, model: str) -> None:
     """Refuse a feature directory whose manifest feature set is not the model's.
 
@@ -90,6 +94,7 @@ def feature_statistics(
             arr = np.asarray(feats[key])
             if arr.dtype.kind != "f":
                 continue
+            _check_finite(arr, vid, key, reader)
             flat = arr.reshape(-1, arr.shape[-1]).astype(np.float64)
             sums[key] = sums.get(key, 0.0) + flat.sum(0)
             squares[key] = squares.get(key, 0.0) + (flat**2).sum(0)
@@ -99,6 +104,15 @@ def feature_statistics(
         var = np.maximum(squares[key] / counts[key] - mean**2, 0.0)
         stats[key] = (mean.astype(np.float32), np.maximum(np.sqrt(var), eps).astype(np.float32))
     return stats
+
+
+def _check_finite(arr: np.ndarray, video_id: str, key: str, reader: Any) -> None:
+    if not np.isfinite(arr).all():
+        where = getattr(reader, "out_dir", "the features")
+        raise NonFiniteFeatureError(
+            f"video {video_id!r}: feature {key!r} holds NaN or infinite values (in {where}); "
+            "re-extract that video, or remove it from the split"
+        )
 
 
 def seed_worker(worker_id: int) -> None:
@@ -178,6 +192,7 @@ class QADataset(Dataset):
                 )
             arr = np.asarray(feats[key])
             if arr.dtype.kind == "f":
+                _check_finite(arr, video_id, key, self.reader)
                 arr = arr.astype(np.float32, copy=False)
                 if key in self.feature_stats:
                     mean, std = self.feature_stats[key]

@@ -14,12 +14,15 @@ __all__ = ["format_report", "main"]
 
 
 def format_report(run_dirs: list[Path]) -> str:
-    """A plain-text table: model, dataset/task, metric, val, test, baselines (test), run directory.
+    """A plain-text table: model, dataset/task, metric, val, test, baselines (test), features, run directory.
+
+    The features column shows the start of the feature fingerprint (the run's provenance record) and
+    ``RANDOM WEIGHTS`` when the backbones had random weights; GloVe coverage is shown when a file was used.
 
     Raises:
         FileNotFoundError: a run directory without ``metrics.json`` (the run did not finish).
     """
-    rows = [("model", "dataset/task", "metric", "val", "test", "chance level on test", "run")]
+    rows = [("model", "dataset/task", "metric", "val", "test", "chance level on test", "features", "run")]
     for run in run_dirs:
         path = Path(run) / "metrics.json"
         if not path.is_file():
@@ -30,11 +33,23 @@ def format_report(run_dirs: list[Path]) -> str:
         chance = ", ".join(f"{k} {v:.3f}" for k, v in sorted(m.get("baselines_test", {}).items()))
         name = m["dataset"] + (f"/{m['task']}" if m.get("task") else "")
         rows.append((m["model"], name, f"{metric} ({better})", f"{m['val'][metric]:.3f}",
-                     f"{m['test'][metric]:.3f}", chance, str(run)))
+                     f"{m['test'][metric]:.3f}", chance, _features(m.get("provenance")), str(run)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _features(record: dict | None) -> str:
+    if not record:
+        return "not recorded"
+    f = record["features"]
+    text = f["fingerprint"].removeprefix("sha256:")[:12]
+    if f.get("random_weights"):
+        text += " RANDOM WEIGHTS"
+    if record.get("glove"):
+        text += f", GloVe {100 * record['glove']['coverage']:.0f}%"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:

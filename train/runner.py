@@ -14,17 +14,26 @@ in spawned processes for DDP). The run directory::
       metrics.json                # at the end: val and test of the best checkpoint, its path, baselines
       predictions_test.jsonl      # qid, video_id, qtype, prediction, answer, correct / squared error
       predictions_test.csv        # the same as CSV
+      .vqa-train.lock             # flock held while a process trains or evaluates here
+      eval-NAME/                  # --eval-only with --out set to a training run: eval_config.yaml,
+                                  # metrics.json, predictions (the run's own files are never touched)
+
+The run's provenance record (``train/provenance.py``: feature directory, its fingerprint and
+provenance, random-weight flag, GloVe coverage) goes into config.yaml, every checkpoint, metrics.json
+and train.log; ``--resume`` and ``--eval-only`` on other features are refused unless
+``allow_feature_change``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import math
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +46,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from extract.reader import FeatureReader
 from models import get_model
-from pipelines.atomic import atomic_path, write_json_atomic
+from pipelines.atomic import DirectoryInUseError, atomic_path, directory_lock, write_json_atomic
 from pipelines.datasets import get_dataset
 from pipelines.text import prepare_qa
 from pipelines.version import toolkit_version
@@ -75,12 +84,16 @@ from train.loop import (
     evaluate,
 )
 from train.losses import COUNT_MAX, COUNT_MIN, PredictionRecord, selection_metric
+from train.provenance import RANDOM_WEIGHTS_BANNER, build_record, check_features, describe, feature_record
 
 __all__ = [
+    "EVAL_RUNTIME_KEYS",
     "RESUMABLE_KEYS",
+    "RunInUseError",
     "RunSpec",
     "build_optimizer",
     "build_scheduler",
+    "eval_train_config",
     "fill_from_features",
     "resolve_device",
     "run",
@@ -90,7 +103,16 @@ __all__ = [
 log = logging.getLogger("train")
 
 #: train.* keys that may change when a run is resumed (everything else must match the saved config)
-RESUMABLE_KEYS = frozenset({"epochs", "num_workers", "log_every", "patience", "keep_checkpoints"})
+RESUMABLE_KEYS = frozenset({"epochs", "num_workers", "log_every", "patience", "keep_checkpoints",
+                            "glove_warn_coverage", "allow_zero_glove_coverage"})
+#: train.* keys an evaluation may set differently from the checkpoint's training config (they do not change
+#: the results); every other key is taken from the checkpoint, and a contradicting value is refused
+EVAL_RUNTIME_KEYS = RESUMABLE_KEYS | {"batch_size", "eval_batch_size", "ddp_find_unused_parameters"}
+LOCK_NAME = ".vqa-train.lock"
+
+
+class RunInUseError(DirectoryInUseError):
+    """Another vqa-train process trains or evaluates in the same directory."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +132,11 @@ class RunSpec:
         allow_missing_features: drop questions whose video has no features (counted in the log)
             instead of stopping.
         show_progress: tqdm bars.
+        threads: torch CPU threads of this process (None: leave torch's setting); logged.
+        allow_feature_change: resume or evaluate on features whose fingerprint differs from the run's
+            record (the change is recorded in metrics.json) instead of stopping.
+        eval_name: ``--eval-only`` into a training run's directory writes to ``out/eval-<eval_name>``
+            (default: the checkpoint's file stem, e.g. ``eval-best``).
     """
 
     model: str
@@ -127,6 +154,9 @@ class RunSpec:
     checkpoint: Path | None = None
     allow_missing_features: bool = False
     show_progress: bool = True
+    threads: int | None = None
+    allow_feature_change: bool = False
+    eval_name: str | None = None
 
 
 def resolve_device(device: str, dist: DistInfo | None = None) -> torch.device:
@@ -212,6 +242,42 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
             optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma
         )
     return None
+
+
+def eval_train_config(saved: Mapping[str, Any], explicit: Mapping[str, Any], *, source: str) -> TrainConfig:
+    """The training config of an evaluation: the checkpoint's, with only :data:`EVAL_RUNTIME_KEYS` changed.
+
+    Args:
+        saved: the checkpoint's ``train`` values (``meta["train_config"]``).
+        explicit: train.* values the user set for the evaluation (``--config``, ``--set``, flags).
+        source: the checkpoint path, for the message.
+
+    Raises:
+        ConfigError: an explicit value that contradicts the checkpoint on a key that changes results.
+    """
+    base = config_to_dict(build_config(TrainConfig, dict(saved), section="train"))
+    wanted = config_to_dict(build_config(TrainConfig, {**base, **explicit}, section="train"))
+    diffs = [f"train.{k}={wanted[k]!r} (checkpoint: {base[k]!r})" for k in sorted(explicit)
+             if k not in EVAL_RUNTIME_KEYS and wanted[k] != base[k]]
+    if diffs:
+        raise ConfigError(
+            f"--eval-only takes the training settings from {source}; these contradict it: "
+            f"{'; '.join(diffs)}. Drop them (only train.{{{', '.join(sorted(EVAL_RUNTIME_KEYS))}}} "
+            "may be set)"
+        )
+    runtime = {k: v for k, v in explicit.items() if k in EVAL_RUNTIME_KEYS}
+    return build_config(TrainConfig, {**base, **runtime}, section="train")
+
+
+def eval_out_dir(spec: RunSpec) -> Path:
+    """Where a run writes: ``out``, or ``out/eval-<name>`` when evaluating into a training run's directory."""
+    out = Path(spec.out)
+    if not spec.eval_only:
+        return out
+    if (out / "config.yaml").exists() or (out / "checkpoints").is_dir() or (out / "metrics.jsonl").exists():
+        name = spec.eval_name or (Path(spec.checkpoint).stem if spec.checkpoint else "checkpoint")
+        return out / f"eval-{name}"
+    return out
 
 
 def effective_config(spec: RunSpec, task_type: str) -> dict[str, Any]:
@@ -405,12 +471,19 @@ def run(spec: RunSpec) -> dict[str, Any]:
         spec.device == "auto" and torch.cuda.is_available()) else "cpu")
     handler = None
     writer = None
+    stack = contextlib.ExitStack()
     try:
         device = resolve_device(spec.device, dist)
-        out = Path(spec.out)
+        out = eval_out_dir(spec)
         if dist.is_main:
-            out.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(directory_lock(
+                out, LOCK_NAME, error=RunInUseError,
+                message=f"{out} is in use by another vqa-train process; wait for it or choose another --out",
+            ))
             handler = _attach_log_file(out / "train.log")
+        if spec.threads:
+            torch.set_num_threads(spec.threads)
+        log.info("torch CPU threads: %d per process", torch.get_num_threads())
         barrier()
         entry = get_model(spec.model)
         adapter = get_dataset(spec.dataset)(spec.root, task=spec.task)
@@ -422,6 +495,12 @@ def run(spec: RunSpec) -> dict[str, Any]:
             )
         reader = FeatureReader(spec.features)
         check_feature_set(reader, entry.feature_set, model=spec.model)
+        reader.check_readable()  # here, not in a DataLoader worker (--num-workers > 0)
+        features = feature_record(spec.features, reader)
+        if features["random_weights"]:
+            for line in RANDOM_WEIGHTS_BANNER.splitlines():
+                log.warning(line)
+        feature_change = None
 
         cfg = spec.train
         conf = effective_config(spec, task_type)
@@ -437,11 +516,12 @@ def run(spec: RunSpec) -> dict[str, Any]:
             if (out / "config.yaml").exists():
                 saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
                 _check_resume_config(saved, conf, out / "config.yaml")
+                feature_change = check_features(
+                    saved.get("provenance"), features, what="--resume", source=str(out / "config.yaml"),
+                    allow=spec.allow_feature_change,
+                )
             if resume_from is None:
                 log.warning("--resume: no checkpoint in %s; starting from scratch", ckpt_dir)
-        if dist.is_main:
-            _write_yaml(out / ("eval_config.yaml" if spec.eval_only else "config.yaml"), conf)
-
         vocab_size_cfg = cfg.answer_vocab_size if cfg.answer_vocab_size is not None else "default"
         prep_kwargs = dict(cache_dir=out / "text_cache", answer_vocab_size=vocab_size_cfg,
                            glove=spec.glove, max_question_len=cfg.max_question_len)
@@ -451,15 +531,6 @@ def run(spec: RunSpec) -> dict[str, Any]:
         if not dist.is_main:
             prepared = prepare_qa(adapter, **prep_kwargs)
         answer_vocab = list(prepared.answer_vocab) if task_type == "open" else None
-        data = _build_data(spec, adapter, prepared, reader, entry, task_type)
-        for name, ds in data.datasets.items():
-            log.info("%s: %d questions", name, len(ds))
-
-        ragged = tuple(n for n, s in reader.outputs.items() if s.ragged)
-        collate = QACollate(ragged, answer_dtype=torch.float32 if task_type == "count" else torch.int64)
-        pin = device.type == "cuda"
-
-        seed_everything(cfg.seed)
         model_cfg = spec.model_config
         eval_ckpt = None
         if spec.eval_only:
@@ -472,12 +543,31 @@ def run(spec: RunSpec) -> dict[str, Any]:
                     f"{spec.checkpoint}: a checkpoint of model {meta.get('model_name')!r}, not {spec.model!r}"
                 )
             model_cfg = build_config(entry.config_cls, json.loads(meta["model_config"]), section="model")
+            feature_change = check_features(meta.get("provenance"), features, what="--eval-only",
+                                            source=str(spec.checkpoint), allow=spec.allow_feature_change)
+            _check_eval_meta(meta, spec, list(prepared.question_vocab))
             if meta.get("answer_vocab") is not None and meta["answer_vocab"] != (answer_vocab or []):
                 raise CheckpointError(
                     f"{spec.checkpoint}: its answer vocabulary ({len(meta['answer_vocab'])} answers) differs "
                     f"from this dataset's ({len(answer_vocab or [])}); use the same dataset, task and "
                     f"train.answer_vocab_size as the training run"
                 )
+        _check_glove(prepared.glove, cfg)
+        record = build_record(features, prepared.glove)
+        for line in describe(record):
+            log.info(line)
+        conf["provenance"] = record
+        if dist.is_main:
+            _write_yaml(out / ("eval_config.yaml" if spec.eval_only else "config.yaml"), conf)
+        data = _build_data(spec, adapter, prepared, reader, entry, task_type)
+        for name, ds in data.datasets.items():
+            log.info("%s: %d questions", name, len(ds))
+
+        ragged = tuple(n for n, s in reader.outputs.items() if s.ragged)
+        collate = QACollate(ragged, answer_dtype=torch.float32 if task_type == "count" else torch.int64)
+        pin = device.type == "cuda"
+
+        seed_everything(cfg.seed)
         embeddings = prepared.embeddings
         model = entry.build(
             model_cfg,
@@ -494,6 +584,10 @@ def run(spec: RunSpec) -> dict[str, Any]:
             "model_config": json.dumps(config_to_dict(model_cfg), sort_keys=True),
             "train_config": json.dumps(config_to_dict(cfg), sort_keys=True),
             "answer_vocab": answer_vocab or [],
+            "question_vocab": list(prepared.question_vocab),
+            "dataset": spec.dataset,
+            "task": spec.task,
+            "provenance": record,
             "toolkit_version": toolkit_version(),
         }
         metric, mode = selection_metric(task_type)
@@ -606,7 +700,12 @@ def run(spec: RunSpec) -> dict[str, Any]:
             "baselines_test": _baselines(task_type, data, prepared),
             "dropped_questions": data.dropped,
             "eval_only": spec.eval_only,
+            "provenance": record,
         }
+        if spec.eval_only:
+            result["checkpoint"] = str(spec.checkpoint)
+        if feature_change is not None:
+            result["feature_change"] = feature_change
         if dist.is_main:
             _write_predictions(out, "test", test_records, task_type)
             write_json_atomic(out / "metrics.json", _finite(result))
@@ -620,7 +719,50 @@ def run(spec: RunSpec) -> dict[str, Any]:
         if handler is not None:
             log.removeHandler(handler)
             handler.close()
+        stack.close()
         cleanup_distributed()
+
+
+def _check_glove(info: Any, cfg: TrainConfig) -> None:
+    """Refuse a GloVe file that matches no question word (unless allowed); warn on a low coverage."""
+    if info is None:
+        return
+    if info.found == 0 and info.words:
+        if not cfg.allow_zero_glove_coverage:
+            raise ConfigError(
+                f"GloVe file {info.file} matches none of the {info.words} question words (e.g. "
+                f"{', '.join(info.missing_examples[:5])}): wrong file, language or format? Set "
+                "train.allow_zero_glove_coverage=true to train with random embeddings anyway"
+            )
+        log.warning("GloVe file %s matches no question word: embeddings are random (allowed)", info.file)
+    elif info.coverage < cfg.glove_warn_coverage:
+        log.warning("GloVe coverage is low: %d/%d question words (%.1f%%, below "
+                    "train.glove_warn_coverage=%s) found in %s", info.found, info.words, 100 * info.coverage,
+                    cfg.glove_warn_coverage, info.file)
+
+
+def _check_eval_meta(meta: Mapping[str, Any], spec: RunSpec, question_vocab: list[str]) -> None:
+    """The evaluation must use the checkpoint's dataset, question vocabulary and training settings."""
+    for key, value in (("dataset", spec.dataset), ("task", spec.task)):
+        if key in meta and meta[key] != value:
+            raise ConfigError(f"{spec.checkpoint}: trained on {key} {meta[key]!r}, not {value!r}")
+    if "question_vocab" in meta and list(meta["question_vocab"]) != question_vocab:
+        raise CheckpointError(
+            f"{spec.checkpoint}: its question vocabulary ({len(meta['question_vocab'])} words) differs from "
+            f"this dataset's ({len(question_vocab)}); evaluate on the annotations it was trained with"
+        )
+    if "train_config" in meta:
+        saved = json.loads(meta["train_config"])
+        now = config_to_dict(spec.train)
+        diffs = [k for k in sorted(saved) if k not in EVAL_RUNTIME_KEYS and now.get(k) != saved[k]]
+        if diffs:
+            raise ConfigError(
+                f"--eval-only: train.{{{', '.join(diffs)}}} differ from the checkpoint {spec.checkpoint}; "
+                "evaluation takes them from the checkpoint (see train.runner.eval_train_config)"
+            )
+    else:
+        log.warning("%s records no training config (older toolkit); using the given train.* settings",
+                    spec.checkpoint)
 
 
 def _finite(obj: Any) -> Any:

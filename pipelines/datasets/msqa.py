@@ -31,6 +31,7 @@ from pipelines.datasets.base import (
     _Ref,
     nonempty_text,
     read_json,
+    read_text,
     require_keys,
 )
 
@@ -84,6 +85,10 @@ class _MSQAAdapter(DatasetAdapter):
     def _video(self, number: int, where: str, source: str) -> tuple[str, Path]:
         raise NotImplementedError
 
+    def video_number(self, video_id: str) -> int:
+        """The annotation files' integer ``video_id`` of one of our video ids (HCRN keys features by it)."""
+        raise NotImplementedError
+
     def _parse(self) -> _Parsed:
         records: dict[str, list[QARecord]] = {}
         refs: list[_Ref] = []
@@ -133,12 +138,7 @@ class MSVDQAAdapter(_MSQAAdapter):
             return self._mapping
         path = self.root / "youtube_mapping.txt"
         expected = "lines '<youtube clip name> vid<N>' separated by a space"
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DatasetFormatError(f"{path}: file not found; expected {expected}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DatasetFormatError(f"{path}: cannot read ({exc}); expected {expected}") from exc
+        text = read_text(path, expected)
         mapping: dict[int, str] = {}
         for line_no, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
@@ -164,12 +164,23 @@ class MSVDQAAdapter(_MSQAAdapter):
         clip = mapping[number]
         return clip, self._resolve(f"YouTubeClips/{clip}.avi", source)
 
+    def video_number(self, video_id: str) -> int:
+        numbers = {clip: number for number, clip in self._load_mapping().items()}
+        if video_id not in numbers:
+            raise KeyError(f"{video_id!r} is not a clip of {self.root / 'youtube_mapping.txt'}")
+        return numbers[video_id]
+
 
 class MSRVTTQAAdapter(_MSQAAdapter):
     """MSRVTT-QA: ``{train,val,test}_qa.json`` and ``video/video<N>.mp4`` (or TrainValVideo/TestVideo)."""
 
     name = "msrvtt-qa"
     default_answer_vocab_size = 4000
+
+    def video_number(self, video_id: str) -> int:
+        if not re.fullmatch(r"video\d+", video_id):
+            raise KeyError(f"{video_id!r} is not an MSRVTT-QA video id (video<N>)")
+        return int(video_id[5:])
 
     def _video(self, number: int, where: str, source: str) -> tuple[str, Path]:
         video_id = f"video{number}"

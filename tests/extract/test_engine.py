@@ -24,8 +24,9 @@ from extract.engine import (
     ResumeMismatchError,
     run_extraction,
 )
+from extract.manifest import load_manifest, rebuild_manifest, verify
 from extract.reader import FeatureReader
-from extract.shards import MANIFEST_NAME, SHARD_DIR, ShardWriter, load_manifest
+from extract.shards import MANIFEST_NAME, SHARD_DIR, ManifestError, ShardWriter
 from extract.video import Video
 from pipelines.datasets.base import VideoRef
 from pipelines.paths import UnsafePathError
@@ -346,3 +347,76 @@ def test_a_finished_output_is_rerun_without_starting_workers(mixed_root, tmp_pat
     assert after.keys() == before.keys()
     for vid in before:
         np.testing.assert_array_equal(after[vid]["frames"], before[vid]["frames"])
+
+
+def _flip_byte(path: Path, dataset: str) -> None:
+    with h5py.File(path, "r") as f:
+        offset = f[dataset].id.get_offset()  # contiguous data: flip a byte of the features themselves
+    with open(path, "r+b") as fh:
+        fh.seek(offset + 1)
+        byte = fh.read(1)
+        fh.seek(offset + 1)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_swapped_and_bit_flipped_shards_are_detected_and_extracted_again(mixed_root, tmp_path):
+    out = tmp_path / "out"
+    run_extraction(job(mixed_root, out, shard_size=2), LOCAL)
+    reference = read_all(out)
+    checked, problems = verify(out)
+    assert (checked, problems) == (3, [])
+    shards = out / SHARD_DIR
+    # shard 0 holds a/x, b/x; shard 2 holds c/sub/y: swap their files, then damage the features of shard 1
+    a, c = shards / "shard-00000.h5", shards / "shard-00002.h5"
+    a.rename(shards / "tmp"), c.rename(a), (shards / "tmp").rename(c)
+    with pytest.raises(ManifestError, match="shard-00000.h5: holds the videos of another shard"):
+        FeatureReader(out)["a/x"]  # the reader checks a shard's ids whenever it opens it
+    _flip_byte(c, "frames")  # now at shard 2's name: a/x's and b/x's frames
+    _, problems = verify(out)
+    assert sorted(p.path.name for p in problems) == ["shard-00000.h5", "shard-00002.h5"]
+
+    summary = run_extraction(job(mixed_root, out, shard_size=2), LOCAL)
+    assert sorted(p.path.name for p in summary.reextracted) == ["shard-00000.h5", "shard-00002.h5"]
+    assert "DAMAGED shard extracted again" in summary.format()
+    assert summary.done_this_run == 3 and summary.skipped_shards == 1
+    assert verify(out)[1] == []
+    repaired = read_all(out)
+    for vid in reference:
+        for key in reference[vid]:
+            np.testing.assert_array_equal(repaired[vid][key], reference[vid][key])
+
+    # a flipped bit that keeps size and ids is caught by the checksum on the next run (the file changed)
+    _flip_byte(shards / "shard-00002.h5", "mean")
+    assert "checksum" in verify(out)[1][0].reason
+    summary = run_extraction(job(mixed_root, out, shard_size=2), LOCAL)
+    assert [p.path.name for p in summary.reextracted] == ["shard-00002.h5"]
+    assert "checksum" in summary.reextracted[0].reason
+
+
+def test_a_lost_manifest_is_rebuilt_from_the_shards(mixed_root, tmp_path):
+    out = tmp_path / "out"
+    run_extraction(job(mixed_root, out, shard_size=2), LOCAL)
+    original = load_manifest(out)
+    (out / MANIFEST_NAME).unlink()
+    with pytest.raises(ManifestError, match="vqa-extract repair"):
+        FeatureReader(out)
+
+    def same(m):
+        return {k: m[k] for k in ("feature_set", "outputs", "options", "source", "shard_size", "shards",
+                                  "failures", "counts", "status")}
+
+    rebuilt = rebuild_manifest(out)
+    assert same(rebuilt) == same(original) and rebuilt["provenance"] == original["provenance"]
+    assert list(FeatureReader(out).ids) == ["a/x", "b/x", "c/sub/y"]
+
+    # a re-run of the extraction command rebuilds it too, from its plan, without extracting anything
+    (out / MANIFEST_NAME).unlink()
+    summary = run_extraction(job(mixed_root, out, shard_size=2), LOCAL)
+    assert summary.rebuilt_manifest and summary.done_this_run == 0 and summary.failed_this_run == 0
+    assert same(load_manifest(out)) == same(original)
+
+    # a missing shard of the plan cannot be rebuilt from the others: the message says to re-run
+    (out / MANIFEST_NAME).unlink()
+    (out / SHARD_DIR / "shard-00001.h5").unlink()
+    with pytest.raises(ManifestError, match="shard-00001.h5 of the plan were never written; re-run"):
+        rebuild_manifest(out)

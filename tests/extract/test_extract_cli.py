@@ -21,8 +21,9 @@ from click.testing import CliRunner
 
 from extract.cli import cli
 from extract.engine import CRASH_ENV
+from extract.manifest import load_manifest
 from extract.reader import FeatureReader
-from extract.shards import SHARD_DIR, load_manifest
+from extract.shards import SHARD_DIR
 
 SMALL = [
     "--features", "mspan", "--appearance", "resnet18", "--motion", "r3d_18", "--image-size", "32",
@@ -150,12 +151,18 @@ def test_hcrn_features_and_export(video_root, tmp_path):
     assert result.exit_code == 0, result.output
     reader = FeatureReader(out)
     assert reader[reader.ids[0]]["appearance_clips"].shape == (8, 4, 512)
-    exported = invoke(
-        ["export-hcrn", "--features-dir", str(out), "--out", str(tmp_path / "h"), "--name", "msvd-qa"]
-    )
+    # MSVD-QA annotations naming these videos vid1..vid3 (HCRN's ids are those numbers)
+    msvd = tmp_path / "msvd"
+    msvd.mkdir()
+    (msvd / "youtube_mapping.txt").write_text("".join(f"{v} vid{n + 1}\n" for n, v in enumerate(reader.ids)))
+    for split in ("train", "val", "test"):
+        qs = [{"question": "what is it?", "answer": "x", "video_id": n + 1} for n in range(3)]
+        (msvd / f"{split}_qa.json").write_text(json.dumps(qs))
+    exported = invoke(["export-hcrn", "--features-dir", str(out), "--out", str(tmp_path / "h"),
+                       "--dataset", "msvd-qa", "--root", str(msvd)])
     assert exported.exit_code == 0, exported.output
     with h5py.File(tmp_path / "h" / "msvd-qa_appearance_feat.h5", "r") as f:
-        assert f["resnet_features"].shape == (3, 8, 4, 512) and f["ids"].shape == (3,)
+        assert f["resnet_features"].shape == (3, 8, 4, 512) and f["ids"][()].tolist() == [1, 2, 3]
     with h5py.File(tmp_path / "h" / "msvd-qa_motion_feat.h5", "r") as f:
         assert f["resnext_features"].shape == (3, 8, 512)
         np.testing.assert_array_equal(f["resnext_features"][0], reader[reader.ids[0]]["motion_clips"])
@@ -333,3 +340,32 @@ def test_defaults_are_resolved_per_feature_set_and_unused_flags_reported(masn_ro
     assert result.exit_code == 3, result.output
     assert "does not use --motion-size, --num-frames, --clip-len, --detector-size (ignored)" in result.output
     assert load_manifest(out)["options"]["motion_size"] is None
+
+
+def test_verify_and_repair_commands(tmp_path):
+    from extract.manifest import write_feature_dir
+
+    items = {f"v{i}": {"a": np.full((2, 3), i, np.float32)} for i in range(4)}
+    out = write_feature_dir(tmp_path / "feats", "mspan", items, provenance={"weights": "synthetic"},
+                            shard_size=2)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["verify", str(out)])
+    assert res.exit_code == 0 and "2 shard(s) verified" in res.output
+    with open(out / SHARD_DIR / "shard-00001.h5", "r+b") as fh:
+        fh.truncate(fh.seek(0, 2) - 10)
+    res = runner.invoke(cli, ["verify", str(out)])
+    assert res.exit_code == 1
+    assert "shard-00001.h5" in res.output and "truncated" in res.output and "Traceback" not in res.output
+    assert "DAMAGED shard shard-00001.h5" in runner.invoke(cli, ["info", str(out)]).output
+
+    manifest = load_manifest(out)
+    (out / "manifest.json").unlink()
+    res = runner.invoke(cli, ["repair", str(out)])
+    assert res.exit_code == 1 and "shard-00001.h5" in res.output  # the truncated shard is unreadable
+    write_feature_dir(out, "mspan", items, provenance={"weights": "synthetic"}, shard_size=2)
+    (out / "manifest.json").unlink()
+    res = runner.invoke(cli, ["repair", str(out)])
+    assert res.exit_code == 0 and "rebuilt from 2 shard(s): 4 videos" in res.output
+    assert load_manifest(out)["shards"][1]["ids"] == manifest["shards"][1]["ids"]
+    assert runner.invoke(cli, ["repair", str(out)]).exit_code == 1  # refuses to replace a manifest
+    assert runner.invoke(cli, ["verify", str(out)]).exit_code == 0

@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
+from extract.manifest import load_manifest, plan_shards, write_feature_dir
 from extract.shards import (
     FORMAT,
     MANIFEST_NAME,
@@ -15,11 +16,8 @@ from extract.shards import (
     FeatureSpec,
     ManifestError,
     ShardWriter,
-    load_manifest,
     normalize_outputs,
-    plan_shards,
     read_shard_attrs,
-    write_feature_dir,
 )
 
 OUTPUTS = normalize_outputs(

@@ -56,7 +56,7 @@ def test_both_formats_give_the_same_vectors(tmp_path, fmt, caplog):
     assert matrix.shape == (7, 4) and matrix.dtype == np.float32
     assert matrix[0].tolist() == [0.0] * 4  # <pad>
     np.testing.assert_allclose(matrix[2], VECTORS["the"], rtol=1e-6)
-    assert "4/7 vocabulary words found" in caplog.text and "2 initialised randomly" in caplog.text
+    assert "4/5 vocabulary words found" in caplog.text and "1 initialised randomly" in caplog.text
     assert "zzzmissing" in caplog.text
 
 
@@ -136,3 +136,33 @@ def test_binary_reader_streams_across_block_boundaries(tmp_path, monkeypatch):
     assert how == "word2vec-binary" and dim == 50
     assert np.array_equal(found["w137"], vecs[137]) and np.array_equal(found["w299"], vecs[299])
     assert np.array_equal(found["w0"], vecs[0])
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("dog 1.0 2.0 3.0 4.0 5.0", r"line 2: 5 values where 4 were expected"),  # one value too many
+        ("dog 1.0 nan 3.0 4.0", r"line 2: NaN or infinite value in the vector of 'dog'"),
+        ("dog 1.0 inf 3.0 4.0", r"line 2: NaN or infinite value"),
+        ("dog 1.0 2.0 x 4.0", r"line 2: non-numeric value in the vector of 'dog'"),
+        ("dog 1.0 2.0 3.0", r"line 2: 3 values where 4 were expected"),  # wrong dimension
+    ],
+)
+def test_malformed_vectors_are_refused_with_file_and_line(tmp_path, line, message):
+    path = tmp_path / "vec.txt"
+    path.write_text(f"the 0.1 0.2 0.3 0.4\n{line}\ncat 1.0 1.0 1.0 1.0\nrun 2.0 2.0 2.0 2.0\n")
+    with pytest.raises(GloveFormatError, match="vec.txt: " + message):
+        load_embeddings(VOCAB, path, cache_dir=tmp_path / "cache", dim=4)
+
+
+def test_coverage_is_reported_and_cached(tmp_path):
+    path = write_text(tmp_path / "vectors.txt")
+    for _ in range(2):  # built, then read from the cache: the same info
+        _, info = glove_module.load_embeddings_info(VOCAB, path, cache_dir=tmp_path / "cache")
+        assert (info.found, info.words, info.dim) == (4, 5, 4)  # <pad> and <unk> are not counted
+        assert info.coverage == pytest.approx(0.8) and info.missing_examples == ("zzzmissing",)
+        assert info.to_json()["coverage"] == 0.8
+    none = tmp_path / "other.txt"
+    none.write_text("xx 1.0 1.0 1.0 1.0\nyy 2.0 2.0 2.0 2.0\n")
+    _, info = glove_module.load_embeddings_info(VOCAB, none, cache_dir=tmp_path / "cache")
+    assert info.found == 0 and info.coverage == 0.0

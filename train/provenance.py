@@ -1,0 +1,141 @@
+"""The provenance record of a run: which features and word vectors its results come from.
+
+One record, built once per run by :func:`build_record`, is written wherever results go: ``config.yaml``
+(``provenance:``), every checkpoint (``meta["provenance"]``), ``metrics.json`` (``"provenance"``),
+``train.log`` (:func:`describe`) and the ``train.report`` table. It holds plain values only (str,
+int, float, bool, None, list, dict), so checkpoints still load with ``torch.load(weights_only=True)``
+and a later reader (e.g. a self-contained ``vqa-answer`` checkpoint) can use it without this module::
+
+    {
+      "features": {
+        "dir": "/abs/path/features",            # where they were read (informative: may move)
+        "fingerprint": "sha256:...",            # extract.manifest.fingerprint: identity + shard checksums
+        "feature_set": "mspan",
+        "provenance": {...},                    # the manifest's: backbones, weights sha256, samplers, ...
+        "random_weights": false,                # any backbone with random weights (not research features)
+        "videos": 1234
+      },
+      "glove": {"file": ..., "format": ..., "dim": 300, "found": 980, "words": 1000, "coverage": 0.98,
+                "missing_examples": [...]} | null,
+      "toolkit_version": "..."
+    }
+
+:func:`check_features` compares a recorded fingerprint with the features in use: a resume or an
+evaluation on other features is refused unless the user allows it (``--allow-feature-change``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from extract.manifest import fingerprint
+from extract.shards import mentions_random_weights
+from pipelines.glove import GloveInfo
+from pipelines.version import toolkit_version
+from train.config import ConfigError
+
+__all__ = [
+    "FeatureChangeError",
+    "RANDOM_WEIGHTS_BANNER",
+    "build_record",
+    "check_features",
+    "describe",
+    "feature_record",
+]
+
+log = logging.getLogger("train")
+
+RANDOM_WEIGHTS_BANNER = (
+    "#" * 78 + "\n"
+    "# WARNING: these features were extracted with RANDOM backbone weights\n"
+    "# (vqa-extract --weights random). Results are for testing the pipeline only and\n"
+    "# are NOT research results. metrics.json records provenance.features.random_weights.\n"
+    + "#" * 78
+)
+
+
+class FeatureChangeError(ConfigError):
+    """A resume or an evaluation would use other features than the run recorded."""
+
+
+def feature_record(features_dir: str | Path, reader: Any) -> dict[str, Any]:
+    """The ``features`` part of the record, from a ``FeatureReader`` of ``features_dir``."""
+    manifest = reader.manifest
+    return {
+        "dir": str(Path(features_dir).resolve()),
+        "fingerprint": fingerprint(manifest),
+        "feature_set": manifest["feature_set"],
+        "provenance": manifest.get("provenance", {}),
+        "random_weights": mentions_random_weights(manifest.get("provenance", {})),
+        "videos": len(reader),
+    }
+
+
+def build_record(features: Mapping[str, Any], glove: GloveInfo | None) -> dict[str, Any]:
+    """The run's record (see the module docstring)."""
+    return {
+        "features": dict(features),
+        "glove": glove.to_json() if glove is not None else None,
+        "toolkit_version": toolkit_version(),
+    }
+
+
+def check_features(
+    recorded: Mapping[str, Any] | None, current: Mapping[str, Any], *, what: str, source: str, allow: bool
+) -> dict[str, Any] | None:
+    """Refuse (or, when allowed, report) features that differ from the ones a run recorded.
+
+    Args:
+        recorded: the ``provenance`` record saved by the run (None: an older run without one).
+        current: :func:`feature_record` of the features in use now.
+        what: ``"--resume"`` or ``"--eval-only"``, for the message.
+        source: the file the record was read from, for the message.
+        allow: ``--allow-feature-change`` was given.
+
+    Returns:
+        ``{"previous_fingerprint", "previous_dir"}`` when the features changed and that was allowed
+        (the caller records it), else None.
+
+    Raises:
+        FeatureChangeError: the fingerprints differ and ``allow`` is False.
+    """
+    features = (recorded or {}).get("features")
+    if not features or "fingerprint" not in features:
+        log.warning("%s: %s records no feature fingerprint (older run); the features cannot be checked",
+                    what, source)
+        return None
+    if features["fingerprint"] == current["fingerprint"]:
+        if features.get("dir") != current["dir"]:
+            log.info("%s: the features moved from %s to %s (same content)", what, features.get("dir"),
+                     current["dir"])
+        return None
+    message = (
+        f"{what}: the features differ from the ones recorded in {source}: recorded {features.get('dir')} "
+        f"({features['fingerprint'][:19]}..., {features.get('feature_set')}), now {current['dir']} "
+        f"({current['fingerprint'][:19]}..., {current['feature_set']})"
+    )
+    if not allow:
+        raise FeatureChangeError(
+            message + "; use the run's features, or pass --allow-feature-change to proceed (recorded)"
+        )
+    log.warning("%s; allowed by --allow-feature-change and recorded in metrics.json", message)
+    return {"previous_fingerprint": features["fingerprint"], "previous_dir": features.get("dir")}
+
+
+def describe(record: Mapping[str, Any]) -> list[str]:
+    """Log lines for ``train.log``: features (dir, fingerprint, set, weights) and GloVe coverage."""
+    f = record["features"]
+    lines = [
+        f"features: {f['dir']} ({f['feature_set']}, {f['videos']} videos, fingerprint {f['fingerprint']}, "
+        f"backbone weights {'RANDOM' if f['random_weights'] else 'pretrained'})"
+    ]
+    g = record.get("glove")
+    if g is not None:
+        lines.append(f"GloVe: {g['found']}/{g['words']} vocabulary words found ({100 * g['coverage']:.1f}%) "
+                     f"in {g['file']}")
+    else:
+        lines.append("GloVe: none (word embeddings initialised randomly)")
+    return lines
