@@ -8,7 +8,8 @@ set and batch keys it reads::
     entry = get_model("mspan")
     cfg = entry.config_cls(num_scales=4)            # validated in __post_init__
     model = entry.build(cfg, vocab_size=V, num_answers=A, task_type="open", embeddings=glove)
-    out = model(batch)  # {"logits": (B, A)} | {"scores": (B, C)} | {"count": (B,)}
+    out = model(batch)  # {"logits": (B, A)} | {"scores": (B, C)} | {"count": (B,)}, plus any
+                        # documented extras (MASN: its attention weights)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from models.cmin import CMINConfig, cmin
+from models.masn import MASNConfig, masn
 from models.mspan import MSPANConfig, mspan
 from models.siasamrea import SiaSamReaConfig, siasamrea
 
@@ -79,6 +81,15 @@ MODELS: dict[str, ModelEntry] = _registry(
         feature_set="cmin",
         task_types=("moment",),
         feature_keys=("clips",),
+    ),
+    ModelEntry(
+        name="masn",
+        config_cls=MASNConfig,
+        build=masn,
+        feature_set="masn",
+        task_types=("open", "mc", "count"),
+        feature_keys=("appearance", "motion", "objects", "object_boxes", "motion_objects", "frame_mask",
+                      "object_mask"),
     ),
 )
 

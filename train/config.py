@@ -156,6 +156,8 @@ def paper_train_defaults(model: str, dataset: str, task: str | None, task_type: 
     StepLR(5, 0.5) for Count, MSVD-QA and MSRVTT-QA, MultiStepLR([10, 15, 19, 23, 27], 0.5) otherwise;
     20 epochs for Count and MSRVTT-QA, 30 otherwise; the top 4000 training answers on MSVD-QA and
     MSRVTT-QA. (Elsewhere the answer vocabulary is the dataset adapter's ``default_answer_vocab_size``.)
+    MASN (paper and official code): batch 32 (Count, FrameQA, MSVD/MSRVTT-QA) or 16 (Action, Transition),
+    constant lr, no weight decay.
 
     Args:
         model: registry name (``"mspan"``).
@@ -179,6 +181,10 @@ def paper_train_defaults(model: str, dataset: str, task: str | None, task_type: 
         out.update(optimizer="adamw", scheduler="inverse_sqrt", warmup_updates=300, max_question_len=20,
                    batch_size=64 if tacos else 128, epochs=40 if tacos else 10, lr=4e-4 if tacos else 8e-4,
                    warmup_init_lr=1e-7 if tacos else 1e-6, weight_decay=1e-8 if tacos else 1e-7)
+    if model == "masn":  # the paper: Adam 1e-4, batch 32 (Count, FrameQA) / 16 (Action, Transition)
+        out["batch_size"] = 16 if task_type == "mc" else 32
+        out["scheduler"] = "none"  # official default (change_lr='none'), no weight decay
+        out["weight_decay"] = 0.0
     return out
 
 
