@@ -84,7 +84,14 @@ from train.loop import (
     evaluate,
 )
 from train.losses import COUNT_MAX, COUNT_MIN, PredictionRecord, selection_metric
-from train.provenance import RANDOM_WEIGHTS_BANNER, build_record, check_features, describe, feature_record
+from train.provenance import (
+    RANDOM_WEIGHTS_BANNER,
+    build_record,
+    check_features,
+    describe,
+    feature_record,
+    self_contained_meta,
+)
 
 __all__ = [
     "EVAL_RUNTIME_KEYS",
@@ -313,6 +320,7 @@ class _Data:
     def __init__(self) -> None:
         self.datasets: dict[str, QADataset] = {}
         self.dropped: dict[str, dict[str, int]] = {}
+        self.feature_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: Any, task_type: str) -> _Data:
@@ -343,6 +351,7 @@ def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: 
         stats = feature_statistics(reader, present, keys)
         log.info("features standardised per channel with the statistics of %d training videos",
                  len(set(present)))
+        data.feature_stats = stats
     for name, (split, rows) in plan.items():
         dropped: dict[str, int] = {}
         vids = [split.video_ids[i] for i in rows]
@@ -583,6 +592,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
             "task": spec.task,
             "provenance": record,
             "toolkit_version": toolkit_version(),
+            **self_contained_meta(data.feature_stats, cfg.max_question_len),
         }
         metric, mode = selection_metric(task_type)
 
