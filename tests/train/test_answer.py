@@ -275,3 +275,27 @@ def test_features_recomputed_from_the_raw_video_equal_the_extracted_ones(demo_ru
     for key, value in reader[video.video_id].items():
         np.testing.assert_array_equal(feats.features[key], value, err_msg=key)
     assert feats.frames.shape == (8, 32, 32, 3) and feats.frames.dtype == np.uint8
+
+
+def test_html_report_has_metrics_types_and_sample_figures(demo_run):
+    from train.report import main as report_main
+
+    _, _, runs = demo_run
+    run = runs["frameqa"]
+    assert report_main([str(run), "--html", "--samples", "2"]) == 0
+    page = (run / "report.html").read_text()
+    assert "Metrics beside chance level" in page and "majority_answer_accuracy" in page
+    assert "Per question type" in page and "RANDOM backbone weights" in page
+    assert "Correct test predictions" in page and "Wrong test predictions" in page
+    images = sorted((run / "report").glob("*.png"))
+    assert 1 <= len(images) <= 4 and all(f'src="report/{p.name}"' in page for p in images)
+    assert Image.open(images[0]).format == "PNG"
+
+
+def test_python_dash_m_runs_the_command(tmp_path):
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "train.answer", "--checkpoint", str(tmp_path / "none.pt"),
+                          "--video", "v.mp4", "--question", "q"], capture_output=True, text=True)
+    assert res.returncode == 2 and "none.pt does not exist" in res.stderr and "Traceback" not in res.stderr
