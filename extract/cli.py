@@ -141,7 +141,8 @@ def _random_banner(echo) -> None:
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
     epilog="Exit status: 0 all videos extracted, 3 some videos failed (listed in OUT/manifest.json), "
-    "1 error, 2 usage error.",
+    "1 error (one line naming the file; --debug shows the traceback), 2 usage error, "
+    "130 interrupted (re-run the same command to resume).",
 )
 @click.option("--dataset", default="folder", show_default=True, help="Dataset adapter (see the list below).")
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset root directory.")
@@ -206,6 +207,13 @@ def _random_banner(echo) -> None:
 )
 @click.option("--batch-frames", type=click.IntRange(min=1), default=None, help="Images per backbone forward.")
 @click.option(
+    "--max-pixels",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Record a video as failed, before decoding, when its frames (width x height) exceed this "
+    "[40000000: 8K passes].",
+)
+@click.option(
     "--dtype", type=click.Choice(["float32", "float16"]), default=None, help="Stored feature dtype."
 )
 @click.option("--appearance-map", is_flag=True, default=False, help="Also store conv5 maps where supported.")
@@ -230,7 +238,17 @@ def _random_banner(echo) -> None:
 @click.option(
     "--overwrite", is_flag=True, default=False, help="Replace an existing output instead of resuming."
 )
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show the progress bar.")
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show the progress bar [default: only when stderr is a terminal].",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch threads of the CPU inference actor [default: the Ray runtime's CPUs; --local: torch's].",
+)
 @click.pass_context
 def cli(ctx: click.Context, **kw) -> None:
     """Extract video features into sharded HDF5 (resumable; failed videos are recorded, never zero-filled).
@@ -289,6 +307,7 @@ def _extract(**kw) -> int:
         "detector_min_size": kw["detector_size"],
         "detector_max_size": kw["detector_max_size"],
         "num_proposals": kw["num_proposals"],
+        "max_pixels": kw["max_pixels"],
     }
     options_kw = {k: v for k, v in option_fields.items() if v is not None}
     if kw["checkpoints"]:
@@ -299,7 +318,8 @@ def _extract(**kw) -> int:
         given = FeatureOptions(**options_kw)
         # checks backbone kinds etc. (loads no model); the job runs with the resolved options (the set's
         # defaults filled in), so the manifest's options and the provenance say the same
-        options = build_feature_set(kw["feature_set"], given).options
+        built = build_feature_set(kw["feature_set"], given)
+        options = built.options
     except (TypeError, ValueError) as err:
         raise click.UsageError(f"invalid feature options: {err}") from err
     if options.weights == "random" and options.checkpoints:
@@ -339,6 +359,8 @@ def _extract(**kw) -> int:
     err_echo = lambda msg: click.echo(msg, err=True)  # noqa: E731
     if options.weights == "random":
         _random_banner(err_echo)
+    for note in built.warnings():
+        err_echo(f"vqa-extract: warning: {note}")
     if ignored:
         err_echo(
             f"vqa-extract: --features {kw['feature_set']} does not use " + ", ".join(ignored) + " (ignored)"
@@ -367,8 +389,13 @@ def _extract(**kw) -> int:
         backend="local" if kw["local"] else "ray",
         address=kw["address"],
         num_cpus=kw["num_cpus"],
-        progress=kw["progress"],
+        progress=sys.stderr.isatty() if kw["progress"] is None else kw["progress"],
+        threads=kw["threads"],
     )
+    if kw["threads"] and kw["local"]:
+        import torch
+
+        torch.set_num_threads(kw["threads"])
     try:
         summary = run_extraction(job, config)
     except (ResumeMismatchError, OutputInUseError, ManifestError, UnsafePathError, BackendError) as err:
@@ -568,7 +595,24 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    cli.main(args=argv, prog_name="vqa-extract")
+    from pipelines.errors import run_cli
+
+    run_cli(cli, argv, prog_name="vqa-extract", user_errors=_user_errors)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes that are the user's to fix (one line, no traceback; see pipelines.errors)."""
+    from extract.engine import BackendError, OutputInUseError, ResumeMismatchError
+    from extract.hcrn import HCRNExportError
+    from extract.shards import ManifestError
+    from extract.weights import WeightsError
+    from pipelines.atomic import DirectoryInUseError
+    from pipelines.datasets import DatasetFormatError
+    from pipelines.glove import GloveFormatError
+    from pipelines.paths import UnsafePathError
+
+    return (BackendError, OutputInUseError, ResumeMismatchError, HCRNExportError, ManifestError,
+            WeightsError, DatasetFormatError, GloveFormatError, UnsafePathError, DirectoryInUseError)
 
 
 if __name__ == "__main__":

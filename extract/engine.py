@@ -71,7 +71,7 @@ from extract.shards import (
     normalize_outputs,
 )
 from pipelines.atomic import DirectoryInUseError, directory_lock
-from pipelines.paths import UnsafePathError, resolve_under
+from pipelines.paths import UnsafePathError, is_within, resolve_under
 
 __all__ = [
     "EngineConfig",
@@ -190,6 +190,7 @@ class EngineConfig:
         address: ``None`` starts a local Ray runtime; ``"auto"`` or ``"HOST:PORT"`` joins a cluster.
         num_cpus: CPUs of the local Ray runtime (default: all).
         progress: show the tqdm progress bar.
+        threads: torch threads of a CPU inference actor (default: the runtime's CPUs).
         max_active_decodes: videos decoded at once (default: 2 per decode CPU).
         max_buffered_chunks: decoded chunks alive at once (default: from workers and decode CPUs).
         retries: Ray task retries and actor restarts.
@@ -199,6 +200,7 @@ class EngineConfig:
     address: str | None = None
     num_cpus: int | None = None
     progress: bool = True
+    threads: int | None = None
     max_active_decodes: int | None = None
     max_buffered_chunks: int | None = None
     retries: int = 3
@@ -323,6 +325,21 @@ class _InferWorker:
 
 
 # ============================================================================================ backends
+#: Ray settings for an offline research run; each is only a default (a variable the user set wins):
+#: no usage telemetry (opt in with RAY_USAGE_STATS_ENABLED=1), no start-up notices a user cannot act on
+RAY_ENV_DEFAULTS = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1"}
+#: Ray loggers whose start-up notices are not actionable here (shown again with --debug logging)
+_QUIET_RAY_LOGGERS = ("ray._private.authentication", "ray._private.usage")
+
+
+def _quiet_ray() -> None:
+    """Apply :data:`RAY_ENV_DEFAULTS` and silence Ray's unactionable start-up notices."""
+    for key, value in RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    for name in _QUIET_RAY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 class _LocalStream:
     def __init__(self, items: Iterator[dict]) -> None:
         self.items = items
@@ -348,7 +365,9 @@ class _LocalBackend:
         self.num_workers = 1
         self.decode_slots = 1
         self._seq = 0
-        self.description = "local (in-process decode and inference)"
+        import torch
+
+        self.description = f"local (in-process decode and inference, {torch.get_num_threads()} torch threads)"
 
     def start_decode(self, video_id: str, path: str) -> _LocalStream:
         return _LocalStream(_decode_items(self.fs, video_id, path))
@@ -389,6 +408,7 @@ class _RayBackend:
         self.ray = ray
         self._started = False
         if not ray.is_initialized():
+            _quiet_ray()
             init_kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
             if config.address is not None:
                 init_kwargs["address"] = config.address
@@ -401,7 +421,10 @@ class _RayBackend:
                 raise BackendError(f"cannot {where}: {err}") from err
             self._started = True
         resources = ray.cluster_resources()
-        total_cpus = max(1, int(resources.get("CPU", 1)))
+        if int(resources.get("CPU", 0)) < 1:
+            self.shutdown()
+            raise BackendError("the Ray cluster has no CPU to decode videos on; give it CPUs (--num-cpus)")
+        total_cpus = int(resources["CPU"])
         device = str(getattr(options, "device", "cpu"))
         if device.startswith("cuda"):
             gpus = int(resources.get("GPU", 0))
@@ -412,16 +435,19 @@ class _RayBackend:
                     "use --device cpu or join a cluster with GPUs"
                 )
             self.num_workers = gpus
-            actor_opts = {"num_gpus": 1, "num_cpus": 1}
-            torch_threads = None
-            self.decode_slots = max(1, total_cpus - gpus)
+            # a GPU actor reserves a CPU only when one is left over for decoding (never all of them)
+            actor_opts = {"num_gpus": 1, "num_cpus": 1 if total_cpus > gpus else 0}
+            torch_threads = config.threads
+            self.decode_slots = max(1, total_cpus - gpus * actor_opts["num_cpus"])
         else:
-            actor_cpus = max(1, total_cpus - max(1, total_cpus // 4)) if total_cpus > 1 else 1
+            # at least one CPU stays free for decode tasks: on 1 CPU the actor reserves none and shares it
+            # (an actor holding the only CPU would leave every decode task waiting forever)
+            actor_cpus = total_cpus - max(1, total_cpus // 4)
             self.num_workers = 1
             actor_opts = {"num_gpus": 0, "num_cpus": actor_cpus}
             # Decoding is cheap beside CPU inference and mostly runs while the actor waits for input,
             # so the actor's torch threads use every core (measured on 2 cores: 1.7x over 1 thread).
-            torch_threads = total_cpus
+            torch_threads = config.threads or total_cpus
             self.decode_slots = max(1, total_cpus - actor_cpus)
         self.spec = spec
         retries = int(config.retries)
@@ -442,7 +468,7 @@ class _RayBackend:
             raise BackendError(
                 f"the inference actors of feature set {spec.name!r} failed to start: {err}"
             ) from err
-        where = "GPU" if actor_opts["num_gpus"] else f"CPU ({torch_threads} threads)"
+        where = "GPU" if actor_opts["num_gpus"] else f"CPU ({torch_threads} torch threads)"
         self.description = (
             f"ray, {self.num_workers} inference actor(s) on {where}, {self.decode_slots} decode CPU(s)"
         )
@@ -806,16 +832,16 @@ def _options_json(options: Any) -> dict[str, Any]:
 
 
 def _build_plan(job: ExtractionJob) -> tuple[list[list[str]], dict[str, VideoItem]]:
-    root = Path(job.root).resolve() if job.root is not None else None
+    root = Path(job.root) if job.root is not None else None
     items: dict[str, VideoItem] = {}
     for ref in job.videos:
         video_id = str(ref.video_id)
         if root is not None:
-            # the id must not name anything outside the root (it becomes a key others may join onto paths)
+            # the id must not name anything outside the root (it becomes a key others may join onto paths);
+            # checked as written: links the user placed inside the root are followed (pipelines/paths.py)
             resolve_under(root, video_id, source=f"video id {video_id!r}")
             path = Path(ref.path)
-            resolved = path.resolve() if path.is_absolute() else (root / path).resolve()
-            if resolved != root and root not in resolved.parents:
+            if not is_within(root, path if path.is_absolute() else root / path):
                 raise UnsafePathError(
                     f"video {video_id!r}: path {ref.path} lies outside the dataset root {root}; refused"
                 )

@@ -34,13 +34,20 @@ the full batch size (the last batch is padded), so a resumed run writes the same
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields, replace
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 
-from extract.backbones import BACKBONES, LoadedBackbone, backbone_provenance, build_backbone
+from extract.featurebase import (  # noqa: F401 - re-exported: the names users import from here
+    COMMON_FIELDS,
+    MAX_CHUNK_FRAMES,
+    ROLE_FIELDS,
+    FeatureOptions,
+    FeatureSet,
+    OutputSpec,
+    center_crop,
+)
+from extract.masn import build_masn_feature_set
 from extract.samplers import (
     centered_windows,
     clip_centre_times,
@@ -52,345 +59,6 @@ from extract.samplers import (
     uniform_indices,
 )
 from extract.video import Video
-
-MAX_CHUNK_FRAMES = 256  # frames held by one decoded chunk (long videos are split into several)
-
-
-@dataclass(frozen=True)
-class FeatureOptions:
-    """Choices shared by every feature set (the ``vqa-extract`` options).
-
-    A field left None takes the feature set's own default (see each set's ``defaults`` and
-    ``FeatureSet.resolve_options``); fields a set does not use are ignored by it.
-
-    Attributes:
-        appearance: image backbone (``resnet152`` | ``resnet101`` | ``resnet50`` | ``resnet18``);
-            None = the set's (resnet152; hcrn: resnet101).
-        motion: video backbone (``r3d152_k700`` | ``resnext101_k400`` | ``i3d_r50`` | ``r3d_18``);
-            None = the set's (r3d152_k700; hcrn: resnext101_k400; masn: i3d_r50).
-        image_size: appearance input side; None = the appearance backbone's own (224).
-        motion_size: motion input side; None = the motion backbone's own (112; i3d_r50: 224).
-        weights: ``"pretrained"`` (torchvision cache / given checkpoints) or ``"random"``.
-        checkpoints: (backbone or detector name, local checkpoint path) pairs.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
-        num_frames: the set's N (mspan: 16).
-        clip_len: the motion window / clip length W (16; masn: 8).
-        stride: frame stride for ``cmin`` (8) and ``siasamrea`` (default: 4 fps instead of a stride).
-        max_frames: masn's T (20).
-        batch_frames: images per backbone forward (video backbones: ``batch_frames // clip_len`` clips).
-        appearance_map: also store conv5 maps where the set supports it (mspan).
-        dtype: stored feature dtype, ``"float32"`` or ``"float16"``.
-        detector, max_objects, min_objects, score_threshold, nms_iou, detector_min_size,
-            detector_max_size, num_proposals: masn's object detector and box selection
-            (``extract.objects.DetectorSettings``: name, max_objects, min_objects, score_threshold,
-            nms_iou, min_size, max_size, num_proposals); None = its default (masn: 300 proposals).
-    """
-
-    appearance: str | None = None
-    motion: str | None = None
-    image_size: int | None = None
-    motion_size: int | None = None
-    weights: str = "pretrained"
-    checkpoints: tuple[tuple[str, str], ...] = ()
-    device: str = "cpu"
-    num_frames: int | None = None
-    clip_len: int | None = None
-    stride: int | None = None
-    max_frames: int | None = None
-    batch_frames: int = 64
-    appearance_map: bool = False
-    dtype: str = "float32"
-    detector: str | None = None
-    max_objects: int | None = None
-    min_objects: int | None = None
-    score_threshold: float | None = None
-    nms_iou: float | None = None
-    detector_min_size: int | None = None
-    detector_max_size: int | None = None
-    num_proposals: int | None = None
-
-    def __post_init__(self):
-        if self.batch_frames < 1:
-            raise ValueError(f"batch_frames must be >= 1, got {self.batch_frames}")
-        for field in (
-            "image_size",
-            "motion_size",
-            "num_frames",
-            "clip_len",
-            "stride",
-            "max_frames",
-            "max_objects",
-            "detector_min_size",
-            "detector_max_size",
-            "num_proposals",
-        ):
-            value = getattr(self, field)
-            if value is not None and value < 1:
-                raise ValueError(f"{field} must be >= 1 when given, got {value}")
-        if self.min_objects is not None and self.min_objects < 0:
-            raise ValueError(f"min_objects must be >= 0 when given, got {self.min_objects}")
-        for field in ("score_threshold", "nms_iou"):
-            value = getattr(self, field)
-            if value is not None and not 0.0 <= value <= 1.0:
-                raise ValueError(f"{field} must lie in [0, 1] when given, got {value}")
-        if self.weights not in ("pretrained", "random"):
-            raise ValueError(f"weights must be 'pretrained' or 'random', got {self.weights!r}")
-        if self.dtype not in ("float32", "float16"):
-            raise ValueError(f"dtype must be 'float32' or 'float16', got {self.dtype!r}")
-        names = [name for name, _ in self.checkpoints]
-        if len(names) != len(set(names)):
-            raise ValueError(f"a backbone has more than one checkpoint: {names}")
-
-    def checkpoint_for(self, backbone: str) -> str | None:
-        """The local checkpoint path given for ``backbone`` (or a detector), or None."""
-        return dict(self.checkpoints).get(backbone)
-
-
-#: FeatureOptions fields every set uses.
-COMMON_FIELDS = ("weights", "checkpoints", "device", "batch_frames", "dtype")
-#: role -> (backbone field, input-side field) of FeatureOptions.
-ROLE_FIELDS = {"appearance": ("appearance", "image_size"), "motion": ("motion", "motion_size")}
-_ROLE_KIND = {"appearance": "image", "motion": "video"}
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    """One output array per video: ``shape`` with a leading None when ragged (variable length)."""
-
-    shape: tuple[int | None, ...]
-    dtype: str  # "float32" | "float16" | "bool" | "int64"
-
-
-def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
-    """Centre ``size`` x ``size`` crop of (..., H, W, 3) frames whose shorter side is ``size``."""
-    h, w = frames.shape[-3:-1]
-    top, left = (h - size) // 2, (w - size) // 2
-    return np.ascontiguousarray(frames[..., top : top + size, left : left + size, :])
-
-
-_LOADED: dict[tuple[str, str, str | None, str], LoadedBackbone] = {}
-
-
-def _shared_backbone(name: str, weights: str, checkpoint: str | None, device: str) -> LoadedBackbone:
-    """One loaded backbone per (name, weights, checkpoint, device) per process: feature sets that
-    share a backbone (or a set rebuilt in the same worker) do not load it twice. Inference only
-    reads the modules, so sharing them is safe."""
-    key = (name, weights, checkpoint, device)
-    if key not in _LOADED:
-        _LOADED[key] = build_backbone(name, weights=weights, checkpoint=checkpoint, device=device)
-    return _LOADED[key]
-
-
-def _check_backbone(name: str, kind: str, role: str) -> None:
-    if name not in BACKBONES:
-        raise ValueError(f"unknown {role} backbone {name!r}; available: {sorted(BACKBONES)}")
-    if BACKBONES[name].kind != kind:
-        raise ValueError(f"{role} backbone {name!r} is a {BACKBONES[name].kind} backbone, expected {kind}")
-
-
-class FeatureSet:
-    """Base class: lazy backbones, batched inference and provenance shared by the sets below.
-
-    Subclasses set ``name``, ``roles`` (role -> "image" | "video"), ``defaults``, ``uses``,
-    ``outputs`` and implement ``decode``, ``_infer`` and ``sampler_provenance``. Instances are
-    picklable (the loaded models are dropped and reload lazily in the receiving process).
-
-    Attributes:
-        options: the resolved options (``resolve_options``), not necessarily the ones given.
-    """
-
-    name: str = ""
-    roles: dict[str, str] = {}  # "appearance" -> "image", "motion" -> "video"
-    #: this set's value for a FeatureOptions field left None: the backbone of each role, and any
-    #: field of ``uses`` (absent = stays None). Input sides default to the backbone's own.
-    defaults: dict[str, object] = {}
-    #: FeatureOptions fields this set reads besides ``COMMON_FIELDS`` and its roles' backbone / size.
-    uses: tuple[str, ...] = ()
-
-    def __init__(self, options: FeatureOptions):
-        self.options = self.resolve_options(options)
-        for role, kind in self.roles.items():
-            _check_backbone(self.backbone_name(role), kind, role)
-        self.outputs: dict[str, OutputSpec] = self._outputs()
-        self._backbones: dict[str, LoadedBackbone] | None = None
-        self._provenance: dict | None = None
-
-    # -- options --------------------------------------------------------------------------------
-
-    def resolve_options(self, options: FeatureOptions) -> FeatureOptions:
-        """``options`` with this set's defaults filled in and the fields it does not use cleared.
-
-        Backbones left None take ``defaults``; input sides left None take the backbone's own input
-        size (``BACKBONES[name].preprocessing.input_size``); the fields of ``uses`` left None take
-        ``defaults`` (or stay None); checkpoints are kept only for the networks this set loads; every
-        other field returns to its FeatureOptions default. Resolving twice changes nothing.
-
-        Raises:
-            ValueError: an unknown backbone, or one of the wrong kind for its role.
-        """
-        values: dict[str, object] = {}
-        networks: set[str] = set()
-        for role, kind in self.roles.items():
-            backbone_field, size_field = ROLE_FIELDS[role]
-            backbone = getattr(options, backbone_field) or self.defaults[backbone_field]
-            _check_backbone(backbone, kind, role)
-            values[backbone_field] = backbone
-            values[size_field] = getattr(options, size_field) or BACKBONES[backbone].preprocessing.input_size
-            networks.add(backbone)
-        for field in self.uses:
-            value = getattr(options, field)
-            values[field] = self.defaults.get(field) if value is None else value
-        networks |= self.extra_networks(values)
-        values["checkpoints"] = tuple((n, p) for n, p in options.checkpoints if n in networks)
-        keep = set(COMMON_FIELDS) | set(values)
-        cleared = {f.name: f.default for f in fields(FeatureOptions) if f.name not in keep}
-        return replace(options, **cleared, **values)
-
-    def extra_networks(self, values: dict[str, object]) -> set[str]:
-        """Names of networks besides the backbones that take checkpoints (masn: its detector)."""
-        return set()
-
-    # -- backbones ------------------------------------------------------------------------------
-
-    def backbone_name(self, role: str) -> str:
-        return getattr(self.options, ROLE_FIELDS[role][0])
-
-    def feature_dim(self, role: str) -> int:
-        return BACKBONES[self.backbone_name(role)].feature_dim
-
-    def backbone(self, role: str) -> LoadedBackbone:
-        """The loaded backbone for ``role``; all of them load on the first call."""
-        if self._backbones is None:
-            o = self.options
-            self._backbones = {
-                role: _shared_backbone(
-                    self.backbone_name(role), o.weights, o.checkpoint_for(self.backbone_name(role)), o.device
-                )
-                for role in self.roles
-            }
-        return self._backbones[role]
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_backbones"] = None
-        return state
-
-    def run_backbone(self, role: str, inputs: list[np.ndarray], size: int, *, return_map: bool = False):
-        """Pooled features (and maps) for each array of ``inputs``, batched across all of them.
-
-        Every forward pass has exactly the batch size (the last is padded with repeats of its first
-        item), so a video's features do not depend on which other videos shared the call.
-
-        Args:
-            role: "appearance" (inputs (n_i, S, S, 3)) or "motion" (inputs (n_i, W, S, S, 3)), uint8.
-            size: input side.
-            return_map: also return conv maps.
-
-        Returns:
-            list of (n_i, D) float32 arrays (with maps: list of ((n_i, D), (n_i, D, ...)) pairs).
-        """
-        backbone = self.backbone(role)
-        counts = [len(x) for x in inputs]
-        if sum(counts) == 0:
-            empty = np.zeros((0, backbone.feature_dim), dtype=np.float32)
-            return [(empty, None) if return_map else empty for _ in inputs]
-        stacked = np.concatenate([x for x in inputs if len(x)], axis=0)
-        per_item = 1 if backbone.kind == "image" else stacked.shape[1]
-        batch = max(1, self.options.batch_frames // per_item)
-        pad = (-len(stacked)) % batch
-        if pad:
-            stacked = np.concatenate([stacked, np.repeat(stacked[:1], pad, axis=0)], axis=0)
-        result = backbone.features(stacked, size=size, batch_size=batch, return_map=return_map)
-        pooled, maps = result if return_map else (result, None)
-        splits = np.cumsum(counts)[:-1]
-        pooled_parts = np.split(pooled[: sum(counts)], splits)
-        if not return_map:
-            return pooled_parts
-        return list(zip(pooled_parts, np.split(maps[: sum(counts)], splits), strict=True))
-
-    # -- the engine's interface -----------------------------------------------------------------
-
-    def decode(self, video_id: str, path: Path) -> Iterator[dict[str, np.ndarray]]:
-        """Yield bounded chunks of uint8 frames (and small metadata arrays) for one video.
-
-        Raises:
-            extract.video.VideoDecodeError: unreadable, corrupt, empty or missing video.
-        """
-        raise NotImplementedError
-
-    def infer(self, chunks: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-        """Features for each chunk (chunks of many videos, batched together), in the same order."""
-        dtype = np.dtype(self.options.dtype)
-        outs = []
-        for out in self._infer(chunks):
-            # features take the stored dtype; times stay float32 seconds
-            outs.append(
-                {k: v if k in self._time_keys else v.astype(dtype, copy=False) for k, v in out.items()}
-            )
-        return outs
-
-    _time_keys: tuple[str, ...] = ()  # outputs that are times in seconds, not features
-
-    def _infer(self, chunks: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-        raise NotImplementedError
-
-    def finalize(self, partials: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        """Join one video's chunk outputs (in order): ragged outputs are concatenated along axis 0,
-        fixed-shape outputs come from a single chunk."""
-        if not partials:
-            raise ValueError(f"{self.name}: no chunk outputs to finalize")
-        out = {}
-        for key, spec in self.outputs.items():
-            if spec.shape and spec.shape[0] is None:
-                out[key] = np.concatenate([p[key] for p in partials], axis=0).astype(spec.dtype, copy=False)
-            else:
-                if len(partials) != 1:
-                    raise ValueError(f"{self.name}: fixed-shape output {key!r} got {len(partials)} chunks")
-                out[key] = partials[0][key].astype(spec.dtype, copy=False)
-            expected = tuple(spec.shape)
-            got = out[key].shape
-            if len(got) != len(expected) or any(
-                e is not None and e != g for e, g in zip(expected, got, strict=True)
-            ):
-                raise ValueError(f"{self.name}: output {key!r} has shape {got}, expected {expected}")
-        return out
-
-    def provenance(self) -> dict:
-        """JSON-able: feature set, backbones with weights sha256 (or "random"), samplers, sizes, dtype.
-
-        Computed without loading the models (weight files are hashed once and cached).
-        """
-        if self._provenance is None:
-            o = self.options
-            self._provenance = {
-                "feature_set": self.name,
-                "backbones": {
-                    role: backbone_provenance(
-                        self.backbone_name(role),
-                        weights=o.weights,
-                        checkpoint=o.checkpoint_for(self.backbone_name(role)),
-                    )
-                    for role in self.roles
-                },
-                "samplers": self.sampler_provenance(),
-                "image_size": o.image_size,
-                "motion_size": o.motion_size,
-                "batch_frames": o.batch_frames,
-                "dtype": o.dtype,
-                "outputs": {k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in self.outputs.items()},
-                "options": {
-                    k: (list(map(list, v)) if k == "checkpoints" else v) for k, v in asdict(o).items()
-                },
-            }
-        return self._provenance
-
-    # -- subclasses -----------------------------------------------------------------------------
-
-    def _outputs(self) -> dict[str, OutputSpec]:
-        raise NotImplementedError
-
-    def sampler_provenance(self) -> dict:
-        raise NotImplementedError
 
 
 class MspanFeatures(FeatureSet):
@@ -434,12 +102,12 @@ class MspanFeatures(FeatureSet):
 
     def decode(self, video_id, path):
         o = self.options
-        with Video(path, size=o.image_size) as video:
+        with Video(path, size=o.image_size, max_pixels=o.max_pixels) as video:
             t = video.info.num_frames
             idx = uniform_indices(t, self.n)  # (N,)
             frames = center_crop(video.read(idx), o.image_size)  # (N, S, S, 3)
         windows = centered_windows(idx, t, self.w)  # (N, W)
-        with Video(path, size=o.motion_size) as video:
+        with Video(path, size=o.motion_size, max_pixels=o.max_pixels) as video:
             clips = center_crop(video.read(windows.reshape(-1)), o.motion_size)  # (N*W, s, s, 3)
         yield {"frames": frames, "clips": clips.reshape(self.n, self.w, *clips.shape[1:])}
 
@@ -492,7 +160,7 @@ class HcrnFeatures(FeatureSet):
 
     def decode(self, video_id, path):
         o = self.options
-        with Video(path, size=o.image_size) as video:
+        with Video(path, size=o.image_size, max_pixels=o.max_pixels) as video:
             clips = hcrn_clips(video.info.num_frames, self.num_clips, self.w)  # (8, W)
             frames = center_crop(video.read(clips.reshape(-1)), o.image_size)  # (8*W, S, S, 3)
         yield {"clips": frames.reshape(self.num_clips, self.w, *frames.shape[1:])}
@@ -538,7 +206,7 @@ class SiasamreaFeatures(FeatureSet):
 
     def decode(self, video_id, path):
         o = self.options
-        with Video(path, size=o.image_size) as video:
+        with Video(path, size=o.image_size, max_pixels=o.max_pixels) as video:
             t, fps = video.info.num_frames, video.info.fps
             if o.stride:
                 idx = strided_indices(t, o.stride)
@@ -595,7 +263,7 @@ class CminFeatures(FeatureSet):
     def decode(self, video_id, path):
         o = self.options
         per_chunk = max(1, MAX_CHUNK_FRAMES // self.w)
-        with Video(path, size=o.motion_size) as video:
+        with Video(path, size=o.motion_size, max_pixels=o.max_pixels) as video:
             clips = dense_clips(video.info.num_frames, self.w, self.stride)  # (K, W)
             times = clip_centre_times(clips, video.info.fps).astype(np.float32)
             for start in range(0, len(clips), per_chunk):
@@ -611,20 +279,13 @@ class CminFeatures(FeatureSet):
         return [{"clips": f, "clip_times": c["clip_times"]} for f, c in zip(feats, chunks, strict=True)]
 
 
-def _masn(options: FeatureOptions) -> FeatureSet:
-    """``extract.masn.build_masn_feature_set``, imported on use (extract/masn.py imports this module)."""
-    from extract.masn import build_masn_feature_set
-
-    return build_masn_feature_set(options)
-
-
 # Written out by hand.
 FEATURE_SETS: dict[str, Callable[[FeatureOptions], FeatureSet]] = {
     "mspan": MspanFeatures,
     "hcrn": HcrnFeatures,
     "siasamrea": SiasamreaFeatures,
     "cmin": CminFeatures,
-    "masn": _masn,
+    "masn": build_masn_feature_set,
 }
 
 

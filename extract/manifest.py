@@ -73,9 +73,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: options that may differ between a run and its resumption (none: even the batch size can change the
-#: float rounding of a backbone, so every option, batch_frames included, must match)
-RUNTIME_OPTIONS: frozenset[str] = frozenset()
+#: options that may differ between a run and its resumption: only ``max_pixels``, which decides which
+#: videos fail (recorded) but never a written value; every other option, batch_frames included (the batch
+#: size can change a backbone's float rounding), must match
+RUNTIME_OPTIONS: frozenset[str] = frozenset({"max_pixels"})
 _BLOCK = 4 << 20
 
 

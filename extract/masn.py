@@ -59,7 +59,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from extract.featuresets import FeatureOptions, FeatureSet, OutputSpec
+from extract.featurebase import FeatureOptions, FeatureSet, OutputSpec
 from extract.objects import (
     DetectorSettings,
     LoadedDetector,
@@ -204,6 +204,16 @@ class MasnFeatures(FeatureSet):
             **{field: getattr(settings, target) for field, target in DETECTOR_OPTION_FIELDS.items()},
         )
 
+    def warnings(self) -> list[str]:
+        side = conv5_side(self.options.image_size)
+        if side > 1:
+            return []
+        return [
+            f"--features masn at --image-size {self.options.image_size}: the conv5 map is 1x1, so every "
+            "object row equals the appearance row (RoIAlign has one cell to sample); an --image-size "
+            "above 32 gives a larger map (the paper: 224)"
+        ]
+
     def extra_networks(self, values: dict[str, object]) -> set[str]:
         return {self.detector_settings.name}  # ``--checkpoint <detector>=PATH``
 
@@ -253,15 +263,15 @@ class MasnFeatures(FeatureSet):
             VideoDecodeError: the video is missing, empty, unreadable or fails to decode.
         """
         o, det = self.options, self.detector_settings
-        with Video(path) as native:
+        with Video(path, max_pixels=o.max_pixels) as native:
             info = native.info
             frames, windows = masn_frame_indices(
                 info.num_frames, info.fps, max_frames=self.t, clip_len=self.w
             )
             det_size = det.min_size if min(info.height, info.width) > det.min_size else None
             with (
-                Video(path, size=det_size) if det_size else native as det_video,
-                Video(path, size=self.motion_size) as motion_video,
+                Video(path, size=det_size, max_pixels=o.max_pixels) if det_size else native as det_video,
+                Video(path, size=self.motion_size, max_pixels=o.max_pixels) as motion_video,
             ):
                 for start in range(0, len(frames), CHUNK_FRAMES):
                     idx = frames[start : start + CHUNK_FRAMES]  # (c,)
@@ -432,6 +442,15 @@ def detector_settings_from_options(options: FeatureOptions) -> DetectorSettings:
     if "min_size" in given and "max_size" not in given:
         settings["max_size"] = max(DetectorSettings.max_size, given["min_size"])
     return DetectorSettings(**settings)
+
+
+def conv5_side(image_size: int) -> int:
+    """Side of a ResNet's conv5 map for a square input (conv1 and maxpool, then three more stride-2
+    stages: each halves the side, rounding up)."""
+    side = image_size
+    for _ in range(5):
+        side = (side - 1) // 2 + 1
+    return side
 
 
 def build_masn_feature_set(options: FeatureOptions) -> MasnFeatures:

@@ -147,7 +147,8 @@ class FeatureReader:
             f = h5py.File(path, "r")
         except OSError as err:
             raise ManifestError(
-                f"{path}: listed as complete in the manifest but cannot be opened ({err})"
+                f"{path}: listed as complete in the manifest but cannot be opened "
+                f"({str(err).splitlines()[0]}); restore the file or extract into a new --out"
             ) from err
         try:
             problem = check_stored_ids(path, decode_ids(f["ids"][()]), self._shard_entries[shard_idx])
@@ -164,6 +165,17 @@ class FeatureReader:
             _, old = self._files.popitem(last=False)
             old.close()
         return f
+
+    def check_readable(self) -> None:
+        """Open every shard once in this process, so an unreadable one is reported here, naming the file,
+        rather than inside a DataLoader worker (whose error would carry the worker's traceback).
+
+        Raises:
+            ManifestError: a shard listed as complete cannot be opened.
+        """
+        for shard_idx in range(len(self._shard_paths)):
+            self._file(shard_idx)
+        self.close()
 
     def _offsets(self, shard_idx: int, f: h5py.File, name: str) -> np.ndarray:
         key = (shard_idx, name)

@@ -33,6 +33,11 @@ decord.logging.set_level(decord.logging.QUIET)  # errors reach the caller as Vid
 # IndexError for indices beyond the frame count FFmpeg reported.
 _DECORD_ERRORS = (decord.DECORDError, RuntimeError, AssertionError, IndexError)
 
+#: Frames larger than this many pixels (width x height as the file declares them) are refused before
+#: anything is decoded: a 228-byte GIF declaring a 12000x12000 canvas costs ~4.5 GB to decode. The default
+#: admits 8K UHD (7680x4320 = 33.2 M); ``vqa-extract --max-pixels`` changes it.
+DEFAULT_MAX_PIXELS = 40_000_000
+
 
 class VideoDecodeError(Exception):
     """A video could not be read. ``path`` is the file, ``reason`` says what went wrong."""
@@ -92,6 +97,28 @@ def _open_reader(path: Path, width: int = -1, height: int = -1, num_threads: int
         ) from err
 
 
+def _check_declared_size(path: Path, max_pixels: int | None) -> None:
+    """Refuse a video whose declared frame size exceeds ``max_pixels``, reading only its headers."""
+    if max_pixels is None:
+        return
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return
+            ctx = container.streams.video[0].codec_context
+            width, height = int(ctx.width), int(ctx.height)
+    except Exception:  # noqa: BLE001 - unreadable headers: decord reports why when it opens the file
+        return
+    if width * height > max_pixels:
+        raise VideoDecodeError(
+            path,
+            f"frames of {width}x{height} ({width * height} pixels) exceed the limit of {max_pixels} pixels "
+            "(--max-pixels); refused before decoding",
+        )
+
+
 class Video:
     """An open video file. Reads selected frames, resized so the shorter side is ``size``.
 
@@ -99,14 +126,24 @@ class Video:
         path: the video file.
         size: shorter side of the returned frames (aspect kept); None keeps the source size.
         num_threads: FFmpeg decoding threads (1 suits one decode worker per CPU core).
+        max_pixels: refuse frames larger than this (declared width x height) before decoding; None: no
+            limit.
 
     Raises:
-        VideoDecodeError: missing, empty, unreadable or undecodable file.
+        VideoDecodeError: missing, empty, unreadable or undecodable file, or frames above ``max_pixels``.
     """
 
-    def __init__(self, path: str | os.PathLike, *, size: int | None = None, num_threads: int = 1):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        size: int | None = None,
+        num_threads: int = 1,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    ):
         self.path = Path(path)
         _check_file(self.path)
+        _check_declared_size(self.path, max_pixels)
         reader = _open_reader(self.path, num_threads=num_threads)
         try:
             num_frames = len(reader)

@@ -1,4 +1,10 @@
-"""Resolving ids from annotation files to paths that never leave the dataset root."""
+"""Resolving ids from annotation files to paths that never leave the dataset root.
+
+The rule is checked on the path **as written**: an id that is absolute or whose ``..`` components climb
+above the root is refused. Symbolic links are not resolved: a link the user placed inside the root
+(a ``gifs/`` directory linked to another disk, a common cluster layout) is followed like any directory,
+because the user, not the annotation file, chose where it points.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +16,23 @@ class UnsafePathError(ValueError):
     """A video id (or other relative name) would resolve outside its dataset root."""
 
 
+def is_within(root: str | os.PathLike, path: str | os.PathLike) -> bool:
+    """True when ``path`` as written (made absolute, ``..`` folded, links not followed) lies under ``root``.
+
+    ``root`` may be given through a link: ``path`` under either the root as written or its target counts.
+    """
+    target = os.path.normpath(os.path.abspath(path))
+    for base in {os.path.normpath(os.path.abspath(root)), os.path.realpath(root)}:
+        if target == base or target.startswith(base.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
 def resolve_under(root: str | os.PathLike, relative: str, *, source: str | None = None) -> Path:
     """Join ``relative`` onto ``root`` and refuse any result outside ``root``.
 
-    Absolute names, ``..`` components and symlinks that point elsewhere are all refused.
+    Absolute names and ``..`` components that climb above the root are refused; symbolic links inside
+    the root are left to the operating system (followed when the file is opened).
 
     Args:
         root: the dataset root directory.
@@ -21,24 +40,24 @@ def resolve_under(root: str | os.PathLike, relative: str, *, source: str | None 
         source: where the name came from (``"Train_frameqa_question.csv line 7"``) for the error.
 
     Returns:
-        The resolved absolute path (it need not exist).
+        The absolute path ``root/relative`` with ``.`` and ``..`` folded (it need not exist).
 
     Raises:
         UnsafePathError: naming the id, its source and the root.
     """
-    root_resolved = Path(root).resolve()
+    root_abs = Path(os.path.normpath(os.path.abspath(root)))
     where = f" (from {source})" if source else ""
     if not relative or "\x00" in relative:
         raise UnsafePathError(f"empty or invalid video id {relative!r}{where}")
     if os.path.isabs(relative) or Path(relative).is_absolute():
         raise UnsafePathError(
             f"video id {relative!r}{where} is an absolute path; ids must be relative to the dataset "
-            f"root {root_resolved}"
+            f"root {root_abs}"
         )
-    candidate = (root_resolved / relative).resolve()
-    if candidate != root_resolved and root_resolved not in candidate.parents:
+    candidate = Path(os.path.normpath(root_abs / relative))
+    if not is_within(root_abs, candidate):
         raise UnsafePathError(
             f"video id {relative!r}{where} resolves to {candidate}, outside the dataset root "
-            f"{root_resolved}; fix the annotation file or the --root option"
+            f"{root_abs}; fix the annotation file or the --root option"
         )
     return candidate

@@ -8,8 +8,10 @@ stopping counter, global step), and ``meta`` (model name, configs as JSON text, 
 
 from __future__ import annotations
 
+import pickle
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -77,15 +79,40 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint on the CPU with ``weights_only=True`` (no arbitrary unpickling).
 
     Raises:
-        CheckpointError: naming the file when it is missing or cannot be read.
+        CheckpointError: naming the file when it is missing, damaged, not a checkpoint, or holds pickled
+            Python objects (refused, never loaded another way).
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        with warnings.catch_warnings():  # torch's notes on pickle protocols are not the user's to act on
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        what = f" (it needs the Python object {found.group(1)})" if found else ""
+        raise CheckpointError(
+            f"checkpoint {path} holds pickled Python objects{what} or is not a torch checkpoint; only "
+            "tensors and plain values are loaded, so it is refused. Use a checkpoint written by vqa-train "
+            "(RUN/checkpoints/*.pt)"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - whatever the parser trips on, the file is not a checkpoint
+        detail = str(exc).split(". ")[0].splitlines()[0][:160] if str(exc) else type(exc).__name__
+        readable = isinstance(exc, RuntimeError | OSError) and any(c.isalpha() for c in detail)
+        detail = f" ({detail})" if readable and "weights_only" not in detail else ""
+        raise CheckpointError(
+            f"checkpoint {path} is damaged or not a torch checkpoint{detail}; use another checkpoint "
+            "(e.g. an earlier RUN/checkpoints/epoch-NNNN.pt)"
+        ) from None
+    if not isinstance(state, dict) or "model" not in state:
+        kind = type(state).__name__
+        if isinstance(state, dict):
+            kind = f"a dict with keys {sorted(map(str, state))[:6]}"
+        raise CheckpointError(
+            f"{path} is not a vqa-train checkpoint (it holds {kind}; expected the keys 'model' and 'meta')"
+        )
+    return state
 
 
 def capture_rng_state() -> dict[str, Any]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -39,14 +40,22 @@ from train.config import (
     ConfigError,
     TrainConfig,
     build_config,
+    describe_fields,
     load_yaml_config,
     merge_sections,
     paper_train_defaults,
     parse_overrides,
 )
-from train.data import FeatureMismatchError
-from train.loop import NonFiniteLossError
-from train.runner import RunSpec, eval_out_dir, eval_train_config, fill_from_features, run
+from train.data import FeatureMismatchError, check_feature_set
+from train.loop import NonFiniteLossError, RunDirError
+from train.runner import (
+    RunSpec,
+    effective_config,
+    eval_out_dir,
+    eval_train_config,
+    fill_from_features,
+    run,
+)
 
 __all__ = ["build_cli", "main"]
 
@@ -64,9 +73,21 @@ def _datasets_epilog() -> str:
 
 
 def _keys_epilog(entry: ModelEntry) -> str:
-    train_keys = ", ".join(f.name for f in dataclasses.fields(TrainConfig))
-    model_keys = ", ".join(f.name for f in dataclasses.fields(entry.config_cls))
-    return f"train.* keys: {train_keys}.\n\nmodel.* keys: {model_keys}.\n\n{_datasets_epilog()}"
+    """Every train.* and model.* key with its type, default and meaning (pre-formatted: ``\\b``)."""
+    parts = []
+    for section, cls, note in (
+        ("train", TrainConfig, "per-dataset paper values (batch size, lr schedule) replace some defaults"),
+        ("model", entry.config_cls, "the paper's defaults; *_dim and num_frames come from the features"),
+    ):
+        lines = [f"\b\n{section}.* keys (--set {section}.KEY=VALUE or section {section}: of --config; "
+                 f"{note}):"]
+        for key, type_name, default, meaning in describe_fields(cls):
+            lines.append(f"  {section}.{key} ({type_name}, default {default}): {meaning}")
+        parts.append("\n".join(lines))
+    exits = ("Exit status: 0 done, 1 error (one line naming the file; --debug shows the traceback), "
+             "2 usage error, 130 interrupted (re-run the same command, with --resume, to continue).")
+    return "\n\n".join([*parts, "--print-config shows the effective settings of a command line.",
+                        _datasets_epilog(), exits])
 
 
 def _model_command(name: str, entry: ModelEntry) -> click.Command:
@@ -88,7 +109,7 @@ def _model_command(name: str, entry: ModelEntry) -> click.Command:
     @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
                   help="Run directory (config, checkpoints, metrics, predictions).")
     @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                  help="YAML file with sections train: and model:.")
+                  help="YAML file with sections train: and model: (a run's own config.yaml works too).")
     @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                   help="Override a setting, e.g. --set train.lr=3e-4 --set model.num_scales=4 (repeatable).")
     @click.option("--epochs", type=int, default=None, help="= --set train.epochs=N")
@@ -104,15 +125,25 @@ def _model_command(name: str, entry: ModelEntry) -> click.Command:
                   help="Checkpoint for --eval-only (e.g. RUN/checkpoints/best.pt).")
     @click.option("--allow-missing-features", is_flag=True,
                   help="Drop questions whose video has no features (counted in the log) instead of failing.")
-    @click.option("--progress/--no-progress", default=True, help="Show progress bars.")
+    @click.option("--progress/--no-progress", default=None,
+                  help="Show progress bars [default: only when stderr is a terminal].")
     @click.option("--allow-feature-change", is_flag=True,
                   help="Resume or evaluate on features other than the run recorded (the change is recorded "
                   "in metrics.json).")
     @click.option("--eval-name", default=None, metavar="NAME",
                   help="--eval-only into a training run's --out writes to OUT/eval-NAME (default: the "
                   "checkpoint's stem, e.g. eval-best); the run's own files are never overwritten.")
-    def command(**kw: Any) -> None:
+    @click.option("--threads", type=click.IntRange(min=1), default=None,
+                  help="torch CPU threads per process [default: the usable CPUs / processes per node, at "
+                  "most 8]; recorded in train.log.")
+    @click.option("--print-config", is_flag=True, help="Print the effective config (YAML) and exit.")
+    def command(threads: int | None, print_config: bool, **kw: Any) -> None:
         spec = _make_spec(name, entry, **kw)
+        spec = dataclasses.replace(spec, threads=threads or default_threads())
+        if print_config:
+            task_type = get_dataset(spec.dataset)(spec.root, task=spec.task).task_type
+            click.echo(yaml.safe_dump(effective_config(spec, task_type), sort_keys=False), nl=False)
+            return
         _execute(spec)
 
     return command
@@ -163,6 +194,10 @@ def _make_spec(
         reader = FeatureReader(features)
     except ManifestError as exc:
         raise click.UsageError(str(exc)) from exc
+    try:  # before any model.* check: a wrong feature directory explains every later mismatch
+        check_feature_set(reader, entry.feature_set, model=name)
+    except FeatureMismatchError as exc:
+        raise click.ClickException(str(exc)) from exc
 
     try:
         defaults = {"train": paper_train_defaults(name, dataset, task, task_type), "model": {}}
@@ -172,7 +207,7 @@ def _make_spec(
             saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
             layers.append({"train": saved.get("train") or {}, "model": saved.get("model") or {}})
         if config_file is not None:
-            layers.append(load_yaml_config(str(config_file)))
+            layers.append(load_yaml_config(str(config_file), model=name))
         layers.append(parse_overrides(overrides))
         flags = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "num_workers": num_workers}
         layers.append({"train": {k: v for k, v in flags.items() if v is not None}})
@@ -193,19 +228,40 @@ def _make_spec(
         else:
             model_values = fill_from_features(entry.config_cls, merged["model"], reader.outputs)
         model_cfg = build_config(entry.config_cls, model_values, section="model")
-    except (ConfigError, CheckpointError) as exc:
+    except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
+    except CheckpointError as exc:  # a bad file, not a bad command line
+        raise click.ClickException(str(exc)) from exc
     return RunSpec(
         model=name, dataset=dataset, task=task, root=root, features=features, out=out, train=train_cfg,
         model_config=model_cfg, glove=glove, device=device, resume=resume, eval_only=eval_only,
-        checkpoint=checkpoint, allow_missing_features=allow_missing_features, show_progress=progress,
+        checkpoint=checkpoint, allow_missing_features=allow_missing_features,
+        show_progress=sys.stderr.isatty() if progress is None else progress,
         allow_feature_change=allow_feature_change, eval_name=eval_name,
     )
+
+
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise)."""
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def default_threads() -> int:
+    """torch CPU threads per process: the usable CPUs shared by the node's processes, at most 8.
+
+    torch's own default (every core) ran 14x slower than one thread on a busy shared machine; a few
+    threads keep most of the speed of an idle one.
+    """
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, min(8, usable // max(1, per_node)))
 
 
 def _execute(spec: RunSpec) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    # under torchrun only rank 0 talks (the other ranks still raise their errors)
+    handler.setLevel(logging.INFO if _rank() == 0 else logging.ERROR)
     log = logging.getLogger("train")
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -214,10 +270,12 @@ def _execute(spec: RunSpec) -> None:
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     except (FeatureMismatchError, CheckpointError, NonFiniteLossError, DatasetFormatError,
-            ManifestError, GloveFormatError, DirectoryInUseError) as exc:
+            ManifestError, GloveFormatError, DirectoryInUseError, RunDirError) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         log.removeHandler(handler)
+    if _rank() != 0:
+        return
     metric = result["selection_metric"]
     base = ", ".join(f"{k} {v:.4f}" for k, v in result["baselines_test"].items())
     click.echo(
@@ -231,6 +289,7 @@ def build_cli() -> click.Group:
     """The ``vqa-train`` click group with one subcommand per registered model (explicit loop)."""
     group = click.Group(
         name="vqa-train",
+        context_settings={"help_option_names": ["-h", "--help"]},
         help="Train and evaluate video QA models from extracted features. "
         f"MODEL is one of: {', '.join(MODELS)}. Run `vqa-train MODEL --help` for its options and keys.",
         epilog=_datasets_epilog(),
@@ -242,7 +301,18 @@ def build_cli() -> click.Group:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point ``vqa-train``."""
-    build_cli().main(args=argv, prog_name="vqa-train")
+    from pipelines.errors import run_cli
+
+    run_cli(build_cli(), argv, prog_name="vqa-train", user_errors=_user_errors,
+            interrupted_hint="re-run the same command with --resume to continue from the last checkpoint")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes that are the user's to fix (one line, no traceback; see pipelines.errors)."""
+    from pipelines.paths import UnsafePathError
+
+    return (ConfigError, CheckpointError, FeatureMismatchError, NonFiniteLossError, DatasetFormatError,
+            ManifestError, GloveFormatError, UnsafePathError, RunDirError, DirectoryInUseError)
 
 
 if __name__ == "__main__":

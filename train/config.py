@@ -24,6 +24,7 @@ __all__ = [
     "TrainConfig",
     "build_config",
     "config_to_dict",
+    "describe_fields",
     "paper_train_defaults",
     "parse_overrides",
     "load_yaml_config",
@@ -45,6 +46,19 @@ class TrainConfig:
     Defaults follow MSPAN (Guo et al., 2021) and its official code where the paper is silent:
     Adam, lr 1e-4, weight decay 5e-6, batch 64 (TGIF-QA; 128 for MSVD/MSRVTT via
     :func:`paper_train_defaults`), StepLR(5, 0.5) or MultiStepLR([10, 15, 19, 23, 27], 0.5).
+    A field's meaning is its comment below or its entry here (:func:`describe_fields` reads both).
+
+    Attributes:
+        epochs: epochs to train.
+        batch_size: global batch size (divided over the processes under torchrun).
+        lr: learning rate.
+        gamma: learning-rate factor at each scheduler step.
+        seed: seeds Python, NumPy and torch, and the data order.
+        num_workers: DataLoader worker processes per training process.
+        max_question_len: questions are cut to this many tokens; None keeps them whole.
+        ddp_find_unused_parameters: passed to DistributedDataParallel (models with unused branches).
+        allow_zero_glove_coverage: accept a GloVe file that matches no question word (the embeddings
+            then stay random, and the run records it).
     """
 
     epochs: int = 30
@@ -142,6 +156,76 @@ def paper_train_defaults(model: str, dataset: str, task: str | None, task_type: 
     if model == "mspan":
         out["batch_size"] = 128 if msvd_like else 64
         out["scheduler"] = "step" if (msvd_like or task_type == "count") else "multistep"
+    return out
+
+
+def describe_fields(cls: type) -> list[tuple[str, str, str, str]]:
+    """``(name, type, default, meaning)`` of every field of a config dataclass, for ``--help``.
+
+    The meaning is the field's entry in the class docstring's ``Attributes:`` section (first sentence)
+    or else the comment on (or just above) the field's line in the source.
+    """
+    import inspect
+
+    docs = _docstring_attributes(inspect.getdoc(cls) or "")
+    try:
+        comments = _field_comments(inspect.getsource(cls))
+    except (OSError, TypeError):
+        comments = {}
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
+        default_text = str(list(default) if isinstance(default, tuple) else default)
+        meaning = docs.get(f.name) or comments.get(f.name, "")
+        out.append((f.name, _help_type(hints[f.name]), default_text, meaning.replace("``", "")))
+    return out
+
+
+def _help_type(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return "|".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_help_type(a) for a in args)
+    if origin in (tuple, list):
+        return f"list[{_help_type(args[0])}]" if args else "list"
+    return "None" if tp is type(None) else _type_name(tp)
+
+
+def _docstring_attributes(doc: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    lines = doc.splitlines()
+    if "Attributes:" not in [ln.strip() for ln in lines]:
+        return out
+    start = [ln.strip() for ln in lines].index("Attributes:") + 1
+    current = None
+    for line in lines[start:]:
+        if line.strip() and not line.startswith("    "):
+            break
+        if line.startswith("        ") and current:  # continuation
+            out[current] += " " + line.strip()
+            continue
+        name, sep, text = line.strip().partition(":")
+        if sep and name.isidentifier():
+            current, out[name] = name, text.strip()
+    return out
+
+
+def _field_comments(source: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    above: list[str] = []
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            above.append(stripped.lstrip("# "))
+            continue
+        name, sep, rest = stripped.partition(":")
+        if sep and name.isidentifier() and "=" in rest:
+            _, hash_, comment = rest.partition("  # ")
+            out[name] = comment.strip() if hash_ else " ".join(above)
+        above = []
     return out
 
 
@@ -297,8 +381,17 @@ def merge_sections(*layers: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[s
     return out
 
 
-def load_yaml_config(path: str) -> dict[str, dict[str, Any]]:
+#: top-level keys of a run's own ``config.yaml`` besides its sections (it is accepted by ``--config``)
+RUN_CONFIG_KEYS = frozenset(
+    {"model_name", "dataset", "task", "task_type", "root", "features", "glove", "toolkit_version"}
+)
+
+
+def load_yaml_config(path: str, *, model: str | None = None) -> dict[str, dict[str, Any]]:
     """Read a ``--config`` YAML file with the optional sections ``train`` and ``model``.
+
+    A run's own ``config.yaml`` is accepted too: its other top-level keys (``model_name``, paths, ...)
+    describe that run and are not settings; ``model`` given, its ``model_name`` must be ``model``.
 
     Raises:
         ConfigError: naming the file when it is not valid YAML or has other top-level keys.
@@ -314,6 +407,13 @@ def load_yaml_config(path: str) -> dict[str, dict[str, Any]]:
         return {"train": {}, "model": {}}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with the sections 'train' and 'model'")
+    if "model_name" in data:  # a run's own config.yaml
+        if model is not None and data["model_name"] != model:
+            raise ConfigError(
+                f"{path}: is the config of a {data['model_name']!r} run, not {model!r}; "
+                f"use it with `vqa-train {data['model_name']}`"
+            )
+        data = {k: v for k, v in data.items() if k not in RUN_CONFIG_KEYS and k != "provenance"}
     unknown = sorted(set(data) - {"train", "model"})
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; valid sections: train, model")

@@ -38,6 +38,7 @@ __all__ = [
     "LRSchedulerHook",
     "MetricsLogHook",
     "NonFiniteLossError",
+    "RunDirError",
     "Trainer",
     "TrainState",
     "autocast_context",
@@ -50,6 +51,10 @@ log = logging.getLogger("train")
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the epoch and step."""
+
+
+class RunDirError(RuntimeError):
+    """A file of the run directory is damaged beyond what resuming repairs (names the file and line)."""
 
 
 @dataclass
@@ -224,14 +229,18 @@ class Trainer:
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v
             n += 1
-            postfix = {"loss": f"{losses['loss']:.4f}"}
-            postfix.update({k: f"{v:.4f}" for k, v in list(self.state.last_val.items())[:1]})
+            postfix = {"loss": f"{losses['loss']:.4f}"}  # this batch's training loss
+            postfix.update({f"val_{k}": f"{v:.4f}" for k, v in list(self.state.last_val.items())[:1]})
             bar.set_postfix(postfix)
             for h in self.hooks:
                 h.after_step()
         bar.close()
         self.state.epoch = epoch + 1
-        self.state.last_train = {k: v / max(n, 1) for k, v in sums.items()}
+        # the epoch's mean over every process's batches (each process saw a different shard of the data)
+        parts = all_gather_objects((sums, n))
+        n_all = sum(part_n for _, part_n in parts)
+        totals = {k: sum(part_sums.get(k, 0.0) for part_sums, _ in parts) for k in sums}
+        self.state.last_train = {k: v / max(n_all, 1) for k, v in totals.items()}
 
 
 def evaluate(
@@ -403,11 +412,27 @@ class MetricsLogHook(HookBase):
 
 
 def keep_epochs(jsonl_path: Path, epoch: int) -> None:
-    """Drop the lines of ``metrics.jsonl`` for epochs after ``epoch`` (written before a crash)."""
+    """Drop the lines of ``metrics.jsonl`` for epochs after ``epoch`` (written before a crash).
+
+    A torn last line (the process died while appending it) is dropped too: its epoch has no checkpoint
+    yet and is run again. A damaged line before the last is an error naming the line.
+    """
     if not jsonl_path.exists():
         return
-    lines = [ln for ln in jsonl_path.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    kept = [ln for ln in lines if json.loads(ln)["epoch"] <= epoch]
+    lines = [ln for ln in jsonl_path.read_bytes().decode("utf-8", "replace").splitlines() if ln.strip()]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            rows.append((int(row["epoch"]), line))
+        except (ValueError, KeyError, TypeError):
+            if number < len(lines):
+                raise RunDirError(
+                    f"{jsonl_path} line {number} is not a metrics record (the file was damaged); fix or "
+                    "delete that line and run again"
+                ) from None
+            log.warning("%s: dropped a torn last line (written when the run was interrupted)", jsonl_path)
+    kept = [ln for ep, ln in rows if ep <= epoch]
     if len(kept) != len(lines):
         with atomic_path(jsonl_path) as tmp:
             tmp.write_text("".join(k + "\n" for k in kept), encoding="utf-8")

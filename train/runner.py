@@ -139,6 +139,7 @@ class RunSpec:
         allow_missing_features: drop questions whose video has no features (counted in the log)
             instead of stopping.
         show_progress: tqdm bars.
+        threads: torch CPU threads of this process (None: leave torch's setting); logged.
         allow_feature_change: resume or evaluate on features whose fingerprint differs from the run's
             record (the change is recorded in metrics.json) instead of stopping.
         eval_name: ``--eval-only`` into a training run's directory writes to ``out/eval-<eval_name>``
@@ -160,6 +161,7 @@ class RunSpec:
     checkpoint: Path | None = None
     allow_missing_features: bool = False
     show_progress: bool = True
+    threads: int | None = None
     allow_feature_change: bool = False
     eval_name: str | None = None
 
@@ -488,6 +490,9 @@ def run(spec: RunSpec) -> dict[str, Any]:
                 message=f"{out} is in use by another vqa-train process; wait for it or choose another --out",
             ))
             handler = _attach_log_file(out / "train.log")
+        if spec.threads:
+            torch.set_num_threads(spec.threads)
+        log.info("torch CPU threads: %d per process", torch.get_num_threads())
         barrier()
         entry = get_model(spec.model)
         adapter = get_dataset(spec.dataset)(spec.root, task=spec.task)
@@ -499,6 +504,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
             )
         reader = FeatureReader(spec.features)
         check_feature_set(reader, entry.feature_set, model=spec.model)
+        reader.check_readable()  # here, not in a DataLoader worker (--num-workers > 0)
         features = feature_record(spec.features, reader)
         if features["random_weights"]:
             for line in RANDOM_WEIGHTS_BANNER.splitlines():

@@ -26,6 +26,7 @@ __all__ = [
     "MomentRecord",
     "QARecord",
     "VideoRef",
+    "read_text",
 ]
 
 #: Suffixes (lower case) recognised as video files by ``folder`` and by the "any extension" lookups.
@@ -238,7 +239,10 @@ class DatasetAdapter:
 
     def _load(self) -> _Parsed:
         if self._parsed is None:
-            self._parsed = self._parse()
+            parsed = self._parse()
+            for ref in parsed.refs:  # an id becomes a feature key others join onto paths: same rule
+                resolve_under(self.root, ref.video_id, source=f"{ref.source_file} {ref.location}")
+            self._parsed = parsed
         return self._parsed
 
     def _split(self, split: str) -> list[Any]:
@@ -257,15 +261,34 @@ class DatasetAdapter:
         return resolve_under(self.root, relative, source=source)
 
 
-def read_json(path: Path, expected: str) -> Any:
-    """Load a JSON file, turning any read or syntax error into a :class:`DatasetFormatError`."""
+def read_text(path: Path, expected: str) -> str:
+    """The UTF-8 text of an annotation file; a byte that is not UTF-8 is reported by line and column.
+
+    Raises:
+        DatasetFormatError: missing or unreadable file, or not UTF-8 (naming the line).
+    """
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise DatasetFormatError(f"{path}: file not found; expected {expected}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetFormatError(f"{path}: cannot read ({exc}); expected {expected}") from exc
+    except OSError as exc:
+        raise DatasetFormatError(f"{path}: cannot read ({exc.strerror}); expected {expected}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise DatasetFormatError(
+            f"{path} line {line} column {column}: byte 0x{data[exc.start]:02x} is not valid UTF-8; "
+            "save the file as UTF-8"
+        ) from None
+
+
+def read_json(path: Path, expected: str) -> Any:
+    """Load a JSON file, turning any read or syntax error into a :class:`DatasetFormatError`."""
+    text = read_text(path, expected)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise DatasetFormatError(
             f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON ({exc.msg}); expected {expected}"

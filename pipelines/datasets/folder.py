@@ -4,6 +4,8 @@ The video id is the path relative to the root without its extension, with ``/`` 
 ``a/x.mp4`` and ``b/x.mp4`` get the distinct ids ``a/x`` and ``b/x``. Hidden files and directories
 (names starting with ``.``, e.g. temporary files of an interrupted copy) are skipped. Two files that
 differ only in their extension (``a/x.mp4`` and ``a/x.avi``) would share an id and are refused.
+Symbolic links to directories are followed (each real directory is listed once, so a link back to an
+ancestor cannot loop); a file name that is not valid UTF-8 is refused (ids are UTF-8 text).
 """
 
 from __future__ import annotations
@@ -30,12 +32,20 @@ class FolderAdapter(DatasetAdapter):
 
     def _parse(self) -> _Parsed:
         refs: dict[str, _Ref] = {}
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        seen_dirs = {os.path.realpath(self.root)}
+        for dirpath, dirnames, filenames in os.walk(self.root, followlinks=True):
+            kept = []
+            for d in sorted(dirnames):
+                real = os.path.realpath(os.path.join(dirpath, d))
+                if not d.startswith(".") and real not in seen_dirs:  # a directory reached twice: skip
+                    seen_dirs.add(real)
+                    kept.append(d)
+            dirnames[:] = kept
             for filename in sorted(filenames):
                 if filename.startswith(".") or Path(filename).suffix.lower() not in VIDEO_EXTENSIONS:
                     continue
                 rel = Path(dirpath, filename).relative_to(self.root).as_posix()
+                _check_utf8(rel, self.root)
                 video_id = rel[: -len(Path(filename).suffix)]
                 path = self._resolve(rel, source=f"file {rel} under {self.root}")
                 if video_id in refs:
@@ -45,3 +55,15 @@ class FolderAdapter(DatasetAdapter):
                     )
                 refs[video_id] = _Ref(video_id, path, path, rel)
         return _Parsed(records={}, refs=[refs[k] for k in sorted(refs)])
+
+
+def _check_utf8(rel: str, root: Path) -> None:
+    """Refuse a file name that is not valid UTF-8 (os.walk hands it over with surrogate escapes)."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise DatasetFormatError(
+            f"folder: the file name '{shown}' under {root} is not valid UTF-8 (video ids are UTF-8 text); "
+            "rename the file"
+        ) from None

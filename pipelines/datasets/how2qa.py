@@ -28,6 +28,7 @@ from pipelines.datasets.base import (
     _Parsed,
     _Ref,
     nonempty_text,
+    read_text,
     require_keys,
     to_float,
 )
@@ -87,10 +88,7 @@ class How2QAAdapter(DatasetAdapter):
         refs: list[_Ref] = []
         for split in _SPLITS:
             path = self._file(split)
-            try:
-                lines = path.read_text(encoding="utf-8").splitlines()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise DatasetFormatError(f"{path}: cannot read ({exc}); expected {_EXPECTED}") from exc
+            lines = read_text(path, _EXPECTED).splitlines()
             out: list[QARecord] = []
             seen: set[str] = set()
             for line_no, line in enumerate(lines, start=1):

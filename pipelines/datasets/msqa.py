@@ -31,6 +31,7 @@ from pipelines.datasets.base import (
     _Ref,
     nonempty_text,
     read_json,
+    read_text,
     require_keys,
 )
 
@@ -137,12 +138,7 @@ class MSVDQAAdapter(_MSQAAdapter):
             return self._mapping
         path = self.root / "youtube_mapping.txt"
         expected = "lines '<youtube clip name> vid<N>' separated by a space"
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DatasetFormatError(f"{path}: file not found; expected {expected}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DatasetFormatError(f"{path}: cannot read ({exc}); expected {expected}") from exc
+        text = read_text(path, expected)
         mapping: dict[int, str] = {}
         for line_no, line in enumerate(text.splitlines(), start=1):
             if not line.strip():

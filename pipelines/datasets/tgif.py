@@ -33,6 +33,7 @@ output directory), else on ``ROOT`` itself.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
@@ -45,6 +46,7 @@ from pipelines.datasets.base import (
     TaskType,
     _Parsed,
     _Ref,
+    read_text,
 )
 
 __all__ = [
@@ -103,12 +105,10 @@ def read_tsv(
     Raises:
         DatasetFormatError: missing file or column, a row with the wrong number of fields.
     """
+    text = read_text(path, expected)
     try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            lines = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
-    except FileNotFoundError:
-        raise DatasetFormatError(f"{path}: file not found; expected {expected}") from None
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        lines = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
+    except csv.Error as exc:
         raise DatasetFormatError(f"{path}: cannot read ({exc}); expected {expected}") from exc
     if not lines:
         raise DatasetFormatError(f"{path}: empty file (no header row); expected {expected}")

@@ -180,14 +180,43 @@ def test_folder_lists_videos_recursively_without_collisions(tmp_path):
         get_dataset("folder")(tmp_path).videos()
 
 
-def test_folder_refuses_symlink_out_of_root(tmp_path):
-    outside = tmp_path / "outside.mp4"
-    outside.write_bytes(b"x")
+def test_folder_follows_symlinks_placed_in_the_root_without_looping(tmp_path):
+    outside = tmp_path / "disk2"
+    (outside / "clips").mkdir(parents=True)
+    (outside / "clips" / "c.mp4").write_bytes(b"x")
+    (tmp_path / "outside.mp4").write_bytes(b"x")
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.mp4").write_bytes(b"x")
+    os.symlink(tmp_path / "outside.mp4", root / "link.mp4")  # a file link the user placed
+    os.symlink(outside, root / "gifs")  # a linked directory (cluster layout)
+    os.symlink(root, root / "sub" / "loop")  # a link back to an ancestor must not loop
+    refs = get_dataset("folder")(root).videos()
+    assert [r.video_id for r in refs] == ["gifs/clips/c", "link", "sub/a"]
+    assert refs[0].path == root / "gifs" / "clips" / "c.mp4"  # the path as written, link not resolved
+    assert refs[0].path.read_bytes() == b"x"
+
+
+def test_folder_refuses_a_file_name_that_is_not_utf8(tmp_path):
+    os.makedirs(tmp_path / "v")
+    (tmp_path / "v" / "ok.mp4").write_bytes(b"x")
+    with open(os.path.join(os.fsencode(tmp_path / "v"), b"bad\xff.mp4"), "wb") as fh:
+        fh.write(b"x")
+    with pytest.raises(DatasetFormatError, match=r"v/bad\\xff.mp4.*not valid UTF-8.*rename"):
+        get_dataset("folder")(tmp_path).videos()
+
+
+def test_ids_escaping_the_root_are_refused_as_written_and_links_inside_are_followed(tmp_path):
+    from pipelines.paths import resolve_under
+
     root = tmp_path / "root"
     root.mkdir()
-    os.symlink(outside, root / "link.mp4")
-    with pytest.raises(UnsafePathError, match="link.mp4"):
-        get_dataset("folder")(root).videos()
+    os.symlink(tmp_path, root / "up")
+    assert resolve_under(root, "up/x.mp4") == root / "up" / "x.mp4"
+    assert resolve_under(root, "a/../b.mp4") == root / "b.mp4"
+    for bad in ("../x.mp4", "a/../../x.mp4", "/etc/passwd"):
+        with pytest.raises(UnsafePathError, match="f.csv line 3"):
+            resolve_under(root, bad, source="f.csv line 3")
 
 
 # ----------------------------------------------------------------------------- TGIF-QA
@@ -285,6 +314,40 @@ def test_tgif_escaping_gif_name_refused_with_file_and_line(tmp_path):
     _corrupt_tgif(root, "Test_count_question.csv", 3, "../../../etc/passwd\thow many\t2\tgif_1\t9")
     with pytest.raises(UnsafePathError, match=r"Test_count_question.csv line 3"):
         get_dataset("tgif")(root, task="count").videos()
+
+
+def test_tgif_absolute_gif_name_names_the_file_and_line(tmp_path):
+    root = write_tgif(tmp_path / "tgif", tasks=("count",))
+    _corrupt_tgif(root, "Test_count_question.csv", 4, "/data/tumblr_x\thow many\t2\tgif_1\t9")
+    with pytest.raises(UnsafePathError, match=r"'/data/tumblr_x' \(from .*Test_count_question.csv line 4\) "
+                       r"is an absolute path"):
+        get_dataset("tgif")(root, task="count").records("test")
+
+
+def test_a_byte_that_is_not_utf8_names_the_line(tmp_path):
+    root = write_tgif(tmp_path / "tgif", tasks=("count",))
+    path = root / "dataset" / "Train_count_question.csv"
+    lines = path.read_bytes().split(b"\n")
+    lines[4] = lines[4].replace(b"cat", b"c\xe9t")  # Latin-1, not UTF-8
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(DatasetFormatError, match=r"Train_count_question.csv line 5 column \d+: byte 0xe9 "
+                       r"is not valid UTF-8; save the file as UTF-8"):
+        get_dataset("tgif")(root, task="count").records("train")
+
+
+def test_a_symlinked_video_directory_is_used_as_written(tmp_path):
+    root = write_tgif(tmp_path / "tgif", tasks=("count",))
+    before = get_dataset("tgif")(root, task="count").records("train")
+    elsewhere = tmp_path / "scratch" / "gifs"
+    elsewhere.parent.mkdir()
+    (root / "gifs").rename(elsewhere)
+    os.symlink(elsewhere, root / "gifs")  # a common cluster layout
+    adapter = get_dataset("tgif")(root, task="count")
+    assert adapter.records("train") == before
+    refs = {r.video_id: r.path for r in adapter.videos()}
+    assert refs["tumblr_train_0"] == root / "gifs" / "tumblr_train_0.gif"  # not resolved
+    assert "tumblr_train_6" in [m.video_id for m in adapter.missing_videos()]  # really absent
+    assert "tumblr_train_0" not in [m.video_id for m in adapter.missing_videos()]  # found via the link
 
 
 def test_tgif_empty_split(tmp_path):

@@ -48,6 +48,12 @@ def test_two_processes_match_one(tiny_tgif, tmp_path):
     rows1 = [json.loads(x) for x in (one / "metrics.jsonl").read_text().splitlines()]
     rows2 = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
     assert [r["val"] for r in rows2] == [r["val"] for r in rows1]
+    # the epoch's train loss is the mean over both processes' batches (equal halves of each global batch)
+    for r1, r2 in zip(rows1, rows2, strict=True):
+        assert r2["train"]["loss"] == pytest.approx(r1["train"]["loss"], abs=1e-4)
+    # only rank 0 logs and prints the summary
+    assert output.count("best checkpoint") == 1, output[-4000:]
+    assert output.count("torch CPU threads") == 1, output[-4000:]
     p1 = torch.load(one / "checkpoints" / "epoch-0002.pt", weights_only=True)
     p2 = torch.load(two / "checkpoints" / "epoch-0002.pt", weights_only=True)
     assert len(p2["rng"]) == 2  # every process's RNG state is saved

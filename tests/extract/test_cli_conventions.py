@@ -1,0 +1,175 @@
+"""``vqa-extract`` command-line conventions: Ray on one CPU finishes (no hang) quietly and offline, huge
+frames are a recorded failure, user errors are one line naming the file (exit 1, no traceback),
+Ctrl-C -> 130, ``-h`` on every subcommand, ``--threads``, progress bars only on a terminal, the masn
+1x1 conv5 warning."""
+
+from __future__ import annotations
+
+import os
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import extract.engine as engine
+from extract.featuresets import FeatureOptions, build_feature_set
+from extract.masn import conv5_side
+from extract.video import Video, VideoDecodeError
+
+SMALL = [
+    "--features", "mspan", "--appearance", "resnet18", "--motion", "r3d_18", "--image-size", "32",
+    "--motion-size", "32", "--num-frames", "2", "--clip-len", "2", "--weights", "random", "--device", "cpu",
+    "--batch-frames", "8",
+]  # fmt: skip
+
+
+def _main(args, capsys):
+    """Run the console entry point in-process: (exit status, stdout, stderr)."""
+    from extract.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def _clean_error(code, err, *needles):
+    assert code == 1, err
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("!!")]
+    assert lines[-1].startswith("vqa-extract: error: ") or lines[-1].startswith("Error: "), err
+    for needle in needles:
+        assert needle in lines[-1], (needle, err)
+
+
+def huge_gif(path: Path, side: int = 12000) -> Path:
+    """A ~70-byte GIF whose header declares a ``side`` x ``side`` canvas (two 1x1 frames)."""
+    data = b"GIF89a" + struct.pack("<HH", side, side) + bytes([0x80, 0, 0, 0, 0, 0, 255, 255, 255])
+    for _ in range(2):
+        data += bytes([0x21, 0xF9, 4, 0, 10, 0, 0, 0]) + b"," + struct.pack("<HHHH", 0, 0, 1, 1) + b"\0"
+        data += bytes([2, 2, 0x4C, 0x01, 0])
+    path.write_bytes(data + b";")
+    return path
+
+
+@pytest.fixture()
+def small_root(tmp_path, video_tree) -> Path:
+    root = tmp_path / "videos"
+    for rel in ("a/x.mp4", "c/sub/y.gif"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes((video_tree / rel).read_bytes())
+    return root
+
+
+@pytest.mark.slow
+def test_ray_on_one_cpu_finishes_quietly(small_root, tmp_path):
+    """The inference actor must not take the only CPU (decode tasks would wait forever)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.getcwd())
+    cmd = [sys.executable, "-m", "extract.cli", "--root", str(small_root), "--out", str(tmp_path / "o"),
+           "--num-cpus", "1", *SMALL]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # a hang fails here
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 done, 0 failed" in proc.stdout and "1 decode CPU(s)" in proc.stdout, proc.stdout
+    assert "Traceback" not in proc.stderr
+    for noise in ("Token authentication", "usage stats", "Usage stats"):  # start-up notices, not actionable
+        assert noise not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_ray_defaults_telemetry_off_unless_the_user_opts_in(monkeypatch):
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
+    engine._quiet_ray()
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")
+    engine._quiet_ray()
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "1"
+
+
+def test_huge_frames_are_refused_before_decoding_and_recorded(small_root, tmp_path, capsys):
+    big = huge_gif(small_root / "big.gif")
+    with pytest.raises(VideoDecodeError, match=r"12000x12000 \(144000000 pixels\) exceed the limit"):
+        Video(big)
+    code, out, err = _main(["--root", str(small_root), "--out", str(tmp_path / "o"), "--local",
+                            "--no-progress", *SMALL], capsys)
+    assert code == 3, err  # some videos failed, the others are written
+    assert "2 done, 1 failed" in out and "big: frames of 12000x12000" in out
+    from extract.manifest import load_manifest
+
+    (failure,) = load_manifest(tmp_path / "o")["failures"]
+    assert failure["video_id"] == "big" and "--max-pixels" in failure["reason"]
+    # a lower limit refuses the normal videos too; the limit is not part of the resume comparison
+    code, out, err = _main(["--root", str(small_root), "--out", str(tmp_path / "o2"), "--local",
+                            "--no-progress", "--max-pixels", "100", *SMALL], capsys)
+    assert code == 3 and "0 done, 3 failed" in out, out + err
+
+
+def test_masn_warns_when_the_conv5_map_is_1x1():
+    import torch
+    import torchvision
+
+    trunk = torch.nn.Sequential(*list(torchvision.models.resnet18().eval().children())[:-2])
+    for side in (16, 32, 33, 64, 224):
+        assert conv5_side(side) == trunk(torch.zeros(1, 3, side, side)).shape[-1]
+    small = build_feature_set("masn", FeatureOptions(weights="random", image_size=32))
+    (warning,) = small.warnings()
+    assert "conv5 map is 1x1" in warning and "object row equals the appearance row" in warning
+    assert build_feature_set("masn", FeatureOptions(weights="random", image_size=64)).warnings() == []
+    assert build_feature_set("mspan", FeatureOptions(weights="random")).warnings() == []
+
+
+def test_a_file_name_that_is_not_utf8_is_one_line(small_root, tmp_path, capsys):
+    with open(os.path.join(os.fsencode(small_root), b"caf\xe9.mp4"), "wb") as fh:
+        fh.write((small_root / "a" / "x.mp4").read_bytes())
+    code, _, err = _main(["--root", str(small_root), "--out", str(tmp_path / "o"), "--local", *SMALL],
+                         capsys)
+    _clean_error(code, err, "caf\\xe9.mp4", "not valid UTF-8", "rename")
+
+
+def test_unusable_output_directory_is_one_line(small_root, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = _main(["--root", str(small_root), "--out", str(blocker / "o"), "--local", *SMALL],
+                         capsys)
+    _clean_error(code, err, str(blocker / "o"))
+
+
+def test_ctrl_c_exits_130_with_a_resume_hint(small_root, tmp_path, capsys, monkeypatch):
+    def interrupted(job, config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "run_extraction", interrupted)
+    code, _, err = _main(["--root", str(small_root), "--out", str(tmp_path / "o"), "--local", *SMALL],
+                         capsys)
+    assert code == 130 and "interrupted; re-run the same command to resume" in err
+    assert "Traceback" not in err
+
+
+def test_progress_follows_the_terminal_and_threads_reach_the_engine(small_root, tmp_path, capsys,
+                                                                    monkeypatch):
+    seen = []
+
+    def capture(job, config):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "run_extraction", capture)
+    base = ["--root", str(small_root), "--out", str(tmp_path / "o"), *SMALL]
+    _main([*base, "--threads", "3"], capsys)  # captured stderr is not a terminal
+    _main([*base, "--progress"], capsys)
+    assert (seen[0].progress, seen[0].threads) == (False, 3)
+    assert seen[1].progress is True
+
+
+def test_threads_are_reported_in_the_summary(small_root, tmp_path, capsys):
+    code, out, err = _main(["--root", str(small_root), "--out", str(tmp_path / "o"), "--local",
+                            "--threads", "1", *SMALL], capsys)
+    assert code == 0, err
+    assert "1 torch threads" in out
+
+
+@pytest.mark.parametrize("argv", [["-h"], ["info", "-h"], ["demo-data", "-h"], ["export-hcrn", "-h"]])
+def test_h_works_everywhere(argv, capsys):
+    code, out, _ = _main(argv, capsys)
+    assert code == 0 and "Usage:" in out
