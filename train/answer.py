@@ -678,7 +678,7 @@ def _cli(
             + (f"; answers in {output}" if output else ""),
             err=True,
         )
-        return 1 if failed else 0
+        return 3 if failed else 0
     cands = [c.strip() for c in candidates.split("|")] if candidates else None
     text = query if query is not None else question
     if query is not None and answerer.task_type != "moment":
@@ -702,10 +702,9 @@ def _cli(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``vqa-answer`` (also ``python -m train.answer``)."""
-    import sys
-
-    from train.checkpoint import CheckpointError as _CkptError
+    """``vqa-answer`` (also ``python -m train.answer``); exit statuses as ``pipelines.errors``: 0, 1 user
+    error, 2 usage, 3 batch mode with some questions unanswered (their error lines are written), 130."""
+    from pipelines.errors import run_cli
 
     @click.command(
         context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}, epilog=_EPILOG
@@ -762,16 +761,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     def command(**kwargs):
         """Answer a question about a video with a trained model (features recomputed from the raw video)."""
-        try:
-            code = _cli(**kwargs)
-        except (AnswerError, _CkptError) as exc:
-            click.echo(f"vqa-answer: error: {exc}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            sys.exit(130)
-        sys.exit(code)
+        return _cli(**kwargs)
 
-    command.main(args=list(argv) if argv is not None else None, prog_name="vqa-answer")
+    run_cli(command, argv, prog_name="vqa-answer", user_errors=_user_errors,
+            interrupted_hint="nothing was written; re-run the command")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from train.checkpoint import CheckpointError as _CkptError
+
+    return (AnswerError, _CkptError)
 
 
 if __name__ == "__main__":

@@ -207,7 +207,7 @@ def test_batch_mode_answers_good_videos_and_reports_broken_ones(demo_run, tmp_pa
                 str(out),
             ]
         )
-    assert exit_info.value.code == 1  # some lines failed; every line is still written
+    assert exit_info.value.code == 3  # some lines failed; every line is still written
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert [x["id"] for x in lines] == [r["id"] for r in requests]
     assert "broken.gif" in lines[1]["error"] and "missing.mp4" in lines[-1]["error"]
@@ -248,7 +248,7 @@ def test_wrong_backbone_file_is_refused_naming_both_hashes(demo_run, tmp_path, c
         ],
         capsys,
     )
-    assert code == 2 and "sha256" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert code == 1 and "sha256" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_checkpoint_from_before_this_change_gets_a_clear_message(demo_run, tmp_path, capsys):
@@ -261,7 +261,7 @@ def test_checkpoint_from_before_this_change_gets_a_clear_message(demo_run, tmp_p
     with pytest.raises(OldCheckpointError, match="before checkpoints became self-contained.*feature_stats"):
         Answerer.from_checkpoint(old)
     code, _, err = _cli(["--checkpoint", str(old), "--video", "x.gif", "--question", "q"], capsys)
-    assert code == 2 and "self-contained" in err and "Traceback" not in err
+    assert code == 1 and "self-contained" in err and "Traceback" not in err
 
 
 def test_features_recomputed_from_the_raw_video_equal_the_extracted_ones(demo_run):
@@ -298,4 +298,4 @@ def test_python_dash_m_runs_the_command(tmp_path):
 
     res = subprocess.run([sys.executable, "-m", "train.answer", "--checkpoint", str(tmp_path / "none.pt"),
                           "--video", "v.mp4", "--question", "q"], capture_output=True, text=True)
-    assert res.returncode == 2 and "none.pt does not exist" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 1 and "none.pt does not exist" in res.stderr and "Traceback" not in res.stderr
