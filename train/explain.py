@@ -121,7 +121,7 @@ def _text_block(lines: Sequence[tuple[str, float | None]], width: int, *, font_s
     for i, (text, value) in enumerate(lines):
         y = PAD // 2 + i * line_h
         if value is not None:
-            draw.rectangle([PAD, y + 2, PAD + int(200 * value), y + line_h - 4], fill=(200, 215, 240))
+            draw.rectangle([PAD, y + 2, PAD + int(300 * value), y + line_h - 4], fill=(200, 215, 240))
         draw.text((PAD + 4, y + 2), text, fill=FG if i else ACCENT, font=font)
     return img
 

@@ -150,7 +150,7 @@ def write_html_report(run: Path, *, samples: int = 4) -> Path:
         body.append(f"<tr><td>chance: {e(key)}</td><td></td><td>{value:.4f}</td></tr>")
     for key, value in sorted(m["test"].items()):
         if key != metric and "/" not in key and isinstance(value, int | float):
-            body.append(f"<tr><td>{e(key)}</td><td></td><td>{value:.4f}</td></tr>")
+            body.append(f"<tr><td>{e(key)}</td><td></td><td>{value:.4g}</td></tr>")
     body.append("</table>")
     if preds:
         score = "MSE" if count else "accuracy"
