@@ -393,7 +393,9 @@ class Answerer:
 
     @property
     def random_weights_banner(self) -> str:
-        return RANDOM_WEIGHTS_BANNER.replace("extracted with", "(training's and this answer's) made with")
+        return RANDOM_WEIGHTS_BANNER.replace(
+            "these features were extracted with", "this model's features (and this answer's) come from"
+        )
 
     def describe(self) -> str:
         """One line: model, task, feature set and backbones."""
