@@ -2,23 +2,46 @@
 
 One training step = forward + backward + Adam step on a synthetic batch: N = 16 frames of 2048-d
 appearance and 2048-d motion, K = 8 scales, T = 3 iterations, batch 64, FrameQA-style open-ended head
-(5000-word question vocabulary, ``--num-answers`` classes). CPU runs use ``--threads`` intra-op threads
-(2 by default); CUDA runs use bf16 autocast like the training loop.
+(5000-word question vocabulary, ``--num-answers`` classes), one weight set per iteration (the default).
+CPU runs use ``--threads`` intra-op threads (2 by default); CUDA runs use bf16 autocast like the
+training loop.
 
     python benchmarks/train_bench.py                       # CPU, 2 threads, and CUDA when present
     python benchmarks/train_bench.py --device cuda --steps 20
-    python benchmarks/train_bench.py --per-iteration-weights   # the official code's weight layout
+    python benchmarks/train_bench.py --shared-weights      # one weight set for all iterations
+    python benchmarks/train_bench.py --device cpu --official-dir /path/to/MSPAN-VideoQA
 
-Prints one markdown row per device for docs/benchmarks.md.
+``--official-dir`` times the official code's training step (its ``VideoQANetwork``, same sizes, same
+batch, cross-entropy, Adam) in the same run, right after ours, and prints the ratio. Get the official
+code with ``git clone https://github.com/gzcsudo/MSPAN-VideoQA`` (nothing of it is part of this
+repository). Its ``SSP.MSPAN`` moves its adjacency matrices to CUDA when built; on a CPU run the
+benchmark makes that move a no-op while the model is built.
+
+Prints one markdown row per device (and per model) for docs/benchmarks.md.
+
+``--model siasamrea`` measures SiaSamRea instead (see :func:`siasamrea_bench`): samples/s of a training
+step with N = 8 siamese clips and with N = 0 (the base network), their ratio (the training-time cost of
+siamese sampling and reasoning), and the same for an evaluation forward (which uses the anchor only, so
+the ratio is ~1). SiaSamRea has no public code, so there is no official figure to run beside it.
+
+    python benchmarks/train_bench.py --model siasamrea --device cpu --threads 2
+
+``--model cmin`` runs CMIN's benchmark instead (``benchmarks/cmin_bench.py``; with ``--official-dir``
+beside the official model).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
+import importlib
 import platform
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -76,6 +99,79 @@ def measure(
         opt.step()
         return loss.detach()
 
+    return time_steps(step, model, device=device, batch_size=batch_size, steps=steps, warmup=warmup)
+
+
+@contextlib.contextmanager
+def _cuda_moves_are_noops(enabled: bool):
+    """While the official model is built on a CPU run: ``Tensor.cuda()`` returns the tensor itself."""
+    if not enabled:
+        yield
+        return
+    original = torch.Tensor.cuda
+    torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda = original  # type: ignore[method-assign]
+
+
+def measure_official(
+    official_dir: Path,
+    device: str,
+    *,
+    cfg,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    vocab_size: int,
+    num_answers: int,
+) -> dict:
+    """Time the official code's FrameQA training step at the sizes of ``cfg`` (like :func:`measure`)."""
+    official_dir = Path(official_dir).resolve()
+    if not (official_dir / "network.py").is_file() or not (official_dir / "SSP.py").is_file():
+        raise SystemExit(f"--official-dir {official_dir}: no network.py / SSP.py; clone "
+                         f"https://github.com/gzcsudo/MSPAN-VideoQA there")
+    sys.path.insert(0, str(official_dir))
+    try:
+        network = importlib.import_module("network")
+        utils = importlib.import_module("utils")
+    finally:
+        sys.path.remove(str(official_dir))
+    args = argparse.Namespace(num_scale=cfg.num_scales, num_frames=cfg.num_frames)
+    gcn_adj, gat_adj = utils.make_adjacency(args)
+    torch.manual_seed(0)
+    with _cuda_moves_are_noops(not device.startswith("cuda")):
+        model = network.VideoQANetwork(
+            app_pool5_dim=cfg.appearance_dim, motion_dim=cfg.motion_dim, num_frames=cfg.num_frames,
+            word_dim=cfg.word_dim, vocab_size=vocab_size, module_dim=cfg.hidden_dim, question_type="frameqa",
+            num_answers=num_answers, num_scale=cfg.num_scales, dropout=cfg.dropout, GCN_adj=gcn_adj,
+            GAT_adj=gat_adj, K=cfg.iterations, T=cfg.gcn_layers,
+        ).to(device)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=5e-6)
+    b = synthetic_batch(cfg, batch_size=batch_size, vocab_size=vocab_size, num_answers=num_answers,
+                        device=device)
+    zeros = torch.zeros(batch_size, 5, device=device)
+    qlen = b["question_len"].cpu()  # its pack_padded_sequence needs CPU lengths
+    cuda = device.startswith("cuda")
+
+    def step() -> float:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            logits = model(b["appearance"], b["motion"], b["question"], qlen, zeros, zeros)
+            loss = torch.nn.functional.cross_entropy(logits.float(), b["answer"])
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return time_steps(step, model, device=device, batch_size=batch_size, steps=steps, warmup=warmup)
+
+
+def time_steps(step: Callable[[], torch.Tensor], model: torch.nn.Module, *, device: str, batch_size: int,
+               steps: int, warmup: int) -> dict:
+    """Run ``warmup`` untimed steps (FLOPs counted on the first) and ``steps`` timed ones."""
+    cuda = device.startswith("cuda")
     counter = FlopCounterMode(display=False)
     with counter:
         step()
@@ -120,8 +216,98 @@ def device_name(device: str, threads: int) -> str:
     return f"CPU {platform.processor() or platform.machine()}, {threads} threads"
 
 
+def siasamrea_batch(cfg, *, batch_size: int, num_frames: int, vocab_size: int, num_answers: int,
+                    device: str) -> dict:
+    """A random open-ended batch for SiaSamRea: ``frames`` (B, T, Da) at 4 fps with masks and times."""
+    g = torch.Generator().manual_seed(0)
+    lens = torch.randint(4, 15, (batch_size,), generator=g)
+    question = torch.randint(2, vocab_size, (batch_size, 14), generator=g)
+    question = question * (torch.arange(14) < lens[:, None])
+    n = torch.randint(num_frames // 2, num_frames + 1, (batch_size,), generator=g)
+    mask = torch.arange(num_frames)[None] < n[:, None]
+    batch = {
+        "frames": torch.randn(batch_size, num_frames, cfg.frames_dim, generator=g) * mask[..., None],
+        "frames_mask": mask,
+        "frame_times": torch.arange(num_frames).float().expand(batch_size, -1) / 4.0,
+        "question": question,
+        "question_len": lens,
+        "answer": torch.randint(0, num_answers, (batch_size,), generator=g),
+    }
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def siasamrea_bench(device: str, *, num_siamese: int, batch_size: int, num_frames: int, steps: int,
+                    warmup: int, vocab_size: int, num_answers: int) -> dict:
+    """Training steps/s and evaluation forwards/s of SiaSamRea (paper defaults but ``num_siamese``).
+
+    Returns:
+        ``train_samples_per_s``, ``eval_samples_per_s``, ``params``; the loss is the shared loss
+        function's (cross-entropy + alpha * L_siamese), so the step is the training loop's.
+    """
+    from train.losses import compute_losses
+
+    entry = get_model("siasamrea")
+    cfg = dataclasses.replace(entry.config_cls(), num_siamese=num_siamese)
+    torch.manual_seed(0)
+    model = entry.build(cfg, vocab_size=vocab_size, num_answers=num_answers, task_type="open").to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batch = siasamrea_batch(cfg, batch_size=batch_size, num_frames=num_frames, vocab_size=vocab_size,
+                            num_answers=num_answers, device=device)
+    cuda = device.startswith("cuda")
+
+    def train_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            losses = compute_losses("open", model(batch), batch)
+        sum(losses.values()).backward()
+        opt.step()
+
+    def eval_step() -> None:
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            model(batch)
+
+    out = {"params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    for name, fn, mode in (("train", train_step, True), ("eval", eval_step, False)):
+        model.train(mode)
+        for _ in range(warmup):
+            fn()
+        if cuda:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        if cuda:
+            torch.cuda.synchronize()
+        out[f"{name}_samples_per_s"] = steps * batch_size / (time.perf_counter() - start)
+    return out
+
+
+def siasamrea_main(args: argparse.Namespace, devices: list[str]) -> None:
+    today = dt.date.today().isoformat()
+    for device in devices:
+        if device == "cpu":
+            torch.set_num_threads(args.threads)
+        kw = dict(batch_size=args.batch_size, num_frames=args.num_frames, steps=args.steps,
+                  warmup=args.warmup, vocab_size=args.vocab_size, num_answers=args.num_answers)
+        base = siasamrea_bench(device, num_siamese=0, **kw)
+        full = siasamrea_bench(device, num_siamese=8, **kw)
+        name = device_name(device, args.threads) + (" bf16 autocast" if device == "cuda" else "")
+        setting = (f"SiaSamRea (paper defaults: H=768, 2 layers, Bf=8 frames/clip) batch {args.batch_size}, "
+                   f"{args.num_frames} feature frames/video, open head {args.num_answers} answers, "
+                   f"{full['params'] / 1e6:.1f}M params, {args.steps} timed steps")
+        b, f = base, full
+        print(f"| {today} | {name} | benchmarks/train_bench.py --model siasamrea | {setting} | "
+              f"train: N=0 {b['train_samples_per_s']:.1f}, N=8 {f['train_samples_per_s']:.1f} samples/s "
+              f"(N=8 costs {b['train_samples_per_s'] / f['train_samples_per_s']:.2f}x N=0); "
+              f"eval (anchor only): N=0 {b['eval_samples_per_s']:.1f}, "
+              f"N=8 {f['eval_samples_per_s']:.1f} samples/s |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["mspan", "cmin", "siasamrea"], default="mspan",
+                        help="which model's benchmark to run (default: MSPAN)")
+    parser.add_argument("--profile", action="store_true", help="cmin: print a torch profile of one step")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: CPU, then CUDA when available")
     parser.add_argument("--threads", type=int, default=2, help="CPU intra-op threads")
@@ -130,35 +316,68 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps (>= 1; the first counts FLOPs)")
     parser.add_argument("--vocab-size", type=int, default=5000)
     parser.add_argument("--num-answers", type=int, default=1000)
-    parser.add_argument("--per-iteration-weights", action="store_true",
-                        help="one weight set per iteration, as in the official code (paper: shared)")
+    parser.add_argument("--shared-weights", action="store_true",
+                        help="one weight set for all iterations (default: one per iteration, as the official "
+                        "code)")
+    parser.add_argument("--variant", choices=["paper", "official"], default="paper",
+                        help="MSPAN setting (models/mspan.py)")
+    parser.add_argument("--official-dir", type=Path, default=None,
+                        help="a clone of the model's official code (mspan: gzcsudo/MSPAN-VideoQA, cmin: "
+                        "ikuinen/CMIN_moment_retrieval): also time its training step in this run")
+    parser.add_argument("--num-frames", type=int, default=64,
+                        help="siasamrea: feature frames per video (64 = 16 s at 4 fps)")
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1")
+    if args.model == "siasamrea":
+        devices = ["cpu", "cuda"] if args.device == "auto" else [args.device]
+        if "cuda" in devices and not torch.cuda.is_available():
+            if args.device == "cuda":
+                raise SystemExit("--device cuda: no CUDA device is available")
+            devices.remove("cuda")
+        siasamrea_main(args, devices)
+        return
+    if args.model == "cmin":
+        from cmin_bench import run as run_cmin  # beside this file (sys.path[0] when run as a script)
+
+        run_cmin(args)
+        return
 
     cfg = get_model("mspan").config_cls()
-    cfg = dataclasses.replace(cfg, share_iteration_weights=not args.per_iteration_weights)
+    cfg = dataclasses.replace(cfg, share_iteration_weights=args.shared_weights, variant=args.variant)
     devices = ["cpu", "cuda"] if args.device == "auto" else [args.device]
     if "cuda" in devices and not torch.cuda.is_available():
         if args.device == "cuda":
             raise SystemExit("--device cuda: no CUDA device is available")
         devices.remove("cuda")
     today = dt.date.today().isoformat()
-    weights = "per-iteration" if args.per_iteration_weights else "shared"
-    setting = (f"MSPAN train step (fwd+bwd+Adam), N={cfg.num_frames} K={cfg.num_scales} T={cfg.iterations} "
+    weights = "shared" if args.shared_weights else "per-iteration"
+    setting = (f"train step (fwd+bwd+Adam), N={cfg.num_frames} K={cfg.num_scales} T={cfg.iterations} "
                f"D={cfg.node_dim} batch {args.batch_size}, open head {args.num_answers} answers, "
-               f"vocab {args.vocab_size}, {weights} weights")
+               f"vocab {args.vocab_size}")
+    sizes = dict(cfg=cfg, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
+                 vocab_size=args.vocab_size, num_answers=args.num_answers)
     for device in devices:
         if device == "cpu":
             torch.set_num_threads(args.threads)
-        r = measure(device, cfg=cfg, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
-                    vocab_size=args.vocab_size, num_answers=args.num_answers)
         name = device_name(device, args.threads) + (" bf16 autocast" if device == "cuda" else "")
-        print(f"| {today} | {name} | benchmarks/train_bench.py | {setting}, "
-              f"{r['params'] / 1e6:.1f}M params, {args.steps} timed steps | "
-              f"{r['samples_per_s']:.2f} samples/s ({r['step_s']:.2f} s/step; "
-              f"{r['step_gflop']:.0f} GFLOP/step = {r['step_gflop'] / r['step_s']:.0f} GFLOP/s; "
-              f"plain fp32 matmul here: {matmul_gflops(device):.0f} GFLOP/s) |", flush=True)
+        r = measure(device, **sizes)
+        _row(today, name, f"MSPAN ({args.variant}, {weights} weights) {setting}", r, args.steps,
+             matmul_gflops(device))
+        if args.official_dir is not None:
+            o = measure_official(args.official_dir, device, **sizes)
+            _row(today, name, f"official MSPAN code {setting}", o, args.steps, None)
+            print(f"ours / official samples/s on {name}: {r['samples_per_s'] / o['samples_per_s']:.2f}",
+                  flush=True)
+
+
+def _row(today: str, name: str, setting: str, r: dict, steps: int, matmul: float | None) -> None:
+    yardstick = f"; plain fp32 matmul here: {matmul:.0f} GFLOP/s" if matmul is not None else ""
+    print(f"| {today} | {name} | benchmarks/train_bench.py | {setting}, "
+          f"{r['params'] / 1e6:.1f}M params, {steps} timed steps | "
+          f"{r['samples_per_s']:.2f} samples/s ({r['step_s']:.2f} s/step; "
+          f"{r['step_gflop']:.0f} GFLOP/step = {r['step_gflop'] / r['step_s']:.0f} GFLOP/s{yardstick}) |",
+          flush=True)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from models.cmin import CMINConfig, cmin
 from models.mspan import MSPANConfig, mspan
+from models.siasamrea import SiaSamReaConfig, siasamrea
 
 __all__ = ["MODELS", "ModelEntry", "get_model"]
 
@@ -32,7 +34,7 @@ class ModelEntry:
         config_cls: the model's frozen config dataclass (defaults = the paper's).
         build: ``build(cfg, *, vocab_size, num_answers, task_type, embeddings=None) -> nn.Module``.
         feature_set: name of the extraction feature set the model reads (``extract.featuresets``).
-        task_types: task types the model supports, among ``"open"``, ``"mc"``, ``"count"``.
+        task_types: task types the model supports, among ``"open"``, ``"mc"``, ``"count"``, ``"moment"``.
         feature_keys: feature datasets the model reads from the batch.
     """
 
@@ -61,6 +63,22 @@ MODELS: dict[str, ModelEntry] = _registry(
         feature_set="mspan",
         task_types=("open", "mc", "count"),
         feature_keys=("appearance", "motion"),
+    ),
+    ModelEntry(
+        name="siasamrea",
+        config_cls=SiaSamReaConfig,
+        build=siasamrea,
+        feature_set="siasamrea",
+        task_types=("open", "mc", "count"),
+        feature_keys=("frames", "frame_times"),
+    ),
+    ModelEntry(
+        name="cmin",
+        config_cls=CMINConfig,
+        build=cmin,
+        feature_set="cmin",
+        task_types=("moment",),
+        feature_keys=("clips",),
     ),
 )
 

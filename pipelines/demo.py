@@ -8,6 +8,10 @@
     out/msrvtt-qa/{train,val,test}_qa.json
     out/activitynet-captions/videos/v_<11 chars>.mp4
     out/activitynet-captions/{train,val_1,val_2}.json
+    out/how2qa/videos/demo_how2qa_<n>.mp4
+    out/how2qa/how2qa_{train,val,test}.jsonl
+    out/activitynet-qa/videos/v_<11 chars>.mp4
+    out/activitynet-qa/{train,val,test}_{q,a}.json
     out/DEMO.json                                           (what each question depends on, chance levels)
 
 Every answer is a function of the pixels and nothing else: coloured shapes (six saturated colours
@@ -39,7 +43,9 @@ flashing 1 to 3 times; four questions per video: ``what color ...`` (colour), ``
 (shape), ``where does ... move`` (direction), ``how many times ...`` (flashes). Split by video:
 the first 70% of ids train, the next 10% val, the rest test, as in MSRVTT.
 
-ActivityNet-Captions layout: 20-40 s mp4 videos at 5 fps with 2 or 3 objects in horizontal lanes;
+ActivityNet-Captions layout: 120 videos (the first 20, then 100 more from their own random stream so the
+other datasets are unchanged; enough training queries for CMIN), 20-40 s mp4 at 5 fps with 2 or 3
+objects in horizontal lanes;
 3 to 5 non-overlapping scripted events (an object moves to the left/right by one pixel per frame,
 jumps up and back down, or blinks), one sentence per event (``The red square moves to the left.``)
 naming an object unique in its video. ``[start, end]`` = ``[first frame, last frame + 1] / fps`` of
@@ -48,6 +54,15 @@ the event: the object's position changes at every frame of a move or jump and at
 two and the last two frames of the event, alternating two white and two coloured frames.
 ``val_1`` and ``val_2`` annotate the same videos (as in the official release), ``val_2`` a random
 subset of each video's events. Train/val videos: 60/40%.
+
+How2QA layout (the SiaSamRea demo's multiple-choice set): 12 s mp4 videos at 5 fps made of three 4 s
+scenes, each one wobbling object whose colour and shape are unique in its video. Two questions per
+scene (``what colour/shape is the object in this clip?``) with the scene's seconds as ``ts``; the four
+candidates are the three colours (shapes) of the video plus one more, so only the segment tells which
+is right. ActivityNet-QA layout (open-ended): 10-20 s mp4 videos at 5 fps, one object visible over a
+window that covers at least the middle half of the video; ``what color is the <shape>`` (type 4,
+color) and ``what is the <colour> object`` (type 5, object). Both split by video 60/20/20%, drawn from
+a random stream of their own (the other layouts are unchanged by them).
 """
 
 from __future__ import annotations
@@ -125,6 +140,11 @@ ANET_GAP = 5  # frames of rest before, between and after events
 # Videos at scale 1.0 and the minimum at any scale.
 BASE_COUNTS = {"tgif_mover": 200, "tgif_still": 70, "tgif_group": 50, "msrvtt": 60, "anet": 20}
 MIN_COUNTS = {"tgif_mover": 5, "tgif_still": 4, "tgif_group": 4, "msrvtt": 5, "anet": 2}
+BASE_COUNTS.update(how2qa=40, anetqa=60)  # the SiaSamRea demo's How2QA / ActivityNet-QA layouts
+MIN_COUNTS.update(how2qa=5, anetqa=5)
+# ActivityNet-Captions videos added after the first ``anet`` ones, from their own random stream (so the
+# other datasets' data stay as they were): enough training queries for CMIN to learn to localise
+ANET_EXTRA, ANET_EXTRA_MIN = 100, 0
 TGIF_TRAIN_FRACTION = 0.8
 
 _ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
@@ -310,8 +330,8 @@ def _plan_groups(rng: np.random.Generator, n: int) -> list[_Scene]:
     return out
 
 
-def _plan_anet(rng: np.random.Generator, n: int) -> list[_AnetVideo]:
-    videos, used = [], set()
+def _plan_anet(rng: np.random.Generator, n: int, used: set[str] | None = None) -> list[_AnetVideo]:
+    videos, used = [], set() if used is None else used
     lo, hi = ANET_X_RANGE
     for _ in range(n):
         while True:
@@ -696,6 +716,176 @@ def _anet_summary(ann: dict[str, dict[str, dict]], n_videos: int) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
+# How2QA and ActivityNet-QA layouts (the SiaSamRea demo): plans, rendering, annotations, summaries
+
+QA_FPS = 5.0
+QA_SIZE = 22
+HOW2QA_SCENES = 3
+HOW2QA_SCENE_FRAMES = 20  # 4 s a scene
+ANETQA_SECONDS = (10.0, 20.0)
+ANETQA_COLOR, ANETQA_OBJECT = 4, 5  # ActivityNet-QA's official type ids
+
+
+@dataclass(frozen=True)
+class _QAScene:
+    """One object wobbling at ``centre`` over frames ``start .. end - 1`` of a How2QA/ActivityNet-QA video."""
+
+    shape: str
+    colour: str
+    centre: tuple[int, int]
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class _QAVideo:
+    name: str
+    num_frames: int
+    scenes: tuple[_QAScene, ...]
+
+
+def _qa_rng(seed: int) -> np.random.Generator:
+    """A stream of its own, so that adding these layouts left the other datasets unchanged."""
+    return np.random.default_rng([DEMO_FORMAT, seed, 13])
+
+
+def _centre(rng: np.random.Generator) -> tuple[int, int]:
+    return int(rng.integers(16, 49)), int(rng.integers(16, 49))
+
+
+def _plan_how2qa(rng: np.random.Generator, n: int) -> list[_QAVideo]:
+    """Three consecutive 4 s scenes per video, each one object of a colour and shape unique in the video."""
+    videos = []
+    for i in range(n):
+        colours = [list(PALETTE)[j] for j in rng.permutation(len(PALETTE))[:HOW2QA_SCENES]]
+        shapes = [SHAPES[j] for j in rng.permutation(len(SHAPES))[:HOW2QA_SCENES]]
+        f = HOW2QA_SCENE_FRAMES
+        scenes = tuple(_QAScene(shapes[k], colours[k], _centre(rng), k * f, (k + 1) * f)
+                       for k in range(HOW2QA_SCENES))
+        videos.append(_QAVideo(f"demo_how2qa_{i:04d}", HOW2QA_SCENES * f, scenes))
+    return videos
+
+
+def _plan_anetqa(rng: np.random.Generator, n: int) -> list[_QAVideo]:
+    """One object per 10-20 s video, visible over a window that always covers the middle half."""
+    videos, used = [], set()
+    colours, shapes = _balanced(rng, list(PALETTE), n), _balanced(rng, SHAPES, n)
+    for i in range(n):
+        while True:
+            name = "".join(_ID_CHARS[j] for j in rng.integers(0, len(_ID_CHARS), size=11))
+            if name not in used:
+                used.add(name)
+                break
+        t = int(round(QA_FPS * rng.uniform(*ANETQA_SECONDS)))
+        start, end = int(rng.integers(0, t // 4 + 1)), int(rng.integers(3 * t // 4, t + 1))
+        videos.append(_QAVideo(name, t, (_QAScene(shapes[i], colours[i], _centre(rng), start, end),)))
+    return videos
+
+
+def _render_qa(v: _QAVideo) -> np.ndarray:
+    """(T, S, S, 3) uint8 frames: the quadrant background with each scene's object in its frames."""
+    frames = np.empty((v.num_frames, FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+    for t in range(v.num_frames):
+        frames[t] = _BACKGROUND
+        ox, oy = _WOBBLE[t % len(_WOBBLE)]
+        for sc in v.scenes:
+            if sc.start <= t < sc.end:
+                frames[t][shape_mask(sc.shape, sc.centre[0] + ox, sc.centre[1] + oy, QA_SIZE)] = (
+                    PALETTE[sc.colour])
+    return frames
+
+
+def _split_of(i: int, n: int) -> str:
+    """Split by video: the first 60% train, the next 20% val, the rest test (each at least one)."""
+    n_val = max(1, int(round(0.2 * n)))
+    n_train = max(1, min(int(round(0.6 * n)), n - 2 * n_val))
+    return "train" if i < n_train else "val" if i < n_train + n_val else "test"
+
+
+def _how2qa_annotations(rng: np.random.Generator, videos: list[_QAVideo]) -> dict[str, list[dict]]:
+    """JSON lines per split. Each scene gets a colour and a shape question; its ``ts`` is the scene's
+    seconds, and the candidates hold the other scenes' colours/shapes too, so the segment decides."""
+    out: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
+    n_q = len(videos) * HOW2QA_SCENES * 2
+    positions = _balanced(rng, range(4), n_q)
+    q = 0
+    for i, v in enumerate(videos):
+        split = _split_of(i, len(videos))
+        for k, sc in enumerate(v.scenes):
+            ts = f"{sc.start / QA_FPS:.1f}-{(sc.end - 1) / QA_FPS:.1f}"
+            in_video = {"colour": [s.colour for s in v.scenes], "shape": [s.shape for s in v.scenes]}
+            options = {"colour": list(PALETTE), "shape": list(SHAPES)}
+            for kind, answer in (("colour", sc.colour), ("shape", sc.shape)):
+                rest = [o for o in options[kind] if o not in in_video[kind]]
+                extra = rest[int(rng.integers(len(rest)))]
+                distractors = [o for o in in_video[kind] if o != answer] + [extra]
+                cands = _mc(positions[q], answer, [answer, *distractors], rng)
+                q += 1
+                out[split].append({
+                    "vid_name": v.name, "ts": ts, "q": f"what {kind} is the object in this clip?",
+                    **{f"a{j}": c for j, c in enumerate(cands)}, "answer_idx": cands.index(answer),
+                    "qid": f"{split}-{v.name}-{k}-{kind}",
+                })
+    return out
+
+
+def _anetqa_annotations(videos: list[_QAVideo]) -> dict[str, dict[str, list[dict]]]:
+    """``{split: {"q": [...], "a": [...]}}``: a colour and an object question per video."""
+    out: dict[str, dict[str, list[dict]]] = {s: {"q": [], "a": []} for s in ("train", "val", "test")}
+    for i, v in enumerate(videos):
+        split, sc = _split_of(i, len(videos)), v.scenes[0]
+        for k, (question, answer, qtype) in enumerate((
+            (f"what color is the {sc.shape}", sc.colour, ANETQA_COLOR),
+            (f"what is the {sc.colour} object", sc.shape, ANETQA_OBJECT),
+        )):
+            qid = f"v_{v.name}_{k}"
+            out[split]["q"].append({"question_id": qid, "question": question, "video_name": v.name})
+            out[split]["a"].append({"question_id": qid, "answer": answer, "type": qtype})
+    return out
+
+
+def _how2qa_summary(ann: dict[str, list[dict]], n_videos: int) -> dict:
+    return {
+        "root": "how2qa", "videos": n_videos, "fps": QA_FPS, "frame_size": FRAME_SIZE,
+        "seconds_per_video": HOW2QA_SCENES * HOW2QA_SCENE_FRAMES / QA_FPS,
+        "questions": {s: len(v) for s, v in ann.items()},
+        "depends_on": "three 4 s scenes per video, one object each (colour and shape unique in the video); "
+                      "each question asks the colour or shape of the object in its ts segment, and three of "
+                      "the four candidates appear somewhere in the video",
+        "chance": {"accuracy": 0.25,
+                   "ignoring_the_segment": round(1 / HOW2QA_SCENES, 4),
+                   "note": "ignoring_the_segment: picking among the candidates seen in the video"},
+    }
+
+
+def _anetqa_summary(ann: dict[str, dict[str, list[dict]]], n_videos: int) -> dict:
+    pairs = {s: [(str(a["type"]), a["answer"]) for a in v["a"]] for s, v in ann.items()}
+    return {
+        "root": "activitynet-qa", "videos": n_videos, "fps": QA_FPS, "frame_size": FRAME_SIZE,
+        "seconds_per_video": list(ANETQA_SECONDS),
+        "questions": {s: len(v["q"]) for s, v in ann.items()},
+        "depends_on": {"what color is the <shape> (color, type 4)": "the object's colour",
+                       "what is the <colour> object (object, type 5)": "its shape; the object is visible "
+                                                                         "over a window covering the middle "
+                                                                         "half of the video"},
+        "chance": {"accuracy_by_type": {"color": round(1 / len(PALETTE), 4), "object": 1 / len(SHAPES)},
+                   "accuracy_type_prior": round(_prior_accuracy(pairs["train"], pairs["test"]), 4),
+                   "note": "accuracy_type_prior: test accuracy of the most frequent train answer per type"},
+    }
+
+
+def _write_qa_layouts(out: Path, plan: dict[str, Any], paths: dict[str, list[Path]]) -> None:
+    for video, path in zip(plan["how2qa"] + plan["anetqa"], paths["how2qa"] + paths["activitynet-qa"],
+                           strict=True):
+        write_video(path, _render_qa(video), fps=QA_FPS)
+    for split, rows in plan["how2qa_ann"].items():
+        _write_text(out / "how2qa" / f"how2qa_{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    for split, files in plan["anetqa_ann"].items():
+        for kind, rows in files.items():
+            write_json_atomic(out / "activitynet-qa" / f"{split}_{kind}.json", rows)
+
+
+# --------------------------------------------------------------------------------------------------
 # Entry point
 
 
@@ -709,7 +899,14 @@ def _plan(seed: int, scale: float) -> dict[str, Any]:
     clips = _plan_movers(rng, _scaled("msrvtt", scale), name_fmt="video{}", num_frames=MSRVTT_FRAMES,
                          actions=DIRECTIONS, max_flashes=MSRVTT_MAX_FLASHES, colour_change=False)
     anet = _plan_anet(rng, _scaled("anet", scale))
+    qa_rng = _qa_rng(seed)
+    how2qa = _plan_how2qa(qa_rng, _scaled("how2qa", scale))
+    anetqa = _plan_anetqa(qa_rng, _scaled("anetqa", scale))
+    extra = max(ANET_EXTRA_MIN, int(round(ANET_EXTRA * scale)))
+    anet += _plan_anet(np.random.default_rng([DEMO_FORMAT, seed, 1]), extra, used={v.name for v in anet})
     return {
+        "how2qa": how2qa, "anetqa": anetqa, "how2qa_ann": _how2qa_annotations(qa_rng, how2qa),
+        "anetqa_ann": _anetqa_annotations(anetqa),
         "movers": movers, "stills": stills, "groups": groups, "clips": clips, "anet": anet,
         "tgif": _tgif_annotations(rng, movers, stills, locations, groups),
         "msrvtt": _msrvtt_annotations(rng, clips),
@@ -724,6 +921,8 @@ def _video_paths(out: Path, plan: dict[str, Any]) -> dict[str, list[Path]]:
         "msrvtt-qa": [out / "msrvtt-qa" / "video" / f"{m.name}.mp4" for m in plan["clips"]],
         "activitynet-captions": [out / "activitynet-captions" / "videos" / f"{v.name}.mp4"
                                  for v in plan["anet"]],
+        "how2qa": [out / "how2qa" / "videos" / f"{v.name}.mp4" for v in plan["how2qa"]],
+        "activitynet-qa": [out / "activitynet-qa" / "videos" / f"v_{v.name}.mp4" for v in plan["anetqa"]],
     }
 
 
@@ -731,6 +930,8 @@ _VIDEO_PATTERNS = {
     "tgif/gifs": re.compile(r"demo_(move|still|group)\d{4}\.gif"),
     "msrvtt-qa/video": re.compile(r"video\d+\.mp4"),
     "activitynet-captions/videos": re.compile(r"v_[A-Za-z0-9_-]{11}\.mp4"),
+    "how2qa/videos": re.compile(r"demo_how2qa_\d{4}\.mp4"),
+    "activitynet-qa/videos": re.compile(r"v_[A-Za-z0-9_-]{11}\.mp4"),
 }
 
 
@@ -764,8 +965,9 @@ def generate_demo(out_dir: str | os.PathLike, *, seed: int = 0, scale: float = 1
             (a ``DEMO.json``), so that real datasets are never overwritten.
         seed: random seed; the same seed and scale give byte-identical annotations and identical
             decoded frames.
-        scale: multiplies the number of videos (1.0: 320 GIFs, 60 MSRVTT clips, 20 ActivityNet
-            videos; each kind keeps a small minimum so that every split is non-empty).
+        scale: multiplies the number of videos (1.0: 320 GIFs, 60 MSRVTT clips, 120 ActivityNet
+            videos, 40 How2QA and 60 ActivityNet-QA videos; each kind keeps a small minimum so that
+            every split is non-empty).
 
     Returns:
         The summary also written to ``out_dir/DEMO.json``: seed, scale, counts per dataset, split and
@@ -826,8 +1028,10 @@ def generate_demo(out_dir: str | os.PathLike, *, seed: int = 0, scale: float = 1
     for split, entries in plan["anet_ann"].items():
         write_json_atomic(out / "activitynet-captions" / f"{split}.json", entries)
 
+    _write_qa_layouts(out, plan, paths)
+
     sizes = {name: sum(f.stat().st_size for f in (out / name).rglob("*") if f.is_file())
-             for name in ("tgif", "msrvtt-qa", "activitynet-captions")}
+             for name in ("tgif", "msrvtt-qa", "activitynet-captions", "how2qa", "activitynet-qa")}
     summary = {
         **header,
         "complete": True,
@@ -840,6 +1044,8 @@ def generate_demo(out_dir: str | os.PathLike, *, seed: int = 0, scale: float = 1
             "tgif": _tgif_summary(plan["tgif"], len(paths["tgif"])),
             "msrvtt-qa": _msrvtt_summary(plan["msrvtt"], len(paths["msrvtt-qa"])),
             "activitynet-captions": _anet_summary(plan["anet_ann"], len(paths["activitynet-captions"])),
+            "how2qa": _how2qa_summary(plan["how2qa_ann"], len(paths["how2qa"])),
+            "activitynet-qa": _anetqa_summary(plan["anetqa_ann"], len(paths["activitynet-qa"])),
         },
         "bytes": sizes,
     }

@@ -18,6 +18,8 @@ key                       shape / dtype         meaning
 ``answer``                (B,) int64 / float32  class (-1 = out of vocabulary), candidate, count
 features                  (B, ...) float32      e.g. ``appearance`` (B, 16, Da)
 ``<name>_mask``           (B, T) bool           ragged features only (padded to the longest)
+``segment``               (B, 2) float32        (start, end) s of the question's segment, NaN when
+                                                none; only for datasets that give segments (How2QA)
 ========================  ====================  ===============================================
 
 Both classes are plain top-level objects, so they pickle into DataLoader workers (the reader reopens
@@ -134,6 +136,8 @@ class QADataset(Dataset):
         indices: the rows of ``split`` to use (e.g. without missing videos); None = all.
         feature_stats: ``{key: (mean (D,), std (D,))}`` from :func:`feature_statistics`; those features
             are standardised per channel (``train.feature_norm=standardize``). None = as extracted.
+        segments: question id -> (start, end) seconds of its segment (How2QA's ``ts``); when given,
+            every item has ``segment`` (2,) float32, NaN for a question without one.
 
     An item is a dict with the per-question values of the batch contract (``question`` trimmed to its
     length, features as float32 tensors).
@@ -147,8 +151,10 @@ class QADataset(Dataset):
         feature_keys: Sequence[str] | None = None,
         indices: Sequence[int] | np.ndarray | None = None,
         feature_stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+        segments: Mapping[str, tuple[float, float]] | None = None,
     ) -> None:
         self.split = split
+        self.segments = dict(segments) if segments else None
         self.feature_stats = dict(feature_stats or {})
         self.reader = reader
         self.feature_keys = tuple(feature_keys) if feature_keys is not None else None
@@ -183,6 +189,9 @@ class QADataset(Dataset):
         if s.candidates is not None:
             item["candidates"] = torch.as_tensor(np.asarray(s.candidates[i], dtype=np.int64))  # (C, Lc)
             item["candidates_len"] = torch.as_tensor(np.asarray(s.candidates_len[i], dtype=np.int64))  # (C,)
+        if self.segments is not None:
+            seg = self.segments.get(s.qids[i], (float("nan"), float("nan")))
+            item["segment"] = torch.tensor(seg, dtype=torch.float32)  # (2,)
         feats = self.reader[video_id]
         keys = self.feature_keys if self.feature_keys is not None else tuple(feats)
         for key in keys:

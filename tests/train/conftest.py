@@ -37,6 +37,7 @@ TINY_MODEL = (
     "model.num_scales=2",
     "model.iterations=1",
     "model.dropout=0.0",
+    "model.readout_dropout=0.0",
 )
 
 

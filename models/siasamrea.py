@@ -1,0 +1,501 @@
+"""SiaSamRea: siamese sampling and reasoning for video question answering, over frame features.
+
+Yu et al., "Learning from Inside: Self-driven Siamese Sampling and Reasoning for Video Question
+Answering", NeurIPS 2021. There is no public code; this file follows the paper's text.
+
+**This is the toolkit's feature-based form of the paper's end-to-end model.** The paper fine-tunes a
+ClipBERT-style network (ResNet-50 on raw frames + a 12-layer BERT, ClipBERT's pre-training) end to end.
+Here the frames are the precomputed per-frame features of the ``siasamrea`` feature set (``frames``
+(T, Da) at 4 fps by default, ``frame_times`` (T,) seconds; ``extract/featuresets.py``), the question
+side is the GloVe + BiLSTM encoder the other models share (``models/layers.py``), and the cross-modal
+transformer is small and trained from scratch. Siamese sampling picks clips *out of the extracted
+frame features* at training time, so one extraction serves every epoch's random clips.
+
+What this file computes (K = N + 1 clips: the anchor, index 0, and N siamese clips; Bf frames a clip;
+H model width; A answers)::
+
+    base network, per clip k:   x = [CLS; text tokens; W_v f_{k,1} + pos_1; ...; W_v f_{k,Bf} + pos_Bf]
+                                 h_k = Transformer(x)[CLS]              multimodal clip feature (H,)
+                                 p_k = softmax(head(h_k))               its prediction (A,)
+    siamese sampling (training): anchor start s ~ U{lo .. hi - span}; siamese starts s + d_k,
+                                 d_k in [-shift, shift] \\ {0}, the same frame interval; [lo, hi) = the
+                                 video, or the question's segment when the dataset gives one (How2QA).
+    Eq. (1)  SKG   A(i, j) = sigma(F(h_i))^T sigma(F(h_j))        sigma = L2 normalisation, F a projection
+    Eq. (2)        A <- A * (1 - I);  A^(i, j) = softmax_j A(i, j)   (the row softmax runs over j != i)
+    Eq. (3)  SKR   p^_i = sum_{j != i} A^(i, j) p_j                   propagated predictions, P^ = A^ P
+    Eq. (4)        W A^ P, W in R^{1 x K} learnable                  fusion over the clips
+    Eq. (5)        Q = omega W1 A^ P + (1 - omega) W2 P,  Q <- Q / sum(Q)   the soft label
+    Eq. (8)  loss  L = alpha * L_siamese + L_gt,  L_siamese = - sum_a Q_a log p_anchor,a
+
+Reading of the paper (what it leaves open, and what we chose):
+
+- Clips and frames: B frames per clip at a fixed interval; the paper does not give B, the interval or
+  how far the siamese starts may be from the anchor. Defaults here (ours): ``clip_frames`` 8 feature
+  frames, ``frame_interval`` 2 (0.5 s at 4 fps), siamese starts within ``siamese_shift`` 4 frames of
+  the anchor's. A video (or segment) shorter than a clip first shrinks the interval so the clip fits,
+  and when it has fewer than Bf frames the clip repeats its last frame and masks the repeats out.
+- Evaluation uses the anchor alone, from a deterministic centred start, so inference is exactly the
+  base network (``num_siamese`` has no effect in ``eval()``).
+- Eq. (4)-(5): W1 and W2 are kept on the simplex (softmax of learnable logits, initialised uniform) so
+  that Q is a distribution; Eq. (5)'s normalisation is then applied as written. W spans the anchor and
+  the N siamese clips (the anchor's propagated prediction p^_0 is what its siblings say about it).
+- The soft label is a target: the clips' predictions P inside Q are detached (``detach_predictions``,
+  ours; the paper does not say), while A^ (through F) and W1, W2 receive gradients from L_siamese —
+  their only training signal.
+- Multiple choice: each candidate is read together with the question ([question; candidate] tokens),
+  giving one score per candidate; p_k is the softmax over the candidates, and the clip feature h_k used
+  by SKG is the mean of the candidates' CLS vectors (ours).
+- Count (TGIF-QA), which the paper does not discuss: p_k is the regressed count (a scalar); Eq. (3)-(5)
+  propagate and fuse the counts with the same A^ and W (already convex combinations, so no
+  normalisation), and L_siamese is the squared error between the anchor's count and that soft count.
+- L_gt is the trainer's loss for the task type (``train/losses.py``: cross-entropy, summed pairwise
+  hinge, MSE) on the anchor's output. The model adds ``alpha * L_siamese`` under
+  ``outputs["aux_losses"]["loss_siamese"]`` (training only), which the shared loss function sums in.
+- Transformer: pre-norm blocks of width ``hidden_dim`` (the paper's is BERT-base, 12 layers x 768);
+  the defaults below keep BERT-base's width and heads with 2 layers (ours) since nothing is pre-trained.
+
+Ablations (config switches): ``num_siamese=0`` (the base network alone), ``knowledge="uniform"`` (SKR
+without SKG: A^(i, j) = 1 / (K - 1) for j != i), ``knowledge="skg"`` (SKG + SKR, default), and N.
+
+Shared work: the question (and the candidates) are encoded once per question and broadcast to the K
+clips; only the cross-modal transformer runs per clip.
+
+Outputs (``forward(batch)``): ``logits`` (B, A) | ``scores`` (B, C) | ``count`` (B,) of the anchor clip,
+and for explanations ``frame_attention`` (B, Bf) (mc: (B, C, Bf)) = the [CLS] token's last-layer
+attention on the anchor's frame tokens (heads averaged, renormalised over the clip's valid frames),
+``frame_index`` (B, Bf) int64 = the anchor's rows in the video's ``frames`` (``frame_times`` gives their
+seconds) and ``frame_valid`` (B, Bf) bool. Training with N > 0 adds ``aux_losses`` and ``affinity``
+(B, K, K), the A^ of Eq. (2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.layers import QuestionEncoder
+
+__all__ = [
+    "FusionLayer",
+    "SiaSamRea",
+    "SiaSamReaConfig",
+    "affinity",
+    "clip_range",
+    "sample_clips",
+    "siamese_loss",
+    "siasamrea",
+    "soft_label",
+]
+
+TASK_TYPES = ("open", "mc", "count")
+KNOWLEDGE = ("skg", "uniform")
+
+
+# --------------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SiaSamReaConfig:
+    """SiaSamRea hyper-parameters; ``num_siamese``, ``alpha`` and ``omega`` are the paper's.
+
+    Attributes:
+        frames_dim: size of the ``frames`` feature (2048, ResNet-152 pool5; filled from the features).
+        hidden_dim: H, model width (768, BERT-base's); also the BiLSTM output size.
+        num_layers: cross-modal transformer layers (2, ours; the paper fine-tunes a 12-layer BERT).
+        num_heads: attention heads (12, BERT-base's).
+        word_dim: word-vector size (300, GloVe).
+        lstm_layers: BiLSTM layers of the question encoder (1).
+        dropout: dropout in the transformer and heads (0.1, BERT's).
+        clip_frames: Bf, feature frames per clip (8, ours).
+        frame_interval: feature frames between two frames of a clip (2, ours: 0.5 s at 4 fps).
+        siamese_shift: siamese clips start within this many feature frames of the anchor (4, ours).
+        num_siamese: N siamese clips per anchor (8, the paper's choice; 0 = the base network).
+        knowledge: ``"skg"`` (Eq. 1-2 affinities) or ``"uniform"`` (SKR without SKG).
+        alpha: weight of L_siamese in Eq. (8) (1.0).
+        omega: weight of the propagated term in Eq. (5) (0.5).
+        affinity_dim: output size of the SKG projection F (256, ours).
+        detach_predictions: stop gradients through the clip predictions inside the soft label (True).
+        freeze_embeddings: keep the GloVe word vectors fixed.
+    """
+
+    frames_dim: int = 2048
+    hidden_dim: int = 768
+    num_layers: int = 2
+    num_heads: int = 12
+    word_dim: int = 300
+    lstm_layers: int = 1
+    dropout: float = 0.1
+    clip_frames: int = 8
+    frame_interval: int = 2
+    siamese_shift: int = 4
+    num_siamese: int = 8
+    knowledge: Literal["skg", "uniform"] = "skg"
+    alpha: float = 1.0
+    omega: float = 0.5
+    affinity_dim: int = 256
+    detach_predictions: bool = True
+    freeze_embeddings: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("frames_dim", "hidden_dim", "num_layers", "num_heads", "word_dim", "lstm_layers",
+                     "clip_frames", "frame_interval", "affinity_dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("siamese_shift", "num_siamese"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.hidden_dim % 2 or self.hidden_dim % self.num_heads:
+            raise ValueError(f"hidden_dim ({self.hidden_dim}) must be even and divisible by num_heads "
+                             f"({self.num_heads})")
+        if self.knowledge not in KNOWLEDGE:
+            raise ValueError(f"knowledge must be one of {KNOWLEDGE}, got {self.knowledge!r}")
+        if not 0.0 <= self.omega <= 1.0:
+            raise ValueError(f"omega must be in [0, 1], got {self.omega}")
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Siamese sampling
+# --------------------------------------------------------------------------------------------------
+
+
+def clip_range(frames_mask: Tensor, frame_times: Tensor | None = None,
+               segment: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The rows of each video that clips may use: the whole video, or the question's segment.
+
+    Args:
+        frames_mask: (B, T) bool, valid (unpadded) frames; valid frames come first.
+        frame_times: (B, T) seconds of each frame (needed with ``segment``).
+        segment: (B, 2) float (start, end) seconds, NaN where a question has none.
+
+    Returns:
+        ``(lo, hi)``: (B,) int64 each, rows ``lo <= t < hi``; at least one frame. Inside a segment:
+        the frames whose time lies in [start, end], or the frame nearest to it when none does.
+    """
+    length = frames_mask.long().sum(1).clamp(min=1)  # (B,)
+    lo = torch.zeros_like(length)
+    hi = length.clone()
+    if segment is None or frame_times is None:
+        return lo, hi
+    seg = segment.to(frame_times.dtype)
+    has = torch.isfinite(seg).all(1)  # (B,)
+    t = frame_times.masked_fill(~frames_mask, float("inf"))  # (B, T) padding after every real time
+    s_lo = (t < seg[:, :1]).long().sum(1)  # first row with time >= start
+    s_hi = (t <= seg[:, 1:]).long().sum(1)  # one past the last row with time <= end
+    s_lo = torch.minimum(s_lo, length - 1)
+    s_hi = torch.maximum(torch.minimum(s_hi, length), s_lo + 1)
+    return torch.where(has, s_lo, lo), torch.where(has, s_hi, hi)
+
+
+def sample_clips(lo: Tensor, hi: Tensor, *, clip_frames: int, interval: int, num_siamese: int = 0,
+                 shift: int = 4, train: bool = False,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    """Frame rows of the anchor clip and its siamese clips (all inside ``[lo, hi)``).
+
+    Args:
+        lo, hi: (B,) int64 usable rows per video (:func:`clip_range`).
+        clip_frames: Bf frames per clip.
+        interval: frames between consecutive clip frames (shrunk per video so a clip fits when it can).
+        num_siamese: N siamese clips (training only).
+        shift: siamese starts differ from the anchor's by 1..shift frames (either side, clamped).
+        train: random anchor start (else the centred start, deterministic).
+        generator: torch generator for the draws (default: the global CPU stream, which checkpoints save).
+
+    Returns:
+        ``(index, valid)``: (B, K, Bf) int64 rows and (B, K, Bf) bool, K = 1 + N; clip 0 is the anchor.
+        Rows past the end repeat the last usable row and are marked invalid.
+    """
+    lo, hi = lo.cpu().long(), hi.cpu().long()
+    n = (hi - lo).clamp(min=1)  # (B,)
+    step = torch.full_like(n, interval)
+    if clip_frames > 1:
+        step = torch.minimum(step, ((n - 1) // (clip_frames - 1)).clamp(min=1))
+    span = (clip_frames - 1) * step + 1  # (B,)
+    room = (n - span).clamp(min=0)  # start offsets 0..room keep the clip inside
+    if train:
+        anchor = (torch.rand(n.shape, generator=generator) * (room + 1).double()).long().minimum(room)
+    else:
+        anchor = room // 2
+    starts = anchor[:, None]  # (B, 1)
+    if num_siamese > 0:
+        size = (n.shape[0], num_siamese)
+        mag = torch.randint(1, max(shift, 1) + 1, size, generator=generator) * int(shift > 0)
+        sign = torch.randint(0, 2, size, generator=generator) * 2 - 1
+        sib = torch.minimum((anchor[:, None] + sign * mag).clamp(min=0), room[:, None])  # (B, N)
+        starts = torch.cat([starts, sib], dim=1)  # (B, K)
+    offsets = starts[..., None] + step[:, None, None] * torch.arange(clip_frames)  # (B, K, Bf)
+    index = lo[:, None, None] + offsets
+    valid = index < hi[:, None, None]
+    index = torch.minimum(index, (hi - 1)[:, None, None])
+    return index, valid
+
+
+# --------------------------------------------------------------------------------------------------
+# Siamese knowledge generation and reasoning
+# --------------------------------------------------------------------------------------------------
+
+
+def affinity(features: Tensor | None, num_clips: int, *, uniform: bool = False) -> Tensor:
+    """Eq. (1)-(2): the clip affinity matrix A^ with a zero diagonal and rows summing to 1.
+
+    Args:
+        features: (B, K, E) projected clip features F(h) (ignored with ``uniform``).
+        num_clips: K (>= 2).
+        uniform: SKR without SKG: A^(i, j) = 1 / (K - 1) for every j != i.
+
+    Returns:
+        (B, K, K) float (B = 1 with ``uniform`` and no features).
+    """
+    eye = torch.eye(num_clips, dtype=torch.bool, device=None if features is None else features.device)
+    if uniform:
+        out = (~eye).float() / (num_clips - 1)
+        return out.expand(features.shape[0], -1, -1) if features is not None else out[None]
+    z = F.normalize(features.float(), dim=-1)  # sigma: L2 normalisation
+    sim = z @ z.transpose(1, 2)  # (B, K, K)  Eq. (1)
+    return sim.masked_fill(eye, float("-inf")).softmax(dim=-1)  # Eq. (2): self-affinity removed
+
+
+def soft_label(aff: Tensor, preds: Tensor, w1: Tensor, w2: Tensor, omega: float, *,
+               normalise: bool = True) -> Tensor:
+    """Eq. (3)-(5): the soft label Q of the anchor from the K clips' predictions.
+
+    Args:
+        aff: (B, K, K) A^.
+        preds: (B, K, A) clip predictions P (probabilities; counts: (B, K, 1)).
+        w1, w2: (K,) fusion weights W1, W2.
+        omega: weight of the propagated term.
+        normalise: divide by the sum over answers (Eq. 5; not for counts).
+
+    Returns:
+        (B, A) soft label.
+    """
+    propagated = aff @ preds  # (B, K, A)  Eq. (3): p^_i = sum_{j != i} A^(i, j) p_j
+    fused = torch.einsum("k,bka->ba", w1, propagated)  # Eq. (4): W1 A^ P
+    q = omega * fused + (1.0 - omega) * torch.einsum("k,bka->ba", w2, preds)  # Eq. (5)
+    if normalise:
+        q = q / q.sum(dim=-1, keepdim=True).clamp(min=1e-12)
+    return q
+
+
+def siamese_loss(task_type: str, anchor_out: Tensor, q: Tensor) -> Tensor:
+    """L_siamese of Eq. (8): cross-entropy between Q and the anchor's prediction (count: squared error).
+
+    Args:
+        task_type: ``"open"``, ``"mc"`` or ``"count"``.
+        anchor_out: (B, A) logits / (B, C) scores / (B,) counts of the anchor clip.
+        q: (B, A) / (B, C) soft label, or (B, 1) soft count.
+    """
+    if task_type == "count":
+        return F.mse_loss(anchor_out.float(), q.float().view(-1))
+    return -(q.float() * F.log_softmax(anchor_out.float(), dim=-1)).sum(-1).mean()
+
+
+# --------------------------------------------------------------------------------------------------
+# The base network
+# --------------------------------------------------------------------------------------------------
+
+
+class FusionLayer(nn.Module):
+    """A pre-norm transformer block (self-attention + MLP) that can return its attention weights.
+
+    Forward: ``x`` (N, S, H), ``pad`` (N, S) bool True = padding -> ``(x, attn)``, attn (N, S, S) heads
+    averaged (or None).
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim)
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, pad: Tensor, *, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        h = self.norm1(x)
+        a, w = self.attn(h, h, h, key_padding_mask=pad, need_weights=need_weights, average_attn_weights=True)
+        x = x + self.drop(a)
+        x = x + self.drop(self.mlp(self.norm2(x)))
+        return x, w
+
+
+class SiaSamRea(nn.Module):
+    """The base VideoQA network plus siamese sampling and reasoning during training.
+
+    Args:
+        cfg: the config.
+        vocab_size: question vocabulary size.
+        num_answers: A (open-ended answer classes).
+        task_type: ``"open"``, ``"mc"`` or ``"count"``.
+        embeddings: optional (vocab_size, word_dim) GloVe matrix.
+
+    Forward: the batch contract (``frames`` (B, T, Da), ``frames_mask`` (B, T), ``frame_times`` (B, T),
+    ``question``/``question_len``, ``candidates``/``candidates_len`` for mc, optional ``segment`` (B, 2)).
+    Returns the dict described in the module docstring.
+    """
+
+    def __init__(self, cfg: SiaSamReaConfig, *, vocab_size: int, num_answers: int, task_type: str,
+                 embeddings: Any = None) -> None:
+        super().__init__()
+        if task_type not in TASK_TYPES:
+            raise ValueError(f"task_type must be one of {TASK_TYPES}, got {task_type!r}")
+        if task_type == "open" and num_answers < 1:
+            raise ValueError(f"an open-ended model needs num_answers >= 1, got {num_answers}")
+        self.cfg, self.task_type = cfg, task_type
+        H = cfg.hidden_dim
+        self.text = QuestionEncoder(vocab_size, embed_dim=cfg.word_dim, hidden_dim=H,
+                                    num_layers=cfg.lstm_layers, embeddings=embeddings,
+                                    freeze_embeddings=cfg.freeze_embeddings)
+        self.frame_proj = nn.Sequential(
+            nn.Linear(cfg.frames_dim, H), nn.LayerNorm(H), nn.Dropout(cfg.dropout)
+        )
+        self.frame_pos = nn.Embedding(cfg.clip_frames, H)
+        self.type_embed = nn.Embedding(2, H)  # 0 text, 1 frame
+        self.cls = nn.Parameter(torch.zeros(1, 1, H))
+        nn.init.normal_(self.cls, std=0.02)
+        self.layers = nn.ModuleList(FusionLayer(H, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(H)
+        out_dim = num_answers if task_type == "open" else 1
+        self.head = nn.Sequential(nn.Linear(H, H), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(H, out_dim))
+        K = cfg.num_siamese + 1
+        if cfg.num_siamese > 0:
+            self.skg = nn.Linear(H, cfg.affinity_dim)  # F of Eq. (1)
+            self.w1 = nn.Parameter(torch.zeros(K))  # W1 of Eq. (5), softmax-normalised
+            self.w2 = nn.Parameter(torch.zeros(K))  # W2 of Eq. (5)
+
+    # ---------------------------------------------------------------- text, once per question
+    def encode_text(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """Question (and candidate) tokens: ``(tokens (B, C', Lt, H), padding (B, C', Lt))``, C' = C or 1."""
+        q = batch["question"]
+        qlen = batch["question_len"]
+        words, _ = self.text(q, qlen)  # (B, L, H)
+        L = q.shape[1]
+        q_pad = torch.arange(L, device=q.device)[None] >= qlen.clamp(min=1)[:, None]  # (B, L)
+        if self.task_type != "mc":
+            return words[:, None], q_pad[:, None]
+        cand, clen = batch["candidates"], batch["candidates_len"]  # (B, C, Lc), (B, C)
+        B, C, Lc = cand.shape
+        cwords, _ = self.text(cand.reshape(B * C, Lc), clen.reshape(B * C))  # (B*C, Lc, H)
+        cwords = cwords.view(B, C, Lc, -1)
+        c_pad = torch.arange(Lc, device=q.device)[None, None] >= clen.clamp(min=1)[..., None]  # (B, C, Lc)
+        tokens = torch.cat([words[:, None].expand(-1, C, -1, -1), cwords], dim=2)  # (B, C, L+Lc, H)
+        pad = torch.cat([q_pad[:, None].expand(-1, C, -1), c_pad], dim=2)
+        return tokens, pad
+
+    # ---------------------------------------------------------------- the base network on K clips
+    def reason(self, frames: Tensor, index: Tensor, valid: Tensor, text: Tensor,
+               text_pad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Cross-modal transformer on every (clip, candidate) pair.
+
+        Args:
+            frames: (B, T, Da); index, valid: (B, K, Bf); text: (B, C', Lt, H); text_pad: (B, C', Lt).
+
+        Returns:
+            ``(out, cls, attn)``: predictions (B, K, C', out_dim), CLS features (B, K, C', H), and the
+            CLS attention on the frame tokens (B, K, C', Bf).
+        """
+        B, K, Bf = index.shape
+        Cp, Lt = text.shape[1], text.shape[2]
+        rows = torch.arange(B, device=frames.device)[:, None, None]
+        clip = frames[rows, index.to(frames.device)]  # (B, K, Bf, Da)
+        v = self.frame_proj(clip) + self.frame_pos.weight + self.type_embed.weight[1]  # (B, K, Bf, H)
+        t = text + self.type_embed.weight[0]  # (B, C', Lt, H)
+        H = v.shape[-1]
+        x = torch.cat([
+            self.cls.expand(B, K, Cp, 1, H),
+            t[:, None].expand(B, K, Cp, Lt, H),
+            v[:, :, None].expand(B, K, Cp, Bf, H),
+        ], dim=3).reshape(B * K * Cp, 1 + Lt + Bf, H)  # (B*K*C', S, H)
+        valid = valid.to(frames.device)
+        pad = torch.cat([
+            torch.zeros(B, K, Cp, 1, dtype=torch.bool, device=frames.device),
+            text_pad[:, None].expand(B, K, Cp, Lt),
+            ~valid[:, :, None].expand(B, K, Cp, Bf),
+        ], dim=3).reshape(B * K * Cp, -1)
+        attn = None
+        for i, layer in enumerate(self.layers):
+            x, attn = layer(x, pad, need_weights=i == len(self.layers) - 1)
+        cls = self.norm(x[:, 0])  # (B*K*C', H)
+        out = self.head(cls).view(B, K, Cp, -1)
+        a = attn[:, 0, 1 + Lt:].float().view(B, K, Cp, Bf)  # CLS -> frame tokens
+        a = a / a.sum(-1, keepdim=True).clamp(min=1e-12)
+        return out, cls.view(B, K, Cp, H), a
+
+    def _task_output(self, out: Tensor) -> Tensor:
+        """(B, K, C', out_dim) -> logits (B, K, A) | scores (B, K, C) | counts (B, K)."""
+        if self.task_type == "open":
+            return out[:, :, 0]
+        return out[..., 0] if self.task_type == "mc" else out[:, :, 0, 0]
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.cfg
+        frames = batch["frames"]  # (B, T, Da)
+        mask = batch.get("frames_mask")
+        if mask is None:
+            mask = torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)
+        if frames.dim() != 3 or frames.shape[-1] != cfg.frames_dim:
+            raise ValueError(f"frames must be (B, T, {cfg.frames_dim}), got {tuple(frames.shape)}; set "
+                             f"model.frames_dim to the features' size")
+        lo, hi = clip_range(mask.cpu(), _cpu(batch.get("frame_times")), _cpu(batch.get("segment")))
+        siamese = self.training and cfg.num_siamese > 0
+        index, valid = sample_clips(lo, hi, clip_frames=cfg.clip_frames, interval=cfg.frame_interval,
+                                    num_siamese=cfg.num_siamese if siamese else 0, shift=cfg.siamese_shift,
+                                    train=self.training)
+        text, text_pad = self.encode_text(batch)  # once per question, shared by the K clips
+        out, cls, attn = self.reason(frames, index, valid, text, text_pad)
+        preds = self._task_output(out)  # (B, K, ...)
+        key = {"open": "logits", "mc": "scores", "count": "count"}[self.task_type]
+        result: dict[str, Any] = {
+            key: preds[:, 0],
+            "frame_attention": attn[:, 0, 0] if self.task_type != "mc" else attn[:, 0],
+            "frame_index": index[:, 0].to(frames.device),
+            "frame_valid": valid[:, 0].to(frames.device),
+        }
+        if siamese:
+            aff, loss = self.siamese_term(preds, cls.mean(dim=2))
+            result["affinity"] = aff
+            result["aux_losses"] = {"loss_siamese": cfg.alpha * loss}
+        return result
+
+    def siamese_term(self, preds: Tensor, clip_features: Tensor) -> tuple[Tensor, Tensor]:
+        """SKG + SKR + L_siamese from the K clips' outputs (B, K, ...) and features (B, K, H)."""
+        K = preds.shape[1]
+        uniform = self.cfg.knowledge == "uniform"
+        aff = affinity(None if uniform else self.skg(clip_features), K, uniform=uniform)
+        aff = aff.to(preds.device).expand(preds.shape[0], -1, -1)
+        if self.task_type == "count":
+            p = preds.float()[..., None]  # (B, K, 1)
+        else:
+            p = preds.float().softmax(dim=-1)  # (B, K, A)
+        if self.cfg.detach_predictions:
+            p = p.detach()
+        q = soft_label(aff, p, self.w1.softmax(0), self.w2.softmax(0), self.cfg.omega,
+                       normalise=self.task_type != "count")
+        return aff, siamese_loss(self.task_type, preds[:, 0], q)
+
+
+def _cpu(x: Tensor | None) -> Tensor | None:
+    return None if x is None else x.detach().cpu()
+
+
+def siasamrea(cfg: SiaSamReaConfig | None = None, *, vocab_size: int, num_answers: int, task_type: str,
+              embeddings: Any = None) -> SiaSamRea:
+    """Build SiaSamRea (the registry's builder).
+
+    Args:
+        cfg: config (default: the paper's settings).
+        vocab_size: question vocabulary size; num_answers: open-ended answer classes;
+        task_type: ``"open"``, ``"mc"`` or ``"count"``; embeddings: optional GloVe matrix.
+    """
+    return SiaSamRea(cfg or SiaSamReaConfig(), vocab_size=vocab_size, num_answers=num_answers,
+                     task_type=task_type, embeddings=embeddings)

@@ -1,0 +1,289 @@
+"""SiaSamRea: sampling, Eq. (1)-(5), the anchor-only evaluation, ablations and learning."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from models import get_model
+from models.siasamrea import (
+    SiaSamReaConfig,
+    affinity,
+    clip_range,
+    sample_clips,
+    siamese_loss,
+    siasamrea,
+    soft_label,
+)
+from train.losses import compute_losses
+
+D, V, A, C = 8, 20, 5, 4
+TINY = SiaSamReaConfig(frames_dim=D, hidden_dim=16, num_heads=2, num_layers=1, word_dim=8, clip_frames=4,
+                       frame_interval=2, siamese_shift=2, num_siamese=3, affinity_dim=8, dropout=0.0)
+
+
+def _batch(B: int = 6, T: int = 12, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, T + 1, (B,), generator=g)
+    lengths[0] = T
+    mask = torch.arange(T)[None] < lengths[:, None]
+    return {
+        "frames": torch.randn(B, T, D, generator=g) * mask[..., None],
+        "frames_mask": mask,
+        "frame_times": (torch.arange(T)[None].float() / 4).expand(B, -1) * mask,
+        "question": torch.randint(1, V, (B, 5), generator=g),
+        "question_len": torch.randint(1, 6, (B,), generator=g),
+        "candidates": torch.randint(1, V, (B, C, 3), generator=g),
+        "candidates_len": torch.randint(1, 4, (B, C), generator=g),
+        "answer": torch.randint(0, A if C > A else C, (B,), generator=g),
+    }
+
+
+def _model(task: str, **changes) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return siasamrea(dataclasses.replace(TINY, **changes), vocab_size=V, num_answers=A, task_type=task)
+
+
+# ---------------------------------------------------------------- Eq. (1)-(5)
+
+
+def test_affinity_has_zero_diagonal_and_rows_summing_to_one():
+    feats = torch.randn(3, 5, 7)
+    a = affinity(feats, 5)
+    assert a.shape == (3, 5, 5)
+    torch.testing.assert_close(torch.diagonal(a, dim1=1, dim2=2), torch.zeros(3, 5))
+    torch.testing.assert_close(a.sum(-1), torch.ones(3, 5))
+    # Eq. (1): the softmax of cosine similarities; clips that look alike get more weight
+    z = torch.nn.functional.normalize(feats, dim=-1)
+    sim = z @ z.transpose(1, 2)
+    i, j, k = 0, 1, 2
+    ratio = a[0, i, j] / a[0, i, k]
+    torch.testing.assert_close(ratio, torch.exp(sim[0, i, j] - sim[0, i, k]))
+    u = affinity(None, 4, uniform=True)[0]
+    torch.testing.assert_close(u, (1 - torch.eye(4)) / 3)
+
+
+def test_soft_label_sums_to_one_and_matches_a_hand_computation():
+    aff = torch.tensor([[[0.0, 0.75, 0.25], [0.5, 0.0, 0.5], [0.2, 0.8, 0.0]]])
+    preds = torch.tensor([[[0.6, 0.4], [0.1, 0.9], [0.5, 0.5]]])
+    w1, w2, omega = torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.2, 0.2, 0.6]), 0.5
+    q = soft_label(aff, preds, w1, w2, omega)
+    # by hand: propagated p^_i = sum_{j != i} A(i, j) p_j
+    p0 = [0.75 * 0.1 + 0.25 * 0.5, 0.75 * 0.9 + 0.25 * 0.5]  # [0.2, 0.8]
+    p1 = [0.5 * 0.6 + 0.5 * 0.5, 0.5 * 0.4 + 0.5 * 0.5]  # [0.55, 0.45]
+    p2 = [0.2 * 0.6 + 0.8 * 0.1, 0.2 * 0.4 + 0.8 * 0.9]  # [0.2, 0.8]
+    fused = [0.5 * p0[a] + 0.3 * p1[a] + 0.2 * p2[a] for a in range(2)]
+    own = [0.2 * 0.6 + 0.2 * 0.1 + 0.6 * 0.5, 0.2 * 0.4 + 0.2 * 0.9 + 0.6 * 0.5]
+    raw = [omega * fused[a] + (1 - omega) * own[a] for a in range(2)]
+    want = torch.tensor([[raw[0] / sum(raw), raw[1] / sum(raw)]])
+    torch.testing.assert_close(q, want)
+    torch.testing.assert_close(q.sum(-1), torch.ones(1))
+    # with unnormalised fusion weights Eq. (5)'s normalisation still gives a distribution
+    q2 = soft_label(aff, preds, torch.tensor([2.0, 1.0, 1.0]), torch.tensor([0.1, 0.1, 3.0]), 0.3)
+    torch.testing.assert_close(q2.sum(-1), torch.ones(1))
+
+
+def test_siamese_loss_is_cross_entropy_with_the_soft_label():
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    q = torch.tensor([[0.5, 0.25, 0.25]])
+    want = -(q * torch.log_softmax(logits, -1)).sum()
+    torch.testing.assert_close(siamese_loss("open", logits, q), want)
+    count = siamese_loss("count", torch.tensor([3.0]), torch.tensor([[2.0]]))
+    torch.testing.assert_close(count, torch.tensor(1.0))
+
+
+def test_model_soft_label_is_a_distribution_and_affinity_rows_sum_to_one():
+    m = _model("open").train()
+    out = m(_batch())
+    aff = out["affinity"]
+    assert aff.shape == (6, 4, 4)
+    torch.testing.assert_close(torch.diagonal(aff, dim1=1, dim2=2), torch.zeros(6, 4))
+    torch.testing.assert_close(aff.sum(-1), torch.ones(6, 4))
+
+
+# ---------------------------------------------------------------- siamese sampling
+
+
+def test_clips_stay_inside_the_segment_and_keep_the_interval():
+    B, T = 64, 40
+    mask = torch.ones(B, T, dtype=torch.bool)
+    times = torch.arange(T)[None].float().expand(B, -1) / 4
+    g = torch.Generator().manual_seed(1)
+    start = torch.rand(B, generator=g) * 6
+    seg = torch.stack([start, start + 0.5 + torch.rand(B, generator=g) * 3], 1)
+    seg[::7] = float("nan")  # questions without a segment use the whole video
+    lo, hi = clip_range(mask, times, seg)
+    idx, valid = sample_clips(lo, hi, clip_frames=4, interval=2, num_siamese=8, shift=3, train=True,
+                              generator=g)
+    assert idx.shape == valid.shape == (B, 9, 4)
+    for b in range(B):
+        t = times[b][idx[b]]
+        if torch.isnan(seg[b]).any():
+            assert lo[b] == 0 and hi[b] == T
+        else:
+            assert (t >= seg[b, 0]).all() and (t <= seg[b, 1]).all(), b
+        assert (idx[b] >= lo[b]).all() and (idx[b] < hi[b]).all()
+        steps = idx[b][valid[b].all(1)].diff(dim=-1)
+        assert (steps == steps[:, :1]).all()  # the same interval in every clip
+        assert len(set(steps[:, 0].tolist())) <= 1  # and the same for the anchor and its siamese clips
+
+
+def test_short_videos_repeat_frames_with_a_mask():
+    lo, hi = torch.tensor([0, 0, 0]), torch.tensor([2, 5, 30])
+    idx, valid = sample_clips(lo, hi, clip_frames=4, interval=3)
+    assert idx[0, 0].tolist() == [0, 1, 1, 1] and valid[0, 0].tolist() == [True, True, False, False]
+    assert idx[1, 0].tolist() == [0, 1, 2, 3] and valid[1, 0].all()  # interval shrunk to fit
+    assert idx[2, 0].diff().tolist() == [3, 3, 3] and valid[2, 0].all()
+    # the evaluation anchor is deterministic and centred
+    again, _ = sample_clips(lo, hi, clip_frames=4, interval=3)
+    assert torch.equal(idx, again) and idx[2, 0, 0] == (30 - 10) // 2
+
+
+def test_segment_without_frames_takes_the_nearest_frame():
+    mask = torch.ones(1, 8, dtype=torch.bool)
+    times = torch.arange(8)[None].float()
+    lo, hi = clip_range(mask, times, torch.tensor([[2.2, 2.6]]))
+    assert (lo.item(), hi.item()) == (3, 4)
+    lo, hi = clip_range(mask, times, torch.tensor([[50.0, 60.0]]))
+    assert (lo.item(), hi.item()) == (7, 8)
+
+
+# ---------------------------------------------------------------- evaluation = the base network
+
+
+@pytest.mark.parametrize("task", ["open", "mc", "count"])
+def test_evaluation_uses_the_anchor_only_and_equals_the_base_network(task):
+    full = _model(task, num_siamese=8).eval()
+    base = _model(task, num_siamese=0).eval()
+    missing, unexpected = base.load_state_dict(full.state_dict(), strict=False)
+    assert not missing and set(unexpected) == {"skg.weight", "skg.bias", "w1", "w2"}
+    batch = _batch()
+    with torch.no_grad():
+        a, b = full(batch), base(batch)
+    assert "aux_losses" not in a and "affinity" not in a
+    for key in b:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    # the anchor's rows are the deterministic centred clip
+    lo, hi = clip_range(batch["frames_mask"])
+    idx, valid = sample_clips(lo, hi, clip_frames=TINY.clip_frames, interval=TINY.frame_interval)
+    assert torch.equal(a["frame_index"], idx[:, 0]) and torch.equal(a["frame_valid"], valid[:, 0])
+
+
+@pytest.mark.parametrize("task,key,shape", [("open", "logits", (6, A)), ("mc", "scores", (6, C)),
+                                            ("count", "count", (6,))])
+def test_output_contract_and_frame_attention(task, key, shape):
+    m = _model(task).eval()
+    batch = _batch()
+    before = {k: v.clone() for k, v in batch.items()}
+    out = m(batch)
+    assert out[key].shape == shape
+    att = out["frame_attention"]
+    assert att.shape == ((6, C, 4) if task == "mc" else (6, 4))
+    torch.testing.assert_close(att.sum(-1), torch.ones(att.shape[:-1]))
+    valid = out["frame_valid"] if task != "mc" else out["frame_valid"][:, None].expand_as(att)
+    assert (att[~valid] < 1e-6).all()  # padded / repeated frames get no attention
+    for k in before:
+        assert torch.equal(before[k], batch[k]), k
+
+
+def test_question_is_encoded_once_per_question_not_per_clip():
+    m = _model("mc", num_siamese=8).train()
+    calls = []
+    m.text.register_forward_hook(lambda mod, inp, out: calls.append(inp[0].shape[0]))
+    m(_batch(B=3))
+    assert calls == [3, 3 * C]  # the question, then the candidates; never x (N + 1) clips
+
+
+# ---------------------------------------------------------------- ablations and training
+
+
+@pytest.mark.parametrize("changes", [
+    {"num_siamese": 0}, {"knowledge": "uniform"}, {"knowledge": "skg"}, {"num_siamese": 1},
+    {"num_siamese": 12},
+], ids=["base", "skr-uniform", "skg+skr", "N=1", "N=12"])
+def test_each_ablation_trains_a_step(changes):
+    m = _model("open", **changes).train()
+    opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+    batch = _batch()
+    losses = compute_losses("open", m(batch), batch)
+    assert ("loss_siamese" in losses) == (m.cfg.num_siamese > 0)
+    sum(losses.values()).backward()
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    opt.step()
+    changed = {n for n, p in m.named_parameters() if not torch.equal(before[n], p)}
+    assert "head.3.weight" in changed
+    if m.cfg.num_siamese > 0:
+        assert {"w1", "w2"} <= changed  # the fusion learns from L_siamese
+    if m.cfg.num_siamese > 1 and m.cfg.knowledge == "skg":
+        assert "skg.weight" in changed  # so does SKG's projection (with K = 2 each row has one entry)
+    if changes.get("knowledge") == "uniform":
+        assert "skg.weight" not in changed and {"w1", "w2"} <= changed
+
+
+@pytest.mark.parametrize("task", ["open", "mc", "count"])
+def test_overfits_a_small_batch(task):
+    torch.manual_seed(0)
+    B, T = 8, 10
+    batch = _batch(B=B, T=T)
+    batch["frames_mask"][:] = True
+    cls = torch.arange(B) % 4
+    batch["frames"] = torch.randn(B, T, D) * 0.1
+    batch["frames"][torch.arange(B), :, cls] += 2.0  # the class is visible in every frame
+    batch["question"][:] = 3
+    batch["question_len"][:] = 5
+    if task == "mc":  # candidate k names class k, in a shuffled order per question
+        perm = torch.stack([torch.randperm(C) for _ in range(B)])
+        batch["candidates"] = (perm + 5)[..., None].expand(-1, -1, 3).clone()
+        batch["candidates_len"][:] = 3
+        batch["answer"] = (perm == cls[:, None]).long().argmax(1)
+    elif task == "count":
+        batch["answer"] = (cls + 1).float()
+    else:
+        batch["answer"] = cls
+    m = _model(task).train()
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    for _ in range(150):
+        losses = compute_losses(task, m(batch), batch)
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+    m.eval()
+    with torch.no_grad():
+        out = m(batch)
+    if task == "count":
+        assert torch.allclose(out["count"], batch["answer"], atol=0.4), out["count"]
+    else:
+        key = "logits" if task == "open" else "scores"
+        assert (out[key].argmax(1) == batch["answer"]).all()
+
+
+# ---------------------------------------------------------------- config and registry
+
+
+def test_paper_defaults_and_registry():
+    cfg = SiaSamReaConfig()
+    assert (cfg.num_siamese, cfg.alpha, cfg.omega, cfg.knowledge) == (8, 1.0, 0.5, "skg")
+    entry = get_model("siasamrea")
+    assert entry.feature_set == "siasamrea" and entry.config_cls is SiaSamReaConfig
+    assert set(entry.task_types) == {"open", "mc", "count"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.alpha = 2.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("omega", 1.5, "omega"), ("num_siamese", -1, "num_siamese"), ("knowledge", "x", "knowledge"),
+    ("hidden_dim", 15, "hidden_dim"), ("alpha", -1.0, "alpha"), ("clip_frames", 0, "clip_frames"),
+])
+def test_invalid_config_values_are_rejected(field, value, match):
+    with pytest.raises(ValueError, match=match):
+        SiaSamReaConfig(**{field: value})
+
+
+def test_wrong_feature_size_is_a_clear_error():
+    m = _model("open").eval()
+    batch = _batch()
+    batch["frames"] = torch.randn(6, 12, D + 1)
+    with pytest.raises(ValueError, match="frames_dim"):
+        m(batch)
