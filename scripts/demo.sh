@@ -94,5 +94,22 @@ vqa-train cmin --dataset activitynet-captions --root "$DATA/activitynet-captions
 
 echo
 python -m train.report "$RUNS"/mspan-* "$RUNS"/cmin-captions
+echo "== vqa-answer: the FrameQA model asked about a test GIF (features recomputed from the raw video)"
+# the first test question of the run's predictions_test.jsonl: its GIF and its text
+IFS=$'\t' read -r VIDEO QUESTION PREDICTED < <(python - "$DATA/tgif" "$RUNS/mspan-frameqa" <<'PY'
+import json, sys
+from pipelines.datasets import get_dataset
+adapter = get_dataset("tgif")(sys.argv[1], task="frameqa")
+first = json.loads(open(f"{sys.argv[2]}/predictions_test.jsonl").readline())
+record = next(r for r in adapter.records("test") if r.qid == first["qid"])
+path = next(v.path for v in adapter.videos() if v.video_id == first["video_id"])
+print(path, record.question, first["prediction"], sep="\t")
+PY
+)
+echo "   (the run's predictions_test.jsonl answered: $PREDICTED)"
+vqa-answer --checkpoint "$RUNS/mspan-frameqa/checkpoints/best.pt" --video "$VIDEO" --question "$QUESTION" \
+    --explain "$OUT/explain-frameqa.png"
+python -m train.report "$RUNS/mspan-frameqa" --html --samples 3 > /dev/null
+echo "report page: $RUNS/mspan-frameqa/report.html"
 echo
 echo "demo finished in $(( $(date +%s) - start )) s; data: $DATA  features: $FEATURES  runs: $RUNS"

@@ -1,7 +1,9 @@
 """Print the test results of finished runs beside their chance-level baselines.
 
-Usage: ``python -m train.report RUN_DIR [RUN_DIR ...]`` (each holding the ``metrics.json`` that
-``vqa-train`` writes). Used by the demo; handy after any sweep.
+Usage: ``python -m train.report RUN_DIR [RUN_DIR ...] [--html [--samples N]]`` (each holding the
+``metrics.json`` that ``vqa-train`` writes). Used by the demo; handy after any sweep. ``--html`` also
+writes ``RUN_DIR/report.html`` for each run (``train.report_html``: metrics beside chance, per question
+type, sampled correct and wrong test predictions with their frames and attention).
 """
 
 from __future__ import annotations
@@ -57,12 +59,27 @@ def _features(record: dict | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    html = "--html" in args
+    samples = 4
+    if "--samples" in args:
+        i = args.index("--samples")
+        if i + 1 >= len(args) or not args[i + 1].isdigit():
+            print("train.report: --samples needs a number", file=sys.stderr)
+            return 2
+        samples = int(args[i + 1])
+        del args[i : i + 2]
+    args = [a for a in args if a != "--html"]
     if not args:
-        print("usage: python -m train.report RUN_DIR [RUN_DIR ...]", file=sys.stderr)
+        print("usage: python -m train.report RUN_DIR [RUN_DIR ...] [--html [--samples N]]", file=sys.stderr)
         return 2
     try:
         print(format_report([Path(a) for a in args]))
+        if html:
+            from train.report_html import write_html_report
+
+            for a in args:
+                print(f"report page: {write_html_report(Path(a), samples=samples)}")
     except (FileNotFoundError, KeyError, json.JSONDecodeError) as err:
         print(f"train.report: {err}", file=sys.stderr)
         return 1

@@ -102,7 +102,14 @@ from train.moments import (
     load_or_fit_pca,
     random_moments,
 )
-from train.provenance import RANDOM_WEIGHTS_BANNER, build_record, check_features, describe, feature_record
+from train.provenance import (
+    RANDOM_WEIGHTS_BANNER,
+    build_record,
+    check_features,
+    describe,
+    feature_record,
+    self_contained_meta,
+)
 
 __all__ = [
     "EVAL_RUNTIME_KEYS",
@@ -345,6 +352,7 @@ class _Data:
     def __init__(self) -> None:
         self.datasets: dict[str, QADataset] = {}
         self.dropped: dict[str, dict[str, int]] = {}
+        self.feature_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
 
 
 def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: Any, task_type: str) -> _Data:
@@ -376,6 +384,7 @@ def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: 
         stats = feature_statistics(reader, present, keys)
         log.info("features standardised per channel with the statistics of %d training videos",
                  len(set(present)))
+        data.feature_stats = stats
     segments = _segments(adapter, splits)
     for name, (split, rows) in plan.items():
         dropped: dict[str, int] = {}
@@ -609,6 +618,7 @@ def _prepare_moments_data(spec: RunSpec, adapter: Any, reader: Any, dist: DistIn
     stats = None
     if cfg.feature_norm == "standardize":
         stats = feature_statistics(reader, train_vids, ("clips",))["clips"]
+        data.feature_stats = {"clips": stats}  # carried by checkpoints (self_contained_meta)
     projection = None
     if mc.pca_dim is not None:
         if dist.is_main:
@@ -765,6 +775,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
             "task": spec.task,
             "provenance": record,
             "toolkit_version": toolkit_version(),
+            **self_contained_meta(data.feature_stats, cfg.max_question_len),
         }
         metric, mode = selection_metric(task_type)
 
