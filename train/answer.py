@@ -290,11 +290,14 @@ def rebuild_feature_set(
 
 
 def _display_frames(chunks: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray | None:
-    """One uint8 frame per time step: ``frames`` chunks as they are, ``clips`` by their middle frame."""
+    """One uint8 frame per time step: ``frames`` chunks as they are, ``clips`` by their middle frame,
+    MASN's ``app_frames`` (whole frames squashed to S x S, so normalised boxes map onto them)."""
     parts = []
     for c in chunks:
         if "frames" in c and c["frames"].ndim == 4:
             parts.append(c["frames"])
+        elif "app_frames" in c and c["app_frames"].ndim == 4:
+            parts.append(c["app_frames"])
         elif "clips" in c and c["clips"].ndim == 5:
             parts.append(c["clips"][:, c["clips"].shape[1] // 2])
         else:

@@ -11,12 +11,23 @@ per sampled frame, and :func:`frame_weights` turns it into one weight per frame 
 - MSPAN: ``readout_weights`` (N,), the Eq. (11)-(12) readout softmax over the nodes of G_1, whose node
   x is frame x.
 
-A model without such an entry (or an older build that returns none) gets the plain strip and a note.
+Each model's figure is drawn by its entry in :data:`EXPLAINERS` (model name -> function of the answer
+and its frames giving the strip and a caption):
+
+- MSPAN: the strip weighted by ``readout_weights`` (above).
+- MASN: on every frame, the ``TOP_BOXES`` objects with the highest ``appearance_attention`` (T, M) (the
+  Eq. (3)-(4) softmax over the frame's objects) drawn from ``object_boxes`` (normalised to the whole
+  frame, which ``app_frames`` shows squashed), outlined with a width and a label by weight.
+- SiaSamRea: ``frame_attention`` (Bf,) (the [CLS] token's attention over the anchor clip's frames; for
+  multiple choice, the row of the best candidate) placed on the video's frames by ``frame_index``, masked
+  by ``frame_valid``; frames outside the anchor clip get weight 0.
+
+A model without an entry (or an older build that returns no attention) gets the plain strip and a note.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +36,22 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipelines.atomic import atomic_path
 
-__all__ = ["FRAME_ATTENTION", "answer_lines", "frame_strip", "frame_weights", "render_explanation"]
+__all__ = [
+    "EXPLAINERS",
+    "FRAME_ATTENTION",
+    "anchor_frame_weights",
+    "answer_lines",
+    "draw_boxes",
+    "frame_strip",
+    "frame_weights",
+    "render_explanation",
+]
 
 #: model name -> the output entry holding one attention weight per sampled frame
 FRAME_ATTENTION: dict[str, str] = {"mspan": "readout_weights"}
 
 TILE = 112  # frame side in the figure (px)
+TOP_BOXES = 3  # MASN: objects outlined per frame
 PAD = 8
 WIDTH_MIN = 640
 BG, FG, ACCENT, BAR = (255, 255, 255), (20, 20, 20), (220, 40, 40), (60, 110, 200)
@@ -136,6 +157,116 @@ def _stack(parts: Sequence[Image.Image]) -> Image.Image:
     return out
 
 
+# -- per-model views: (answer, model name) -> (strip image, caption) ------------------------------------
+
+_NO_ATTENTION = "frames the model saw (this model returned no frame attention)"
+
+
+def _frame_attention_view(result: Any, model: str) -> tuple[Image.Image, str]:
+    """The strip dimmed by the model's :data:`FRAME_ATTENTION` entry (MSPAN; the fallback)."""
+    weights = frame_weights(model, result.attention, len(result.frames))
+    if weights is None:
+        return frame_strip(result.frames, None), _NO_ATTENTION
+    caption = (
+        f"frames the model saw; attention: {FRAME_ATTENTION[model]} "
+        "(darker = less attended, outline = most)"
+    )
+    return frame_strip(result.frames, weights), caption
+
+
+def _best_candidate_row(result: Any, attention: np.ndarray, per_answer_ndim: int) -> np.ndarray:
+    """Multiple choice: the attention row of the best-scored candidate; otherwise ``attention`` as is."""
+    if attention.ndim > per_answer_ndim and result.candidate_index:
+        return attention[result.candidate_index[0]]
+    return attention
+
+
+def draw_boxes(
+    frame: np.ndarray, boxes: np.ndarray, weights: np.ndarray, *, top: int = TOP_BOXES, tile: int = TILE
+) -> np.ndarray:
+    """``frame`` resized to ``tile`` with its ``top`` most attended boxes outlined and labelled.
+
+    Args:
+        frame: (H, W, 3) uint8.
+        boxes: (M, >=4) ``[x1/w, y1/h, x2/w, y2/h, ...]`` normalised to the frame.
+        weights: (M,) attention over the objects (masked objects 0).
+
+    Returns:
+        (tile, tile, 3) uint8; the most attended box red and thickest, then by decreasing weight.
+    """
+    img = Image.fromarray(np.ascontiguousarray(frame)).resize((tile, tile), Image.BILINEAR)
+    draw = ImageDraw.Draw(img)
+    font = _font(10)
+    order = [int(j) for j in np.argsort(-weights, kind="stable")[:top] if weights[j] > 0]
+    for rank, j in reversed(list(enumerate(order))):  # draw the best last (on top)
+        x1, y1, x2, y2 = (np.clip(boxes[j, :4], 0.0, 1.0) * (tile - 1)).tolist()
+        color = ACCENT if rank == 0 else (255, 200, 0)
+        draw.rectangle([x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)], outline=color, width=3 if rank == 0 else 1)
+        draw.text((x1 + 2, y1 + 1), f"{weights[j]:.2f}", fill=color, font=font)
+    return np.asarray(img)
+
+
+def _masn_view(result: Any, model: str) -> tuple[Image.Image, str]:
+    """MASN: the top-attended object boxes (appearance attention, Eq. (3)-(4)) drawn on each frame."""
+    att = result.attention.get("appearance_attention")
+    boxes = result.features.get("object_boxes")
+    if att is None or boxes is None:
+        return frame_strip(result.frames, None), _NO_ATTENTION
+    att = _best_candidate_row(result, np.asarray(att, dtype=np.float64), 2)  # (T', M)
+    boxes = np.asarray(boxes, dtype=np.float64)  # (T, M, 6)
+    mask = result.features.get("object_mask")
+    t = min(len(result.frames), len(boxes), len(att))  # the model sees at most T' <= T frames
+    m = min(att.shape[1], boxes.shape[1])
+    drawn = []
+    for i in range(t):
+        w = np.clip(att[i, :m], 0.0, None)
+        if mask is not None:
+            w = w * np.asarray(mask[i, :m], dtype=np.float64)
+        drawn.append(draw_boxes(result.frames[i], boxes[i, :m], w))
+    labels = [f"#{i}  top {float(att[i, :m].max()):.2f}" for i in range(t)]
+    caption = (
+        f"MASN appearance attention over each frame's objects: the {TOP_BOXES} most attended boxes "
+        "(red = most, yellow = next), weight on each box"
+    )
+    return frame_strip(np.stack(drawn), None, labels=labels), caption
+
+
+def anchor_frame_weights(result: Any) -> np.ndarray | None:
+    """SiaSamRea: one weight per shown frame (sums to 1) from the anchor clip's ``frame_attention``
+    placed by ``frame_index`` and masked by ``frame_valid`` (frames outside the clip 0); None if absent."""
+    att, index = result.attention.get("frame_attention"), result.attention.get("frame_index")
+    if att is None or index is None or result.frames is None:
+        return None
+    att = _best_candidate_row(result, np.asarray(att, dtype=np.float64), 1)  # (Bf,)
+    index = np.asarray(index).astype(np.int64).reshape(-1)
+    valid = np.asarray(result.attention.get("frame_valid", np.ones_like(index)), dtype=bool).reshape(-1)
+    weights = np.zeros(len(result.frames))
+    keep = valid & (index >= 0) & (index < len(weights))
+    np.add.at(weights, index[keep], np.clip(att[keep], 0.0, None))
+    total = weights.sum()
+    return weights / total if total > 0 else None
+
+
+def _siasamrea_view(result: Any, model: str) -> tuple[Image.Image, str]:
+    """SiaSamRea: the [CLS] attention over the anchor clip's frames, placed on the video's frames."""
+    weights = anchor_frame_weights(result)
+    if weights is None:
+        return frame_strip(result.frames, None), _NO_ATTENTION
+    caption = (
+        f"SiaSamRea frame attention over the anchor clip's {int((weights > 0).sum())} attended frames "
+        "(darker = less attended, outline = most; frames outside the clip 0)"
+    )
+    return frame_strip(result.frames, weights), caption
+
+
+#: model name -> the function drawing its frame strip (models not listed: :func:`_frame_attention_view`)
+EXPLAINERS: dict[str, Callable[[Any, str], tuple[Image.Image, str]]] = {
+    "mspan": _frame_attention_view,
+    "masn": _masn_view,
+    "siasamrea": _siasamrea_view,
+}
+
+
 def render_explanation(
     result: Any, answerer: Any, out: str | Path, *, ground_truth: tuple[float, float] | None = None
 ) -> Path:
@@ -165,15 +296,8 @@ def render_explanation(
     parts = []
     note = None
     if result.frames is not None:
-        weights = frame_weights(model, result.attention, len(result.frames))
-        strip = frame_strip(result.frames, weights)
+        strip, note = EXPLAINERS.get(model, _frame_attention_view)(result, model)
         width = max(width, strip.width)
-        key = FRAME_ATTENTION.get(model)
-        note = (
-            f"frames the model saw; attention: {key} (darker = less attended, outline = most)"
-            if weights is not None
-            else "frames the model saw (this model returned no frame attention)"
-        )
         parts.append(strip)
     else:
         note = "this feature set keeps no frames to show"

@@ -1,0 +1,88 @@
+"""--explain views per model (train/explain.py) on synthetic answers: no model, no video."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+from PIL import Image
+
+from train.answer import Answer
+from train.explain import EXPLAINERS, TILE, anchor_frame_weights, draw_boxes, render_explanation
+
+RED = np.array([220, 40, 40])
+
+
+def _red(img: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels of the 'most attended' colour."""
+    return (np.abs(img[..., :3].astype(int) - RED) <= 2).all(-1)
+
+
+def _answerer(model: str) -> SimpleNamespace:
+    return SimpleNamespace(meta={"model_name": model, "dataset": "demo", "task": None}, random_weights=True)
+
+
+def _masn_answer(task_type: str = "open") -> Answer:
+    frames = np.full((3, 32, 32, 3), 128, np.uint8)
+    boxes = np.zeros((3, 2, 6), np.float32)
+    boxes[:, 0, :4] = [0.0, 0.0, 0.4, 0.4]  # top-left object
+    boxes[:, 1, :4] = [0.6, 0.6, 1.0, 1.0]  # bottom-right object
+    att = np.tile(np.array([[0.2, 0.8]]), (3, 1))  # (T, M): the bottom-right one
+    if task_type == "mc":  # (C, T, M): candidate 1 (the best) attends to the top-left one
+        att = np.stack([att, att[:, ::-1]])
+    res = Answer("v.mp4", "what is it ?", task_type, frames=frames)
+    res.features = {"object_boxes": boxes, "object_mask": np.ones((3, 2), bool)}
+    res.attention = {"appearance_attention": att}
+    res.answers = [("dog", 0.9)] if task_type == "open" else [("b", 2.0), ("a", 1.0)]
+    res.candidate_index = [] if task_type == "open" else [1, 0]
+    return res
+
+
+def test_every_model_with_attention_has_an_explainer():
+    assert set(EXPLAINERS) == {"mspan", "masn", "siasamrea"}
+
+
+def test_draw_boxes_outlines_the_most_attended_box_in_red():
+    frame = np.full((32, 32, 3), 128, np.uint8)
+    boxes = np.array([[0.0, 0.0, 0.4, 0.4], [0.6, 0.6, 1.0, 1.0]])
+    out = draw_boxes(frame, boxes, np.array([0.2, 0.8]))
+    assert out.shape == (TILE, TILE, 3)
+    red = _red(out)
+    half = TILE // 2
+    assert red[half:, half:].sum() > 50  # the attended (bottom-right) box
+    assert red[:half, :half].sum() == 0  # the other one is drawn, but not in red
+    assert not _red(draw_boxes(frame, boxes, np.zeros(2))).any()  # masked objects are not drawn
+
+
+def test_masn_figure_draws_the_top_box_of_the_predicted_candidate(tmp_path):
+    for task_type, corner in (("open", "bottom-right"), ("mc", "top-left")):
+        out = render_explanation(_masn_answer(task_type), _answerer("masn"), tmp_path / f"{task_type}.png")
+        img = np.asarray(Image.open(out).convert("RGB"))
+        strip_red = _red(img)
+        ys, xs = np.nonzero(strip_red[120:])  # below the header text (which uses the accent colour)
+        assert len(xs) > 50
+        # the first tile starts at x = 8: its red box lies in the corner of the attended object
+        first = xs < 8 + TILE
+        cx = xs[first].mean() - 8
+        assert (cx > TILE / 2) == (corner == "bottom-right"), (task_type, cx)
+
+
+def test_siasamrea_weights_land_on_the_anchor_frames(tmp_path):
+    frames = np.full((6, 16, 16, 3), 200, np.uint8)
+    res = Answer("v.mp4", "why ?", "open", frames=frames, answers=[("x", 1.0)])
+    res.attention = {
+        "frame_attention": np.array([0.1, 0.6, 0.3]),
+        "frame_index": np.array([1, 3, 5]),
+        "frame_valid": np.array([True, True, False]),  # the padded third row is ignored
+    }
+    w = anchor_frame_weights(res)
+    np.testing.assert_allclose(w, [0, 1 / 7, 0, 6 / 7, 0, 0])
+    out = render_explanation(res, _answerer("siasamrea"), tmp_path / "s.png")
+    img = np.asarray(Image.open(out).convert("RGB"))
+    # frames 0, 2, 4, 5 (weight 0) are dimmed to a quarter; frame 3 (the most attended) is not
+    cell = TILE + 8
+    row_y = int(np.nonzero((img == 200).all(-1).sum(1) >= TILE // 2)[0][TILE // 2])  # mid-strip row
+    levels = [int(img[row_y, 8 + i * cell + TILE // 2, 0]) for i in range(6)]
+    assert levels[3] == 200 and levels[0] == levels[2] == levels[4] == levels[5] == 50, levels
+    assert levels[1] == round(200 * (0.25 + 0.75 / 6)), levels
+    assert anchor_frame_weights(Answer("v", "q", "open", frames=frames)) is None  # no attention: none
