@@ -55,6 +55,7 @@ __all__ = [
     "BackboneMismatchError",
     "OldCheckpointError",
     "VideoFeatures",
+    "named_attention",
 ]
 
 #: meta keys a checkpoint needs to answer questions on its own (see train.provenance.self_contained_meta)
@@ -289,6 +290,15 @@ def rebuild_feature_set(
         raise AnswerError(f"cannot rebuild feature set {name!r} from the checkpoint: {exc}") from exc
 
 
+def named_attention(out: Mapping[str, Any], row: int = 0) -> dict[str, np.ndarray]:
+    """The model's named attention outputs of batch row ``row`` (arrays without the batch axis)."""
+    return {
+        k: v.detach().float().cpu().numpy()[row]
+        for k, v in out.items()
+        if k not in PREDICTION_KEYS and isinstance(v, torch.Tensor) and v.dim() >= 1
+    }
+
+
 def _display_frames(chunks: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray | None:
     """One uint8 frame per time step: ``frames`` chunks as they are, ``clips`` by their middle frame,
     MASN's ``app_frames`` (whole frames squashed to S x S, so normalised boxes map onto them)."""
@@ -485,11 +495,7 @@ class Answerer:
         with torch.no_grad():
             out = self.model(batch)
         result = Answer(feats.video, question, self.task_type, frames=feats.frames, features=feats.features)
-        result.attention = {
-            k: v.detach().float().cpu().numpy()[0]
-            for k, v in out.items()
-            if k not in PREDICTION_KEYS and isinstance(v, torch.Tensor) and v.dim() >= 1
-        }
+        result.attention = named_attention(out)
         if self.task_type == "open":
             probs = torch.softmax(out["logits"].float()[0], dim=0).cpu()
             top = torch.topk(probs, min(top_k, probs.numel()))

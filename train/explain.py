@@ -168,8 +168,7 @@ def _frame_attention_view(result: Any, model: str) -> tuple[Image.Image, str]:
     if weights is None:
         return frame_strip(result.frames, None), _NO_ATTENTION
     caption = (
-        f"frames the model saw; attention: {FRAME_ATTENTION[model]} "
-        "(darker = less attended, outline = most)"
+        f"frames the model saw; attention: {FRAME_ATTENTION[model]} (darker = less attended, outline = most)"
     )
     return frame_strip(result.frames, weights), caption
 
@@ -224,10 +223,7 @@ def _masn_view(result: Any, model: str) -> tuple[Image.Image, str]:
             w = w * np.asarray(mask[i, :m], dtype=np.float64)
         drawn.append(draw_boxes(result.frames[i], boxes[i, :m], w))
     labels = [f"#{i}  top {float(att[i, :m].max()):.2f}" for i in range(t)]
-    caption = (
-        f"MASN appearance attention over each frame's objects: the {TOP_BOXES} most attended boxes "
-        "(red = most, yellow = next), weight on each box"
-    )
+    caption = f"appearance attention over each frame's objects: top {TOP_BOXES} boxes (red = most attended)"
     return frame_strip(np.stack(drawn), None, labels=labels), caption
 
 

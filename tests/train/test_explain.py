@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from train.answer import Answer
@@ -86,3 +87,100 @@ def test_siasamrea_weights_land_on_the_anchor_frames(tmp_path):
     assert levels[3] == 200 and levels[0] == levels[2] == levels[4] == levels[5] == 50, levels
     assert levels[1] == round(200 * (0.25 + 0.75 / 6)), levels
     assert anchor_frame_weights(Answer("v", "q", "open", frames=frames)) is None  # no attention: none
+
+
+def _real_answer(model_name: str, task: str) -> tuple[Answer, dict]:
+    """A tiny real model's forward on one synthetic sample, its attention taken as vqa-answer takes it."""
+    import torch
+
+    from train.answer import named_attention
+
+    g = torch.Generator().manual_seed(0)
+    q = {
+        "question": torch.randint(1, 20, (1, 5), generator=g),
+        "question_len": torch.tensor([5]),
+        "candidates": torch.randint(1, 20, (1, 3, 2), generator=g),
+        "candidates_len": torch.tensor([[2, 2, 1]]),
+    }
+    torch.manual_seed(0)
+    if model_name == "masn":
+        from models.masn import MASNConfig, masn
+
+        cfg = MASNConfig(
+            num_frames=4,
+            appearance_dim=6,
+            motion_dim=5,
+            hidden_dim=16,
+            word_dim=8,
+            position_dim=4,
+            glimpses=2,
+            ban_rank=2,
+        )
+        t, m = 4, 3
+        boxes = torch.rand(1, t, m, 6, generator=g)
+        batch = {
+            "appearance": torch.randn(1, t, 6, generator=g),
+            "motion": torch.randn(1, t, 5, generator=g),
+            "objects": torch.randn(1, t, m, 6, generator=g),
+            "object_boxes": boxes,
+            "motion_objects": torch.randn(1, t, m, 5, generator=g),
+            "frame_mask": torch.ones(1, t, dtype=torch.bool),
+            "object_mask": torch.ones(1, t, m, dtype=torch.bool),
+            **q,
+        }
+        model = masn(cfg, vocab_size=20, num_answers=5, task_type=task).eval()
+        features = {"object_boxes": boxes[0].numpy(), "object_mask": np.ones((t, m), bool)}
+    else:
+        from models.siasamrea import SiaSamReaConfig, siasamrea
+
+        cfg = SiaSamReaConfig(
+            frames_dim=8,
+            hidden_dim=16,
+            num_heads=2,
+            num_layers=1,
+            word_dim=8,
+            clip_frames=4,
+            frame_interval=2,
+            siamese_shift=2,
+            num_siamese=3,
+            affinity_dim=8,
+        )
+        t = 10
+        batch = {
+            "frames": torch.randn(1, t, 8, generator=g),
+            "frames_mask": torch.ones(1, t, dtype=torch.bool),
+            "frame_times": torch.arange(t)[None].float() / 4,
+            **q,
+        }
+        model = siasamrea(cfg, vocab_size=20, num_answers=5, task_type=task).eval()
+        features = {}
+    with torch.no_grad():
+        out = model(batch)
+    res = Answer("v.mp4", "what ?", task, frames=np.full((t, 16, 16, 3), 150, np.uint8), features=features)
+    res.attention = named_attention(out)
+    if task == "mc":
+        scores = out["scores"][0]
+        res.candidate_index = torch.argsort(scores, descending=True).tolist()
+        res.answers = [("abc"[i], float(scores[i])) for i in res.candidate_index]
+    else:
+        res.answers = [("x", 1.0)]
+    return res, out
+
+
+@pytest.mark.parametrize("task", ["open", "mc"])
+def test_real_masn_and_siasamrea_outputs_make_figures(task, tmp_path):
+    res, out = _real_answer("masn", task)
+    att = res.attention["appearance_attention"]
+    assert att.shape[-2:] == (4, 3)
+    render_explanation(res, _answerer("masn"), tmp_path / "m.png")
+    img = np.asarray(Image.open(tmp_path / "m.png").convert("RGB"))
+    assert _red(img[120:]).sum() > 4 * 20  # a red (top) box on each of the 4 frames
+
+    res, out = _real_answer("siasamrea", task)
+    w = anchor_frame_weights(res)
+    index = res.attention["frame_index"].astype(int)
+    assert w is not None and w.shape == (10,) and abs(w.sum() - 1) < 1e-6
+    assert (w[np.setdiff1d(np.arange(10), index)] == 0).all()  # only the anchor clip's frames
+    assert (w[index] > 0).all()
+    render_explanation(res, _answerer("siasamrea"), tmp_path / "s.png")
+    assert Image.open(tmp_path / "s.png").size[0] >= 640
