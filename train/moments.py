@@ -66,6 +66,15 @@ class Projection:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return (x.astype(np.float32, copy=False) - self.mean) @ self.components  # (T, k)
 
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], key: str = "clips") -> Projection | None:
+        """The projection a self-contained checkpoint's ``meta["feature_projection"]`` carries for
+        ``key`` (``train.provenance.self_contained_meta``), or None when the run used none."""
+        entry = (meta.get("feature_projection") or {}).get(key)
+        if entry is None:
+            return None
+        return cls(np.asarray(entry["mean"]), np.asarray(entry["components"]))
+
 
 def resample_steps(x: np.ndarray, num_steps: int, mode: str = "always") -> np.ndarray:
     """Resample (L, D) clip features to ``num_steps`` steps of equal duration.

@@ -152,7 +152,9 @@ def describe(record: Mapping[str, Any]) -> list[str]:
 
 
 def self_contained_meta(
-    feature_stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None, max_question_len: int | None
+    feature_stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None,
+    max_question_len: int | None,
+    feature_projection: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """What a checkpoint's ``meta`` carries besides the run's record so that it answers questions alone.
 
@@ -166,8 +168,11 @@ def self_contained_meta(
         ``checkpoint_format`` (:data:`CHECKPOINT_FORMAT`); ``feature_stats``: ``{feature: {"mean": (D,),
         "std": (D,)}}`` float32 tensors of ``train.feature_norm=standardize`` (empty: features used as
         extracted); ``backbone_random_seed``: the seed random-weight backbones were initialised from
-        (``extract.backbones.RANDOM_SEED``), so their features can be recomputed; ``max_question_len``.
-        Tensors and plain values only (``torch.load(weights_only=True)``).
+        (``extract.backbones.RANDOM_SEED``), so their features can be recomputed; ``max_question_len``;
+        ``feature_projection``: ``{feature: {"mean": (D,), "components": (D, k)}}`` float32 tensors of
+        the fitted PCA of moment runs (``model.pca_dim``; ``train.moments.Projection``, empty: none),
+        applied after the standardisation. Tensors and plain values only
+        (``torch.load(weights_only=True)``).
     """
     stats = {
         key: {"mean": torch.from_numpy(np.array(mean, dtype=np.float32)),
@@ -179,4 +184,9 @@ def self_contained_meta(
         "feature_stats": stats,
         "backbone_random_seed": RANDOM_SEED,
         "max_question_len": max_question_len,
+        "feature_projection": {
+            key: {"mean": torch.from_numpy(np.array(mean, dtype=np.float32)),
+                  "components": torch.from_numpy(np.array(comp, dtype=np.float32))}
+            for key, (mean, comp) in (feature_projection or {}).items()
+        },
     }

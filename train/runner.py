@@ -353,6 +353,7 @@ class _Data:
         self.datasets: dict[str, QADataset] = {}
         self.dropped: dict[str, dict[str, int]] = {}
         self.feature_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        self.feature_projection: dict[str, tuple[np.ndarray, np.ndarray]] | None = None  # moment PCA
 
 
 def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: Any, task_type: str) -> _Data:
@@ -628,6 +629,7 @@ def _prepare_moments_data(spec: RunSpec, adapter: Any, reader: Any, dist: DistIn
         if not dist.is_main:
             projection = load_or_fit_pca(reader, train_vids, mc.pca_dim, cache_dir=spec.out / "feature_cache",
                                          stats=stats, whiten=mc.pca_whiten)
+        data.feature_projection = {"clips": (projection.mean, projection.components)}  # in checkpoints
     for name in ("train", "val", "test"):
         data.datasets[name] = MomentDataset(
             splits[name], parsed.edges[name], labels, reader, num_steps=mc.num_steps, resample=mc.resample,
@@ -775,7 +777,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
             "task": spec.task,
             "provenance": record,
             "toolkit_version": toolkit_version(),
-            **self_contained_meta(data.feature_stats, cfg.max_question_len),
+            **self_contained_meta(data.feature_stats, cfg.max_question_len, data.feature_projection),
         }
         metric, mode = selection_metric(task_type)
 

@@ -297,3 +297,22 @@ def test_official_gcn_files_are_read_with_their_parses(tmp_path):
     (tmp_path / "val_data_gcn.json").write_text(json.dumps(bad))
     with pytest.raises(DatasetFormatError, match="val_data_gcn.json: row 0"):
         get_dataset("activitynet-captions")(tmp_path).moments("val")
+
+
+def test_checkpoints_carry_the_fitted_pca(tiny_captions, tmp_path):
+    """vqa-answer projects a new video's clips without the run directory: best.pt holds the PCA."""
+    from train.moments import Projection
+
+    run = tmp_path / "run"
+    _train(tiny_captions, run, "--epochs", "1")
+    (cached,) = (run / "feature_cache").glob("pca-*.npz")
+    meta = torch.load(run / "checkpoints" / "best.pt", weights_only=True)["meta"]
+    proj = Projection.from_meta(meta)
+    with np.load(cached) as z:
+        np.testing.assert_array_equal(proj.mean, z["mean"])
+        np.testing.assert_array_equal(proj.components, z["components"])
+    assert proj.components.shape == (6, 4) and np.abs(proj.components).sum() > 0
+    x = np.random.default_rng(0).standard_normal((5, 6)).astype(np.float32)
+    np.testing.assert_allclose(proj(x), (x - proj.mean) @ proj.components, rtol=1e-6)
+    assert Projection.from_meta({"feature_projection": {}}) is None
+    assert Projection.from_meta({}) is None  # checkpoints from before: no projection recorded
