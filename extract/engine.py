@@ -517,6 +517,9 @@ class _LocalBackend:
     def is_lost(self, err: BaseException) -> bool:
         return False
 
+    def is_gone(self, err: BaseException) -> bool:
+        return False
+
     def shutdown(self) -> None:
         return None
 
@@ -629,6 +632,14 @@ class _RayBackend:
         if isinstance(err, RayTaskError):
             return isinstance(getattr(err, "cause", None), RayError)
         return isinstance(err, RayError)
+
+    def is_gone(self, err: BaseException) -> bool:
+        """True when the driver's own Ray node died: the whole cluster is gone, retrying cannot help."""
+        from ray.exceptions import LocalRayletDiedError
+
+        return isinstance(err, LocalRayletDiedError) or isinstance(
+            getattr(err, "cause", None), LocalRayletDiedError
+        )
 
     def start_decode(self, video_id: str, path: str):
         return self._decode.remote(self.spec, video_id, path)
@@ -830,6 +841,8 @@ class _Scheduler:
         except StopIteration:
             header, payload = {"kind": "failed", "reason": "decode stream ended without a result"}, None
         except Exception as err:  # noqa: BLE001 - a crashed decode worker (after Ray's retries) fails this video
+            if self.backend.is_gone(err):
+                raise
             if self.backend.is_lost(err):
                 del active[stream]
                 self._retry(video, f"its decode worker was lost: {_short(err)}")
@@ -856,6 +869,8 @@ class _Scheduler:
             if len(partials) != len(batch):
                 raise RuntimeError(f"infer returned {len(partials)} outputs for {len(batch)} chunks")
         except Exception as err:  # noqa: BLE001 - handled: split the batch, or fail the one video
+            if self.backend.is_gone(err):
+                raise
             if self.backend.is_lost(err):  # a node or actor went away: extract these videos again
                 for chunk in batch:
                     self._retry(chunk.video, f"its inference worker was lost: {_short(err)}")

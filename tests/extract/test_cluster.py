@@ -9,6 +9,8 @@ the cluster's workers need not import this test module.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import sys
 import threading
 import time
@@ -247,3 +249,54 @@ def test_a_worker_node_lost_mid_run_changes_nothing(cluster, videos, tmp_path):
     assert (summary.done, summary.failed) == (6, 1)
     assert_same(read_all(out), read_all(tmp_path / "local"))
     assert reference.failed == 1
+
+
+DRIVER = """
+import contextlib
+import subprocess
+import sys
+sys.path.insert(0, {here!r})
+from pathlib import Path
+import test_cluster as t
+from extract.engine import BackendError, EngineConfig, run_extraction
+try:
+    job = t.make_job(Path({root!r}), Path({out!r}), delay=0.3)
+    run_extraction(job, EngineConfig(address={address!r}, progress=False))
+except BackendError as err:
+    print("error:", err)
+    sys.exit(1)
+"""
+
+
+@pytest.mark.slow
+def test_the_whole_cluster_lost_mid_run_stops_the_driver_and_a_rerun_resumes(videos, tmp_path):
+    """A second cluster, driven from its own process, is shut down after the first shard is written."""
+    out = tmp_path / "cluster"
+    doomed = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        doomed.add_node(num_cpus=1)
+        doomed.wait_for_nodes()
+        code = DRIVER.format(
+            here=str(Path(__file__).parent), root=str(videos), out=str(out), address=doomed.address
+        )
+        driver = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        deadline = time.monotonic() + 180
+        while driver.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # not written yet
+                if load_manifest(out)["counts"]["complete_shards"] >= 1:
+                    break
+            time.sleep(0.05)
+    finally:
+        doomed.shutdown()
+    log, _ = driver.communicate(timeout=180)
+    assert driver.returncode == 1, log
+    (message,) = [line for line in log.splitlines() if line.startswith("error:")]
+    assert "lost the Ray cluster" in message and "run the same command again to resume" in message
+    written = load_manifest(out)["counts"]["complete_shards"]
+    assert 1 <= written < 4, log
+    resumed = run_extraction(make_job(videos, out, delay=0.3), EngineConfig(backend="local", progress=False))
+    assert resumed.skipped_shards == written and (resumed.done, resumed.failed) == (6, 1)
+    run_extraction(make_job(videos, tmp_path / "local"), EngineConfig(backend="local", progress=False))
+    assert_same(read_all(out), read_all(tmp_path / "local"))
