@@ -23,9 +23,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from click.testing import CliRunner  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from extract import engine  # noqa: E402
+from extract.cli import cli  # noqa: E402
 from extract.engine import (  # noqa: E402
     ActorPlacement,
     BackendError,
@@ -197,18 +199,37 @@ def test_unplaceable_actors_stop_with_the_resources_waited_for(cluster, videos, 
         run_extraction(make_job(videos, tmp_path / "out"), config)
 
 
+SMALL = [
+    "--features", "mspan", "--appearance", "resnet18", "--motion", "r3d_18", "--image-size", "32",
+    "--motion-size", "32", "--num-frames", "4", "--clip-len", "4", "--weights", "random", "--device", "cpu",
+    "--shard-size", "2", "--no-progress",
+]  # fmt: skip
+
+
 @pytest.mark.slow
-def test_every_node_extracts_and_shards_equal_an_in_process_run(cluster, videos, tmp_path):
-    reference = run_extraction(
-        make_job(videos, tmp_path / "local"), EngineConfig(backend="local", progress=False)
+def test_vqa_extract_over_the_cluster_uses_every_node_and_equals_an_in_process_run(cluster, videos, tmp_path):
+    """The real command joins the 2-node cluster by ``--address`` from its own process."""
+    local = CliRunner().invoke(
+        cli,
+        ["--root", str(videos), "--out", str(tmp_path / "local"), "--local", *SMALL],
+        catch_exceptions=False,
     )
-    summary = run_extraction(
-        make_job(videos, tmp_path / "cluster", delay=0.05),
-        EngineConfig(address=cluster.address, progress=False),
+    assert local.exit_code == 3, local.output  # 3: some videos failed (broken.mp4)
+    command = [sys.executable, "-m", "extract.cli", "--address", cluster.address]
+    run = subprocess.run(
+        [*command, "--root", str(videos), "--out", str(tmp_path / "cluster"), *SMALL],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert "2 inference actor(s) on CPU" in summary.backend and "over 2 of 2 node(s)" in summary.backend
-    assert (summary.done, summary.failed) == (reference.done, reference.failed) == (6, 1)
-    assert_same(read_all(tmp_path / "cluster"), read_all(tmp_path / "local"))
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "2 inference actor(s) on CPU" in run.stdout + run.stderr
+    assert "over 2 of 2 node(s)" in run.stdout + run.stderr
+    got, want = FeatureReader(tmp_path / "cluster"), FeatureReader(tmp_path / "local")
+    assert sorted(got.ids) == sorted(want.ids) and len(want.ids) == 6
+    for vid in want.ids:
+        for key, value in want[vid].items():
+            np.testing.assert_array_equal(got[vid][key], value, err_msg=f"{vid}/{key}")
     manifest = load_manifest(tmp_path / "cluster")
     nodes = {node for entry in manifest["shards"] for node in entry.get("nodes", {}).values()}
     assert len(nodes) == 2, nodes  # both nodes decoded videos, and the manifest says which
