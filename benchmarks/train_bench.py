@@ -25,6 +25,18 @@ siamese sampling and reasoning), and the same for an evaluation forward (which u
 the ratio is ~1). SiaSamRea has no public code, so there is no official figure to run beside it.
 
     python benchmarks/train_bench.py --model siasamrea --device cpu --threads 2
+
+``--model cmin`` runs CMIN's benchmark instead (``benchmarks/cmin_bench.py``; with ``--official-dir``
+beside the official model).
+
+``--model masn``: MASN's training step at the paper's sizes (batch 32, T = 20 frames, 10 objects per frame,
+2048-d appearance / motion / object features, d = 512, 4 BAN glimpses), FrameQA-style open-ended head. With
+``--official-dir DIR`` (a checkout of https://github.com/ahjeongseo/MASN-pytorch, e.g.
+``git clone https://github.com/ahjeongseo/MASN-pytorch /tmp/MASN-pytorch``; nothing of it is shipped here)
+the official model's training step runs on the same random inputs in the same process, alternating with
+ours round by round, and the row reports both figures and their ratio::
+
+    python benchmarks/train_bench.py --model masn --official-dir /tmp/MASN-pytorch --device cpu
 """
 
 from __future__ import annotations
@@ -300,12 +312,115 @@ def siasamrea_main(args: argparse.Namespace, devices: list[str]) -> None:
               f"N=8 {f['eval_samples_per_s']:.1f} samples/s |", flush=True)
 
 
+def masn_batch(cfg, *, batch_size: int, objects: int, vocab_size: int, num_answers: int) -> dict:
+    """A random ``masn``-layout batch (every frame and object real, questions of 4..14 words)."""
+    g = torch.Generator().manual_seed(0)
+    B, T, M = batch_size, cfg.num_frames, objects
+    lens = torch.randint(4, 15, (B,), generator=g)
+    return {
+        "appearance": torch.randn(B, T, cfg.appearance_dim, generator=g),
+        "motion": torch.randn(B, T, cfg.motion_dim, generator=g),
+        "objects": torch.randn(B, T, M, cfg.appearance_dim, generator=g),
+        "object_boxes": torch.rand(B, T, M, 6, generator=g),
+        "motion_objects": torch.randn(B, T, M, cfg.motion_dim, generator=g),
+        "frame_mask": torch.ones(B, T, dtype=torch.bool),
+        "object_mask": torch.ones(B, T, M, dtype=torch.bool),
+        "question": torch.randint(2, vocab_size, (B, 20), generator=g) * (torch.arange(20) < lens[:, None]),
+        "question_len": lens,
+        "answer": torch.randint(0, num_answers, (B,), generator=g),
+    }
+
+
+def _official_masn_step(official_dir: str, cfg, batch: dict, *, vocab_size: int, num_answers: int):
+    """The official model (``model.masn.MASN`` of ahjeongseo/MASN-pytorch) and a closure running its step."""
+    sys.path.insert(0, official_dir)
+    import numpy as np
+    from model.masn import MASN as Official  # noqa: N814  (the official class)
+
+    torch.manual_seed(0)
+    glove = np.random.default_rng(0).standard_normal((vocab_size, cfg.word_dim)).astype("float32")
+    model = Official(vocab_size, 1, glove, cfg.appearance_dim, cfg.motion_dim, cfg.hidden_dim,
+                     dropout_p=cfg.dropout, gcn_layers=2, answer_vocab_size=num_answers, q_max_len=20,
+                     v_max_len=cfg.num_frames)
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    b = batch
+    vlen = b["frame_mask"].sum(1)
+    args = (b["appearance"], b["motion"], b["objects"], b["object_boxes"], b["motion_objects"], vlen,
+            b["question"], b["question_len"], b["answer"], None)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = open_ended_loss(model("FrameQA", *args)[0], b["answer"])
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return model, step
+
+
+def bench_masn(args) -> None:
+    """Our MASN beside the official one (``--official-dir``) on the same random batch, CPU."""
+    torch.set_num_threads(args.threads)
+    entry = get_model("masn")
+    cfg = entry.config_cls()
+    batch_size = args.batch_size or 32
+    batch = masn_batch(cfg, batch_size=batch_size, objects=args.objects, vocab_size=args.vocab_size,
+                       num_answers=args.num_answers)
+    torch.manual_seed(0)
+    model = entry.build(cfg, vocab_size=args.vocab_size, num_answers=args.num_answers, task_type="open")
+    model.train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def ours():
+        opt.zero_grad(set_to_none=True)
+        loss = open_ended_loss(model(batch)["logits"], batch["answer"])
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    runs = {"ours": ours}
+    official = None
+    if args.official_dir:
+        official, runs["official"] = _official_masn_step(
+            args.official_dir, cfg, batch, vocab_size=args.vocab_size, num_answers=args.num_answers)
+    elapsed = dict.fromkeys(runs, 0.0)
+    for _ in range(args.warmup):
+        for fn in runs.values():
+            fn()
+    for _ in range(args.steps):  # alternate, so both see the same machine load
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            loss = fn()
+            elapsed[name] += time.perf_counter() - start
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"non-finite loss in the {name} MASN step")
+    rate = {k: args.steps * batch_size / v for k, v in elapsed.items()}
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    setting = (f"MASN train step (fwd+bwd+Adam), T={cfg.num_frames} M={args.objects} 2048-d, "
+               f"d={cfg.hidden_dim}, g={cfg.glimpses}, batch {batch_size}, open head {args.num_answers} "
+               f"answers, "
+               f"vocab {args.vocab_size}; {params / 1e6:.1f}M params ({trainable / 1e6:.1f}M trainable)")
+    cell = f"ours {rate['ours']:.2f} samples/s ({elapsed['ours'] / args.steps:.2f} s/step)"
+    if official is not None:
+        off_params = sum(p.numel() for p in official.parameters())
+        cell += (f"; official {rate['official']:.2f} samples/s ({off_params / 1e6:.1f}M params); "
+                 f"ratio {rate['ours'] / rate['official']:.2f}x")
+    print(f"| {dt.date.today().isoformat()} | {device_name('cpu', args.threads)} | benchmarks/train_bench.py "
+          f"--model masn | {setting}, {args.steps} alternating timed steps | {cell} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=["mspan", "masn", "cmin", "siasamrea"], default="mspan",
+                        help="which model's benchmark to run (default: MSPAN)")
+    parser.add_argument("--profile", action="store_true", help="cmin: print a torch profile of one step")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: CPU, then CUDA when available")
     parser.add_argument("--threads", type=int, default=2, help="CPU intra-op threads")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 32 (masn), 64 (the others)")
+    parser.add_argument("--objects", type=int, default=10, help="masn: objects per frame")
     parser.add_argument("--steps", type=int, default=3, help="timed steps (CUDA: use 20+)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps (>= 1; the first counts FLOPs)")
     parser.add_argument("--vocab-size", type=int, default=5000)
@@ -316,14 +431,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variant", choices=["paper", "official"], default="paper",
                         help="MSPAN setting (models/mspan.py)")
     parser.add_argument("--official-dir", type=Path, default=None,
-                        help="a clone of gzcsudo/MSPAN-VideoQA: also time its training step in this run")
-    parser.add_argument("--model", choices=["mspan", "siasamrea"], default="mspan",
-                        help="which model's benchmark to run (default: MSPAN)")
+                        help="a clone of the model's official code (mspan: gzcsudo/MSPAN-VideoQA, masn: "
+                        "ahjeongseo/MASN-pytorch, cmin: ikuinen/CMIN_moment_retrieval): also time its "
+                        "training step in this run")
     parser.add_argument("--num-frames", type=int, default=64,
                         help="siasamrea: feature frames per video (64 = 16 s at 4 fps)")
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1")
+    args.batch_size = args.batch_size or (32 if args.model == "masn" else 64)
     if args.model == "siasamrea":
         devices = ["cpu", "cuda"] if args.device == "auto" else [args.device]
         if "cuda" in devices and not torch.cuda.is_available():
@@ -331,6 +447,14 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit("--device cuda: no CUDA device is available")
             devices.remove("cuda")
         siasamrea_main(args, devices)
+        return
+    if args.model == "cmin":
+        from cmin_bench import run as run_cmin  # beside this file (sys.path[0] when run as a script)
+
+        run_cmin(args)
+        return
+    if args.model == "masn":
+        bench_masn(args)
         return
 
     cfg = get_model("mspan").config_cls()

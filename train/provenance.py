@@ -31,6 +31,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
+from extract.backbones import RANDOM_SEED
 from extract.manifest import fingerprint
 from extract.shards import mentions_random_weights
 from pipelines.glove import GloveInfo
@@ -38,15 +42,21 @@ from pipelines.version import toolkit_version
 from train.config import ConfigError
 
 __all__ = [
+    "CHECKPOINT_FORMAT",
     "FeatureChangeError",
     "RANDOM_WEIGHTS_BANNER",
     "build_record",
     "check_features",
     "describe",
     "feature_record",
+    "self_contained_meta",
 ]
 
 log = logging.getLogger("train")
+
+#: ``meta["checkpoint_format"]`` of self-contained checkpoints (see :func:`self_contained_meta`); older
+#: checkpoints have no such key and cannot answer questions without their run directory.
+CHECKPOINT_FORMAT = 2
 
 RANDOM_WEIGHTS_BANNER = (
     "#" * 78 + "\n"
@@ -139,3 +149,34 @@ def describe(record: Mapping[str, Any]) -> list[str]:
     else:
         lines.append("GloVe: none (word embeddings initialised randomly)")
     return lines
+
+
+def self_contained_meta(
+    feature_stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None, max_question_len: int | None
+) -> dict[str, Any]:
+    """What a checkpoint's ``meta`` carries besides the run's record so that it answers questions alone.
+
+    With the rest of ``meta`` (model name and config, task and task type, answer and question
+    vocabularies, training config, this provenance record with the feature set's resolved options and
+    backbones' weights sha256 or ``"random"``) a checkpoint is enough for ``vqa-answer``
+    (``train/answer.py``): the word vectors actually used are the question encoder's embedding table in
+    ``model`` (GloVe-initialised and trained, or random), so no GloVe file is needed.
+
+    Returns:
+        ``checkpoint_format`` (:data:`CHECKPOINT_FORMAT`); ``feature_stats``: ``{feature: {"mean": (D,),
+        "std": (D,)}}`` float32 tensors of ``train.feature_norm=standardize`` (empty: features used as
+        extracted); ``backbone_random_seed``: the seed random-weight backbones were initialised from
+        (``extract.backbones.RANDOM_SEED``), so their features can be recomputed; ``max_question_len``.
+        Tensors and plain values only (``torch.load(weights_only=True)``).
+    """
+    stats = {
+        key: {"mean": torch.from_numpy(np.array(mean, dtype=np.float32)),
+              "std": torch.from_numpy(np.array(std, dtype=np.float32))}
+        for key, (mean, std) in (feature_stats or {}).items()
+    }
+    return {
+        "checkpoint_format": CHECKPOINT_FORMAT,
+        "feature_stats": stats,
+        "backbone_random_seed": RANDOM_SEED,
+        "max_question_len": max_question_len,
+    }

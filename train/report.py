@@ -1,7 +1,9 @@
 """Print the test results of finished runs beside their chance-level baselines.
 
-Usage: ``python -m train.report RUN_DIR [RUN_DIR ...]`` (each holding the ``metrics.json`` that
-``vqa-train`` writes). Used by the demo; handy after any sweep.
+Usage: ``python -m train.report RUN_DIR [RUN_DIR ...] [--html [--samples N]]`` (each holding the
+``metrics.json`` that ``vqa-train`` writes). Used by the demo; handy after any sweep. ``--html`` also
+writes ``RUN_DIR/report.html`` for each run (``train.report_html``: metrics beside chance, per question
+type, sampled correct and wrong test predictions with their frames and attention).
 """
 
 from __future__ import annotations
@@ -28,12 +30,16 @@ def format_report(run_dirs: list[Path]) -> str:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; did `vqa-train` finish in {run}?")
         m = json.loads(path.read_text(encoding="utf-8"))
-        metric = m["selection_metric"]
         better = "lower is better" if m.get("selection_mode") == "min" else "higher is better"
-        chance = ", ".join(f"{k} {v:.3f}" for k, v in sorted(m.get("baselines_test", {}).items()))
         name = m["dataset"] + (f"/{m['task']}" if m.get("task") else "")
-        rows.append((m["model"], name, f"{metric} ({better})", f"{m['val'][metric]:.3f}",
-                     f"{m['test'][metric]:.3f}", chance, _features(m.get("provenance")), str(run)))
+        # moment retrieval: R@1 and R@5 at IoU 0.5 and mIoU, each beside the same metric of the baselines
+        moment = m.get("task_type") == "moment"
+        for metric in ("R@1,IoU=0.5", "R@5,IoU=0.5", "mIoU") if moment else (m["selection_metric"],):
+            base = {k: v for k, v in m.get("baselines_test", {}).items()
+                    if not moment or k.endswith("/" + metric)}
+            chance = ", ".join(f"{k} {v:.3f}" for k, v in sorted(base.items()))
+            rows.append((m["model"], name, f"{metric} ({better})", f"{m['val'][metric]:.3f}",
+                         f"{m['test'][metric]:.3f}", chance, _features(m.get("provenance")), str(run)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -53,12 +59,27 @@ def _features(record: dict | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    html = "--html" in args
+    samples = 4
+    if "--samples" in args:
+        i = args.index("--samples")
+        if i + 1 >= len(args) or not args[i + 1].isdigit():
+            print("train.report: --samples needs a number", file=sys.stderr)
+            return 2
+        samples = int(args[i + 1])
+        del args[i : i + 2]
+    args = [a for a in args if a != "--html"]
     if not args:
-        print("usage: python -m train.report RUN_DIR [RUN_DIR ...]", file=sys.stderr)
+        print("usage: python -m train.report RUN_DIR [RUN_DIR ...] [--html [--samples N]]", file=sys.stderr)
         return 2
     try:
         print(format_report([Path(a) for a in args]))
+        if html:
+            from train.report_html import write_html_report
+
+            for a in args:
+                print(f"report page: {write_html_report(Path(a), samples=samples)}")
     except (FileNotFoundError, KeyError, json.JSONDecodeError) as err:
         print(f"train.report: {err}", file=sys.stderr)
         return 1

@@ -71,7 +71,7 @@ def test_unknown_key_lists_valid_keys():
         ({"epochs": 2.5}, "expected an integer"),
         ({"lr": "fast"}, "train.lr='fast' is invalid: expected a number"),
         ({"lr": -1.0}, "train.lr=-1.0 is invalid"),
-        ({"scheduler": "cosine"}, "choose none, step or multistep"),
+        ({"scheduler": "cosine"}, "choose none, step, multistep or inverse_sqrt"),
         ({"amp": True}, "expected a string"),
         ({"milestones": [5, 3]}, "strictly increasing"),
         ({"milestones": 5}, "expected a list"),

@@ -1,0 +1,779 @@
+"""Ask a trained model about any video: load a self-contained checkpoint once, answer many questions.
+
+::
+
+    from train.answer import Answerer
+    answerer = Answerer.from_checkpoint("RUN/checkpoints/best.pt")        # random-weight features: as is
+    answerer = Answerer.from_checkpoint("best.pt", checkpoint_dir="weights/")  # pretrained backbones
+    result = answerer.answer("clip.mp4", "what is the man riding ?")
+    result.to_json()  # {"video", "question", "answers": [{"answer", "score"}, ...]} best first
+
+A checkpoint written by ``vqa-train`` carries everything used here (``train.provenance``): the model
+name and config, the task type, both vocabularies, the feature-normalisation statistics, the training
+config and the feature set's provenance (name, resolved options, backbones with their weights sha256 or
+``"random"``). The video goes through the extraction code path (``extract.featuresets``: the same
+``decode`` -> ``infer`` -> ``finalize`` as ``vqa-extract``) with exactly those options and backbones;
+pretrained backbone weights come from ``--backbone NAME=PATH``, ``--checkpoint-dir`` (by the recorded
+file name) or the torch cache, and a file whose sha256 differs from the recorded one is refused.
+Random-weight backbones are rebuilt from the recorded seed, so features, and answers, are reproduced.
+
+The batch is built like training's (``train.data``: question tokens, features standardised with the
+recorded statistics, ``QACollate``), from the feature keys of the model's registry entry. Every model
+returns its attention as named entries of its output dict; :attr:`Answer.attention` keeps all of them
+for ``--explain`` (``train/explain.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+import torch
+
+from extract.backbones import RANDOM_SEED, resolve_weights
+from extract.featuresets import FeatureOptions, FeatureSet, build_feature_set
+from extract.shards import mentions_random_weights
+from extract.video import VideoDecodeError
+from extract.weights import WeightsError, sha256_file
+from models import get_model
+from pipelines.text import encode_tokens, tokenize
+from train.checkpoint import CheckpointError, load_checkpoint
+from train.config import build_config
+from train.data import QACollate
+from train.losses import count_rounded
+from train.provenance import CHECKPOINT_FORMAT, RANDOM_WEIGHTS_BANNER
+
+__all__ = [
+    "Answer",
+    "AnswerError",
+    "Answerer",
+    "BackboneMismatchError",
+    "OldCheckpointError",
+    "VideoFeatures",
+]
+
+#: meta keys a checkpoint needs to answer questions on its own (see train.provenance.self_contained_meta)
+REQUIRED_META = (
+    "model_name",
+    "task_type",
+    "model_config",
+    "train_config",
+    "answer_vocab",
+    "question_vocab",
+    "provenance",
+    "checkpoint_format",
+    "feature_stats",
+    "backbone_random_seed",
+)
+#: output-dict entries that are predictions, not attention
+PREDICTION_KEYS = frozenset({"logits", "scores", "count", "loss", "aux_losses"})
+
+
+class AnswerError(RuntimeError):
+    """Bad input to vqa-answer (checkpoint, backbone file, video, question); the message says what to do."""
+
+
+class OldCheckpointError(AnswerError):
+    """A checkpoint written before checkpoints became self-contained."""
+
+
+class BackboneMismatchError(AnswerError):
+    """A backbone weight file whose sha256 is not the one the features were extracted with."""
+
+
+@dataclass
+class VideoFeatures:
+    """One video through the checkpoint's feature set.
+
+    Attributes:
+        video: the path.
+        features: the feature set's outputs as ``vqa-extract`` stores them (name -> array).
+        frames: (K, S, S, 3) uint8 frames the model saw (for figures), one per time step where the
+            set has one; None when the set exposes no frames.
+    """
+
+    video: str
+    features: dict[str, np.ndarray]
+    frames: np.ndarray | None = None
+
+
+@dataclass
+class Answer:
+    """The answer to one question about one video.
+
+    Attributes:
+        video, question: as asked (``question`` is the query for moment models).
+        task_type: ``"open"``, ``"mc"``, ``"count"`` or ``"moment"``.
+        answers: best first; open: ``(answer, probability)`` of the top k; mc: ``(candidate, score)`` of
+            every candidate, with ``candidate_index`` giving each one's position as given.
+        count: the predicted count (rounded, clamped to 1..10 as in evaluation) and ``raw`` the
+            regressed value.
+        moments: best first ``(start_s, end_s, score)``.
+        attention: the model's named attention outputs for this question (arrays without batch axis).
+        frames: the frames of :class:`VideoFeatures` (for ``--explain``).
+    """
+
+    video: str
+    question: str
+    task_type: str
+    answers: list[tuple[str, float]] = field(default_factory=list)
+    candidate_index: list[int] = field(default_factory=list)
+    count: int | None = None
+    raw: float | None = None
+    moments: list[tuple[float, float, float]] = field(default_factory=list)
+    attention: dict[str, np.ndarray] = field(default_factory=dict)
+    frames: np.ndarray | None = None
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def prediction(self) -> Any:
+        """What ``predictions_test.jsonl`` records: the answer word (open), the candidate index (mc), the
+        rounded count (count), the best moment (moment)."""
+        if self.task_type == "open":
+            return self.answers[0][0]
+        if self.task_type == "mc":
+            return self.candidate_index[0]
+        if self.task_type == "count":
+            return self.count
+        return list(self.moments[0][:2])
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"video", "question", "answers" | "count" | "moments"}`` (the ``--json`` line)."""
+        out: dict[str, Any] = {"video": self.video, "question": self.question}
+        if self.task_type == "open":
+            out["answers"] = [{"answer": a, "score": _round(s)} for a, s in self.answers]
+        elif self.task_type == "mc":
+            out["answers"] = [
+                {"answer": a, "score": _round(s), "index": i}
+                for (a, s), i in zip(self.answers, self.candidate_index, strict=True)
+            ]
+        elif self.task_type == "count":
+            out["count"], out["raw"] = self.count, _round(self.raw)
+        else:
+            out["moments"] = [
+                {"start": _round(a), "end": _round(b), "score": _round(s)} for a, b, s in self.moments
+            ]
+        return out
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else float(f"{x:.6g}")
+
+
+def _check_meta(meta: Mapping[str, Any], path: Path) -> None:
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise OldCheckpointError(
+            f"{path}: this checkpoint was written before checkpoints became self-contained and lacks "
+            f"{', '.join(missing)}; vqa-answer needs them. Retrain with this toolkit version (its best.pt "
+            f"and "
+            f"epoch checkpoints carry them), or evaluate the old one on extracted features with "
+            f"`vqa-train MODEL --eval-only --checkpoint {path}`"
+        )
+    if int(meta["checkpoint_format"]) > CHECKPOINT_FORMAT:
+        raise AnswerError(
+            f"{path}: checkpoint format {meta['checkpoint_format']} is newer than this toolkit "
+            f"reads ({CHECKPOINT_FORMAT}); update the toolkit"
+        )
+
+
+def _backbone_records(feature_prov: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Network name -> its provenance entry (backbones of every role, plus e.g. a detector)."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, Mapping):
+            if "name" in node and "weights_sha256" in node:
+                found[str(node["name"])] = dict(node)
+                return
+            for value in node.values():
+                walk(value)
+
+    walk(feature_prov.get("backbones", {}))
+    walk({k: v for k, v in feature_prov.items() if k != "backbones"})
+    return found
+
+
+def resolve_backbone_files(
+    feature_prov: Mapping[str, Any],
+    *,
+    backbones: Mapping[str, str | Path] | None = None,
+    checkpoint_dir: str | Path | None = None,
+    source: str = "the checkpoint",
+) -> tuple[tuple[str, str], ...]:
+    """The ``(network, weight file)`` pairs that reproduce the recorded pretrained backbones.
+
+    Each network with recorded pretrained weights takes ``backbones[name]``, else
+    ``checkpoint_dir / <recorded file name>``, else the file ``vqa-extract`` would find (torch cache).
+    Its sha256 must equal the recorded one. Random-weight networks take no file.
+
+    Raises:
+        BackboneMismatchError: a file with another sha256 (the message names both hashes).
+        AnswerError: no file found, or ``backbones`` names a network the features do not use.
+    """
+    records = _backbone_records(feature_prov)
+    given = {k: Path(v) for k, v in (backbones or {}).items()}
+    unknown = sorted(set(given) - set(records))
+    if unknown:
+        raise AnswerError(
+            f"--backbone {unknown[0]}: the features of {source} use no network of that name "
+            f"(they use {', '.join(sorted(records))})"
+        )
+    pairs = []
+    for name, rec in sorted(records.items()):
+        sha = rec["weights_sha256"]
+        if sha == "random":
+            if name in given:
+                raise AnswerError(
+                    f"--backbone {name}: {source} was trained on features from RANDOM {name} "
+                    "weights; drop the option (they are rebuilt from the recorded seed)"
+                )
+            continue
+        path = given.get(name)
+        if path is None and checkpoint_dir is not None and rec.get("weights_file"):
+            candidate = Path(checkpoint_dir) / rec["weights_file"]
+            path = candidate if candidate.is_file() else None
+        if path is None:
+            try:
+                path, _ = resolve_weights(name, weights="pretrained")
+            except (WeightsError, KeyError, ValueError):
+                path = None
+        if path is None or not path.is_file():
+            raise AnswerError(
+                f"the features of {source} were extracted with {name} weights {rec.get('weights_file')} "
+                f"(sha256 {sha}); give that file with --backbone {name}=PATH or --checkpoint-dir DIR"
+                + (f" (not found: {path})" if path is not None else "")
+            )
+        actual = sha256_file(path)
+        if actual != sha:
+            raise BackboneMismatchError(
+                f"{path}: sha256 {actual} is not the {name} weights the features of {source} were "
+                f"extracted with (sha256 {sha}, file {rec.get('weights_file')}); give that exact file"
+            )
+        pairs.append((name, str(path)))
+    return tuple(pairs)
+
+
+def rebuild_feature_set(
+    feature_prov: Mapping[str, Any], *, files: tuple[tuple[str, str], ...], device: str, seed: int
+) -> FeatureSet:
+    """The recorded feature set with its resolved options, the given weight files and ``device``.
+
+    Raises:
+        AnswerError: the record names an unknown set, or random weights from another seed than this
+            toolkit's (they could not be reproduced).
+    """
+    options = dict(feature_prov.get("options") or {})
+    name = feature_prov.get("feature_set")
+    if not options or not name:
+        raise OldCheckpointError(
+            "the checkpoint's feature provenance records no feature set options; "
+            "retrain on features extracted with this toolkit"
+        )
+    if options.get("weights") == "random" and int(seed) != RANDOM_SEED:
+        raise AnswerError(
+            f"the features were made with random backbone weights from seed {seed}, but this "
+            f"toolkit initialises random backbones from seed {RANDOM_SEED}: cannot reproduce them"
+        )
+    options["checkpoints"] = files
+    options["device"] = device
+    known = set(FeatureOptions.__dataclass_fields__)
+    try:
+        return build_feature_set(name, FeatureOptions(**{k: v for k, v in options.items() if k in known}))
+    except (KeyError, ValueError) as exc:
+        raise AnswerError(f"cannot rebuild feature set {name!r} from the checkpoint: {exc}") from exc
+
+
+def _display_frames(chunks: Sequence[Mapping[str, np.ndarray]]) -> np.ndarray | None:
+    """One uint8 frame per time step: ``frames`` chunks as they are, ``clips`` by their middle frame."""
+    parts = []
+    for c in chunks:
+        if "frames" in c and c["frames"].ndim == 4:
+            parts.append(c["frames"])
+        elif "clips" in c and c["clips"].ndim == 5:
+            parts.append(c["clips"][:, c["clips"].shape[1] // 2])
+        else:
+            return None
+    return np.concatenate(parts) if parts else None
+
+
+class Answerer:
+    """A trained model and the feature extraction it was trained on; answers questions about videos.
+
+    Build it with :meth:`from_checkpoint`. Not thread-safe (one model, one feature set).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        meta: Mapping[str, Any],
+        feature_set: FeatureSet,
+        *,
+        path: Path,
+        device: torch.device,
+    ) -> None:
+        self.model, self.meta, self.feature_set = model.eval(), dict(meta), feature_set
+        self.path, self.device = path, device
+        self.task_type: str = meta["task_type"]
+        self.answer_vocab: list[str] = list(meta["answer_vocab"])
+        self.index = {tok: i for i, tok in enumerate(meta["question_vocab"])}
+        self.max_len = meta.get("max_question_len")
+        self.stats = {k: (v["mean"].numpy(), v["std"].numpy()) for k, v in meta["feature_stats"].items()}
+        entry = get_model(meta["model_name"])
+        self.feature_keys = tuple(entry.feature_keys) or tuple(feature_set.outputs)
+        ragged = tuple(n for n, s in feature_set.outputs.items() if s.shape and s.shape[0] is None)
+        self.collate = QACollate(
+            ragged, answer_dtype=torch.float32 if self.task_type == "count" else torch.int64
+        )
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | Path,
+        *,
+        backbones: Mapping[str, str | Path] | None = None,
+        checkpoint_dir: str | Path | None = None,
+        device: str = "cpu",
+    ) -> Answerer:
+        """Load a self-contained checkpoint (``best.pt`` or ``epoch-NNNN.pt``) with ``weights_only=True``.
+
+        Args:
+            path: the checkpoint.
+            backbones: network name -> weight file (``--backbone NAME=PATH``).
+            checkpoint_dir: a directory holding the recorded weight files by name (``--checkpoint-dir``).
+            device: ``"cpu"``, ``"cuda"``, ... for the model and the backbones.
+
+        Raises:
+            OldCheckpointError: a checkpoint from before self-contained checkpoints (names what is missing).
+            BackboneMismatchError: a weight file with another sha256 than recorded.
+            AnswerError, CheckpointError: other bad input, with what to do.
+        """
+        path = Path(path)
+        ckpt = load_checkpoint(path)
+        meta = ckpt.get("meta") or {}
+        _check_meta(meta, path)
+        try:
+            entry = get_model(meta["model_name"])
+        except KeyError as exc:
+            raise AnswerError(f"{path}: {exc.args[0]}") from None
+        cfg = build_config(entry.config_cls, json.loads(meta["model_config"]), section="model")
+        model = entry.build(
+            cfg,
+            vocab_size=len(meta["question_vocab"]),
+            num_answers=len(meta["answer_vocab"]),
+            task_type=meta["task_type"],
+        )
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"{path}: the weights do not fit model {meta['model_name']!r}: {str(exc).splitlines()[0]}"
+            ) from None
+        fprov = meta["provenance"]["features"].get("provenance") or {}
+        files = resolve_backbone_files(
+            fprov, backbones=backbones, checkpoint_dir=checkpoint_dir, source=str(path)
+        )
+        fs = rebuild_feature_set(fprov, files=files, device=device, seed=meta["backbone_random_seed"])
+        dev = torch.device(device)
+        return cls(model.to(dev), meta, fs, path=path, device=dev)
+
+    # -- properties ---------------------------------------------------------------------------------
+
+    @property
+    def random_weights(self) -> bool:
+        """The features (training's and ours) come from RANDOM backbone weights: not research results."""
+        return bool(self.meta["provenance"]["features"].get("random_weights")) or mentions_random_weights(
+            self.meta["provenance"]["features"].get("provenance", {})
+        )
+
+    @property
+    def random_weights_banner(self) -> str:
+        return RANDOM_WEIGHTS_BANNER.replace(
+            "these features were extracted with", "this model's features (and this answer's) come from"
+        )
+
+    def describe(self) -> str:
+        """One line: model, task, feature set and backbones."""
+        m, fs = self.meta, self.feature_set
+        nets = ", ".join(f"{r}={fs.backbone_name(r)}" for r in fs.roles)
+        weights = "RANDOM weights" if self.random_weights else "pretrained weights (sha256 checked)"
+        task = f"{m.get('dataset')}{'/' + m['task'] if m.get('task') else ''}"
+        return (f"{self.path}: {m['model_name']} trained on {task} ({self.task_type}); "
+                f"features {fs.name} ({nets}, {weights})")
+
+    # -- features -----------------------------------------------------------------------------------
+
+    def extract(self, video: str | Path) -> VideoFeatures:
+        """Run the recorded feature set on one video (decode -> infer -> finalize, as ``vqa-extract``).
+
+        Raises:
+            AnswerError: the video is missing or cannot be decoded (the message names the file).
+        """
+        path = Path(video)
+        if not path.is_file():
+            raise AnswerError(f"{path}: no such video file")
+        fs = self.feature_set
+        try:
+            chunks = list(fs.decode(path.stem, path))
+            partials = fs.infer(chunks)
+            features = fs.finalize(partials)
+        except VideoDecodeError as exc:
+            raise AnswerError(f"{path}: cannot decode the video ({exc.reason})") from None
+        for key, arr in features.items():
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise AnswerError(f"{path}: feature {key!r} came out NaN or infinite; the video is unusable")
+        return VideoFeatures(str(video), features, _display_frames(chunks))
+
+    # -- questions ----------------------------------------------------------------------------------
+
+    def _item(self, feats: VideoFeatures, question: str, candidates: Sequence[str] | None) -> dict[str, Any]:
+        ids, lengths = encode_tokens([tokenize(question)], self.index, self.max_len)
+        item: dict[str, Any] = {
+            "qid": "q",
+            "video_id": Path(feats.video).stem,
+            "qtype": "",
+            "answer_text": "",
+            "question": torch.from_numpy(ids[0]),
+            "question_len": int(lengths[0]),
+            "answer": 0.0 if self.task_type == "count" else 0,
+        }
+        if self.task_type == "mc":
+            if not candidates:
+                raise AnswerError(
+                    'this is a multiple-choice model: give the candidates (--candidates "a|b|c")'
+                )
+            cids, clen = encode_tokens([tokenize(c) for c in candidates], self.index, self.max_len)
+            item["candidates"], item["candidates_len"] = torch.from_numpy(cids), torch.from_numpy(clen)
+        elif candidates:
+            raise AnswerError(f"this is a {self.task_type} model: it takes no candidates")
+        for key in self.feature_keys:
+            arr = np.asarray(feats.features[key])
+            if arr.dtype.kind == "f":
+                arr = arr.astype(np.float32, copy=False)
+                if key in self.stats:
+                    mean, std = self.stats[key]
+                    arr = (arr - mean) / std  # as train.data.QADataset
+            item[key] = torch.from_numpy(np.ascontiguousarray(arr))
+        return item
+
+    def answer(
+        self,
+        video: str | Path | VideoFeatures,
+        question: str,
+        *,
+        candidates: Sequence[str] | None = None,
+        top_k: int = 5,
+    ) -> Answer:
+        """Answer one question (``video`` a path, or the :meth:`extract` result to reuse it).
+
+        Raises:
+            AnswerError: bad video, or candidates missing (mc) / given (other task types).
+        """
+        feats = video if isinstance(video, VideoFeatures) else self.extract(video)
+        if not question or not question.strip():
+            raise AnswerError("the question is empty")
+        batch = self.collate([self._item(feats, question, candidates)])
+        batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        with torch.no_grad():
+            out = self.model(batch)
+        result = Answer(feats.video, question, self.task_type, frames=feats.frames, features=feats.features)
+        result.attention = {
+            k: v.detach().float().cpu().numpy()[0]
+            for k, v in out.items()
+            if k not in PREDICTION_KEYS and isinstance(v, torch.Tensor) and v.dim() >= 1
+        }
+        if self.task_type == "open":
+            probs = torch.softmax(out["logits"].float()[0], dim=0).cpu()
+            top = torch.topk(probs, min(top_k, probs.numel()))
+            result.answers = [
+                (self.answer_vocab[i], float(p))
+                for p, i in zip(top.values, top.indices.tolist(), strict=True)
+            ]
+        elif self.task_type == "mc":
+            scores = out["scores"].float()[0].cpu()
+            order = torch.argsort(scores, descending=True, stable=True).tolist()
+            result.answers = [(candidates[i], float(scores[i])) for i in order]
+            result.candidate_index = order
+        elif self.task_type == "count":
+            raw = out["count"].float().reshape(-1)[:1].cpu()
+            result.raw, result.count = float(raw[0]), int(count_rounded(raw)[0])
+        else:
+            raise AnswerError(f"task type {self.task_type!r} is not supported by vqa-answer yet")
+        return result
+
+    def answer_many(self, requests: Iterable[Mapping[str, Any]], *, top_k: int = 5) -> list[dict[str, Any]]:
+        """Answer many questions, extracting each video once; a failing video gives error lines.
+
+        Args:
+            requests: dicts with ``video``, ``question`` (or ``query``) and optional ``candidates``
+                (list, or one ``"a|b|c"`` string); other keys (e.g. ``id``) are copied to the output.
+
+        Returns:
+            One JSON-able dict per request, in order: :meth:`Answer.to_json` plus the copied keys, or
+            ``{"video", "question", "error"}``.
+        """
+        requests = list(requests)
+        by_video: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            by_video.setdefault(str(req.get("video", "")), []).append(i)
+        results: list[dict[str, Any] | None] = [None] * len(requests)
+        for video, rows in by_video.items():
+            try:
+                feats = self.extract(video) if video else None
+                error = None if video else 'no "video" given'
+            except AnswerError as exc:
+                feats, error = None, str(exc)
+            for i in rows:
+                req = requests[i]
+                question = req.get("question", req.get("query", ""))
+                extra = {
+                    k: v for k, v in req.items() if k not in ("video", "question", "query", "candidates")
+                }
+                if feats is None:
+                    results[i] = {"video": video, "question": question, "error": error, **extra}
+                    continue
+                try:
+                    cands = req.get("candidates")
+                    if isinstance(cands, str):
+                        cands = [c.strip() for c in cands.split("|")]
+                    results[i] = {
+                        **self.answer(feats, str(question), candidates=cands, top_k=top_k).to_json(),
+                        **extra,
+                    }
+                except AnswerError as exc:
+                    results[i] = {"video": video, "question": question, "error": str(exc), **extra}
+        return [r for r in results if r is not None]
+
+
+def parse_backbones(items: Sequence[str]) -> dict[str, str]:
+    """``["resnet152=/w/r152.pth", ...]`` -> dict (``--backbone NAME=PATH``)."""
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise AnswerError(
+                f"--backbone {item!r}: expected NAME=PATH, e.g. resnet152=weights/resnet152.pth"
+            )
+        out[name.strip()] = path.strip()
+    return out
+
+
+def read_requests(path: str | Path) -> list[dict[str, Any]]:
+    """The lines of a ``--questions`` JSONL file (blank lines skipped).
+
+    Raises:
+        AnswerError: unreadable file, or a line that is not a JSON object with ``video`` and ``question``
+            (or ``query``); the message names the file and line.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise AnswerError(f"{path}: cannot read the questions file ({exc})") from None
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise AnswerError(
+                f"{path}:{n}: not JSON ({exc.msg}); expected one object per line like "
+                '{"video": "clip.mp4", "question": "what is the man riding ?"}'
+            ) from None
+        if not isinstance(obj, dict) or "video" not in obj or not ("question" in obj or "query" in obj):
+            raise AnswerError(f'{path}:{n}: expected an object with "video" and "question" (or "query")')
+        out.append(obj)
+    return out
+
+
+def format_answer(result: Answer) -> str:
+    """The human-readable table of one answer."""
+    lines = [f"video: {result.video}", f"question: {result.question}"]
+    if result.task_type == "open":
+        lines.append("  rank  probability  answer")
+        lines += [f"  {r:>4}  {p:>11.4f}  {a}" for r, (a, p) in enumerate(result.answers, 1)]
+    elif result.task_type == "mc":
+        lines.append("  rank  score      candidate")
+        lines += [
+            f"  {r:>4}  {s:>9.4f}  [{i}] {a}"
+            for r, ((a, s), i) in enumerate(zip(result.answers, result.candidate_index, strict=True), 1)
+        ]
+    elif result.task_type == "count":
+        lines.append(f"  count: {result.count}  (regressed {result.raw:.3f})")
+    else:
+        lines.append("  rank  start (s)  end (s)  score")
+        lines += [f"  {r:>4}  {a:>9.2f}  {b:>7.2f}  {s:.4f}" for r, (a, b, s) in enumerate(result.moments, 1)]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------- command line
+_EPILOG = """\b
+Examples:
+  vqa-answer --checkpoint RUN/checkpoints/best.pt --video clip.mp4 --question "what is the man riding ?"
+  vqa-answer --checkpoint best.pt --video clip.mp4 --question "what does he do ?" --candidates "run|jump|sit"
+  vqa-answer --checkpoint best.pt --questions questions.jsonl --output answers.jsonl
+  vqa-answer --checkpoint best.pt --video clip.mp4 --question "..." --explain figure.png
+A --questions line: {"video": "clip.mp4", "question": "...", "candidates": ["a", "b"] (multiple choice)}
+(relative video paths are read from the current directory; other keys such as "id" are copied).
+"""
+
+
+def _parse_segment(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        start, end = (float(x) for x in text.replace(",", " ").split())
+    except ValueError:
+        raise AnswerError(f"--ground-truth {text!r}: expected START,END in seconds, e.g. 3.5,9") from None
+    return start, end
+
+
+def _cli(
+    checkpoint,
+    video,
+    question,
+    candidates,
+    query,
+    as_json,
+    questions,
+    output,
+    checkpoint_dir,
+    backbone,
+    device,
+    top_k,
+    explain,
+    ground_truth,
+) -> int:
+    import sys
+
+    from pipelines.atomic import atomic_path
+
+    if questions is None and (video is None or (question is None and query is None)):
+        raise AnswerError("give --video and --question (or --query), or a --questions FILE.jsonl")
+    if questions is not None and (video or question or query):
+        raise AnswerError("--questions FILE answers the file's lines; drop --video/--question/--query")
+    requests = read_requests(questions) if questions is not None else None
+    answerer = Answerer.from_checkpoint(
+        checkpoint, backbones=parse_backbones(backbone), checkpoint_dir=checkpoint_dir, device=device
+    )
+    if answerer.random_weights:
+        click.echo(answerer.random_weights_banner, err=True)
+    click.echo(answerer.describe(), err=True)
+    if requests is not None:
+        results = answerer.answer_many(requests, top_k=top_k)
+        text = "".join(json.dumps(r) + "\n" for r in results)
+        if output:
+            with atomic_path(Path(output)) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+        failed = [r for r in results if "error" in r]
+        click.echo(
+            f"{len(results) - len(failed)} answered, {len(failed)} failed"
+            + (f" (e.g. {failed[0]['error']})" if failed else "")
+            + (f"; answers in {output}" if output else ""),
+            err=True,
+        )
+        return 3 if failed else 0
+    cands = [c.strip() for c in candidates.split("|")] if candidates else None
+    text = query if query is not None else question
+    if query is not None and answerer.task_type != "moment":
+        raise AnswerError(
+            f"--query is for moment-retrieval models; this one is {answerer.task_type}: use --question"
+        )
+    result = answerer.answer(video, text, candidates=cands, top_k=top_k)
+    if as_json:
+        line = result.to_json()
+        if answerer.random_weights:
+            line["random_weights"] = True
+        click.echo(json.dumps(line))
+    else:
+        click.echo(format_answer(result))
+    if explain:
+        from train.explain import render_explanation
+
+        render_explanation(result, answerer, explain, ground_truth=_parse_segment(ground_truth))
+        click.echo(f"explanation figure: {explain}", err=True)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``vqa-answer`` (also ``python -m train.answer``); exit statuses as ``pipelines.errors``: 0, 1 user
+    error, 2 usage, 3 batch mode with some questions unanswered (their error lines are written), 130."""
+    from pipelines.errors import run_cli
+
+    @click.command(
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}, epilog=_EPILOG
+    )
+    @click.option(
+        "--checkpoint",
+        required=True,
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="A self-contained checkpoint (RUN/checkpoints/best.pt or epoch-NNNN.pt).",
+    )
+    @click.option("--video", type=click.Path(path_type=Path), help="The video file.")
+    @click.option("--question", help="The question (open-ended, multiple choice, count).")
+    @click.option("--candidates", help='Multiple choice: the candidates, "a|b|c|d|e".')
+    @click.option("--query", help="Moment-retrieval models: the sentence to find in the video.")
+    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+    @click.option(
+        "--questions",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help='Batch mode: a JSONL file, one {"video", "question"|"query", "candidates"?} per line.',
+    )
+    @click.option(
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Batch mode: write the answers' JSONL here (default: stdout).",
+    )
+    @click.option(
+        "--checkpoint-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Directory holding the backbone weight files recorded in the checkpoint (by file name).",
+    )
+    @click.option(
+        "--backbone",
+        multiple=True,
+        metavar="NAME=PATH",
+        help="A backbone's weight file (repeatable); its sha256 must be the recorded one.",
+    )
+    @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
+    @click.option(
+        "--top-k",
+        default=5,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Open-ended: how many answers to show.",
+    )
+    @click.option(
+        "--explain",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="Write a figure of what the model attended to (PNG).",
+    )
+    @click.option(
+        "--ground-truth",
+        metavar="START,END",
+        help="Moment models with --explain: the true moment in seconds, drawn on the timeline.",
+    )
+    def command(**kwargs):
+        """Answer a question about a video with a trained model (features recomputed from the raw video)."""
+        return _cli(**kwargs)
+
+    run_cli(command, argv, prog_name="vqa-answer", user_errors=_user_errors,
+            interrupted_hint="nothing was written; re-run the command")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from train.checkpoint import CheckpointError as _CkptError
+
+    return (AnswerError, _CkptError)
+
+
+if __name__ == "__main__":
+    main()
