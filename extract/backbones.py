@@ -39,6 +39,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
+from extract.accel import Accelerator
 from extract.weights import (
     WeightsError,
     find_cached,
@@ -483,13 +484,9 @@ class LoadedBackbone:
         self.weights_sha256 = weights_sha256
         self.weights_file = weights_file
         self.weights_source = weights_source
-        self.device = torch.device(device)
-        self.cuda = self.device.type == "cuda"
-        module = module.eval().requires_grad_(False).to(self.device)
-        if self.cuda:
-            fmt = torch.channels_last if self.kind == "image" else torch.channels_last_3d
-            module = module.to(memory_format=fmt)
-        self.module = module
+        self.accel = Accelerator.on(device)
+        self.device = self.accel.device
+        self.module = self.accel.place(module.eval().requires_grad_(False), self.kind)
         self._mean = torch.tensor(spec.preprocessing.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.preprocessing.std, device=self.device).view(1, 3, 1, 1)
 
@@ -509,8 +506,7 @@ class LoadedBackbone:
         if x.dtype != torch.uint8 or x.shape[-1] != 3 or x.ndim != (4 if self.kind == "image" else 5):
             want = "(N, H, W, 3)" if self.kind == "image" else "(N, T, H, W, 3)"
             raise ValueError(f"{self.name}: expected uint8 frames {want}, got {x.dtype} {tuple(x.shape)}")
-        if self.cuda:
-            x = x.pin_memory().to(self.device, non_blocking=True)  # uint8 travels: 4x less than float
+        x = self.accel.upload(x)  # uint8 travels: 4x less than float
         lead = x.shape[:-3]
         x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2).float()  # (M, 3, H, W)
         h, w = x.shape[-2:]
@@ -525,15 +521,11 @@ class LoadedBackbone:
         x = x.reshape(*lead, 3, size, size)
         if self.kind == "video":
             x = x.permute(0, 2, 1, 3, 4)  # (N, 3, T, S, S)
-        if self.cuda:
-            x = x.contiguous(
-                memory_format=torch.channels_last if self.kind == "image" else torch.channels_last_3d
-            )
-        return x.contiguous() if not self.cuda else x
+        return self.accel.layout(x, self.kind)
 
     def feature_map(self, x: Tensor) -> Tensor:
         """Last convolutional map: images (N, D, h, w); videos (N, D, t, h, w). float32."""
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda):
+        with torch.inference_mode(), self.accel.autocast():
             fmap = self.spec.feature_map(self.module, x)
         return fmap.float()
 

@@ -122,6 +122,12 @@ class FeatureSetSpec:
     options: Any
     builder: Callable[[str, Any], Any] | None = None
 
+    def on_device(self, device: str) -> FeatureSetSpec:
+        """This spec with ``options.device`` set to ``device`` (the one an inference actor claimed)."""
+        if getattr(self.options, "device", device) == device:
+            return self
+        return dataclasses.replace(self, options=dataclasses.replace(self.options, device=device))
+
     def build(self):
         if self.builder is not None:
             return self.builder(self.name, self.options)
@@ -331,23 +337,6 @@ def _ray_decode(spec: FeatureSetSpec, video_id: str, path: str):
     yield from _decode_items(_cached_feature_set(spec), video_id, path, node=_node_label())
 
 
-def claim_device(device: str) -> str:
-    """The device an inference actor runs on: the one GPU Ray gave it, or the CPU.
-
-    The only CUDA-specific step of the engine (the backbones then use bf16 autocast, channels_last and
-    pinned memory on that device, see extract/backbones.py). Ray sets ``CUDA_VISIBLE_DEVICES`` of an actor
-    holding ``num_gpus=1`` to its own GPU, so that GPU is ``cuda:0`` inside the actor.
-    """
-    if not device.startswith("cuda"):
-        return device
-    import torch
-
-    if not torch.cuda.is_available():
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        raise RuntimeError(f"no CUDA device is usable by this actor (CUDA_VISIBLE_DEVICES={visible!r})")
-    return "cuda:0"
-
-
 class _InferWorker:
     """Inference actor body: one FeatureSet, models loaded on the first batch (or by ``warmup``)."""
 
@@ -356,14 +345,16 @@ class _InferWorker:
         spec: FeatureSetSpec,
         torch_threads: int | None = None,
         device: str = "cpu",
-        claim: Callable[[str], str] = claim_device,
+        claim: Callable[[str], str] | None = None,
     ) -> None:
         if torch_threads:
             import torch
 
             torch.set_num_threads(int(torch_threads))
-        self.device = claim(device)
-        self.fs = spec.build()
+        from extract.accel import claim_device  # the one CUDA-only step here; tests pass a CPU stand-in
+
+        self.device = (claim or claim_device)(device)
+        self.fs = spec.on_device(self.device).build()
         _load_models(self.fs)
 
     def infer(self, *chunks: dict) -> list[dict]:
@@ -517,6 +508,9 @@ class _LocalBackend:
     def is_lost(self, err: BaseException) -> bool:
         return False
 
+    def is_gone(self, err: BaseException) -> bool:
+        return False
+
     def shutdown(self) -> None:
         return None
 
@@ -527,7 +521,7 @@ class _RayBackend:
     eager_dispatch = True
 
     def __init__(
-        self, spec: FeatureSetSpec, options: Any, config: EngineConfig, *, claim: Callable = claim_device
+        self, spec: FeatureSetSpec, options: Any, config: EngineConfig, *, claim: Callable | None = None
     ) -> None:
         import ray
 
@@ -629,6 +623,14 @@ class _RayBackend:
         if isinstance(err, RayTaskError):
             return isinstance(getattr(err, "cause", None), RayError)
         return isinstance(err, RayError)
+
+    def is_gone(self, err: BaseException) -> bool:
+        """True when the driver's own Ray node died: the whole cluster is gone, retrying cannot help."""
+        from ray.exceptions import LocalRayletDiedError
+
+        return isinstance(err, LocalRayletDiedError) or isinstance(
+            getattr(err, "cause", None), LocalRayletDiedError
+        )
 
     def start_decode(self, video_id: str, path: str):
         return self._decode.remote(self.spec, video_id, path)
@@ -830,6 +832,8 @@ class _Scheduler:
         except StopIteration:
             header, payload = {"kind": "failed", "reason": "decode stream ended without a result"}, None
         except Exception as err:  # noqa: BLE001 - a crashed decode worker (after Ray's retries) fails this video
+            if self.backend.is_gone(err):
+                raise
             if self.backend.is_lost(err):
                 del active[stream]
                 self._retry(video, f"its decode worker was lost: {_short(err)}")
@@ -856,6 +860,8 @@ class _Scheduler:
             if len(partials) != len(batch):
                 raise RuntimeError(f"infer returned {len(partials)} outputs for {len(batch)} chunks")
         except Exception as err:  # noqa: BLE001 - handled: split the batch, or fail the one video
+            if self.backend.is_gone(err):
+                raise
             if self.backend.is_lost(err):  # a node or actor went away: extract these videos again
                 for chunk in batch:
                     self._retry(chunk.video, f"its inference worker was lost: {_short(err)}")

@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from torchvision.models import detection as tv_detection
 from torchvision.ops import nms, roi_align
 
+from extract.accel import Accelerator
 from extract.weights import WeightsError, load_checkpoint_file, sha256_file, torch_cache_checkpoint
 
 __all__ = [
@@ -188,7 +189,8 @@ class LoadedDetector:
         self.weights_file = weights_file
         self.settings = settings
         self.weights_sha256 = weights_sha256
-        self.device = torch.device(device)
+        self.accel = Accelerator.on(device)
+        self.device = self.accel.device
 
     @torch.inference_mode()
     def detect(self, images: Sequence[np.ndarray | Tensor], *, batch_size: int = 8) -> list[Detections]:
@@ -214,18 +216,13 @@ class LoadedDetector:
                 raise ValueError(f"detector input must be (H, W, 3) uint8, got {tuple(t.shape)} {t.dtype}")
             groups.setdefault((t.shape[0], t.shape[1]), []).append(i)
         out: list[Detections | None] = [None] * len(tensors)
-        pin = self.device.type == "cuda"
         for members in groups.values():
             for start in range(0, len(members), batch_size):
                 ids = members[start : start + batch_size]
                 batch = torch.stack([tensors[i] for i in ids])  # (b, H, W, 3) uint8
                 if len(ids) < batch_size:
                     batch = torch.cat([batch, batch[:1].expand(batch_size - len(ids), -1, -1, -1)])
-                if pin:
-                    batch = batch.pin_memory()
-                x = (
-                    batch.to(self.device, non_blocking=pin).permute(0, 3, 1, 2).float().div_(255.0)
-                )  # (B, 3, H, W)
+                x = self.accel.upload(batch).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
                 results = self.module(list(x))
                 for i, result in zip(ids, results, strict=False):  # drops the filler images' results
                     out[i] = Detections(

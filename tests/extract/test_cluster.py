@@ -9,6 +9,8 @@ the cluster's workers need not import this test module.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import sys
 import threading
 import time
@@ -21,9 +23,11 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from click.testing import CliRunner  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from extract import engine  # noqa: E402
+from extract.cli import cli  # noqa: E402
 from extract.engine import (  # noqa: E402
     ActorPlacement,
     BackendError,
@@ -84,10 +88,9 @@ def build_means(name: str, options: MeanOptions) -> FrameMeans:
 
 
 def stand_in_claim(device: str) -> str:
-    """CPU stand-in for ``engine.claim_device``: reports the GPU Ray made visible instead of opening it."""
-    import os
-
-    return f"cpu (stand-in for {device}, CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')})"
+    """CPU stand-in for ``extract.accel.claim_device``, the only CUDA-only step of the scheduling: the actor
+    then builds its feature set on the CPU."""
+    return "cpu"
 
 
 # ------------------------------------------------------------------------------------------ placement plan
@@ -180,7 +183,7 @@ def test_gpu_actors_spread_one_per_declared_gpu_each_seeing_its_own(cluster):
     for actor in where:
         assert len(actor["gpu_ids"]) == 1
         assert actor["visible"] == actor["gpu_ids"][0]  # the actor sees its own GPU only
-        assert actor["device"].startswith("cpu (stand-in for cuda")
+        assert actor["device"] == "cpu"  # what the stand-in claimed; the feature set was built on it
         per_node.setdefault(actor["node"], []).append(actor["visible"])
     assert sorted(len(v) for v in per_node.values()) == [1, 2]
     assert all(len(set(v)) == len(v) for v in per_node.values())  # no GPU given to two actors
@@ -195,18 +198,37 @@ def test_unplaceable_actors_stop_with_the_resources_waited_for(cluster, videos, 
         run_extraction(make_job(videos, tmp_path / "out"), config)
 
 
+SMALL = [
+    "--features", "mspan", "--appearance", "resnet18", "--motion", "r3d_18", "--image-size", "32",
+    "--motion-size", "32", "--num-frames", "4", "--clip-len", "4", "--weights", "random", "--device", "cpu",
+    "--shard-size", "2", "--no-progress",
+]  # fmt: skip
+
+
 @pytest.mark.slow
-def test_every_node_extracts_and_shards_equal_an_in_process_run(cluster, videos, tmp_path):
-    reference = run_extraction(
-        make_job(videos, tmp_path / "local"), EngineConfig(backend="local", progress=False)
+def test_vqa_extract_over_the_cluster_uses_every_node_and_equals_an_in_process_run(cluster, videos, tmp_path):
+    """The real command joins the 2-node cluster by ``--address`` from its own process."""
+    local = CliRunner().invoke(
+        cli,
+        ["--root", str(videos), "--out", str(tmp_path / "local"), "--local", *SMALL],
+        catch_exceptions=False,
     )
-    summary = run_extraction(
-        make_job(videos, tmp_path / "cluster", delay=0.05),
-        EngineConfig(address=cluster.address, progress=False),
+    assert local.exit_code == 3, local.output  # 3: some videos failed (broken.mp4)
+    command = [sys.executable, "-m", "extract.cli", "--address", cluster.address]
+    run = subprocess.run(
+        [*command, "--root", str(videos), "--out", str(tmp_path / "cluster"), *SMALL],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
-    assert "2 inference actor(s) on CPU" in summary.backend and "over 2 of 2 node(s)" in summary.backend
-    assert (summary.done, summary.failed) == (reference.done, reference.failed) == (6, 1)
-    assert_same(read_all(tmp_path / "cluster"), read_all(tmp_path / "local"))
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "2 inference actor(s) on CPU" in run.stdout + run.stderr
+    assert "over 2 of 2 node(s)" in run.stdout + run.stderr
+    got, want = FeatureReader(tmp_path / "cluster"), FeatureReader(tmp_path / "local")
+    assert sorted(got.ids) == sorted(want.ids) and len(want.ids) == 6
+    for vid in want.ids:
+        for key, value in want[vid].items():
+            np.testing.assert_array_equal(got[vid][key], value, err_msg=f"{vid}/{key}")
     manifest = load_manifest(tmp_path / "cluster")
     nodes = {node for entry in manifest["shards"] for node in entry.get("nodes", {}).values()}
     assert len(nodes) == 2, nodes  # both nodes decoded videos, and the manifest says which
@@ -247,3 +269,54 @@ def test_a_worker_node_lost_mid_run_changes_nothing(cluster, videos, tmp_path):
     assert (summary.done, summary.failed) == (6, 1)
     assert_same(read_all(out), read_all(tmp_path / "local"))
     assert reference.failed == 1
+
+
+DRIVER = """
+import contextlib
+import subprocess
+import sys
+sys.path.insert(0, {here!r})
+from pathlib import Path
+import test_cluster as t
+from extract.engine import BackendError, EngineConfig, run_extraction
+try:
+    job = t.make_job(Path({root!r}), Path({out!r}), delay=0.3)
+    run_extraction(job, EngineConfig(address={address!r}, progress=False))
+except BackendError as err:
+    print("error:", err)
+    sys.exit(1)
+"""
+
+
+@pytest.mark.slow
+def test_the_whole_cluster_lost_mid_run_stops_the_driver_and_a_rerun_resumes(videos, tmp_path):
+    """A second cluster, driven from its own process, is shut down after the first shard is written."""
+    out = tmp_path / "cluster"
+    doomed = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        doomed.add_node(num_cpus=1)
+        doomed.wait_for_nodes()
+        code = DRIVER.format(
+            here=str(Path(__file__).parent), root=str(videos), out=str(out), address=doomed.address
+        )
+        driver = subprocess.Popen(
+            [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        deadline = time.monotonic() + 180
+        while driver.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # not written yet
+                if load_manifest(out)["counts"]["complete_shards"] >= 1:
+                    break
+            time.sleep(0.05)
+    finally:
+        doomed.shutdown()
+    log, _ = driver.communicate(timeout=180)
+    assert driver.returncode == 1, log
+    (message,) = [line for line in log.splitlines() if line.startswith("error:")]
+    assert "lost the Ray cluster" in message and "run the same command again to resume" in message
+    written = load_manifest(out)["counts"]["complete_shards"]
+    assert 1 <= written < 4, log
+    resumed = run_extraction(make_job(videos, out, delay=0.3), EngineConfig(backend="local", progress=False))
+    assert resumed.skipped_shards == written and (resumed.done, resumed.failed) == (6, 1)
+    run_extraction(make_job(videos, tmp_path / "local"), EngineConfig(backend="local", progress=False))
+    assert_same(read_all(out), read_all(tmp_path / "local"))
