@@ -112,7 +112,11 @@ class CMINConfig:
         num_interactions: interaction stages (1, official).
         window_widths: K window widths in steps (ActivityNet's; TACoS (6, 18, 32)).
         dropout: 0.2 (run scripts).
-        use_gcn, use_self_attention, use_aggregation, use_cross_gate, fusion: ablation switches.
+        use_gcn: ablation switch: run the syntactic GCN over the query (False: BiGRU words only).
+        use_self_attention: ablation switch: the video self-attention layers (False: skip them).
+        use_aggregation: ablation switch: attentive word aggregation per step (False: mean of the words).
+        use_cross_gate: ablation switch: the cross gate between the modalities (False: no gating).
+        fusion: ``"bilinear"`` (the paper's fusion) or ``"concat"`` (ablation: no bilinear fusion).
         label_min_ratio: labels below this fraction of the best IoU are zeroed (0.3, official).
         reg_weight: weight of the boundary regression (1e-3, official).
     """

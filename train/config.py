@@ -60,6 +60,10 @@ class TrainConfig:
         ddp_find_unused_parameters: passed to DistributedDataParallel (models with unused branches).
         allow_zero_glove_coverage: accept a GloVe file that matches no question word (the embeddings
             then stay random, and the run records it).
+        warmup_updates: inverse_sqrt scheduler: updates of linear warm-up before the 1/sqrt decay.
+        warmup_init_lr: inverse_sqrt scheduler: learning rate at the first update of the warm-up.
+        moment_nms: moment retrieval: NMS IoU threshold over the candidate windows (>= 1 disables it).
+        moment_iou: moment retrieval metrics' IoU: ``continuous`` (seconds) or ``steps`` (official CMIN).
     """
 
     epochs: int = 30
