@@ -14,6 +14,12 @@ included) and ``steady`` = (videos - 1) / (wall - time to the first finished vid
 stage throughputs (which exclude start-up). Target: steady >= 0.8 of the slower stage; peak memory flat
 from 10 to 100 videos.
 
+``--nodes-row K`` adds a row for the smallest count run on a local multi-node Ray cluster
+(``ray.cluster_utils.Cluster``: K raylets on this machine splitting ``--num-cpus`` between them, the
+driver joining by address), beside the one-node row with the same total CPUs. On one machine this
+measures the cost of the multi-node path (placement over nodes, cross-node object transfer, K actors
+sharing the cores), not a speed-up: the nodes share the same cores.
+
     python benchmarks/extract_bench.py                                   # CPU, small backbones
     python benchmarks/extract_bench.py --device cuda --appearance resnet152 --motion r3d152_k700
 
@@ -199,8 +205,25 @@ def pipeline_child(args) -> None:
         shard_size=args.shard_size,
         overwrite=True,
     )
-    config = EngineConfig(backend=args.backend, num_cpus=args.num_cpus, progress=False)
-    summary = run_extraction(job, config)
+    cluster = None
+    if args.nodes > 1:  # a local multi-node cluster splitting the CPUs; the driver joins it by address
+        from ray.cluster_utils import Cluster
+
+        per_node = max(1, args.num_cpus // args.nodes)
+        cluster = Cluster(
+            initialize_head=True, head_node_args={"num_cpus": per_node, "include_dashboard": False}
+        )
+        for _ in range(args.nodes - 1):
+            cluster.add_node(num_cpus=per_node)
+        cluster.wait_for_nodes()
+        config = EngineConfig(address=cluster.address, progress=False)
+    else:
+        config = EngineConfig(backend=args.backend, num_cpus=args.num_cpus, progress=False)
+    try:
+        summary = run_extraction(job, config)
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
     print(
         json.dumps(
             {
@@ -214,7 +237,8 @@ def pipeline_child(args) -> None:
     )
 
 
-def measure_pipeline(args, root: Path, out: Path) -> dict:
+def measure_pipeline(args, root: Path, out: Path, nodes: int = 1) -> dict:
+    args = argparse.Namespace(**{**vars(args), "nodes": nodes})
     cmd = [sys.executable, __file__, "_pipeline", "--root", str(root), "--out", str(out)]
     for key in (
         "features",
@@ -229,6 +253,7 @@ def measure_pipeline(args, root: Path, out: Path) -> dict:
         "num_cpus",
         "backend",
         "shard_size",
+        "nodes",
     ):
         value = getattr(args, key)
         if value is not None:
@@ -269,6 +294,10 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--root", default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--nodes", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--nodes-row", type=int, default=0, help="also run the smallest count on K local Ray nodes"
+    )
     args = parser.parse_args()
     if args.mode == "_pipeline":
         pipeline_child(args)
@@ -287,6 +316,10 @@ def main() -> None:
         root = subset_root(all_paths[:n], workdir / f"root{n}")
         res = measure_pipeline(args, root, workdir / f"out{n}")
         rows.append((n, res))
+    multi = None
+    if args.nodes_row > 1:
+        root = subset_root(all_paths[: counts[0]], workdir / f"root{counts[0]}")
+        multi = measure_pipeline(args, root, workdir / f"out{counts[0]}-nodes", nodes=args.nodes_row)
 
     date = time.strftime("%Y-%m-%d")
     setting = (
@@ -315,6 +348,15 @@ def main() -> None:
             f"| full pipeline, steady | {n} | {res['steady_vps']:.2f} | {res['steady_vps'] * fpv:.0f} | "
             f"| {res['steady_vps'] / slower:.2f} |"
         )
+    if multi is not None:
+        one = rows[0][1]
+        per = max(1, total_cpus // args.nodes_row)
+        for kind in ("total", "steady"):
+            print(
+                f"| full pipeline, {kind}, {args.nodes_row} local nodes x {per} CPU | {counts[0]} | "
+                f"{multi[kind + '_vps']:.2f} | {multi[kind + '_vps'] * fpv:.0f} | "
+                f"{multi['peak_rss_mb']:.0f} | {multi[kind + '_vps'] / one[kind + '_vps']:.2f} vs 1 node |"
+            )
     print(
         f"\nslower stage: {'decode' if stages['decode_vps'] < stages['model_vps'] else 'model'} "
         f"({slower:.2f} videos/s); frames per video fed to the models: {fpv:.0f}; workdir {workdir}"

@@ -225,6 +225,19 @@ def _random_banner(echo) -> None:
 )
 @click.option("--num-cpus", type=click.IntRange(min=1), default=None, help="CPUs of the local Ray runtime.")
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Inference actors (default: one per node on CPU, one per GPU with --device cuda).",
+)
+@click.option(
+    "--placement-timeout",
+    type=click.FloatRange(min=1),
+    default=300.0,
+    show_default=True,
+    help="Seconds to wait for the inference actors to be placed before stopping (Ray).",
+)
+@click.option(
     "--local",
     "--no-ray",
     "local",
@@ -391,6 +404,8 @@ def _extract(**kw) -> int:
         num_cpus=kw["num_cpus"],
         progress=sys.stderr.isatty() if kw["progress"] is None else kw["progress"],
         threads=kw["threads"],
+        workers=kw["workers"],
+        placement_timeout=kw["placement_timeout"],
     )
     if kw["threads"] and kw["local"]:
         import torch

@@ -193,7 +193,12 @@ class EngineConfig:
         threads: torch threads of a CPU inference actor (default: the runtime's CPUs).
         max_active_decodes: videos decoded at once (default: 2 per decode CPU).
         max_buffered_chunks: decoded chunks alive at once (default: from workers and decode CPUs).
-        retries: Ray task retries and actor restarts.
+        retries: Ray task retries and actor restarts; also how often a video whose node or worker was lost
+            is extracted again before it is recorded as failed.
+        workers: CPU inference actors (default: one per node of the cluster, sized to that node's CPUs);
+            with ``--device cuda`` at most this many GPU actors (default: one per GPU of every node).
+        placement_timeout: seconds to wait for the inference actors to be placed and loaded before the run
+            stops with a message naming the resources it waited for.
     """
 
     backend: str = "ray"
@@ -204,6 +209,8 @@ class EngineConfig:
     max_active_decodes: int | None = None
     max_buffered_chunks: int | None = None
     retries: int = 3
+    workers: int | None = None
+    placement_timeout: float = 300.0
 
 
 @dataclass
@@ -276,12 +283,22 @@ def _count_frames(chunk: Mapping[str, np.ndarray]) -> int:
     return frames
 
 
-def _decode_items(fs, video_id: str, path: str) -> Iterator[dict]:
+def _decode_items(fs, video_id: str, path: str, node: str | None = None) -> Iterator[dict]:
     """Run ``fs.decode`` and yield the stream the scheduler reads.
 
     For every chunk: a header ``{"kind": "chunk", "seq", "frames"}`` then the chunk itself; at the end
-    ``{"kind": "done", "chunks": n}`` or, on any error, ``{"kind": "failed", "reason": ...}``.
+    ``{"kind": "done", "chunks": n}`` or, on any error, ``{"kind": "failed", "reason": ...}``; on a
+    cluster the final header also names the ``node`` that decoded the video.
     """
+    payload_next = False
+    for item in _decode_stream(fs, video_id, path):
+        if not payload_next and node is not None and item["kind"] != "chunk":
+            item = {**item, "node": node}
+        payload_next = not payload_next and item.get("kind") == "chunk"
+        yield item
+
+
+def _decode_stream(fs, video_id: str, path: str) -> Iterator[dict]:
     from extract.video import VideoDecodeError
 
     n = 0
@@ -302,18 +319,50 @@ def _decode_items(fs, video_id: str, path: str) -> Iterator[dict]:
         yield {"kind": "done", "chunks": n}
 
 
+def _node_label() -> str:
+    """``IP/node-id`` of the Ray node running the caller (both parts: local test nodes share an IP)."""
+    import ray
+
+    ctx = ray.get_runtime_context()
+    return f"{ray.util.get_node_ip_address()}/{ctx.get_node_id()[:12]}"
+
+
 def _ray_decode(spec: FeatureSetSpec, video_id: str, path: str):
-    yield from _decode_items(_cached_feature_set(spec), video_id, path)
+    yield from _decode_items(_cached_feature_set(spec), video_id, path, node=_node_label())
+
+
+def claim_device(device: str) -> str:
+    """The device an inference actor runs on: the one GPU Ray gave it, or the CPU.
+
+    The only CUDA-specific step of the engine (the backbones then use bf16 autocast, channels_last and
+    pinned memory on that device, see extract/backbones.py). Ray sets ``CUDA_VISIBLE_DEVICES`` of an actor
+    holding ``num_gpus=1`` to its own GPU, so that GPU is ``cuda:0`` inside the actor.
+    """
+    if not device.startswith("cuda"):
+        return device
+    import torch
+
+    if not torch.cuda.is_available():
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise RuntimeError(f"no CUDA device is usable by this actor (CUDA_VISIBLE_DEVICES={visible!r})")
+    return "cuda:0"
 
 
 class _InferWorker:
     """Inference actor body: one FeatureSet, models loaded on the first batch (or by ``warmup``)."""
 
-    def __init__(self, spec: FeatureSetSpec, torch_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        spec: FeatureSetSpec,
+        torch_threads: int | None = None,
+        device: str = "cpu",
+        claim: Callable[[str], str] = claim_device,
+    ) -> None:
         if torch_threads:
             import torch
 
             torch.set_num_threads(int(torch_threads))
+        self.device = claim(device)
         self.fs = spec.build()
         _load_models(self.fs)
 
@@ -322,6 +371,78 @@ class _InferWorker:
 
     def ping(self) -> bool:
         return True
+
+    def where(self) -> dict[str, Any]:
+        """Where this actor runs: node label, the device it claimed, the GPUs Ray gave it."""
+        import ray
+
+        return {
+            "node": _node_label(),
+            "device": self.device,
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        }
+
+
+# ============================================================================================ placement
+@dataclass(frozen=True)
+class NodeInfo:
+    """One alive node of the cluster: Ray node id and its CPU / GPU resources."""
+
+    node_id: str
+    cpus: int
+    gpus: int = 0
+
+
+@dataclass(frozen=True)
+class ActorPlacement:
+    """One inference actor: the node it is placed on (soft: a restart may go elsewhere) and what it holds."""
+
+    node_id: str
+    num_cpus: float
+    num_gpus: int
+    threads: int | None
+
+
+def plan_actors(
+    nodes: Sequence[NodeInfo], *, gpu: bool, workers: int | None = None, threads: int | None = None
+) -> list[ActorPlacement]:
+    """Where the inference actors go.
+
+    GPU: one actor per GPU of every node (at most ``workers``), each holding that GPU and one CPU when
+    its node has a CPU left over for decoding. CPU: one actor per node (or ``workers`` actors spread round
+    robin over the nodes, biggest first); the actors of a node share its CPUs minus the quarter (at least
+    one) kept for decode tasks, and run ``threads`` torch threads (default: the node's CPUs / actors).
+    """
+    if gpu:
+        out = []
+        for node in nodes:
+            cpus = 1 if node.cpus > node.gpus else 0
+            out += [ActorPlacement(node.node_id, cpus, 1, threads) for _ in range(node.gpus)]
+        return out[:workers] if workers else out
+    usable = sorted((n for n in nodes if n.cpus >= 1), key=lambda n: -n.cpus)
+    count = workers or len(usable)
+    per_node = {n.node_id: 0 for n in usable}
+    for i in range(count):
+        per_node[usable[i % len(usable)].node_id] += 1
+    out = []
+    for node in usable:
+        k = per_node[node.node_id]
+        if not k:
+            continue
+        # at least one CPU of the node stays free for decode tasks: on 1 CPU an actor reserves none
+        # (an actor holding the only CPU would leave every decode task waiting forever)
+        reserve = (node.cpus - max(1, node.cpus // 4)) / k
+        out += [ActorPlacement(node.node_id, reserve, 0, threads or max(1, node.cpus // k)) for _ in range(k)]
+    return out
+
+
+def _alive_nodes(ray) -> list[NodeInfo]:
+    return [
+        NodeInfo(n["NodeID"], int(n["Resources"].get("CPU", 0)), int(n["Resources"].get("GPU", 0)))
+        for n in ray.nodes()
+        if n.get("Alive")
+    ]
 
 
 # ============================================================================================ backends
@@ -393,6 +514,9 @@ class _LocalBackend:
     def release(self, payload: Any) -> None:
         return None
 
+    def is_lost(self, err: BaseException) -> bool:
+        return False
+
     def shutdown(self) -> None:
         return None
 
@@ -402,7 +526,9 @@ class _RayBackend:
 
     eager_dispatch = True
 
-    def __init__(self, spec: FeatureSetSpec, options: Any, config: EngineConfig) -> None:
+    def __init__(
+        self, spec: FeatureSetSpec, options: Any, config: EngineConfig, *, claim: Callable = claim_device
+    ) -> None:
         import ray
 
         self.ray = ray
@@ -426,52 +552,83 @@ class _RayBackend:
             raise BackendError("the Ray cluster has no CPU to decode videos on; give it CPUs (--num-cpus)")
         total_cpus = int(resources["CPU"])
         device = str(getattr(options, "device", "cpu"))
-        if device.startswith("cuda"):
-            gpus = int(resources.get("GPU", 0))
-            if gpus < 1:
-                self.shutdown()
-                raise BackendError(
-                    "--device cuda but the Ray cluster reports no GPU; "
-                    "use --device cpu or join a cluster with GPUs"
-                )
-            self.num_workers = gpus
-            # a GPU actor reserves a CPU only when one is left over for decoding (never all of them)
-            actor_opts = {"num_gpus": 1, "num_cpus": 1 if total_cpus > gpus else 0}
-            torch_threads = config.threads
-            self.decode_slots = max(1, total_cpus - gpus * actor_opts["num_cpus"])
-        else:
-            # at least one CPU stays free for decode tasks: on 1 CPU the actor reserves none and shares it
-            # (an actor holding the only CPU would leave every decode task waiting forever)
-            actor_cpus = total_cpus - max(1, total_cpus // 4)
-            self.num_workers = 1
-            actor_opts = {"num_gpus": 0, "num_cpus": actor_cpus}
-            # Decoding is cheap beside CPU inference and mostly runs while the actor waits for input,
-            # so the actor's torch threads use every core (measured on 2 cores: 1.7x over 1 thread).
-            torch_threads = config.threads or total_cpus
-            self.decode_slots = max(1, total_cpus - actor_cpus)
+        gpu = device.startswith("cuda")
+        if gpu and int(resources.get("GPU", 0)) < 1:
+            self.shutdown()
+            raise BackendError(
+                "--device cuda but the Ray cluster reports no GPU; "
+                "use --device cpu or join a cluster with GPUs"
+            )
+        nodes = _alive_nodes(ray)
+        self.placements = plan_actors(nodes, gpu=gpu, workers=config.workers, threads=config.threads)
+        self.num_workers = len(self.placements)
+        reserved = sum(p.num_cpus for p in self.placements)
+        self.decode_slots = max(1, int(total_cpus - reserved))
         self.spec = spec
         retries = int(config.retries)
-        actor_cls = ray.remote(_InferWorker).options(
-            max_restarts=retries, max_task_retries=retries, **actor_opts
-        )
-        self.actors = [actor_cls.remote(spec, torch_threads) for _ in range(self.num_workers)]
+        self.actors = [self._start_actor(p, spec, device, retries, claim) for p in self.placements]
         self._decode = ray.remote(_ray_decode).options(
             num_cpus=1,
             num_returns="streaming",
             max_retries=retries,
             _generator_backpressure_num_objects=4,
         )
+        self._wait_for_actors(spec, config.placement_timeout)
+        threads = "/".join(str(t) for t in sorted({p.threads or 0 for p in self.placements}))
+        where = "GPU" if gpu else f"CPU ({threads} torch threads)"
+        used = len({p.node_id for p in self.placements})
+        self.description = (
+            f"ray, {self.num_workers} inference actor(s) on {where} over {used} of {len(nodes)} node(s), "
+            f"{self.decode_slots} decode CPU(s)"
+        )
+
+    def _start_actor(self, placement: ActorPlacement, spec, device: str, retries: int, claim):
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        cls = self.ray.remote(_InferWorker).options(
+            max_restarts=retries,
+            max_task_retries=retries,
+            num_cpus=placement.num_cpus,
+            num_gpus=placement.num_gpus,
+            # soft: a restarted actor whose node was lost goes to another node
+            scheduling_strategy=NodeAffinitySchedulingStrategy(placement.node_id, soft=True),
+        )
+        return cls.remote(spec, placement.threads, device, claim)
+
+    def _wait_for_actors(self, spec: FeatureSetSpec, timeout: float) -> None:
+        """Every actor placed and its models loaded within ``timeout`` s, or a BackendError saying why."""
+        from ray.exceptions import GetTimeoutError
+
         try:
-            ray.get([a.ping.remote() for a in self.actors])
+            self.ray.get([a.ping.remote() for a in self.actors], timeout=timeout)
+        except GetTimeoutError as err:
+            need = sorted({(p.num_cpus, p.num_gpus) for p in self.placements})
+            wanted = ", ".join(f"{{CPU: {c:g}, GPU: {g}}}" for c, g in need)
+            have = {k: v for k, v in self.ray.available_resources().items() if k in ("CPU", "GPU")}
+            self.shutdown()
+            raise BackendError(
+                f"waited {timeout:g} s for {len(self.actors)} inference actor(s) of feature set "
+                f"{spec.name!r} needing {wanted} each to be placed and loaded; "
+                f"the cluster has {have} available. "
+                "Add nodes, lower --workers, or raise --placement-timeout"
+            ) from err
         except Exception as err:  # noqa: BLE001 - an actor failed to start: usually its models did not load
             self.shutdown()
             raise BackendError(
                 f"the inference actors of feature set {spec.name!r} failed to start: {err}"
             ) from err
-        where = "GPU" if actor_opts["num_gpus"] else f"CPU ({torch_threads} torch threads)"
-        self.description = (
-            f"ray, {self.num_workers} inference actor(s) on {where}, {self.decode_slots} decode CPU(s)"
-        )
+
+    def where(self) -> list[dict[str, Any]]:
+        """Per actor: node, device and GPUs (``_InferWorker.where``)."""
+        return self.ray.get([a.where.remote() for a in self.actors])
+
+    def is_lost(self, err: BaseException) -> bool:
+        """True for errors of the cluster (a node, worker, actor or object lost), not of the video."""
+        from ray.exceptions import RayError, RayTaskError
+
+        if isinstance(err, RayTaskError):
+            return isinstance(getattr(err, "cause", None), RayError)
+        return isinstance(err, RayError)
 
     def start_decode(self, video_id: str, path: str):
         return self._decode.remote(self.spec, video_id, path)
@@ -518,6 +675,10 @@ class _VideoState:
     partials: dict[int, dict] = field(default_factory=dict)
     frames: int = 0
     finished: bool = False
+    #: extractions of this video started before this one (a lost node or worker restarts a video)
+    attempts: int = 0
+    #: the node that decoded it (Ray backend)
+    node: str | None = None
 
 
 @dataclass
@@ -527,6 +688,7 @@ class _ShardState:
     remaining: int
     results: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     failures: dict[str, dict[str, str]] = field(default_factory=dict)
+    nodes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -563,6 +725,7 @@ class _Scheduler:
         self.max_active = config.max_active_decodes or max(2, 2 * backend.decode_slots)
         self.max_buffered = config.max_buffered_chunks or max(8, 4 * workers + 2 * self.max_active)
         self.progress_enabled = config.progress
+        self.max_attempts = 1 + max(0, int(config.retries))
         self.items_by_id = items_by_id
         self.frames = 0
         self.done_this_run = 0
@@ -667,15 +830,22 @@ class _Scheduler:
         except StopIteration:
             header, payload = {"kind": "failed", "reason": "decode stream ended without a result"}, None
         except Exception as err:  # noqa: BLE001 - a crashed decode worker (after Ray's retries) fails this video
+            if self.backend.is_lost(err):
+                del active[stream]
+                self._retry(video, f"its decode worker was lost: {_short(err)}")
+                return
             header, payload = {"kind": "failed", "reason": f"decode worker failed: {_short(err)}"}, None
         kind = header["kind"]
+        if header.get("node"):
+            video.node = header["node"]
         if kind == "chunk":
             if not video.finished:
                 ready_chunks.append(_Chunk(video, header["seq"], payload, header["frames"]))
             return
         del active[stream]
         if kind == "failed":
-            self._fail(video, header["reason"])
+            where = f" (on node {video.node})" if video.node else ""
+            self._fail(video, header["reason"] + where)
         else:
             video.chunks_total = header["chunks"]
             self._maybe_finalize(video)
@@ -686,6 +856,10 @@ class _Scheduler:
             if len(partials) != len(batch):
                 raise RuntimeError(f"infer returned {len(partials)} outputs for {len(batch)} chunks")
         except Exception as err:  # noqa: BLE001 - handled: split the batch, or fail the one video
+            if self.backend.is_lost(err):  # a node or actor went away: extract these videos again
+                for chunk in batch:
+                    self._retry(chunk.video, f"its inference worker was lost: {_short(err)}")
+                return
             videos = {id(c.video) for c in batch}
             if len(videos) > 1:
                 log.warning(
@@ -730,9 +904,24 @@ class _Scheduler:
         video.partials = {}
         shard = self.shards[video.shard]
         shard.results[video.item.video_id] = checked
+        if video.node:
+            shard.nodes[video.item.video_id] = video.node
         self.done_this_run += 1
         self.bar.update(1)
         self._video_settled(shard)
+
+    def _retry(self, video: _VideoState, reason: str) -> None:
+        """Abandon this extraction of ``video`` (its late chunks are ignored) and queue it again, or fail it
+        once it has been tried ``max_attempts`` times."""
+        if video.finished:
+            return
+        if video.attempts + 1 >= self.max_attempts:
+            self._fail(video, f"{reason} ({self.max_attempts} attempts)")
+            return
+        video.finished = True
+        video.partials = {}
+        log.warning("video %s: %s; extracting it again", video.item.video_id, reason)
+        self.queue.appendleft(_VideoState(video.shard, video.item, attempts=video.attempts + 1))
 
     def _fail(self, video: _VideoState, reason: str) -> None:
         if video.finished:
@@ -780,6 +969,8 @@ class _Scheduler:
         if self.crash == ("after-shard", number):
             _kill_self()
         mark_complete(self.manifest, shard.index, ids, failures, shard_stamp(writer.path))
+        if shard.nodes:  # which node decoded each video (informational; not part of the resume identity)
+            entry["nodes"] = {v: shard.nodes[v] for v in ids if v in shard.nodes}
         save_manifest(self.out_dir, self.manifest)
         del self.shards[shard.index]
 
@@ -946,7 +1137,15 @@ def run_extraction(job: ExtractionJob, config: EngineConfig = EngineConfig()) ->
                 config=config,
                 items_by_id=items,
             )
-            scheduler.run()
+            try:
+                scheduler.run()
+            except Exception as err:
+                if not backend.is_lost(err):
+                    raise
+                raise BackendError(
+                    f"lost the Ray cluster ({_short(err)}); the {scheduler.shards_written} shard(s) written "
+                    f"by this run are saved in {out_dir}: run the same command again to resume"
+                ) from err
         finally:
             backend.shutdown()
         refresh_counts(manifest)

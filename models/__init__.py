@@ -8,7 +8,8 @@ set and batch keys it reads::
     entry = get_model("mspan")
     cfg = entry.config_cls(num_scales=4)            # validated in __post_init__
     model = entry.build(cfg, vocab_size=V, num_answers=A, task_type="open", embeddings=glove)
-    out = model(batch)  # {"logits": (B, A)} | {"scores": (B, C)} | {"count": (B,)}
+    out = model(batch)  # {"logits": (B, A)} | {"scores": (B, C)} | {"count": (B,)}, plus any
+                        # documented extras (MASN: its attention weights)
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from models.cmin import CMINConfig, cmin
+from models.masn import MASNConfig, masn
 from models.mspan import MSPANConfig, mspan
 from models.siasamrea import SiaSamReaConfig, siasamrea
 
@@ -33,7 +36,7 @@ class ModelEntry:
         config_cls: the model's frozen config dataclass (defaults = the paper's).
         build: ``build(cfg, *, vocab_size, num_answers, task_type, embeddings=None) -> nn.Module``.
         feature_set: name of the extraction feature set the model reads (``extract.featuresets``).
-        task_types: task types the model supports, among ``"open"``, ``"mc"``, ``"count"``.
+        task_types: task types the model supports, among ``"open"``, ``"mc"``, ``"count"``, ``"moment"``.
         feature_keys: feature datasets the model reads from the batch.
     """
 
@@ -70,6 +73,23 @@ MODELS: dict[str, ModelEntry] = _registry(
         feature_set="siasamrea",
         task_types=("open", "mc", "count"),
         feature_keys=("frames", "frame_times"),
+    ),
+    ModelEntry(
+        name="cmin",
+        config_cls=CMINConfig,
+        build=cmin,
+        feature_set="cmin",
+        task_types=("moment",),
+        feature_keys=("clips",),
+    ),
+    ModelEntry(
+        name="masn",
+        config_cls=MASNConfig,
+        build=masn,
+        feature_set="masn",
+        task_types=("open", "mc", "count"),
+        feature_keys=("appearance", "motion", "objects", "object_boxes", "motion_objects", "frame_mask",
+                      "object_mask"),
     ),
 )
 

@@ -57,6 +57,8 @@ class QuestionEncoder(nn.Module):
         dropout: dropout applied to the sentence vector and the word features.
         embeddings: optional (vocab_size, embed_dim) matrix to initialise the embedding from.
         freeze_embeddings: keep the embedding fixed during training.
+        sentence_layer: the LSTM layer whose final states give the sentence vector (-1: the last;
+            MSPAN's official code takes layer 0).
 
     Forward:
         tokens: (B, L) int64, 0-padded.
@@ -64,7 +66,7 @@ class QuestionEncoder(nn.Module):
 
     Returns:
         ``(words, sentence)``: words (B, L, hidden_dim), zeros at padded positions, and
-        sentence (B, hidden_dim) = [last layer's final forward state; its final backward state].
+        sentence (B, hidden_dim) = [final forward state; final backward state] of ``sentence_layer``.
     """
 
     def __init__(
@@ -77,8 +79,12 @@ class QuestionEncoder(nn.Module):
         dropout: float = 0.0,
         embeddings: np.ndarray | Tensor | None = None,
         freeze_embeddings: bool = False,
+        sentence_layer: int = -1,
     ) -> None:
         super().__init__()
+        if not -num_layers <= sentence_layer < num_layers:
+            raise ValueError(f"sentence_layer must index one of the {num_layers} LSTM layers, "
+                             f"got {sentence_layer}")
         if vocab_size < 1:
             raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
         if hidden_dim % 2:
@@ -95,6 +101,7 @@ class QuestionEncoder(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
         self.hidden_dim = hidden_dim
+        self.sentence_layer = sentence_layer % num_layers
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         if tokens.dim() != 2:
@@ -105,5 +112,6 @@ class QuestionEncoder(nn.Module):
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         out, (h_n, _) = self.lstm(packed)  # h_n: (layers * 2, B, H/2)
         words, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=L)  # (B, L, H)
-        sentence = torch.cat([h_n[-2], h_n[-1]], dim=-1)  # (B, H): last layer, forward then backward
+        top = 2 * self.sentence_layer
+        sentence = torch.cat([h_n[top], h_n[top + 1]], dim=-1)  # (B, H): forward then backward state
         return self.dropout(words), self.dropout(sentence)

@@ -43,7 +43,9 @@ flashing 1 to 3 times; four questions per video: ``what color ...`` (colour), ``
 (shape), ``where does ... move`` (direction), ``how many times ...`` (flashes). Split by video:
 the first 70% of ids train, the next 10% val, the rest test, as in MSRVTT.
 
-ActivityNet-Captions layout: 20-40 s mp4 videos at 5 fps with 2 or 3 objects in horizontal lanes;
+ActivityNet-Captions layout: 120 videos (the first 20, then 100 more from their own random stream so the
+other datasets are unchanged; enough training queries for CMIN), 20-40 s mp4 at 5 fps with 2 or 3
+objects in horizontal lanes;
 3 to 5 non-overlapping scripted events (an object moves to the left/right by one pixel per frame,
 jumps up and back down, or blinks), one sentence per event (``The red square moves to the left.``)
 naming an object unique in its video. ``[start, end]`` = ``[first frame, last frame + 1] / fps`` of
@@ -142,6 +144,9 @@ BASE_COUNTS = {"tgif_mover": 200, "tgif_still": 70, "tgif_group": 50, "msrvtt": 
 MIN_COUNTS = {"tgif_mover": 5, "tgif_still": 4, "tgif_group": 4, "msrvtt": 5, "anet": 2}
 BASE_COUNTS.update(how2qa=40, anetqa=60)  # the SiaSamRea demo's How2QA / ActivityNet-QA layouts
 MIN_COUNTS.update(how2qa=5, anetqa=5)
+# ActivityNet-Captions videos added after the first ``anet`` ones, from their own random stream (so the
+# other datasets' data stay as they were): enough training queries for CMIN to learn to localise
+ANET_EXTRA, ANET_EXTRA_MIN = 100, 0
 TGIF_TRAIN_FRACTION = 0.8
 
 _ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
@@ -327,8 +332,8 @@ def _plan_groups(rng: np.random.Generator, n: int) -> list[_Scene]:
     return out
 
 
-def _plan_anet(rng: np.random.Generator, n: int) -> list[_AnetVideo]:
-    videos, used = [], set()
+def _plan_anet(rng: np.random.Generator, n: int, used: set[str] | None = None) -> list[_AnetVideo]:
+    videos, used = [], set() if used is None else used
     lo, hi = ANET_X_RANGE
     for _ in range(n):
         while True:
@@ -899,6 +904,8 @@ def _plan(seed: int, scale: float) -> dict[str, Any]:
     qa_rng = _qa_rng(seed)
     how2qa = _plan_how2qa(qa_rng, _scaled("how2qa", scale))
     anetqa = _plan_anetqa(qa_rng, _scaled("anetqa", scale))
+    extra = max(ANET_EXTRA_MIN, int(round(ANET_EXTRA * scale)))
+    anet += _plan_anet(np.random.default_rng([DEMO_FORMAT, seed, 1]), extra, used={v.name for v in anet})
     return {
         "how2qa": how2qa, "anetqa": anetqa, "how2qa_ann": _how2qa_annotations(qa_rng, how2qa),
         "anetqa_ann": _anetqa_annotations(anetqa),
@@ -960,7 +967,7 @@ def generate_demo(out_dir: str | os.PathLike, *, seed: int = 0, scale: float = 1
             (a ``DEMO.json``), so that real datasets are never overwritten.
         seed: random seed; the same seed and scale give byte-identical annotations and identical
             decoded frames.
-        scale: multiplies the number of videos (1.0: 320 GIFs, 60 MSRVTT clips, 20 ActivityNet
+        scale: multiplies the number of videos (1.0: 320 GIFs, 60 MSRVTT clips, 120 ActivityNet
             videos, 40 How2QA and 60 ActivityNet-QA videos; each kind keeps a small minimum so that
             every split is non-empty).
 

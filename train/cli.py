@@ -43,6 +43,7 @@ from train.config import (
     describe_fields,
     load_yaml_config,
     merge_sections,
+    paper_model_defaults,
     paper_train_defaults,
     parse_overrides,
 )
@@ -61,7 +62,8 @@ __all__ = ["build_cli", "main"]
 
 
 def _qa_datasets() -> list[str]:
-    return sorted(name for name, cls in DATASETS.items() if getattr(cls, "kind", "qa") == "qa")
+    """Datasets a model can train on: QA and moment retrieval (``folder`` is extraction only)."""
+    return sorted(name for name, cls in DATASETS.items() if getattr(cls, "kind", "qa") in ("qa", "moment"))
 
 
 def _datasets_epilog() -> str:
@@ -96,7 +98,7 @@ def _model_command(name: str, entry: ModelEntry) -> click.Command:
 
     @click.command(
         name=name,
-        help=f"Train {name} ({doc[0].rstrip('.')}) on a QA dataset. "
+        help=f"Train {name} ({doc[0].rstrip('.')}) on a QA or moment-retrieval dataset. "
         f"Feature set: {entry.feature_set}; task types: {', '.join(entry.task_types)}.",
         epilog=_keys_epilog(entry),
     )
@@ -200,7 +202,8 @@ def _make_spec(
         raise click.ClickException(str(exc)) from exc
 
     try:
-        defaults = {"train": paper_train_defaults(name, dataset, task, task_type), "model": {}}
+        defaults = {"train": paper_train_defaults(name, dataset, task, task_type),
+                    "model": {} if eval_only else paper_model_defaults(name, dataset, task, task_type)}
         layers: list[dict[str, dict[str, Any]]] = [defaults]
         saved_path = out / "config.yaml"
         if resume and saved_path.exists():
@@ -277,7 +280,8 @@ def _execute(spec: RunSpec) -> None:
     if _rank() != 0:
         return
     metric = result["selection_metric"]
-    base = ", ".join(f"{k} {v:.4f}" for k, v in result["baselines_test"].items())
+    base = ", ".join(f"{k} {v:.4f}" for k, v in result["baselines_test"].items()
+                     if result["task_type"] != "moment" or k.endswith((metric, "mIoU")))
     click.echo(
         f"{spec.model} {spec.dataset}{'/' + spec.task if spec.task else ''}: val {metric} "
         f"{result['val'][metric]:.4f}, test {metric} {result['test'][metric]:.4f} ({base}); "

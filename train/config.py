@@ -25,6 +25,7 @@ __all__ = [
     "build_config",
     "config_to_dict",
     "describe_fields",
+    "paper_model_defaults",
     "paper_train_defaults",
     "parse_overrides",
     "load_yaml_config",
@@ -68,7 +69,7 @@ class TrainConfig:
     lr: float = 1e-4
     weight_decay: float = 5e-6  # official MSPAN code (the paper gives none)
     momentum: float = 0.9  # sgd only
-    scheduler: str = "multistep"  # none | step | multistep
+    scheduler: str = "multistep"  # none | step | multistep | inverse_sqrt (per update, after warm-up)
     step_size: int = 5  # StepLR period in epochs
     milestones: tuple[int, ...] = (10, 15, 19, 23, 27)  # MultiStepLR epochs
     gamma: float = 0.5
@@ -91,6 +92,13 @@ class TrainConfig:
     # at all is refused unless allow_zero_glove_coverage (then the embeddings are random, and recorded so)
     glove_warn_coverage: float = 0.5
     allow_zero_glove_coverage: bool = False
+    # inverse_sqrt: lr rises linearly from warmup_init_lr to lr over warmup_updates, then lr*sqrt(w/step)
+    warmup_updates: int = 0
+    warmup_init_lr: float = 0.0
+    # moment retrieval: NMS IoU threshold over the candidates (>= 1 disables it) and the IoU formula of the
+    # metrics: continuous (seconds) or steps (the official CMIN code's inclusive step indices with a +1 term)
+    moment_nms: float = 0.5
+    moment_iou: str = "continuous"
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -107,8 +115,14 @@ class TrainConfig:
             raise bad("num_workers", "must be >= 0")
         if self.optimizer not in ("adam", "adamw", "sgd"):
             raise bad("optimizer", "choose adam, adamw or sgd")
-        if self.scheduler not in ("none", "step", "multistep"):
-            raise bad("scheduler", "choose none, step or multistep")
+        if self.scheduler not in ("none", "step", "multistep", "inverse_sqrt"):
+            raise bad("scheduler", "choose none, step, multistep or inverse_sqrt")
+        if self.warmup_updates < 0 or not (math.isfinite(self.warmup_init_lr) and self.warmup_init_lr >= 0):
+            raise bad("warmup_updates", "warmup_updates and warmup_init_lr must be >= 0")
+        if not (math.isfinite(self.moment_nms) and self.moment_nms > 0):
+            raise bad("moment_nms", "must be an IoU threshold > 0 (>= 1 disables NMS)")
+        if self.moment_iou not in ("continuous", "steps"):
+            raise bad("moment_iou", "choose continuous or steps")
         if self.feature_norm not in ("none", "standardize"):
             raise bad("feature_norm", "choose none or standardize")
         if self.amp not in ("bf16", "fp16", "none"):
@@ -138,9 +152,12 @@ class TrainConfig:
 def paper_train_defaults(model: str, dataset: str, task: str | None, task_type: str) -> dict[str, Any]:
     """Per-dataset training defaults of a paper model, applied below the YAML file and ``--set``.
 
-    MSPAN (official code): batch 64 on TGIF-QA and 128 on MSVD-QA / MSRVTT-QA; StepLR(5, 0.5) for
-    Count, MSVD-QA and MSRVTT-QA, MultiStepLR([10, 15, 19, 23, 27], 0.5) otherwise. (Answer vocabulary
-    sizes are the dataset adapter's ``default_answer_vocab_size``.)
+    MSPAN (official code and run scripts): batch 64 on TGIF-QA and 128 on MSVD-QA / MSRVTT-QA;
+    StepLR(5, 0.5) for Count, MSVD-QA and MSRVTT-QA, MultiStepLR([10, 15, 19, 23, 27], 0.5) otherwise;
+    20 epochs for Count and MSRVTT-QA, 30 otherwise; the top 4000 training answers on MSVD-QA and
+    MSRVTT-QA. (Elsewhere the answer vocabulary is the dataset adapter's ``default_answer_vocab_size``.)
+    MASN (paper and official code): batch 32 (Count, FrameQA, MSVD/MSRVTT-QA) or 16 (Action, Transition),
+    constant lr, no weight decay.
 
     Args:
         model: registry name (``"mspan"``).
@@ -156,7 +173,50 @@ def paper_train_defaults(model: str, dataset: str, task: str | None, task_type: 
     if model == "mspan":
         out["batch_size"] = 128 if msvd_like else 64
         out["scheduler"] = "step" if (msvd_like or task_type == "count") else "multistep"
+        out["epochs"] = 20 if (dataset == "msrvtt-qa" or task_type == "count") else 30
+        if msvd_like:
+            out["answer_vocab_size"] = 4000
+    if model == "cmin":  # the official run scripts (README); Adam with decoupled weight decay
+        tacos = dataset == "tacos"
+        out.update(optimizer="adamw", scheduler="inverse_sqrt", warmup_updates=300, max_question_len=20,
+                   batch_size=64 if tacos else 128, epochs=40 if tacos else 10, lr=4e-4 if tacos else 8e-4,
+                   warmup_init_lr=1e-7 if tacos else 1e-6, weight_decay=1e-8 if tacos else 1e-7)
+    if model == "masn":  # the paper: Adam 1e-4, batch 32 (Count, FrameQA) / 16 (Action, Transition)
+        out["batch_size"] = 16 if task_type == "mc" else 32
+        out["scheduler"] = "none"  # official default (change_lr='none'), no weight decay
+        out["weight_decay"] = 0.0
     return out
+
+
+#: MSPAN's dropout in the official run scripts (train_sh/*.sh), by (dataset, task)
+MSPAN_DROPOUT = {
+    ("tgif", "action"): 0.1,
+    ("tgif", "count"): 0.2,
+    ("tgif", "frameqa"): 0.3,
+    ("tgif", "transition"): 0.3,
+    ("msvd-qa", None): 0.3,
+    ("msrvtt-qa", None): 0.3,
+}
+
+
+def paper_model_defaults(model: str, dataset: str, task: str | None, task_type: str) -> dict[str, Any]:
+    """Per-task model-config defaults of a paper model, applied below the YAML file and ``--set``.
+
+    MSPAN (official run scripts): dropout 0.1 Action, 0.2 Count, 0.3 FrameQA, Transition, MSVD-QA and
+    MSRVTT-QA (the readout's 0.2 is the config default); other datasets keep the config default.
+    CMIN (official run scripts): window widths [6, 18, 32] steps on TACoS (the config default is
+    ActivityNet Captions').
+
+    Returns:
+        A dict of model-config field overrides (possibly empty).
+    """
+    out: dict[str, Any] = {}
+    if model == "mspan" and (dataset, task) in MSPAN_DROPOUT:
+        out["dropout"] = MSPAN_DROPOUT[(dataset, task)]
+    if model == "cmin" and dataset == "tacos":
+        out["window_widths"] = [6, 18, 32]
+    return out
+
 
 
 def describe_fields(cls: type) -> list[tuple[str, str, str, str]]:

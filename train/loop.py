@@ -254,6 +254,7 @@ def evaluate(
     order: Sequence[str] | None = None,
     show_progress: bool = False,
     desc: str = "eval",
+    moment: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, float], list[PredictionRecord]]:
     """Evaluate ``model`` over ``loader`` (this process's shard) and gather every process's records.
 
@@ -267,13 +268,14 @@ def evaluate(
         order: the split's question ids; gathered records are returned in this order.
         show_progress: show a tqdm bar.
         desc: the bar's label.
+        moment: moment retrieval's ``nms_threshold`` and ``iou`` formula (``train.losses.predict``).
 
     Returns:
         ``(metrics, records)``: the metrics over the whole split (each question once) and the records.
     """
     was_training = model.training
     model.eval()
-    ev = Evaluation(task_type, answer_vocab)
+    ev = Evaluation(task_type, answer_vocab, **(moment or {}))
     with torch.no_grad():
         for batch in tqdm(loader, desc=desc, disable=not show_progress, leave=False, dynamic_ncols=True):
             batch = move_to_device(batch, device)
@@ -297,11 +299,17 @@ def evaluate(
 class LRSchedulerHook(HookBase):
     """Steps an epoch-based learning-rate scheduler after every epoch."""
 
-    def __init__(self, scheduler: torch.optim.lr_scheduler.LRScheduler | None) -> None:
+    def __init__(self, scheduler: torch.optim.lr_scheduler.LRScheduler | None, *,
+                 per_step: bool = False) -> None:
         self.scheduler = scheduler
+        self.per_step = per_step  # per-update schedules (warm-up + inverse square root)
+
+    def after_step(self) -> None:
+        if self.scheduler is not None and self.per_step:
+            self.scheduler.step()
 
     def after_epoch(self) -> None:
-        if self.scheduler is not None:
+        if self.scheduler is not None and not self.per_step:
             self.scheduler.step()
 
 

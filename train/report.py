@@ -28,12 +28,16 @@ def format_report(run_dirs: list[Path]) -> str:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: missing; did `vqa-train` finish in {run}?")
         m = json.loads(path.read_text(encoding="utf-8"))
-        metric = m["selection_metric"]
         better = "lower is better" if m.get("selection_mode") == "min" else "higher is better"
-        chance = ", ".join(f"{k} {v:.3f}" for k, v in sorted(m.get("baselines_test", {}).items()))
         name = m["dataset"] + (f"/{m['task']}" if m.get("task") else "")
-        rows.append((m["model"], name, f"{metric} ({better})", f"{m['val'][metric]:.3f}",
-                     f"{m['test'][metric]:.3f}", chance, _features(m.get("provenance")), str(run)))
+        # moment retrieval: R@1 and R@5 at IoU 0.5 and mIoU, each beside the same metric of the baselines
+        moment = m.get("task_type") == "moment"
+        for metric in ("R@1,IoU=0.5", "R@5,IoU=0.5", "mIoU") if moment else (m["selection_metric"],):
+            base = {k: v for k, v in m.get("baselines_test", {}).items()
+                    if not moment or k.endswith("/" + metric)}
+            chance = ", ".join(f"{k} {v:.3f}" for k, v in sorted(base.items()))
+            rows.append((m["model"], name, f"{metric} ({better})", f"{m['val'][metric]:.3f}",
+                         f"{m['test'][metric]:.3f}", chance, _features(m.get("provenance")), str(run)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

@@ -13,7 +13,8 @@ in spawned processes for DDP). The run directory::
       metrics.jsonl               # one JSON line per epoch (train losses, val metrics, lr, time)
       metrics.json                # at the end: val and test of the best checkpoint, its path, baselines
       predictions_test.jsonl      # qid, video_id, qtype, prediction, answer, correct / squared error
-      predictions_test.csv        # the same as CSV
+      predictions_test.csv        # the same as CSV (moment retrieval: top-5 moments, ground truth, IoUs)
+      feature_cache/              # moment retrieval: the PCA projection fitted on the training split
       .vqa-train.lock             # flock held while a process trains or evaluates here
       eval-NAME/                  # --eval-only with --out set to a training run: eval_config.yaml,
                                   # metrics.json, predictions (the run's own files are never touched)
@@ -48,7 +49,8 @@ from extract.reader import FeatureReader
 from models import get_model
 from pipelines.atomic import DirectoryInUseError, atomic_path, directory_lock, write_json_atomic
 from pipelines.datasets import get_dataset
-from pipelines.text import prepare_qa
+from pipelines.deps import dependency_edges
+from pipelines.text import prepare_moments, prepare_qa
 from pipelines.version import toolkit_version
 from train.checkpoint import (
     CheckpointError,
@@ -83,7 +85,23 @@ from train.loop import (
     TrainState,
     evaluate,
 )
-from train.losses import COUNT_MAX, COUNT_MIN, PredictionRecord, selection_metric
+from train.losses import (
+    COUNT_MAX,
+    COUNT_MIN,
+    PredictionRecord,
+    compute_losses,
+    moment_metrics,
+    moment_records,
+    selection_metric,
+)
+from train.moments import (
+    MomentCollate,
+    MomentDataset,
+    best_prior_moments,
+    dependency_label_index,
+    load_or_fit_pca,
+    random_moments,
+)
 from train.provenance import RANDOM_WEIGHTS_BANNER, build_record, check_features, describe, feature_record
 
 __all__ = [
@@ -107,7 +125,8 @@ RESUMABLE_KEYS = frozenset({"epochs", "num_workers", "log_every", "patience", "k
                             "glove_warn_coverage", "allow_zero_glove_coverage"})
 #: train.* keys an evaluation may set differently from the checkpoint's training config (they do not change
 #: the results); every other key is taken from the checkpoint, and a contradicting value is refused
-EVAL_RUNTIME_KEYS = RESUMABLE_KEYS | {"batch_size", "eval_batch_size", "ddp_find_unused_parameters"}
+EVAL_RUNTIME_KEYS = RESUMABLE_KEYS | {"batch_size", "eval_batch_size", "ddp_find_unused_parameters",
+                                      "moment_nms", "moment_iou"}  # evaluation choices, not training
 LOCK_NAME = ".vqa-train.lock"
 
 
@@ -234,7 +253,18 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
-    """The epoch-wise schedule: StepLR(step_size, gamma), MultiStepLR(milestones, gamma) or None."""
+    """The epoch-wise schedule: StepLR(step_size, gamma), MultiStepLR(milestones, gamma) or None; or the
+    per-update ``inverse_sqrt`` (CMIN's): linear warm-up from ``warmup_init_lr`` to ``lr`` over
+    ``warmup_updates`` updates, then ``lr * sqrt(warmup_updates / update)``."""
+    if cfg.scheduler == "inverse_sqrt":
+        w, start = cfg.warmup_updates, cfg.warmup_init_lr / cfg.lr
+
+        def factor(step: int) -> float:
+            if step < w:
+                return start + (1.0 - start) * step / w
+            return math.sqrt(max(w, 1) / max(step, 1))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     if cfg.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
     if cfg.scheduler == "multistep":
@@ -391,8 +421,12 @@ def _segments(adapter: Any, splits: dict[str, Any]) -> dict[str, dict[str, tuple
     return out
 
 
-def _baselines(task_type: str, data: _Data, prepared: Any) -> dict[str, float]:
-    """Chance-level references on test: majority answer (open), 1/C (mc), train-mean count (count)."""
+def _baselines(task_type: str, data: _Data, prepared: Any, cfg: TrainConfig | None = None
+               ) -> dict[str, float]:
+    """Chance-level references on test: majority answer (open), 1/C (mc), train-mean count (count);
+    moment retrieval: a random window and the best prior, with every moment metric."""
+    if task_type == "moment":
+        return _moment_baselines(data, cfg or TrainConfig())
     tr, te = data.datasets["train"], data.datasets["test"]
     tr_ans = np.asarray(tr.split.answers)[tr.indices]
     te_ans = np.asarray(te.split.answers)[te.indices]
@@ -415,6 +449,36 @@ def _baselines(task_type: str, data: _Data, prepared: Any) -> dict[str, float]:
     return {"train_mean_mse": float(((pred - te_ans.astype(np.float64)) ** 2).mean())}
 
 
+def _moment_baselines(data: _Data, cfg: TrainConfig) -> dict[str, float]:
+    """``random_window/<metric>`` (5 uniform random windows, seed 0) and ``best_prior/<metric>`` (the
+    training split's 5 most frequent normalised moments), evaluated like the model (NMS, IoU formula)."""
+    tr, te = data.datasets["train"], data.datasets["test"]
+    rows, s = te.indices, te.split
+    dur = np.asarray(s.duration_s)[rows]
+    gt = torch.as_tensor(np.stack([np.asarray(s.start_s)[rows], np.asarray(s.end_s)[rows]], 1))
+    qids, vids = [s.qids[i] for i in rows], [s.video_ids[i] for i in rows]
+    t = tr.split
+    prior, freq = best_prior_moments(np.asarray(t.start_s)[tr.indices], np.asarray(t.end_s)[tr.indices],
+                                     np.asarray(t.duration_s)[tr.indices])
+    from train.losses import nms_top_k
+
+    keep = nms_top_k(torch.as_tensor(prior), torch.as_tensor(freq), threshold=cfg.moment_nms).numpy()
+    prior, freq = prior[keep], freq[keep]
+    steps = getattr(te, "num_steps", 200)
+    out: dict[str, float] = {}
+    for name, moments, scores in (
+        ("random_window", random_moments(dur), [np.linspace(1, 0.5, 5)] * len(rows)),
+        ("best_prior", [prior * d for d in dur], [freq] * len(rows)),
+    ):
+        recs = moment_records(qids, vids, [torch.as_tensor(m) for m in moments],
+                              [torch.as_tensor(c) for c in scores], gt, torch.as_tensor(dur),
+                              iou=cfg.moment_iou, num_steps=steps)
+        for k, v in moment_metrics(recs).items():
+            if k != "num_questions":
+                out[f"{name}/{k}"] = v
+    return out
+
+
 def _loader(ds: QADataset, *, batch_size: int, sampler: Any, collate: QACollate, cfg: TrainConfig,
             pin: bool, generator: torch.Generator | None = None) -> DataLoader:
     return DataLoader(
@@ -430,7 +494,32 @@ def _loader(ds: QADataset, *, batch_size: int, sampler: Any, collate: QACollate,
     )
 
 
+def _write_moment_predictions(out: Path, split: str, records: Sequence[PredictionRecord]) -> None:
+    """Per query: its top-5 moments ``[start_s, end_s, score]`` (best first), the ground truth, the IoU of
+    each moment and of the top one."""
+    rows = [{"qid": r.qid, "video_id": r.video_id, "prediction": r.prediction, "answer": r.answer,
+             "ious": [round(v, 4) for v in (r.ious or ())], "iou": round(r.score, 4)} for r in records]
+    with atomic_path(out / f"predictions_{split}.jsonl") as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    header = ["qid", "video_id", "gt_start", "gt_end", "iou"]
+    for k in range(1, 6):
+        header += [f"start_{k}", f"end_{k}", f"score_{k}", f"iou_{k}"]
+    with atomic_path(out / f"predictions_{split}.csv") as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(header)
+            for r in rows:
+                line = [r["qid"], r["video_id"], *r["answer"], r["iou"]]
+                for k in range(5):
+                    pred = r["prediction"][k] if k < len(r["prediction"]) else ["", "", ""]
+                    line += [*pred, r["ious"][k] if k < len(r["ious"]) else ""]
+                w.writerow(line)
+
+
 def _write_predictions(out: Path, split: str, records: Sequence[PredictionRecord], task_type: str) -> None:
+    if task_type == "moment":
+        _write_moment_predictions(out, split, records)
+        return
     score_name = "squared_error" if task_type == "count" else "correct"
     rows = []
     for r in records:
@@ -469,6 +558,72 @@ def _check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: P
             f"--resume: the config differs from the run's saved {path}: " + "; ".join(diffs)
             + f". Only train.{{{', '.join(sorted(RESUMABLE_KEYS))}}} may change on resume; use a new --out"
         )
+
+
+def _prepare_moments_data(spec: RunSpec, adapter: Any, reader: Any, dist: DistInfo) -> tuple[Any, _Data]:
+    """Queries, dependency edges, the PCA projection and the three splits of a moment-retrieval run.
+
+    ActivityNet Captions: train / val (val_1, model selection) / test (val_2); TACoS: train / val / test.
+    Edges: the stored parses of the official ``*_gcn.json`` files when the adapter read those, else
+    spaCy when installed, else the chain fallback (``pipelines.deps``).
+    """
+    cfg, mc = spec.train, spec.model_config
+    cache = spec.out / "text_cache"
+
+    def prepare() -> tuple[Any, Any]:
+        prepared = prepare_moments(adapter, cache_dir=cache, glove=spec.glove,
+                                   max_query_len=cfg.max_question_len)
+        stored = adapter.stored_parses(cache) if hasattr(adapter, "stored_parses") else None
+        return prepared, dependency_edges(adapter, cache_dir=cache, parsed=stored)
+
+    if dist.is_main:
+        prepared, parsed = prepare()
+    barrier()
+    if not dist.is_main:
+        prepared, parsed = prepare()
+    log.info("dependency edges: %s", parsed.parser)
+    splits = prepared.splits
+    if not {"train", "val", "test"} <= set(splits):
+        raise FeatureMismatchError(f"{spec.dataset}: needs train, val and test splits, has {sorted(splits)}")
+    labels = dependency_label_index(parsed.edges["train"], getattr(mc, "num_dep_labels", 40))
+    data = _Data()
+    rows: dict[str, np.ndarray] = {}
+    for name in ("train", "val", "test"):
+        split = splits[name]
+        r = np.arange(len(split))
+        missing = set(find_missing_videos(split.video_ids, reader))
+        if missing:
+            n_q = sum(v in missing for v in split.video_ids)
+            if not spec.allow_missing_features:
+                raise FeatureMismatchError(
+                    f"{spec.features}: {len(missing)} video(s) of the {name} split ({n_q} queries) have no "
+                    f"features, e.g. {', '.join(sorted(missing)[:5])}; extract them, or pass "
+                    f"--allow-missing-features to drop those queries")
+            r = np.array([i for i in r if split.video_ids[i] not in missing], dtype=np.int64)
+            log.warning("%s: dropped %d queries of %d videos without features", name, n_q, len(missing))
+        if len(r) == 0:
+            raise FeatureMismatchError(f"the {name} split has no queries left to use")
+        rows[name] = r
+        data.dropped[name] = {"missing_features": len(split) - len(r)} if missing else {}
+    train_vids = [splits["train"].video_ids[i] for i in rows["train"]]
+    stats = None
+    if cfg.feature_norm == "standardize":
+        stats = feature_statistics(reader, train_vids, ("clips",))["clips"]
+    projection = None
+    if mc.pca_dim is not None:
+        if dist.is_main:
+            projection = load_or_fit_pca(reader, train_vids, mc.pca_dim, cache_dir=spec.out / "feature_cache",
+                                         stats=stats, whiten=mc.pca_whiten)
+        barrier()
+        if not dist.is_main:
+            projection = load_or_fit_pca(reader, train_vids, mc.pca_dim, cache_dir=spec.out / "feature_cache",
+                                         stats=stats, whiten=mc.pca_whiten)
+    for name in ("train", "val", "test"):
+        data.datasets[name] = MomentDataset(
+            splits[name], parsed.edges[name], labels, reader, num_steps=mc.num_steps, resample=mc.resample,
+            projection=projection, feature_stats=stats, indices=rows[name])
+        data.datasets[name].num_steps = mc.num_steps
+    return prepared, data
 
 
 def run(spec: RunSpec) -> dict[str, Any]:
@@ -539,11 +694,15 @@ def run(spec: RunSpec) -> dict[str, Any]:
         vocab_size_cfg = cfg.answer_vocab_size if cfg.answer_vocab_size is not None else "default"
         prep_kwargs = dict(cache_dir=out / "text_cache", answer_vocab_size=vocab_size_cfg,
                            glove=spec.glove, max_question_len=cfg.max_question_len)
-        if dist.is_main:
-            prepared = prepare_qa(adapter, **prep_kwargs)
-        barrier()
-        if not dist.is_main:
-            prepared = prepare_qa(adapter, **prep_kwargs)
+        if task_type == "moment":
+            prepared, data = _prepare_moments_data(spec, adapter, reader, dist)
+        else:
+            if dist.is_main:
+                prepared = prepare_qa(adapter, **prep_kwargs)
+            barrier()
+            if not dist.is_main:
+                prepared = prepare_qa(adapter, **prep_kwargs)
+        question_vocab = list(prepared.query_vocab if task_type == "moment" else prepared.question_vocab)
         answer_vocab = list(prepared.answer_vocab) if task_type == "open" else None
         model_cfg = spec.model_config
         eval_ckpt = None
@@ -559,7 +718,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
             model_cfg = build_config(entry.config_cls, json.loads(meta["model_config"]), section="model")
             feature_change = check_features(meta.get("provenance"), features, what="--eval-only",
                                             source=str(spec.checkpoint), allow=spec.allow_feature_change)
-            _check_eval_meta(meta, spec, list(prepared.question_vocab))
+            _check_eval_meta(meta, spec, question_vocab)
             if meta.get("answer_vocab") is not None and meta["answer_vocab"] != (answer_vocab or []):
                 raise CheckpointError(
                     f"{spec.checkpoint}: its answer vocabulary ({len(meta['answer_vocab'])} answers) differs "
@@ -573,19 +732,22 @@ def run(spec: RunSpec) -> dict[str, Any]:
         conf["provenance"] = record
         if dist.is_main:
             _write_yaml(out / ("eval_config.yaml" if spec.eval_only else "config.yaml"), conf)
-        data = _build_data(spec, adapter, prepared, reader, entry, task_type)
+        if task_type != "moment":
+            data = _build_data(spec, adapter, prepared, reader, entry, task_type)
         for name, ds in data.datasets.items():
             log.info("%s: %d questions", name, len(ds))
 
         ragged = tuple(n for n, s in reader.outputs.items() if s.ragged)
         collate = QACollate(ragged, answer_dtype=torch.float32 if task_type == "count" else torch.int64)
+        if task_type == "moment":
+            collate = MomentCollate()
         pin = device.type == "cuda"
 
         seed_everything(cfg.seed)
         embeddings = prepared.embeddings
         model = entry.build(
             model_cfg,
-            vocab_size=len(prepared.question_vocab),
+            vocab_size=len(question_vocab),
             num_answers=len(answer_vocab or []),
             task_type=task_type,
             embeddings=embeddings,
@@ -598,7 +760,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
             "model_config": json.dumps(config_to_dict(model_cfg), sort_keys=True),
             "train_config": json.dumps(config_to_dict(cfg), sort_keys=True),
             "answer_vocab": answer_vocab or [],
-            "question_vocab": list(prepared.question_vocab),
+            "question_vocab": question_vocab,
             "dataset": spec.dataset,
             "task": spec.task,
             "provenance": record,
@@ -614,11 +776,14 @@ def run(spec: RunSpec) -> dict[str, Any]:
             for name in ("val", "test")
         }
 
+        moment_opts = ({"nms_threshold": cfg.moment_nms, "iou": cfg.moment_iou} if task_type == "moment"
+                       else None)
+
         def run_eval(split: str) -> tuple[dict[str, float], list[PredictionRecord]]:
             return evaluate(
                 model, eval_loaders[split], task_type=task_type, device=device, amp=cfg.amp,
                 answer_vocab=answer_vocab, order=data.datasets[split].qids,
-                show_progress=spec.show_progress and dist.is_main, desc=split,
+                show_progress=spec.show_progress and dist.is_main, desc=split, moment=moment_opts,
             )
 
         state = TrainState()
@@ -652,7 +817,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
 
                 writer = SummaryWriter(str(out / "tensorboard"))
             hooks = [
-                LRSchedulerHook(scheduler),
+                LRSchedulerHook(scheduler, per_step=cfg.scheduler == "inverse_sqrt"),
                 EvalHook(lambda: run_eval("val")[0], metric=metric, mode=mode),
                 MetricsLogHook(out / "metrics.jsonl", writer, log_every=cfg.log_every, enabled=dist.is_main),
                 CheckpointHook(ckpt_dir, model=model, scheduler=scheduler, meta=meta,
@@ -663,6 +828,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
                 ddp_model, optimizer, train_loader, task_type=task_type, device=device, amp=cfg.amp,
                 grad_clip=cfg.grad_clip, margin=cfg.hinge_margin, hooks=hooks, loader_generator=gen,
                 seed=cfg.seed, show_progress=spec.show_progress and dist.is_main,
+                loss_fn=_moment_loss_fn(model_cfg) if task_type == "moment" else None,
             )
             if resume_from is not None:
                 ck = load_checkpoint(resume_from)
@@ -711,7 +877,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
             "stopped_early": bool(state.stop),
             "val": val_metrics,
             "test": test_metrics,
-            "baselines_test": _baselines(task_type, data, prepared),
+            "baselines_test": _baselines(task_type, data, prepared, cfg),
             "dropped_questions": data.dropped,
             "eval_only": spec.eval_only,
             "provenance": record,
@@ -777,6 +943,13 @@ def _check_eval_meta(meta: Mapping[str, Any], spec: RunSpec, question_vocab: lis
     else:
         log.warning("%s records no training config (older toolkit); using the given train.* settings",
                     spec.checkpoint)
+
+
+def _moment_loss_fn(model_cfg: Any):
+    """The moment loss with the model config's label rule and regression weight."""
+    weights = {"label_min_ratio": getattr(model_cfg, "label_min_ratio", 0.3),
+               "reg_weight": getattr(model_cfg, "reg_weight", 1e-3)}
+    return lambda outputs, batch: compute_losses("moment", outputs, batch, **weights)
 
 
 def _finite(obj: Any) -> Any:

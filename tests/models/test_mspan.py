@@ -134,10 +134,12 @@ def test_block_shapes():
     att = CrossScaleAttention(D, H)
     q = torch.randn(B, H)
     src, tgt = nodes[:, :8], nodes[:, 8:15]
-    u = att.attend(src, att.w1(tgt), att.w3(q), att.w5(q), g.cross(2, 1))
-    assert u.shape == (B, 7, H)
+    u, a = att.attend(src, att.w1(tgt), att.w3(q), att.w5(q), g.cross(2, 1))
+    assert u.shape == (B, 7, H) and a.shape == (B, 7, 8)
+    torch.testing.assert_close(a.sum(-1), torch.ones(B, 7))
     assert att.update(att.w6_node(tgt), u).shape == (B, 7, D)
-    assert QuestionGuidedReadout(D, H)(nodes[:, :8], q).shape == (B, D)
+    video, alpha = QuestionGuidedReadout(D, H)(nodes[:, :8], q)
+    assert video.shape == (B, D) and alpha.shape == (B, 8)
     assert QuestionFusion(D, H)(torch.randn(B, D), q).shape == (B, H)
     assert QuestionFusion(D, H)(torch.randn(B, 5, D), torch.randn(B, 5, H)).shape == (B, 5, H)
 
@@ -161,10 +163,11 @@ def test_attention_softmax_is_over_neighbours_only():
     g = build_graphs(5, 2)
     edges = g.cross(2, 1)  # (4, 5)
     src, tgt, q = torch.randn(2, 5, 8), torch.randn(2, 4, 8), torch.randn(2, 4)
-    u = att.attend(src, att.w1(tgt), att.w3(q), att.w5(q), edges)
+    u, a = att.attend(src, att.w1(tgt), att.w3(q), att.w5(q), edges)
+    assert (a[:, ~edges] == 0).all()
     src2 = src.clone()
     src2[:, 4] = 100.0  # frame 4 is a neighbour of scale-2 node 3 only
-    u2 = att.attend(src2, att.w1(tgt), att.w3(q), att.w5(q), edges)
+    u2, _ = att.attend(src2, att.w1(tgt), att.w3(q), att.w5(q), edges)
     torch.testing.assert_close(u2[:, :3], u[:, :3])
     assert not torch.allclose(u2[:, 3], u[:, 3])
 
@@ -192,11 +195,12 @@ def test_progressive_passes_propagate_across_all_scales():
     nodes = torch.randn(2, sum(g.sizes), 32, requires_grad=True)
     q = torch.randn(2, 16)
     block = model.blocks[0]
-    out = model._top_down(block.top_down, nodes, nodes.detach(), q)
+    weights = torch.zeros(2, sum(g.sizes), sum(g.sizes))
+    out = model._top_down(block.top_down, nodes, nodes.detach(), q, weights)
     out[:, g.offsets[3]:].sum().backward()  # coarsest scale after top-down
     assert nodes.grad[:, : g.offsets[1]].abs().sum() > 0  # ... depends on scale 1 through scales 2, 3
     nodes.grad = None
-    out = model._bottom_up(block.bottom_up, nodes, nodes.detach(), q)
+    out = model._bottom_up(block.bottom_up, nodes, nodes.detach(), q, weights)
     out[:, : g.offsets[1]].sum().backward()  # finest scale after bottom-up
     assert nodes.grad[:, g.offsets[3]:].abs().sum() > 0  # ... depends on scale K
 
@@ -209,7 +213,8 @@ def test_progressive_passes_propagate_across_all_scales():
 def test_output_contract(task, key, shape):
     model = build(task)
     out = model(make_batch())
-    assert set(out) == {key} and out[key].shape == shape and torch.isfinite(out[key]).all()
+    assert set(out) == {key, "readout_weights", "cross_scale_attention"}
+    assert out[key].shape == shape and torch.isfinite(out[key]).all()
     out[key].float().pow(2).mean().backward()
     unused = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not unused, f"parameters without gradient for {task}: {unused}"  # DDP-safe: all used
@@ -281,7 +286,9 @@ ABLATIONS = {
     "T4": {"iterations": 4},
     "K1": {"num_scales": 1},
     "K8": {"num_scales": 8},
-    "per_iteration_weights": {"share_iteration_weights": False},
+    "shared_weights": {"share_iteration_weights": True},
+    "official": {"variant": "official"},
+    "official_shared_dense": {"variant": "official", "share_iteration_weights": True, "interaction": "dense"},
     "gcn_3_layers": {"gcn_layers": 3},
     "frozen_words": {"freeze_embeddings": True},
 }
@@ -298,6 +305,8 @@ def test_ablation_switch_trains_one_step(name):
     loss = open_ended_loss(model(batch)["logits"], answer)
     loss.backward()
     for n, p in model.named_parameters():
+        if n == "readout.w9.bias":  # official only: used, but its gradient is 0 (it cancels in the softmax)
+            continue
         if p.requires_grad:  # every trainable parameter is used (DDP needs no find_unused_parameters)
             assert p.grad is not None and torch.isfinite(p.grad).all(), n
             assert p.grad.abs().sum() > 0, n
@@ -305,7 +314,7 @@ def test_ablation_switch_trains_one_step(name):
             assert p.grad is None, n
     opt.step()
     for n, p in model.named_parameters():
-        assert torch.equal(p, before[n]) != p.requires_grad, n
+        assert n == "readout.w9.bias" or torch.equal(p, before[n]) != p.requires_grad, n
     with torch.no_grad():
         assert open_ended_loss(model(batch)["logits"], answer) < loss
     emb = model.question_encoder.embedding.weight
@@ -320,7 +329,9 @@ def test_ablations_change_the_architecture():
     paper = n_params["paper"]
     assert n_params["no_gcn"] < paper and n_params["T0"] < n_params["dense"] < paper
     assert n_params["top_down"] == n_params["bottom_up"] == n_params["dense"]
-    assert n_params["per_iteration_weights"] > paper and n_params["avg_pool"] == paper == n_params["T4"]
+    assert n_params["shared_weights"] < paper < n_params["T4"] and n_params["avg_pool"] == paper
+    # official: + the readout score bias and the decoder's BatchNorm (weight and bias of H = 16)
+    assert n_params["official"] == paper + 1 + 2 * 16
     # avg and max pooling give different graphs from the same weights
     batch = make_batch()
     out_max = build("open").eval()(batch)["logits"]
@@ -362,7 +373,8 @@ def test_paper_defaults():
     assert (cfg.appearance_dim, cfg.motion_dim, cfg.node_dim, cfg.hidden_dim, cfg.word_dim) == (
         2048, 2048, 2048, 512, 300)
     assert (cfg.lstm_layers, cfg.pool, cfg.use_gcn, cfg.interaction) == (3, "max", True, "progressive")
-    assert cfg.share_iteration_weights
+    assert not cfg.share_iteration_weights  # one weight set per iteration, like the official code
+    assert (cfg.variant, cfg.dropout, cfg.readout_dropout) == ("paper", 0.1, 0.2)
 
 
 @pytest.mark.parametrize(
@@ -376,6 +388,8 @@ def test_paper_defaults():
         ("iterations", 1.5, "integer"),
         ("dropout", 1.0, r"\[0, 1\)"),
         ("dropout", "0.1", "number"),
+        ("readout_dropout", -0.1, r"\[0, 1\)"),
+        ("variant", "authors", "'paper', 'official'"),
         ("use_gcn", "false", "true or false"),
         ("hidden_dim", 511, "even"),
         ("node_dim", 0, ">= 1"),
@@ -394,3 +408,138 @@ def test_builder_rejects_bad_arguments():
         mspan(TINY, vocab_size=VOCAB, num_answers=0, task_type="open")
     with pytest.raises(TypeError, match="MSPANConfig"):
         mspan({"num_frames": 8}, vocab_size=VOCAB, num_answers=3, task_type="open")
+
+
+# ---------------------------------------------------------------- settings, explanations, candidates
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+@pytest.mark.parametrize("task", ["open", "mc", "count"])
+def test_each_setting_trains_a_step_for_each_task_type(variant, task):
+    cfg = dataclasses.replace(TINY, variant=variant, dropout=0.1)
+    model = build(task, cfg)
+    batch = make_batch(6, seed=3)
+    g = torch.Generator().manual_seed(4)
+    answer = {"open": torch.randint(0, ANSWERS, (6,), generator=g),
+              "mc": torch.randint(0, CANDS, (6,), generator=g),
+              "count": torch.randint(1, 11, (6,), generator=g).float()}[task]
+    loss_fn, key = {"open": (open_ended_loss, "logits"), "mc": (hinge_loss, "scores"),
+                    "count": (count_loss, "count")}[task]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    loss = loss_fn(model(batch)[key], answer)
+    loss.backward()
+    opt.step()
+    assert torch.isfinite(loss)
+    moved = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
+    assert len(moved) >= len(before) - 1  # all but the official readout score bias (it cancels)
+    has_bn = any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules())
+    assert has_bn == (variant == "official" and task != "mc")
+    model.eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(batch)[key]).all()
+
+
+def test_official_setting_differs_from_the_paper_point_by_point():
+    g = build_graphs(8, 3)
+    td = g.official_cross(2, 1)  # (7, 8): target scale 2, source scale 1
+    assert td.sum(1).tolist() == [1] * 7 and torch.equal(td, torch.eye(7, 8, dtype=torch.bool))  # |x-y| <= 0
+    assert g.cross(2, 1).sum(1).tolist() == [2] * 7  # paper: both frames of each scale-2 node
+    three = g.official_cross(3, 2)  # |x - y| <= 1
+    assert three[2].nonzero().flatten().tolist() == [1, 2, 3]
+    assert g.cross(3, 2)[2].nonzero().flatten().tolist() == [1, 2, 3, 4]  # paper adds x = y + i
+    assert torch.equal(g.official_cross(1, 2), g.official_cross(2, 1).T)
+    # official attention: non-neighbours keep weight exp(0) / Z > 0
+    torch.manual_seed(0)
+    att = CrossScaleAttention(8, 4, official=True).eval()
+    src, tgt, q = torch.randn(2, 8, 8), torch.randn(2, 7, 8), torch.randn(2, 4)
+    _, a = att.attend(src, att.w1(tgt), att.w3(q), att.w5(q), td)
+    assert (a[:, ~td] > 0).all()
+    model = build("open", dataclasses.replace(TINY, variant="official"))
+    assert model.question_encoder.sentence_layer == 0 and model.readout.w9.bias is not None
+    assert build("open").question_encoder.sentence_layer == 0  # TINY has 1 LSTM layer: the last is the first
+
+
+def test_question_encoder_sentence_layer_picks_that_layers_states():
+    torch.manual_seed(0)
+    enc = QuestionEncoder(VOCAB, embed_dim=8, hidden_dim=16, num_layers=3, sentence_layer=0).eval()
+    tokens, lens = torch.tensor([[3, 4, 5, 0]]), torch.tensor([3])
+    x = enc.embedding(tokens[:, :3])
+    _, (h_n, _) = enc.lstm(x)
+    _, sent = enc(tokens, lens)
+    torch.testing.assert_close(sent, torch.cat([h_n[0], h_n[1]], dim=-1))
+    last = QuestionEncoder(VOCAB, embed_dim=8, hidden_dim=16, num_layers=3).eval()
+    last.load_state_dict(enc.state_dict())
+    torch.testing.assert_close(last(tokens, lens)[1], torch.cat([h_n[4], h_n[5]], dim=-1))
+    with pytest.raises(ValueError, match="sentence_layer"):
+        QuestionEncoder(VOCAB, num_layers=2, sentence_layer=2)
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_explanations_readout_weights_and_cross_scale_attention(variant):
+    model = build("open", dataclasses.replace(TINY, variant=variant)).eval()
+    out = model(make_batch(3))
+    g = build_graphs(8, 4)
+    S = sum(g.sizes)
+    w = out["readout_weights"]
+    assert w.shape == (3, 8) and not w.requires_grad
+    torch.testing.assert_close(w.sum(1), torch.ones(3))
+    att = out["cross_scale_attention"]
+    assert att.shape == (3, 2 * 2, S, S) and not att.requires_grad  # T = 2 iterations x 2 passes
+    o = g.offsets
+    # top-down pass: rows of scales 2..K each sum to 1 over the previous scale's nodes, nothing else
+    td = att[:, 0]
+    torch.testing.assert_close(td[:, o[1]:].sum(-1), torch.ones(3, S - o[1]))
+    assert (td[:, : o[1]] == 0).all()
+    edges = g.cross(2, 1) if variant == "paper" else g.official_cross(2, 1)
+    block = td[:, o[1]:o[2], : o[1]]
+    assert (block[:, ~edges] == 0).all() if variant == "paper" else (block[:, ~edges] > 0).all()
+    bu = att[:, 1]  # bottom-up: rows of scales 1..K-1 over the next coarser scale
+    torch.testing.assert_close(bu[:, : o[3]].sum(-1), torch.ones(3, o[3]))
+    scale, start = model.node_spans()
+    assert torch.equal(scale, g.scale) and torch.equal(start, g.start)
+
+
+def test_dense_ablation_reads_out_all_scales():
+    seen = {}
+    for interaction in ("dense", "progressive"):
+        model = build("open", dataclasses.replace(TINY, interaction=interaction)).eval()
+        model.readout.register_forward_hook(lambda m, args, out, i=interaction: seen.__setitem__(i, args[0]))
+        out = model(make_batch(2))
+        seen[interaction + "_weights"] = out["readout_weights"]
+    S = sum(build_graphs(8, 4).sizes)
+    assert seen["dense"].shape == (2, S, 32) and seen["dense_weights"].shape == (2, S)  # all K graphs
+    assert seen["progressive"].shape == (2, 8, 32) and seen["progressive_weights"].shape == (2, 8)  # G_1
+    assert (seen["dense_weights"][:, 8:] > 0).all()  # the coarse scales get weight too
+
+
+def test_an_all_padding_candidate_never_wins():
+    model = build("mc")
+    batch = make_batch(6, seed=5)
+    batch["candidates"][:, 2] = 0
+    batch["candidates_len"][:, 2] = 0  # candidate 2: padding only
+    answer = torch.tensor([0, 1, 3, 4, 0, 1])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(3):  # training with a padded candidate stays finite
+        opt.zero_grad()
+        loss = hinge_loss(model(batch)["scores"], answer)
+        assert torch.isfinite(loss)
+        loss.backward()
+        opt.step()
+    # even a decoder that scores the padding highest cannot make it win
+    with torch.no_grad():
+        model.decoder[-1].bias.fill_(1e6)
+        scores = model.eval()(batch)["scores"]
+    assert torch.isneginf(scores[:, 2]).all() and (scores.argmax(1) != 2).all()
+    assert torch.isfinite(scores[:, [0, 1, 3, 4]]).all()
+
+
+def test_parameter_count_at_frameqa_sizes_matches_the_official_model():
+    # the official VideoQANetwork (gzcsudo/MSPAN-VideoQA, --num_scale 8 --K 3 --T 2, 2048-d features,
+    # module_dim 512) with a 5000-word vocabulary and 1000 answers has 96,254,281 parameters (counted by
+    # instantiating it). Built on the meta device: no memory, no initialisation.
+    with torch.device("meta"):
+        n = {v: sum(p.numel() for p in mspan(MSPANConfig(variant=v), vocab_size=5000, num_answers=1000,
+                                             task_type="open").parameters()) for v in ("paper", "official")}
+    assert n["official"] == 96_254_281
+    assert n["paper"] == 96_254_281 - 2 * 512 - 1  # no decoder BatchNorm, no readout score bias

@@ -16,8 +16,22 @@ TINY = {
               "word_dim": 4, "lstm_layers": 1, "num_scales": 3, "iterations": 1},
     "siasamrea": {"frames_dim": 8, "hidden_dim": 8, "num_heads": 2, "num_layers": 1, "word_dim": 4,
                   "clip_frames": 3, "num_siamese": 2, "affinity_dim": 4},
+    "cmin": {"clips_dim": 8, "pca_dim": None, "d_model": 8, "word_dim": 4, "num_heads": 2,
+             "window_widths": (2, 3)},
+    "masn": {"num_frames": 6, "appearance_dim": 8, "motion_dim": 6, "hidden_dim": 8, "word_dim": 4,
+             "position_dim": 4, "glimpses": 2},
 }
-OUTPUT_KEY = {"open": "logits", "mc": "scores", "count": "count"}
+OUTPUT_KEY = {"open": "logits", "mc": "scores", "count": "count", "moment": "window_scores"}
+FEATURE_DIMS = {"appearance": "appearance_dim", "motion": "motion_dim", "clips": "clips_dim"}
+# per-frame shapes of features that are not (T, <name>_dim): name -> (trailing shape, dtype)
+OBJECTS = 3
+OTHER_FEATURES = {
+    "objects": lambda cfg: ((OBJECTS, cfg.appearance_dim), torch.float32),
+    "motion_objects": lambda cfg: ((OBJECTS, cfg.motion_dim), torch.float32),
+    "object_boxes": lambda cfg: ((OBJECTS, 6), torch.float32),
+    "frame_mask": lambda cfg: ((), torch.bool),
+    "object_mask": lambda cfg: ((OBJECTS,), torch.bool),
+}
 
 
 def test_registry_lists_mspan():
@@ -62,17 +76,24 @@ def test_every_model_builds_and_runs_each_task_type(name):
         "candidates": torch.randint(1, 9, (b, c, 2)),
         "candidates_len": torch.full((b, c), 2),
     }
-    frames = getattr(cfg, "num_frames", 6)
+    steps = getattr(cfg, "num_frames", 6)
     for key in entry.feature_keys:
         if key.endswith("_times"):  # seconds of each frame (siasamrea)
-            batch[key] = torch.arange(frames).float().expand(b, -1) / 4
+            batch[key] = torch.arange(steps).float().expand(b, -1) / 4
+        elif key in OTHER_FEATURES:  # masn: objects, boxes, masks
+            shape, dtype = OTHER_FEATURES[key](cfg)
+            batch[key] = torch.ones(b, steps, *shape, dtype=dtype) if dtype == torch.bool else (
+                torch.rand(b, steps, *shape))
         else:  # convention: feature <key> has size cfg.<key>_dim
-            batch[key] = torch.randn(b, frames, getattr(cfg, f"{key}_dim"))
+            batch[key] = torch.randn(b, steps, getattr(cfg, FEATURE_DIMS.get(key, f"{key}_dim")))
+    batch["edges"] = torch.zeros(b, 3, 3, dtype=torch.int64)  # moment retrieval: dependency edges
     for task in entry.task_types:
         torch.manual_seed(0)
         model = entry.build(cfg, vocab_size=10, num_answers=4, task_type=task, embeddings=None)
         assert isinstance(model, torch.nn.Module)
         out = model(batch)
-        expected = {"open": (b, 4), "mc": (b, c), "count": (b,)}[task]
-        assert list(out)[0] == OUTPUT_KEY[task] and out[OUTPUT_KEY[task]].shape == expected
+        expected = {"open": (b, 4), "mc": (b, c), "count": (b,), "moment": (b, steps * 2)}[task]
+        # exactly one prediction key; other keys are documented extras (e.g. MSPAN's attention weights)
+        assert [k for k in out if k in OUTPUT_KEY.values()] == [OUTPUT_KEY[task]]
+        assert out[OUTPUT_KEY[task]].shape == expected
         assert not any(isinstance(v, torch.Tensor) and v.requires_grad for v in batch.values())

@@ -37,6 +37,7 @@ TINY_MODEL = (
     "model.num_scales=2",
     "model.iterations=1",
     "model.dropout=0.0",
+    "model.readout_dropout=0.0",
 )
 
 
@@ -98,3 +99,43 @@ def tiny_tgif(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
     features = write_feature_dir(base / "features", "mspan", items, provenance={"weights": "synthetic"},
                                  shard_size=10)
     return TinyData(root=root, features=Path(features), base=base)
+
+
+MASN_FRAMES, MASN_OBJECTS = 4, 3
+
+
+def masn_features(i: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``masn``-layout features of video ``g{i}`` carrying the same learnable signal as ``_features``.
+
+    The colour sits in the object rows (appearance RoIs), the count in the global motion; the last frame
+    of every other video and one object row per frame are padding (zeros, mask False).
+    """
+    base = _features(i, rng)
+    T, M = MASN_FRAMES, MASN_OBJECTS
+    frame_mask = np.ones(T, bool)
+    frame_mask[T - 1] = i % 2 == 0
+    object_mask = np.ones((T, M), bool)
+    object_mask[:, M - 1] = False
+    object_mask &= frame_mask[:, None]
+    objects = 0.1 * rng.standard_normal((T, M, DIM)).astype(np.float32) + base["appearance"][:, None]
+    motion_objects = 0.1 * rng.standard_normal((T, M, DIM)).astype(np.float32) + base["motion"][:, None]
+    boxes = rng.uniform(0, 1, (T, M, 6)).astype(np.float32)
+    out = {
+        "appearance": base["appearance"] * frame_mask[:, None],
+        "motion": base["motion"] * frame_mask[:, None],
+        "objects": objects * object_mask[..., None],
+        "object_boxes": boxes * object_mask[..., None],
+        "motion_objects": motion_objects * object_mask[..., None],
+        "frame_mask": frame_mask,
+        "object_mask": object_mask,
+    }
+    return {k: np.ascontiguousarray(v) for k, v in out.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_masn_features(tiny_tgif: TinyData) -> Path:
+    """A ``masn`` feature directory for the videos of ``tiny_tgif``."""
+    rng = np.random.default_rng(1)
+    items = {f"g{i:03d}": masn_features(i, rng) for i in range(NUM_VIDEOS)}
+    return Path(write_feature_dir(tiny_tgif.base / "masn_features", "masn", items,
+                                  provenance={"weights": "synthetic"}, shard_size=10))

@@ -14,6 +14,7 @@ from train.config import (
     config_to_dict,
     load_yaml_config,
     merge_sections,
+    paper_model_defaults,
     paper_train_defaults,
     parse_overrides,
 )
@@ -24,9 +25,34 @@ def test_defaults_are_the_papers():
     assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.batch_size) == ("adam", 1e-4, 5e-6, 64)
     assert cfg.milestones == (10, 15, 19, 23, 27) and cfg.gamma == 0.5 and cfg.step_size == 5
     msrvtt = paper_train_defaults("mspan", "msrvtt-qa", None, "open")
-    assert msrvtt == {"batch_size": 128, "scheduler": "step"}
+    assert msrvtt == {"batch_size": 128, "scheduler": "step", "epochs": 20, "answer_vocab_size": 4000}
     assert paper_train_defaults("mspan", "tgif", "count", "count")["scheduler"] == "step"
     assert paper_train_defaults("mspan", "tgif", "frameqa", "open")["scheduler"] == "multistep"
+
+
+@pytest.mark.parametrize(
+    "dataset, task, task_type, dropout, epochs, answers",
+    [  # the official run scripts, train_sh/*.sh
+        ("tgif", "action", "mc", 0.1, 30, None),
+        ("tgif", "transition", "mc", 0.3, 30, None),
+        ("tgif", "frameqa", "open", 0.3, 30, None),
+        ("tgif", "count", "count", 0.2, 20, None),
+        ("msvd-qa", None, "open", 0.3, 30, 4000),
+        ("msrvtt-qa", None, "open", 0.3, 20, 4000),
+    ],
+)
+def test_mspan_per_task_defaults(dataset, task, task_type, dropout, epochs, answers):
+    model = paper_model_defaults("mspan", dataset, task, task_type)
+    train = paper_train_defaults("mspan", dataset, task, task_type)
+    assert model == {"dropout": dropout}
+    assert train["epochs"] == epochs and train.get("answer_vocab_size") == answers
+    cfg = build_config(MSPANConfig, model, section="model")
+    assert cfg.dropout == dropout and cfg.readout_dropout == 0.2
+
+
+def test_no_per_task_model_defaults_without_an_official_script():
+    assert paper_model_defaults("mspan", "how2qa", None, "mc") == {}
+    assert paper_model_defaults("other", "tgif", "action", "mc") == {}
 
 
 def test_unknown_key_lists_valid_keys():
@@ -45,7 +71,7 @@ def test_unknown_key_lists_valid_keys():
         ({"epochs": 2.5}, "expected an integer"),
         ({"lr": "fast"}, "train.lr='fast' is invalid: expected a number"),
         ({"lr": -1.0}, "train.lr=-1.0 is invalid"),
-        ({"scheduler": "cosine"}, "choose none, step or multistep"),
+        ({"scheduler": "cosine"}, "choose none, step, multistep or inverse_sqrt"),
         ({"amp": True}, "expected a string"),
         ({"milestones": [5, 3]}, "strictly increasing"),
         ({"milestones": 5}, "expected a list"),

@@ -16,7 +16,8 @@ from train.cli import build_cli
 ARGS = [
     "--set", "model.node_dim=16", "--set", "model.hidden_dim=16", "--set", "model.word_dim=8",
     "--set", "model.lstm_layers=1", "--set", "model.num_scales=2", "--set", "model.iterations=1",
-    "--set", "model.dropout=0.0", "--set", "train.lr=3e-3", "--epochs", "2",
+    "--set", "model.dropout=0.0", "--set", "model.readout_dropout=0.0", "--set", "train.lr=3e-3",
+    "--epochs", "2",
     "--batch-size", "8",  # global: 4 per process with 2 processes; 32 training questions
     "--device", "cpu", "--no-progress",
 ]
@@ -61,3 +62,41 @@ def test_two_processes_match_one(tiny_tgif, tmp_path):
     for k, w in p1["model"].items():
         torch.testing.assert_close(p2["model"][k], w, rtol=0, atol=1e-5, msg=k)
     assert (one / "predictions_test.jsonl").read_text() == (two / "predictions_test.jsonl").read_text()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_nodes_match_one(tiny_tgif, tmp_path):
+    """Two torchrun launches as two "nodes" (--nnodes 2, c10d rendezvous on 127.0.0.1) equal one process."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    rdzv = ["--nnodes=2", "--nproc_per_node=1", "--rdzv_backend=c10d",
+            f"--rdzv_endpoint=127.0.0.1:{_free_port()}", "--rdzv_id=vqa-test-two-nodes"]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "torch.distributed.run", *rdzv, f"--node_rank={rank}",
+                          "-m", "train.cli", *_args(tiny_tgif, two)],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    res = CliRunner().invoke(build_cli(), _args(tiny_tgif, one), catch_exceptions=False)  # meanwhile
+    assert res.exit_code == 0, res.output
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    m1 = json.loads((one / "metrics.json").read_text())
+    m2 = json.loads((two / "metrics.json").read_text())
+    for split in ("val", "test"):
+        assert m2[split]["num_questions"] == m1[split]["num_questions"]
+        assert m2[split]["accuracy"] == pytest.approx(m1[split]["accuracy"], abs=1e-9)
+    rows1 = [json.loads(x) for x in (one / "metrics.jsonl").read_text().splitlines()]
+    rows2 = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val"] for r in rows2] == [r["val"] for r in rows1]
+    for r1, r2 in zip(rows1, rows2, strict=True):
+        assert r2["train"]["loss"] == pytest.approx(r1["train"]["loss"], abs=1e-4)
+    assert sum(o.count("best checkpoint") for o in outputs) == 1  # only global rank 0 reports

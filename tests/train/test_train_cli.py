@@ -115,13 +115,32 @@ def test_mc_and_count_learn(tiny_tgif, tmp_path, task, check):
         assert 1 <= pred["prediction"] <= 10 and "raw_prediction" in pred
 
 
+def test_per_task_defaults_are_in_config_yaml(tiny_tgif, tmp_path):
+    assert TINY[-2:] == ["--set", "model.dropout=0.0"]
+    tiny = TINY[:-2]  # keep the per-task dropout
+    out = tmp_path / "count"
+    res = _invoke(_args(tiny_tgif, "count", out, *tiny, "--epochs", "1", "--batch-size", "16"))
+    assert res.exit_code == 0, res.output
+    conf = yaml.safe_load((out / "config.yaml").read_text())
+    assert conf["model"]["dropout"] == 0.2 and conf["model"]["readout_dropout"] == 0.2  # train_sh/count.sh
+    assert conf["model"]["variant"] == "paper" and conf["model"]["share_iteration_weights"] is False
+    assert conf["train"]["scheduler"] == "step" and conf["train"]["epochs"] == 1  # the flag wins
+    out = tmp_path / "action"
+    res = _invoke(_args(tiny_tgif, "action", out, *tiny, "--epochs", "1", "--batch-size", "16",
+                        "--set", "model.readout_dropout=0.0"))
+    assert res.exit_code == 0, res.output
+    conf = yaml.safe_load((out / "config.yaml").read_text())
+    assert conf["model"]["dropout"] == 0.1 and conf["model"]["readout_dropout"] == 0.0
+    assert conf["train"]["scheduler"] == "multistep"
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
         (["--set", "train.learning_rate=1"], "unknown train key(s) train.learning_rate"),
         (["--set", "model.scales=3"], "valid keys: model.num_frames"),
         (["--set", "model.pool=median"], "model.pool='median' is invalid"),
-        (["--set", "train.scheduler=cosine"], "choose none, step or multistep"),
+        (["--set", "train.scheduler=cosine"], "choose none, step, multistep or inverse_sqrt"),
         (["--epochs", "0"], "train.epochs=0 is invalid"),
         (["--set", "lr=1"], "train.<field> or model.<field>"),
         (["--set", "model.appearance_dim=2048"], "features' 'appearance' have size 8"),

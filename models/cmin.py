@@ -1,0 +1,482 @@
+"""CMIN: Cross-Modal Interaction Networks for query-based moment retrieval.
+
+Zhang, Lin, Zhao, Xiao, "Cross-Modal Interaction Networks for Query-Based Moment Retrieval in Videos",
+SIGIR 2019. Official code: https://github.com/ikuinen/CMIN_moment_retrieval (read for reference;
+nothing copied).
+
+What this file computes (T time steps, L query words, K window widths, d model size)::
+
+    query   w_1..w_L (GloVe)  -> BiGRU                    h_i in R^d
+    Eq. (1)  syntactic GCN, l layers over the dependency edges, residual:
+             g_i = ReLU( W_self h_i + b_self
+                         + sum_{j: j -> i is an edge}  W_dir(j,i) h_j + b_lab(j,i) )
+             o_i = g_i + h_i
+             dir is "along the edge" (head -> dependent) or "against it" (dependent -> head); every
+             (direction, label) pair has its own bias.
+    video    v_1..v_T (PCA-reduced clip features)
+    Eq. (2)  multi-head self-attention with residual: V^S = MultiHead(V, V, V) + V, n layers
+    Eq. (3)  BiGRU over V^S                               h^v_t in R^d
+    Eq. (4)  attentive aggregation of the words for each step:
+             m_ti = w^T tanh(W_1 h^v_t + W_2 o_i + b),  a_t = softmax_i(m_t),  s_t = sum_i a_ti o_i
+    Eq. (5)  cross gate: h~^v_t = h^v_t * sigma(W_s s_t),  s~_t = s_t * sigma(W_v h^v_t)
+    Eq. (6)  bilinear fusion: f_t = ReLU-ed low-rank bilinear P( ReLU(U h~^v_t * V s~_t) ), then a BiGRU
+             over f_1..f_T gives the step features h^f_t (the next interaction stage's video input)
+    Eq. (7)  localisation: at every step t and width w_k, the window centred on t with width w_k gets a
+             confidence c_tk = sigma(w_c^T h^f_t) and offsets (d^s_tk, d^e_tk) = W_o h^f_t
+    Eq. (8)  loss = alignment BCE(c_tk, y_tk) over the valid windows + lambda * regression
+
+Readings of the paper, and where the official code differs:
+
+- Order of the query encoder: the paper runs the BiGRU first and the GCN on its outputs (followed
+  here); the official code runs the GCN on the word vectors and the BiGRU after it.
+- Syntactic GCN: the official code also gates every edge message with a sigmoid of a per-label gate
+  (``gcn_edge_gates=True`` reproduces it; off by default as the paper's equation has no gate) and
+  uses about 40 dependency labels (``num_dep_labels``). The self-loop has its own weight and bias.
+- Self-attention: the official code restricts each step to a local window of +-3 steps
+  (``attn_window=3``, followed); the paper does not state a window. Padded steps are never attended.
+- Interaction: the paper stacks aggregation, cross gate and bilinear fusion; the official run uses one
+  stage and concatenates the gated features instead of the bilinear fusion (its bilinear module is
+  commented out). Defaults: one stage (official) with the bilinear fusion (paper); the bilinear fusion
+  is low-rank, P(U x * V y), as the official (unused) module, since a full d x d x d tensor is 134M
+  weights.
+- Windows: official widths (ActivityNet [16, 32, 64, 96, 128, 160, 192] steps, TACoS [6, 18, 32]) on
+  T = 200 resampled steps. A window centred on step t with width w covers [t + 1/2 - w/2, t + 1/2 + w/2]
+  in continuous step units (the official inclusive integer box [t - (w-1)/2, t + (w-1)/2]); windows
+  reaching outside the video's valid steps are masked out of the loss and the predictions (official).
+- Labels and loss weights (the paper is silent on both; official followed, in ``train/losses.py``):
+  y = IoU / max IoU over the valid windows, zeroed below 0.3 * max; regression SmoothL1 of the refined
+  box (window + offsets) of the best-labelled window against the ground truth, weight 1e-3, in steps.
+
+Outputs (``forward`` returns a dict; B batch, T steps, K widths, N = T * K windows, step-major)::
+
+    window_scores   (B, N)     confidence logits of every window (sigmoid gives c_tk); -inf-free,
+                               invalid windows are flagged by window_mask, not by their value
+    window_offsets  (B, N, 2)  start/end offsets in steps
+    window_mask     (B, N)     True where the window lies inside the video's valid steps
+    windows         (N, 2)     window [start, end) in steps (the same for every video)
+    step_scores     (B, T)     evaluation mode only: per-time-step relevance, the best confidence logit
+                               of the valid windows covering each step (padded steps -inf); for
+                               explaining predictions (:func:`step_relevance`)
+    word_attention  (B, T, L)  the last stage's attention of each step over the words
+    num_steps       (B,)       valid steps of each video (seconds = steps / num_steps * duration)
+
+Ablations (config switches, the paper's study): ``use_gcn=False`` (no syntactic GCN),
+``use_self_attention=False``, ``num_interactions`` (stages), ``use_aggregation=False`` (mean of the
+words instead of the attention), ``use_cross_gate=False``, ``fusion="concat"`` (no bilinear fusion,
+the official run's choice).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.layers import as_embedding_tensor
+
+__all__ = [
+    "ACTIVITYNET_WIDTHS", "CMIN", "CMINConfig", "TACOS_WIDTHS", "cmin", "step_relevance", "window_layout",
+]
+
+ACTIVITYNET_WIDTHS = (16, 32, 64, 96, 128, 160, 192)
+TACOS_WIDTHS = (6, 18, 32)
+
+
+@dataclass(frozen=True)
+class CMINConfig:
+    """CMIN hyper-parameters: the official run scripts' values (ActivityNet Captions unless noted).
+
+    Attributes:
+        clips_dim: input clip feature size (filled from the feature directory).
+        pca_dim: PCA components fitted on the training split's features (500, the paper's PCA-500); the
+            video encoder's input size (``video_dim``); None = no PCA, the features' own size.
+        pca_whiten: also scale each component to unit variance on the training split (off: the paper's
+            plain PCA).
+        num_steps: T, every video resampled to this many steps (200).
+        resample: ``"always"`` (official: mean-pool longer and repeat shorter videos to exactly T) or
+            ``"longer"`` (pool only longer videos; shorter ones are zero-padded and masked).
+        d_model: d (512).
+        word_dim: word-vector size (300, GloVe).
+        freeze_embeddings: keep the word vectors fixed (official: fixed word2vec lookup).
+        num_heads: self-attention heads (4, run scripts).
+        num_attn_layers: self-attention layers (2).
+        attn_window: each step attends to +- this many steps (3, official); None = all steps.
+        num_gcn_layers: l (2).
+        num_dep_labels: dependency label ids (40, official; id 0 = unknown label).
+        gcn_edge_gates: gate each edge message (official code; not in the paper's equation).
+        num_interactions: interaction stages (1, official).
+        window_widths: K window widths in steps (ActivityNet's; TACoS (6, 18, 32)).
+        dropout: 0.2 (run scripts).
+        use_gcn, use_self_attention, use_aggregation, use_cross_gate, fusion: ablation switches.
+        label_min_ratio: labels below this fraction of the best IoU are zeroed (0.3, official).
+        reg_weight: weight of the boundary regression (1e-3, official).
+    """
+
+    clips_dim: int = 500
+    pca_dim: int | None = 500
+    pca_whiten: bool = False
+    num_steps: int = 200
+    resample: Literal["always", "longer"] = "always"
+    d_model: int = 512
+    word_dim: int = 300
+    freeze_embeddings: bool = True
+    num_heads: int = 4
+    num_attn_layers: int = 2
+    attn_window: int | None = 3
+    num_gcn_layers: int = 2
+    num_dep_labels: int = 40
+    gcn_edge_gates: bool = False
+    num_interactions: int = 1
+    window_widths: tuple[int, ...] = ACTIVITYNET_WIDTHS
+    dropout: float = 0.2
+    use_gcn: bool = True
+    use_self_attention: bool = True
+    use_aggregation: bool = True
+    use_cross_gate: bool = True
+    fusion: Literal["bilinear", "concat"] = "bilinear"
+    label_min_ratio: float = 0.3
+    reg_weight: float = 1e-3
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ValueError:
+            return ValueError(f"CMINConfig.{name}={getattr(self, name)!r} is invalid: {why}")
+
+        for name in ("clips_dim", "num_steps", "d_model", "word_dim", "num_heads",
+                     "num_dep_labels", "num_interactions"):
+            if isinstance(getattr(self, name), bool) or getattr(self, name) < 1:
+                raise bad(name, "must be an integer >= 1")
+        for name in ("num_attn_layers", "num_gcn_layers"):
+            if getattr(self, name) < 0:
+                raise bad(name, "must be >= 0")
+        if self.pca_dim is not None and self.pca_dim < 1:
+            raise bad("pca_dim", "must be >= 1 or null")
+        if self.attn_window is not None and self.attn_window < 0:
+            raise bad("attn_window", "must be >= 0 or null")
+        if self.d_model % 2:
+            raise bad("d_model", "must be even (two GRU directions)")
+        if self.use_self_attention and self.num_attn_layers and self.video_dim % self.num_heads:
+            raise bad("num_heads", f"must divide the video size {self.video_dim} (pca_dim or clips_dim)")
+        if not self.window_widths or any(w < 1 for w in self.window_widths):
+            raise bad("window_widths", "must be a non-empty list of widths >= 1 (steps)")
+        if self.resample not in ("always", "longer"):
+            raise bad("resample", "choose always or longer")
+        if self.fusion not in ("bilinear", "concat"):
+            raise bad("fusion", "choose bilinear or concat")
+        if not 0.0 <= self.dropout < 1.0:
+            raise bad("dropout", "must be in [0, 1)")
+        if not 0.0 <= self.label_min_ratio <= 1.0:
+            raise bad("label_min_ratio", "must be in [0, 1]")
+        if not (math.isfinite(self.reg_weight) and self.reg_weight >= 0):
+            raise bad("reg_weight", "must be >= 0")
+
+
+    @property
+    def video_dim(self) -> int:
+        """Size of the clip features the model reads: ``pca_dim``, or ``clips_dim`` without PCA."""
+        return self.pca_dim if self.pca_dim is not None else self.clips_dim
+
+
+def window_layout(num_steps: int, widths: tuple[int, ...]) -> Tensor:
+    """Candidate windows, step-major: window ``t * K + k`` is centred on step t with width ``widths[k]``.
+
+    Returns:
+        (T * K, 2) float32 [start, end) in continuous step units (may reach outside [0, T]).
+    """
+    centre = torch.arange(num_steps, dtype=torch.float32).view(-1, 1) + 0.5  # (T, 1)
+    half = torch.tensor(widths, dtype=torch.float32).view(1, -1) / 2  # (1, K)
+    return torch.stack([centre - half, centre + half], dim=-1).view(-1, 2)  # (T*K, 2)
+
+
+# ----------------------------------------------------------------------------- building blocks
+class SyntacticGCN(nn.Module):
+    """One syntactic graph-convolution layer (Eq. 1) with direction weights and label biases.
+
+    Forward:
+        h: (B, L, D) word features; edges: (B, L, L) int64, ``edges[b, i, j] = label + 1`` when token i is
+        the head of token j (0 = no edge); mask: (B, L) bool.
+
+    Returns:
+        (B, L, D): ReLU(self + along + against), zero at padded words (the residual is the caller's).
+    """
+
+    def __init__(self, dim: int, *, num_labels: int, edge_gates: bool = False) -> None:
+        super().__init__()
+        self.num_labels = num_labels
+        self.w_self = nn.Linear(dim, dim)
+        self.w_dir = nn.ModuleList([nn.Linear(dim, dim, bias=False) for _ in range(2)])  # along, against
+        self.b_lab = nn.Parameter(torch.zeros(2, num_labels, dim))  # (direction, label, D)
+        self.edge_gates = edge_gates
+        if edge_gates:
+            self.g_self = nn.Linear(dim, 1)
+            self.g_dir = nn.ModuleList([nn.Linear(dim, 1, bias=False) for _ in range(2)])
+            self.g_lab = nn.Parameter(torch.zeros(2, num_labels))
+
+    def forward(self, h: Tensor, edges: Tensor, mask: Tensor) -> Tensor:
+        labels = (edges - 1).clamp(min=0, max=self.num_labels - 1)  # (B, L, L)
+        present = edges > 0  # (B, L, L), [b, head, dep]
+        out = self.w_self(h)  # (B, L, D)
+        if self.edge_gates:
+            out = out * torch.sigmoid(self.g_self(h))
+        # direction 0: a dependent receives from its head; direction 1: a head receives from its dependents
+        directions = ((present.transpose(1, 2), labels.transpose(1, 2)), (present, labels))
+        for d, (adj, lab) in enumerate(directions):
+            a = adj.to(h.dtype)  # (B, L_recv, L_send)
+            msg = self.w_dir[d](h)  # (B, L, D)
+            onehot = F.one_hot(lab, self.num_labels).to(h.dtype) * a.unsqueeze(-1)  # (B, L, L, NL)
+            if self.edge_gates:
+                gate = torch.sigmoid(self.g_dir[d](h).squeeze(-1).unsqueeze(1) + onehot @ self.g_lab[d])
+                a = a * gate  # (B, L, L) gated edges
+                onehot = onehot * gate.unsqueeze(-1)
+            out = out + a @ msg + onehot.sum(2) @ self.b_lab[d]  # (B, L, D)
+        return F.relu(out) * mask.unsqueeze(-1).to(h.dtype)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention over the steps (Eq. 2 without the residual).
+
+    Forward: x (B, T, D), attn_mask (B, 1, T, T) bool (True = may attend). Returns (B, T, D).
+    """
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, attn_mask: Tensor) -> Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # (B, H, T, D/H)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class BiGRU(nn.Module):
+    """Bidirectional GRU that ignores padded steps (packed when lengths differ).
+
+    (B, T, Din) -> (B, T, Dout).
+    """
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.gru = nn.GRU(in_dim, out_dim // 2, batch_first=True, bidirectional=True)
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        B, T, _ = x.shape
+        if bool((lengths == T).all()):
+            return self.gru(x)[0]
+        packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True,
+                                                   enforce_sorted=False)
+        out, _ = self.gru(packed)
+        return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=T)[0]
+
+
+class WordAggregation(nn.Module):
+    """Attentive aggregation of the words for each step (Eq. 4).
+
+    Forward: video (B, T, D), words (B, L, D), word_mask (B, L) bool. Returns ``(s, a)``: (B, T, D) and
+    the attention (B, T, L).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.w_v = nn.Linear(dim, dim)
+        self.w_s = nn.Linear(dim, dim, bias=False)
+        self.w = nn.Linear(dim, 1, bias=False)
+
+    def forward(self, video: Tensor, words: Tensor, word_mask: Tensor) -> tuple[Tensor, Tensor]:
+        scores = self.w(torch.tanh(self.w_v(video).unsqueeze(2) + self.w_s(words).unsqueeze(1))).squeeze(-1)
+        scores = scores.masked_fill(~word_mask.unsqueeze(1), float("-inf"))  # (B, T, L)
+        attn = torch.softmax(scores, dim=-1)
+        return attn @ words, attn  # (B, T, D), (B, T, L)
+
+
+class CrossGate(nn.Module):
+    """Cross gate (Eq. 5): each modality gated by a sigmoid of the other. (B, T, D) x 2 -> (B, T, D) x 2."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.from_words = nn.Linear(dim, dim, bias=False)
+        self.from_video = nn.Linear(dim, dim, bias=False)
+
+    def forward(self, video: Tensor, words: Tensor) -> tuple[Tensor, Tensor]:
+        return video * torch.sigmoid(self.from_words(words)), words * torch.sigmoid(self.from_video(video))
+
+
+class InteractionStage(nn.Module):
+    """One cross-modal interaction stage (Eq. 4-6): aggregation, cross gate, fusion, BiGRU."""
+
+    def __init__(self, dim: int, *, aggregation: bool, cross_gate: bool, fusion: str, dropout: float) -> None:
+        super().__init__()
+        self.aggregation = WordAggregation(dim) if aggregation else None
+        self.gate = CrossGate(dim) if cross_gate else None
+        self.fusion = fusion
+        if fusion == "bilinear":
+            self.u, self.v, self.p = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.rnn = BiGRU(dim if fusion == "bilinear" else 2 * dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, video: Tensor, words: Tensor, word_mask: Tensor, lengths: Tensor, step_mask: Tensor
+                ) -> tuple[Tensor, Tensor]:
+        if self.aggregation is not None:
+            s, attn = self.aggregation(video, words, word_mask)  # (B, T, D), (B, T, L)
+        else:
+            w = word_mask.to(words.dtype)
+            mean = (words * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).clamp(min=1)  # (B, D)
+            s = mean.unsqueeze(1).expand_as(video)
+            attn = (w / w.sum(1, keepdim=True).clamp(min=1)).unsqueeze(1).expand(-1, video.shape[1], -1)
+        if self.gate is not None:
+            video, s = self.gate(video, s)
+        if self.fusion == "bilinear":
+            f = self.p(F.relu(self.u(video) * self.v(s)))  # (B, T, D)
+        else:
+            f = torch.cat([video, s], dim=-1)  # (B, T, 2D)
+        f = f * step_mask.unsqueeze(-1).to(f.dtype)
+        return self.dropout(self.rnn(f, lengths)), attn  # (B, T, D)
+
+
+# ----------------------------------------------------------------------------- the model
+class CMIN(nn.Module):
+    """Cross-Modal Interaction Network (see the module docstring for the equations and outputs).
+
+    Batch keys read: ``question`` (B, L) int64, ``question_len`` (B,), ``edges`` (B, L, L) int64,
+    ``clips`` (B, T, video_dim) float, ``clips_mask`` (B, T) bool (optional: all valid).
+    """
+
+    def __init__(self, *, vocab_size: int, embeddings: np.ndarray | Tensor | None = None, **cfg) -> None:
+        super().__init__()
+        c = CMINConfig(**cfg)
+        self.cfg = c
+        d = c.d_model
+        self.embedding = nn.Embedding(vocab_size, c.word_dim, padding_idx=0)
+        if embeddings is not None:
+            with torch.no_grad():
+                self.embedding.weight.copy_(as_embedding_tensor(embeddings, vocab_size=vocab_size,
+                                                                embed_dim=c.word_dim))
+        self.embedding.weight.requires_grad_(not c.freeze_embeddings)
+        self.query_rnn = BiGRU(c.word_dim, d)
+        self.gcn = nn.ModuleList(
+            [SyntacticGCN(d, num_labels=c.num_dep_labels, edge_gates=c.gcn_edge_gates)
+             for _ in range(c.num_gcn_layers if c.use_gcn else 0)]
+        )
+        self.attn = nn.ModuleList(
+            [SelfAttention(c.video_dim, c.num_heads)
+             for _ in range(c.num_attn_layers if c.use_self_attention else 0)]
+        )
+        self.video_rnn = BiGRU(c.video_dim, d)
+        self.stages = nn.ModuleList(
+            [InteractionStage(d, aggregation=c.use_aggregation, cross_gate=c.use_cross_gate, fusion=c.fusion,
+                              dropout=c.dropout) for _ in range(c.num_interactions)]
+        )
+        K = len(c.window_widths)
+        self.score = nn.Linear(d, K)
+        self.offset = nn.Linear(d, 2 * K)
+        self.dropout = nn.Dropout(c.dropout)
+        self.register_buffer("widths", torch.tensor(c.window_widths, dtype=torch.float32), persistent=False)
+
+    # -- encoders
+    def encode_query(self, tokens: Tensor, lengths: Tensor, edges: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, L) tokens -> word features (B, L, d) and the word mask (B, L)."""
+        B, L = tokens.shape
+        lengths = lengths.clamp(min=1, max=L)
+        mask = torch.arange(L, device=tokens.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, L)
+        h = self.query_rnn(self.dropout(self.embedding(tokens)), lengths)  # (B, L, d)
+        h = h * mask.unsqueeze(-1).to(h.dtype)
+        edges = edges[:, :L, :L] * (mask.unsqueeze(1) & mask.unsqueeze(2))  # no edge touches padding
+        for layer in self.gcn:
+            h = h + self.dropout(layer(h, edges, mask))  # o = g + h
+        return h, mask
+
+    def encode_video(self, clips: Tensor, mask: Tensor) -> Tensor:
+        """(B, T, video_dim) clips and (B, T) mask -> (B, T, d)."""
+        B, T, _ = clips.shape
+        x = self.dropout(clips) * mask.unsqueeze(-1).to(clips.dtype)
+        if len(self.attn):
+            allowed = mask.unsqueeze(1).expand(B, T, T)  # (B, T_q, T_k) keys must be valid
+            if self.cfg.attn_window is not None:
+                t = torch.arange(T, device=clips.device)
+                allowed = allowed & ((t.view(-1, 1) - t.view(1, -1)).abs() <= self.cfg.attn_window)
+            allowed = allowed | ~mask.unsqueeze(2)  # padded queries attend freely (then zeroed)
+            for layer in self.attn:
+                x = x + self.dropout(layer(x, allowed.unsqueeze(1)))  # V^S = MultiHead(V, V, V) + V
+                x = x * mask.unsqueeze(-1).to(x.dtype)
+        lengths = mask.sum(1)
+        return self.dropout(self.video_rnn(x, lengths)) * mask.unsqueeze(-1).to(x.dtype)  # (B, T, d)
+
+    def forward(self, batch: dict) -> dict[str, Tensor]:
+        clips = batch["clips"].float()  # (B, T, Dv)
+        B, T, _ = clips.shape
+        mask = batch.get("clips_mask")
+        mask = torch.ones(B, T, dtype=torch.bool, device=clips.device) if mask is None else mask.bool()
+        lengths = mask.sum(1)  # (B,)
+        words, word_mask = self.encode_query(batch["question"], batch["question_len"], batch["edges"])
+        h = self.encode_video(clips, mask)
+        attn = None
+        for stage in self.stages:
+            h, attn = stage(h, words, word_mask, lengths, mask)  # (B, T, d)
+            h = h * mask.unsqueeze(-1).to(h.dtype)
+        K = len(self.cfg.window_widths)
+        scores = self.score(h)  # (B, T, K)
+        offsets = self.offset(h).view(B, T, K, 2)
+        windows = window_layout(T, self.cfg.window_widths).to(clips.device)  # (T*K, 2)
+        wmask = (windows[:, 0].unsqueeze(0) >= 0) & (windows[:, 1].unsqueeze(0) <= lengths.unsqueeze(1))
+        out = {
+            "window_scores": scores.reshape(B, T * K),
+            "window_offsets": offsets.reshape(B, T * K, 2),
+            "window_mask": wmask,  # (B, T*K)
+            "windows": windows,
+            "word_attention": attn,
+            "num_steps": lengths,
+        }
+        if not self.training:
+            out["step_scores"] = step_relevance(out["window_scores"], windows, wmask, mask)
+        return out
+
+
+def step_relevance(window_scores: Tensor, windows: Tensor, window_mask: Tensor, step_mask: Tensor) -> Tensor:
+    """Per-step relevance: the best confidence logit among the valid windows that cover each step.
+
+    Args:
+        window_scores: (B, N); windows: (N, 2) steps; window_mask: (B, N); step_mask: (B, T).
+
+    Returns:
+        (B, T) float; -inf at padded steps and at steps no valid window covers.
+    """
+    T = step_mask.shape[1]
+    centre = torch.arange(T, device=windows.device, dtype=torch.float32) + 0.5
+    cover = (windows[:, :1] <= centre) & (centre < windows[:, 1:])  # (N, T)
+    allowed = cover.unsqueeze(0) & window_mask.unsqueeze(2)  # (B, N, T)
+    best = window_scores.float().unsqueeze(2).masked_fill(~allowed, float("-inf")).amax(1)  # (B, T)
+    return best.masked_fill(~step_mask, float("-inf"))
+
+
+def cmin(
+    cfg: CMINConfig,
+    *,
+    vocab_size: int,
+    num_answers: int = 0,
+    task_type: str = "moment",
+    embeddings: np.ndarray | Tensor | None = None,
+) -> CMIN:
+    """Build CMIN from its config (the registry's ``build``).
+
+    Args:
+        cfg: a :class:`CMINConfig`.
+        vocab_size: query vocabulary size.
+        num_answers: unused (moment retrieval has no answer classes).
+        task_type: must be ``"moment"``.
+        embeddings: optional (vocab_size, cfg.word_dim) GloVe matrix.
+
+    Returns:
+        An untrained :class:`CMIN` (no pretrained CMIN weights are published).
+    """
+    if not isinstance(cfg, CMINConfig):
+        raise TypeError(f"cmin() needs a CMINConfig, got {type(cfg).__name__}")
+    if task_type != "moment":
+        raise ValueError(f"CMIN retrieves moments; task type {task_type!r} is not supported")
+    values = {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
+    return CMIN(vocab_size=vocab_size, embeddings=embeddings, **values)

@@ -1,0 +1,103 @@
+"""``vqa-convert``: turn a paper's released checkpoint into a checkpoint of this toolkit.
+
+Usage::
+
+    vqa-convert mspan OFFICIAL_FILE --out FILE [--vocab VOCAB_JSON] [--answers ANSWERS_JSON]
+    vqa-convert masn OFFICIAL_FILE --out FILE [--task-type open|mc|count] [--num-frames 20]
+                [--answer-vocab FILE]
+    python -m train.convert mspan ...
+
+One subcommand per model whose authors release checkpoints (conversion logic in ``convert_mspan.py``
+and ``convert_masn.py``). MSPAN's released files are read with ``torch.load(weights_only=True)`` and an
+allow-list of exactly the types they hold; MASN's are whole pickled modules, read by the restricted
+unpickler of ``train/official_weights.py``, which collects tensors and never constructs a class from the
+file. A file whose keys or shapes do not match is refused with a message naming what differs. The
+written checkpoint is the ``model`` + ``meta`` format of ``train/checkpoint.py``
+(``vqa-train MODEL --eval-only --checkpoint FILE``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from train.convert_masn import ConversionError, convert_masn
+from train.convert_mspan import ConvertError, convert_official_mspan
+from train.official_weights import OfficialFileError
+
+__all__ = ["build_cli", "main"]
+
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@click.command(name="mspan")
+@click.argument("official_file", type=_FILE)
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Checkpoint to write (atomically).")
+@click.option("--vocab", type=_FILE, default=None,
+              help="The official question vocabulary (..._vocab.json), stored in the checkpoint.")
+@click.option("--answers", type=_FILE, default=None,
+              help="Open-ended: the official answer list (..._answers_list.json), stored in the checkpoint.")
+def mspan_command(official_file: Path, out: Path, vocab: Path | None, answers: Path | None) -> None:
+    """Convert a checkpoint released with the official MSPAN code (gzcsudo/MSPAN-VideoQA).
+
+    The model is MSPAN in the variant="official" setting (what the official network computes). The
+    official tokenizer (nltk) differs from ours: evaluate with the official vocabulary for its numbers.
+    """
+    try:
+        meta = convert_official_mspan(official_file, out, vocab=vocab, answers=answers)
+    except ConvertError as exc:
+        raise click.ClickException(str(exc)) from None
+    extras = [f"{len(meta['question_vocab'])}-word question vocabulary"] if "question_vocab" in meta else []
+    extras += [f"{len(meta['answer_vocab'])} answers"] if meta["answer_vocab"] else []
+    click.echo(f"{official_file} -> {out}: MSPAN (variant official, {meta['task_type']})"
+               + (f" with its {' and '.join(extras)}" if extras else ""))
+
+
+@click.command(name="masn")
+@click.argument("official_file", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Converted checkpoint to write.")
+@click.option("--task-type", type=click.Choice(["open", "mc", "count"]), default=None,
+              help="open (FrameQA, MSVD/MSRVTT-QA), mc (Action, Transition) or count; needed when the answer "
+                   "layer has one output.")
+@click.option("--num-frames", type=click.IntRange(min=1), default=20, show_default=True,
+              help="T of the features the checkpoint was trained on (20 TGIF-QA, 30 MSVD/MSRVTT-QA).")
+@click.option("--answer-vocab", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Open-ended: the official answer list, one per line in the answer layer's order.")
+def masn_command(official_file: Path, out: Path, task_type: str | None, num_frames: int,
+                 answer_vocab: Path | None) -> None:
+    """Convert a released MASN checkpoint (whole pickled module or state dict) for `vqa-train masn`."""
+    answers = None
+    if answer_vocab is not None:
+        answers = answer_vocab.read_text(encoding="utf-8").splitlines()
+    try:
+        meta = convert_masn(official_file, out, task_type=task_type, num_frames=num_frames,
+                            answer_vocab=answers)
+    except (OfficialFileError, ConversionError) as exc:
+        raise click.ClickException(f"{official_file}: {exc}" if not str(exc).startswith(str(official_file))
+                                   else str(exc)) from None
+    cfg = json.loads(meta["model_config"])
+    click.echo(f"wrote {out}: masn ({meta['task_type']}), hidden {cfg['hidden_dim']}, "
+               f"question vocabulary {meta['question_vocab_size']}; evaluate with "
+               f"`vqa-train masn --eval-only --checkpoint {out} ...` on features whose question vocabulary "
+               f"matches the official one")
+
+
+def build_cli() -> click.Group:
+    """The ``vqa-convert`` group with one subcommand per model (explicit list)."""
+    group = click.Group(name="vqa-convert",
+                        help="Convert released checkpoints of the papers' official code into this toolkit's.")
+    group.add_command(masn_command)
+    group.add_command(mspan_command)
+    return group
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point ``vqa-convert``."""
+    build_cli().main(args=argv, prog_name="vqa-convert")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,274 @@
+"""Read the tensors of an official checkpoint file without running its pickle.
+
+Official releases are often whole pickled modules (``torch.save(model)``): a normal ``torch.load`` would
+import and construct the classes the pickle names, i.e. run code from the file. :func:`read_tensors`
+uses a restricted unpickler instead: the only callables it resolves are the tensor rebuild functions
+(implemented here), ``collections.OrderedDict`` and the storage type names; every other global the pickle
+names becomes an inert :class:`Opaque` placeholder that only records its arguments and state. Nothing
+from the file is constructed or called, and there is no fallback to an unrestricted load. The tensors
+are then collected from the placeholders' ``_parameters`` / ``_buffers`` / ``_modules`` (a pickled
+module) or from a plain mapping of names to tensors (a saved state dict).
+
+Both of ``torch.save``'s formats are read: the zip archive (PyTorch >= 1.6) and the legacy stream
+(PyTorch 1.2, which the MASN authors used).
+"""
+
+from __future__ import annotations
+
+import collections
+import io
+import pickle
+import struct
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["OfficialFileError", "Opaque", "read_tensors"]
+
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_DTYPES = {
+    "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
+    "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
+    "ShortStorage": torch.int16, "CharStorage": torch.int8, "ByteStorage": torch.uint8,
+    "BoolStorage": torch.bool, "UntypedStorage": torch.uint8,
+}
+
+
+class OfficialFileError(ValueError):
+    """The file is not a readable checkpoint (or holds something other than tensors where they belong)."""
+
+
+class Opaque:
+    """Stand-in for any object the pickle names: records arguments and state, runs nothing."""
+
+    args: tuple = ()
+    kwargs: dict = {}
+    state: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs, self.state = args, kwargs, None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:  # SETITEM(S) on an unknown mapping type
+        if not isinstance(self.state, dict):
+            self.state = {}
+        self.state[key] = value
+
+    def append(self, value: Any) -> None:  # APPEND(S) on an unknown list type
+        if not isinstance(self.state, list):
+            self.state = []
+        self.state.append(value)
+
+    def extend(self, values: Any) -> None:
+        for v in values:
+            self.append(v)
+
+
+class _StorageType:
+    def __init__(self, name: str) -> None:
+        self.dtype = _DTYPES[name]
+
+
+def _rebuild_tensor(storage: Any, offset: int, size: Any, stride: Any, *_: Any, **__: Any) -> torch.Tensor:
+    if not isinstance(storage, torch.Tensor):
+        raise OfficialFileError("a tensor in the file does not point at a tensor storage")
+    return storage.as_strided(tuple(size), tuple(stride), int(offset)).clone()
+
+
+def _rebuild_parameter(data: Any, *_: Any, **__: Any) -> Any:
+    return data
+
+
+_ALLOWED = {
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._tensor", "_rebuild_from_type_v2"): lambda func, _type, args, _state: func(*args),
+}
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: Any, load_storage) -> None:
+        super().__init__(file)
+        self._load_storage = load_storage
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[(module, name)]
+        if module in ("torch", "torch.storage") and name in _DTYPES:
+            return _StorageType(name)
+        return type(f"Opaque[{module}.{name}]", (Opaque,), {})  # never the real class
+
+    def persistent_load(self, pid: Any) -> Any:
+        if not isinstance(pid, tuple) or not pid:
+            raise OfficialFileError(f"unexpected persistent id {pid!r}")
+        if pid[0] == "module":  # legacy saves name each module class (and its source) this way
+            cls = pid[1] if len(pid) > 1 else None
+            return cls if isinstance(cls, type) and issubclass(cls, Opaque) else Opaque
+        if pid[0] != "storage":
+            raise OfficialFileError(f"unexpected persistent id kind {pid[0]!r}")
+        return self._load_storage(pid)
+
+
+def _dtype_of(storage_type: Any) -> torch.dtype:
+    if isinstance(storage_type, _StorageType):
+        return storage_type.dtype
+    if isinstance(storage_type, torch.dtype):
+        return storage_type
+    raise OfficialFileError(f"unknown storage type {storage_type!r}")
+
+
+def _load_zip(path: Path) -> Any:
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        pkl = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
+        if len(pkl) != 1:
+            raise OfficialFileError(f"{path}: a zip file without one data.pkl (has {names[:5]}...)")
+        prefix = pkl[0][: -len("data.pkl")]
+        storages: dict[str, torch.Tensor] = {}
+
+        def load_storage(pid: tuple) -> torch.Tensor:
+            _, storage_type, key, _location, numel = pid[:5]
+            dtype = _dtype_of(storage_type)
+            if key not in storages:
+                raw = bytearray(zf.read(f"{prefix}data/{key}"))
+                t = torch.frombuffer(raw, dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8)
+                storages[key] = t.view(dtype) if raw else torch.empty(0, dtype=dtype)
+            return storages[key]
+
+        return _Unpickler(io.BytesIO(zf.read(pkl[0])), load_storage).load()
+
+
+def _load_legacy(path: Path) -> Any:
+    with open(path, "rb") as f:
+        restricted = _Unpickler(f, lambda pid: None)
+        if restricted.load() != _LEGACY_MAGIC:
+            raise OfficialFileError(
+                f"{path}: not a PyTorch checkpoint (neither a zip archive nor a legacy save)")
+        _Unpickler(f, lambda pid: None).load()  # protocol version
+        _Unpickler(f, lambda pid: None).load()  # system info
+        pending: dict[str, tuple[torch.dtype, int]] = {}
+        views: list[tuple[Opaque, str, int, int]] = []
+
+        def load_storage(pid: tuple) -> Any:
+            _, storage_type, key, _location, numel, view = pid[:6]
+            pending[key] = (_dtype_of(storage_type), int(numel))
+            holder = Opaque(key)
+            views.append((holder, key, *(view[1:3] if view else (0, -1))))
+            return holder
+
+        obj = _Unpickler(f, load_storage).load()
+        keys = _Unpickler(f, lambda pid: None).load()
+        data: dict[str, torch.Tensor] = {}
+        for key in keys:
+            dtype, _ = pending[key]
+            (numel,) = struct.unpack("<q", f.read(8))
+            size = numel * torch.empty(0, dtype=dtype).element_size()
+            raw = bytearray(f.read(size))
+            if len(raw) != size:
+                raise OfficialFileError(f"{path}: truncated (storage {key} is short)")
+            data[key] = (torch.frombuffer(raw, dtype=torch.uint8).view(dtype) if size
+                         else torch.empty(0, dtype=dtype))
+    storages = {id(h): (data[k][o:] if n < 0 else data[k][o:o + n]) for h, k, o, n in views}
+    return _resolve_legacy(obj, storages, set())
+
+
+def _resolve_legacy(obj: Any, storages: dict[int, torch.Tensor], seen: set[int]) -> Any:
+    """Legacy saves rebuild tensors before their storages are read: re-run the rebuild on real storages."""
+    if isinstance(obj, _LegacyTensor):
+        return _rebuild_tensor(storages[id(obj.storage)], *obj.args)
+    if id(obj) in seen:
+        return obj
+    seen.add(id(obj))
+    if isinstance(obj, dict):
+        for k in list(obj):
+            obj[k] = _resolve_legacy(obj[k], storages, seen)
+    elif isinstance(obj, list):
+        obj[:] = [_resolve_legacy(v, storages, seen) for v in obj]
+    elif isinstance(obj, tuple):
+        return tuple(_resolve_legacy(v, storages, seen) for v in obj)
+    elif isinstance(obj, Opaque):
+        obj.args = tuple(_resolve_legacy(v, storages, seen) for v in obj.args)
+        obj.state = _resolve_legacy(obj.state, storages, seen)
+    return obj
+
+
+class _LegacyTensor:
+    def __init__(self, storage: Opaque, *args: Any) -> None:
+        self.storage, self.args = storage, args
+
+
+def _deferred_rebuild(storage: Any, *args: Any, **_: Any) -> Any:
+    if isinstance(storage, Opaque):  # legacy: the storage bytes come after the pickle
+        return _LegacyTensor(storage, *args)
+    return _rebuild_tensor(storage, *args)
+
+
+_ALLOWED[("torch._utils", "_rebuild_tensor_v2")] = _deferred_rebuild
+_ALLOWED[("torch._utils", "_rebuild_tensor")] = _deferred_rebuild
+
+
+def _collect(obj: Any, prefix: str, out: dict[str, torch.Tensor], depth: int = 0) -> None:
+    """Gather ``name -> tensor`` from a pickled module tree or a state-dict mapping."""
+    if depth > 64:
+        raise OfficialFileError("the module tree is nested more than 64 levels deep")
+    if isinstance(obj, Opaque):
+        state = obj.state
+        if isinstance(state, tuple) and state and isinstance(state[0], dict):  # (dict, slotstate)
+            state = state[0]
+        if not isinstance(state, dict):
+            return
+        for group in ("_parameters", "_buffers"):
+            for name, value in (state.get(group) or {}).items():
+                if isinstance(value, torch.Tensor):
+                    out[prefix + name] = value
+        for name, child in (state.get("_modules") or {}).items():
+            if child is not None:
+                _collect(child, f"{prefix}{name}.", out, depth + 1)
+        return
+    if isinstance(obj, Mapping):
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            out.update({prefix + str(k): v for k, v in obj.items()})
+            return
+        for key in ("state_dict", "model"):
+            if key in obj:
+                _collect(obj[key], prefix, out, depth + 1)
+                return
+    raise OfficialFileError(
+        f"found a {type(obj).__name__} where a module or a mapping of tensors was expected"
+    )
+
+
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """All parameters and buffers of a checkpoint file, by their dotted names, without running its pickle.
+
+    A leading ``module.`` (``nn.DataParallel``) is stripped when every name has it.
+
+    Raises:
+        OfficialFileError: naming the file, when it is not a PyTorch checkpoint holding tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise OfficialFileError(f"{path}: no such file")
+    try:
+        obj = _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
+        tensors: dict[str, torch.Tensor] = {}
+        _collect(obj, "", tensors)
+    except OfficialFileError as exc:
+        msg = str(exc)
+        raise OfficialFileError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, struct.error,
+            zipfile.BadZipFile, RuntimeError, AttributeError, IndexError) as exc:
+        raise OfficialFileError(f"{path}: cannot read it as a PyTorch checkpoint ({exc})") from None
+    if not tensors:
+        raise OfficialFileError(f"{path}: holds no tensors")
+    if all(k.startswith("module.") for k in tensors):
+        tensors = {k[len("module."):]: v for k, v in tensors.items()}
+    return tensors
