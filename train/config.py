@@ -60,6 +60,8 @@ class TrainConfig:
         ddp_find_unused_parameters: passed to DistributedDataParallel (models with unused branches).
         allow_zero_glove_coverage: accept a GloVe file that matches no question word (the embeddings
             then stay random, and the run records it).
+        warmup_init_lr: inverse_sqrt scheduler: the learning rate at update 0, rising linearly to lr.
+        moment_iou: IoU formula of the moment metrics: continuous (seconds) or steps (official CMIN).
     """
 
     epochs: int = 30
