@@ -10,7 +10,7 @@ DATA="$OUT/data"
 FEATURES="$OUT/features/tgif-mspan"
 RUNS="$OUT/runs"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
-SIA_EPOCHS=${SIA_EPOCHS:-30}
+SIA_EPOCHS=${SIA_EPOCHS:-25}
 start=$(date +%s)
 
 echo "== [1/3] demo data -> $DATA"
@@ -46,18 +46,20 @@ echo
 python -m train.report "$RUNS"/mspan-*
 
 echo
-echo "== SiaSamRea: frame features (resnet18 @64px, RANDOM weights, every 2nd frame) of the How2QA- and"
-echo "   ActivityNet-QA-layout demo sets; then the base network (N=0) and the full model (N=8 siamese clips)"
+echo "== SiaSamRea: frame features (resnet18 @64px, RANDOM weights, every 4th frame) of the How2QA- and"
+echo "   ActivityNet-QA-layout demo sets (colour questions); then the base network (N=0) and the full model"
+echo "   (N=8 siamese clips). Tiny models: one thread each, in-process extraction (no Ray start-up)"
 SIA_START=$(date +%s)
 for d in how2qa activitynet-qa; do
     vqa-extract --dataset "$d" --root "$DATA/$d" --out "$OUT/features/$d-siasamrea" --features siasamrea \
-        --appearance resnet18 --image-size 64 --stride 2 --weights random --device cpu --no-progress
+        --appearance resnet18 --image-size 64 --stride 4 --weights random --device cpu --no-progress \
+        --local --threads 1
 done
 for d in how2qa activitynet-qa; do
     for n in 0 8; do
         rm -rf "$RUNS/siasamrea-$d-N$n"
         vqa-train siasamrea --dataset "$d" --root "$DATA/$d" --features "$OUT/features/$d-siasamrea" \
-            --out "$RUNS/siasamrea-$d-N$n" --device cpu --no-progress --epochs "$SIA_EPOCHS" --batch-size 8 \
+            --out "$RUNS/siasamrea-$d-N$n" --device cpu --threads 1 --no-progress --epochs "$SIA_EPOCHS" --batch-size 8 \
             --seed 0 --set train.lr=3e-3 --set train.scheduler=none --set train.feature_norm=standardize \
             --set model.hidden_dim=64 --set model.num_heads=4 --set model.num_layers=1 --set model.word_dim=50 \
             --set model.clip_frames=4 --set model.affinity_dim=32 --set model.dropout=0.0 \

@@ -59,8 +59,8 @@ def test_adapters_read_both_layouts(demo):
             assert len(adapter.records(split)) == summary["datasets"][name]["questions"][split] > 0
     recs = get_dataset("how2qa")(out / "how2qa").records("train")
     assert all(r.segment is not None and len(r.candidates) == 4 for r in recs)
-    assert {r.qtype for r in get_dataset("activitynet-qa")(out / "activitynet-qa").records("test")} == {
-        "color", "object"}
+    anet = get_dataset("activitynet-qa")(out / "activitynet-qa")
+    assert {r.qtype for r in anet.records("test")} == {"color"}
 
 
 def test_how2qa_answers_follow_from_the_segment(demo):
