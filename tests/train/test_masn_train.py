@@ -54,9 +54,9 @@ def test_wrong_feature_set_is_refused(tiny_tgif, tmp_path):
 
 def test_converted_official_weights_evaluate_through_vqa_train(tiny_tgif, tiny_masn_features, tmp_path):
     """A released-format file -> vqa-convert -> vqa-train --eval-only runs and reports test metrics."""
-    from train.convert import build_cli
+    from train.convert import build_cli as convert_cli
 
-    convert = build_cli()
+    convert = convert_cli()
 
     run = tmp_path / "run"  # one epoch, to learn this dataset's vocabulary sizes
     res = CliRunner().invoke(build_cli(), _args(tiny_tgif, tiny_masn_features, "frameqa", run, *TINY,
