@@ -15,13 +15,13 @@ differ.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
 
 import torch
 
+from extract.weights import sha256_file
 from models.masn import MASNConfig, masn
 from pipelines.atomic import atomic_path
 from pipelines.version import toolkit_version
@@ -218,16 +218,9 @@ def convert_masn(src: Path, out: Path, *, task_type: str | None = None, num_fram
         "answer_vocab": answer_vocab,
         "question_vocab_size": vocab,
         "toolkit_version": toolkit_version(),
-        "converted_from": {"file": str(src), "sha256": _sha256(src), "format": "ahjeongseo/MASN-pytorch"},
+        "converted_from": {"file": str(src), "sha256": sha256_file(src), "format": "ahjeongseo/MASN-pytorch"},
     }
     with atomic_path(out) as tmp:
         torch.save({"model": state, "meta": meta}, tmp)
     return meta
 
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

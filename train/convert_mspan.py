@@ -25,7 +25,6 @@ Official name -> ours (t: iteration, l: GCN layer)::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import pickle
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from extract.weights import sha256_file
 from models.mspan import MSPANConfig, mspan
 from pipelines.version import toolkit_version
 from train.checkpoint import save_checkpoint
@@ -218,13 +218,6 @@ def _shape_diff(expected: dict[str, tuple[int, ...]], found: dict[str, torch.Ten
     return lines
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def _plain(value: Any) -> Any:
     if isinstance(value, bool | int | str) or value is None:
@@ -309,7 +302,7 @@ def convert_official_mspan(
         "answer_vocab": answer_vocab,
         "toolkit_version": toolkit_version(),
         "converted_from": json.dumps({
-            "file": src.name, "sha256": _sha256(src),
+            "file": src.name, "sha256": sha256_file(src),
             "official_args": {k: _plain(v) for k, v in args.items()},
         }, sort_keys=True),
     }
