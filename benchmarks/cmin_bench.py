@@ -59,6 +59,16 @@ def _ours_batch(batch_size: int, cfg, g: torch.Generator) -> dict:
     }
 
 
+def _measure(step, model, *, batch_size: int, steps: int, warmup: int, profile: bool) -> dict:
+    """Time ``step`` and summarise: samples/s, seconds per step, trainable parameters (and a profile)."""
+    elapsed = _time(step, steps, warmup)
+    out = {"samples_per_s": steps * batch_size / elapsed, "step_s": elapsed / steps,
+           "params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    if profile:
+        out["profile"] = _profile(step)
+    return out
+
+
 def _time(step, steps: int, warmup: int) -> float:
     for _ in range(warmup):
         step()
@@ -86,12 +96,7 @@ def measure_ours(*, batch_size: int, steps: int, warmup: int, profile: bool = Fa
         opt.step()
         return loss.detach()
 
-    elapsed = _time(step, steps, warmup)
-    out = {"samples_per_s": steps * batch_size / elapsed, "step_s": elapsed / steps,
-           "params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    if profile:
-        out["profile"] = _profile(step)
-    return out
+    return _measure(step, model, batch_size=batch_size, steps=steps, warmup=warmup, profile=profile)
 
 
 def _official_modules(official_dir: Path, tmp: Path) -> None:
@@ -164,12 +169,7 @@ def measure_official(official_dir: Path, *, batch_size: int, steps: int, warmup:
                 opt.step()
                 return loss.detach()
 
-            elapsed = _time(step, steps, warmup)
-            out = {"samples_per_s": steps * batch_size / elapsed, "step_s": elapsed / steps,
-                   "params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-            if profile:
-                out["profile"] = _profile(step)
-            return out
+            return _measure(step, model, batch_size=batch_size, steps=steps, warmup=warmup, profile=profile)
         finally:
             sys.path.remove(tmp)
             for name in [m for m in sys.modules if m.split(".")[0] in ("models_", "modules_", "utils")]:
