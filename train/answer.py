@@ -167,6 +167,13 @@ def _round(x: float | None) -> float | None:
 
 
 def _check_meta(meta: Mapping[str, Any], path: Path) -> None:
+    if "converted_from" in meta:
+        raise AnswerError(
+            f"{path}: converted from an official {meta.get('model_name')} checkpoint; its features came from "
+            f"the authors' own extraction, which it does not record, so vqa-answer cannot rebuild them for a "
+            f"new video. Evaluate it on extracted features: vqa-train {meta.get('model_name')} --eval-only "
+            f"--checkpoint {path} ..."
+        )
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
         raise OldCheckpointError(

@@ -4,7 +4,7 @@ Usage::
 
     vqa-convert mspan OFFICIAL_FILE --out FILE [--vocab VOCAB_JSON] [--answers ANSWERS_JSON]
     vqa-convert masn OFFICIAL_FILE --out FILE [--task-type open|mc|count] [--num-frames 20]
-                [--answer-vocab FILE]
+                [--vocab WORD_TO_INDEX_PKL] [--answers ANS_TO_INDEX_PKL]
     python -m train.convert mspan ...
 
 One subcommand per model whose authors release checkpoints (conversion logic in ``convert_mspan.py``
@@ -13,7 +13,11 @@ allow-list of exactly the types they hold; MASN's are whole pickled modules, rea
 unpickler of ``train/official_weights.py``, which collects tensors and never constructs a class from the
 file. A file whose keys or shapes do not match is refused with a message naming what differs. The
 written checkpoint is the ``model`` + ``meta`` format of ``train/checkpoint.py``
-(``vqa-train MODEL --eval-only --checkpoint FILE``).
+(``vqa-train MODEL --eval-only --checkpoint FILE``). With ``--vocab`` (and ``--answers`` for open-ended
+tasks) it also stores the official vocabularies and the official tokenisation rule
+(``pipelines/official_text.py``), with which evaluation encodes the dataset's questions and answers;
+vocabulary files are read with ``json`` or an unpickler that builds only dicts, lists, strings and
+integers, and one whose size is not the checkpoint's embedding rows or answer outputs is refused.
 """
 
 from __future__ import annotations
@@ -43,8 +47,8 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 def mspan_command(official_file: Path, out: Path, vocab: Path | None, answers: Path | None) -> None:
     """Convert a checkpoint released with the official MSPAN code (gzcsudo/MSPAN-VideoQA).
 
-    The model is MSPAN in the variant="official" setting (what the official network computes). The
-    official tokenizer (nltk) differs from ours: evaluate with the official vocabulary for its numbers.
+    The model is MSPAN in the variant="official" setting (what the official network computes). With
+    --vocab (and --answers), evaluation encodes questions as the official preprocessing did.
     """
     try:
         meta = convert_official_mspan(official_file, out, vocab=vocab, answers=answers)
@@ -53,7 +57,9 @@ def mspan_command(official_file: Path, out: Path, vocab: Path | None, answers: P
     extras = [f"{len(meta['question_vocab'])}-word question vocabulary"] if "question_vocab" in meta else []
     extras += [f"{len(meta['answer_vocab'])} answers"] if meta["answer_vocab"] else []
     click.echo(f"{official_file} -> {out}: MSPAN (variant official, {meta['task_type']})"
-               + (f" with its {' and '.join(extras)}" if extras else ""))
+               + (f" with its {' and '.join(extras)}" if extras else "")
+               + ("" if "question_vocab" in meta else
+                  "; pass --vocab (the official ..._vocab.json) to make it evaluable"))
 
 
 @click.command(name="masn")
@@ -64,25 +70,30 @@ def mspan_command(official_file: Path, out: Path, vocab: Path | None, answers: P
                    "layer has one output.")
 @click.option("--num-frames", type=click.IntRange(min=1), default=20, show_default=True,
               help="T of the features the checkpoint was trained on (20 TGIF-QA, 30 MSVD/MSRVTT-QA).")
-@click.option("--answer-vocab", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Open-ended: the official answer list, one per line in the answer layer's order.")
+@click.option("--vocab", type=_FILE, default=None,
+              help="The official question vocabulary (word_to_index_<Task>.pkl), stored in the checkpoint; "
+                   "needed to evaluate it.")
+@click.option("--answers", type=_FILE, default=None,
+              help="Open-ended: the official answer list (ans_to_index_<Task>.pkl), stored in the "
+                   "checkpoint.")
 def masn_command(official_file: Path, out: Path, task_type: str | None, num_frames: int,
-                 answer_vocab: Path | None) -> None:
-    """Convert a released MASN checkpoint (whole pickled module or state dict) for `vqa-train masn`."""
-    answers = None
-    if answer_vocab is not None:
-        answers = answer_vocab.read_text(encoding="utf-8").splitlines()
+                 vocab: Path | None, answers: Path | None) -> None:
+    """Convert a released MASN checkpoint (whole pickled module or state dict) for `vqa-train masn`.
+
+    Pickled vocabulary files are read without resolving any class (dicts, lists, strings, integers only).
+    """
     try:
         meta = convert_masn(official_file, out, task_type=task_type, num_frames=num_frames,
-                            answer_vocab=answers)
+                            vocab=vocab, answers=answers)
     except (OfficialFileError, ConversionError) as exc:
-        raise click.ClickException(f"{official_file}: {exc}" if not str(exc).startswith(str(official_file))
-                                   else str(exc)) from None
+        msg = str(exc) if isinstance(exc, OfficialFileError) else f"{official_file}: {exc}"
+        raise click.ClickException(msg) from None
     cfg = json.loads(meta["model_config"])
+    then = (f"evaluate with `vqa-train masn --eval-only --checkpoint {out} ...`" if "question_vocab" in meta
+            else "pass --vocab (the official word_to_index file) to make it evaluable")
     click.echo(f"wrote {out}: masn ({meta['task_type']}), hidden {cfg['hidden_dim']}, "
-               f"question vocabulary {meta['question_vocab_size']}; evaluate with "
-               f"`vqa-train masn --eval-only --checkpoint {out} ...` on features whose question vocabulary "
-               f"matches the official one")
+               f"question vocabulary {meta['question_vocab_size']}"
+               + (f", {len(meta['answer_vocab'])} answers" if meta["answer_vocab"] else "") + f"; {then}")
 
 
 def build_cli() -> click.Group:

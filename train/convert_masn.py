@@ -3,7 +3,7 @@
 Usage (the command lives in ``train/convert.py``)::
 
     vqa-convert masn OFFICIAL_FILE --out FILE [--task-type open|mc|count] [--num-frames 20]
-                [--answer-vocab FILE]
+                [--vocab word_to_index_TASK.pkl] [--answers ans_to_index_TASK.pkl]
 
 The official file is read by ``train.official_weights.read_tensors`` (a restricted unpickler: released
 files are whole pickled modules, and no class of theirs is ever constructed). The converted file is a
@@ -26,7 +26,7 @@ from models.masn import MASNConfig, masn
 from pipelines.atomic import atomic_path
 from pipelines.version import toolkit_version
 from train.config import config_to_dict
-from train.official_weights import read_tensors
+from train.official_weights import read_answer_vocabulary, read_question_vocabulary, read_tensors
 
 __all__ = ["ConversionError", "convert_masn", "masn_state_from_official"]
 
@@ -203,24 +203,42 @@ def masn_state_from_official(
 
 
 def convert_masn(src: Path, out: Path, *, task_type: str | None = None, num_frames: int = 20,
-                 answer_vocab: list[str] | None = None) -> dict:
-    """Convert an official MASN file and write a toolkit checkpoint atomically; returns its ``meta``."""
+                 vocab: Path | None = None, answers: Path | None = None) -> dict:
+    """Convert an official MASN file and write a toolkit checkpoint atomically; returns its ``meta``.
+
+    Args:
+        src: the official checkpoint (whole pickled module or state dict).
+        out: the checkpoint to write.
+        task_type, num_frames: see :func:`masn_state_from_official`.
+        vocab: the official question vocabulary (``word_to_index_<Task>.pkl``, or any file
+            :func:`train.official_weights.read_vocabulary` reads); stored as ``meta["question_vocab"]``
+            with ``meta["text_rule"] = "masn"`` (``pipelines.official_text``). Without it,
+            ``vqa-train --eval-only`` refuses the checkpoint.
+        answers: open-ended: the official answer list (``ans_to_index_<Task>.pkl``).
+
+    Raises:
+        OfficialFileError: an unreadable file, or a vocabulary whose size is not the checkpoint's.
+        ConversionError: tensors that do not match the official network.
+    """
     tensors = read_tensors(src)
-    cfg, task_type, state, vocab, answers = masn_state_from_official(
+    cfg, task_type, state, vocab_size, num_answers = masn_state_from_official(
         tensors, task_type=task_type, num_frames=num_frames)
-    if answer_vocab is not None and len(answer_vocab) != answers:
-        raise ConversionError(f"the answer vocabulary has {len(answer_vocab)} entries but the answer "
-                              f"layer has {answers} outputs")
+    if answers is not None and task_type != "open":
+        raise ConversionError(f"--answers applies to open-ended checkpoints; this one is {task_type}")
+    question_vocab = read_question_vocabulary(vocab, vocab_size) if vocab is not None else None
+    answer_vocab = read_answer_vocabulary(answers, num_answers) if answers is not None else None
     meta = {
         "model_name": "masn",
         "task_type": task_type,
         "model_config": json.dumps(config_to_dict(cfg), sort_keys=True),
         "answer_vocab": answer_vocab,
-        "question_vocab_size": vocab,
+        "question_vocab_size": vocab_size,
         "toolkit_version": toolkit_version(),
         "converted_from": {"file": str(src), "sha256": sha256_file(src), "format": "ahjeongseo/MASN-pytorch"},
     }
+    if question_vocab is not None:  # evaluation encodes text as the official preprocessing did
+        meta["question_vocab"] = question_vocab
+        meta["text_rule"] = "masn"
     with atomic_path(out) as tmp:
         torch.save({"model": state, "meta": meta}, tmp)
     return meta
-

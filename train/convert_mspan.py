@@ -40,6 +40,7 @@ from models.mspan import MSPANConfig, mspan
 from pipelines.version import toolkit_version
 from train.checkpoint import save_checkpoint
 from train.config import config_to_dict
+from train.official_weights import OfficialFileError, read_answer_vocabulary, read_question_vocabulary
 
 __all__ = ["ConvertError", "OFFICIAL_SAFE_GLOBALS", "convert_official_mspan", "official_key_map",
            "read_official_checkpoint"]
@@ -182,26 +183,6 @@ def config_from_official(args: dict[str, Any], state: dict[str, torch.Tensor], p
         raise ConvertError(f"{path}: its args describe no valid MSPAN: {exc}") from None
 
 
-def _vocab_list(path: Path, expected: int, what: str) -> list[str]:
-    """An official ``{token: index}`` JSON as a list ordered by index (indices must be 0..n-1)."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConvertError(f"{path}: cannot read the {what} JSON: {exc}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, int) and not isinstance(v, bool)
-                                              for v in data.values()):
-        raise ConvertError(f"{path}: expected the official {what} file, a JSON object {{token: index}}")
-    if sorted(data.values()) != list(range(len(data))):
-        raise ConvertError(f"{path}: its indices are not 0..{len(data) - 1} without gaps or repeats")
-    if len(data) != expected:
-        raise ConvertError(f"{path}: {len(data)} entries, but the checkpoint's {what} has {expected} rows; "
-                           f"use the file made with this checkpoint")
-    out = [""] * len(data)
-    for token, i in data.items():
-        out[i] = token
-    return out
-
-
 def _shape_diff(expected: dict[str, tuple[int, ...]], found: dict[str, torch.Tensor]) -> list[str]:
     lines = []
     missing = sorted(set(expected) - set(found))
@@ -238,8 +219,9 @@ def convert_official_mspan(
         src: the official ``model_*.pth``.
         out: where to write our checkpoint (atomically).
         vocab: the official question vocabulary ``*_vocab.json`` ({token: index}); stored as
-            ``meta["question_vocab"]`` (``<NULL>``/``<UNK>`` renamed to our ``<pad>``/``<unk>``); without
-            it the checkpoint records no question vocabulary.
+            ``meta["question_vocab"]`` (``<NULL>``/``<UNK>`` renamed to our ``<pad>``/``<unk>``) with
+            ``meta["text_rule"]`` (``pipelines.official_text``), which evaluation then uses; without it
+            the checkpoint records no question vocabulary and ``vqa-train --eval-only`` refuses it.
         answers: the official ``*_answers_list.json`` ({answer: index}); open-ended only, stored as
             ``meta["answer_vocab"]``.
 
@@ -286,15 +268,17 @@ def convert_official_mspan(
             converted[key] = state[_official_name(key)].detach().clone()
 
     question_vocab = None
-    if vocab is not None:
-        question_vocab = _vocab_list(vocab, vocab_size, "question vocabulary")
-        question_vocab = [{"<NULL>": "<pad>", "<UNK>": "<unk>"}.get(t, t) for t in question_vocab]
     answer_vocab: list[str] = []
-    if answers is not None:
-        if task_type != "open":
-            raise ConvertError(f"{answers}: an answer list applies to open-ended checkpoints; {src} is "
-                               f"{args.get('question_type')} ({task_type})")
-        answer_vocab = _vocab_list(answers, num_answers, "answer classifier")
+    if answers is not None and task_type != "open":
+        raise ConvertError(f"{answers}: an answer list applies to open-ended checkpoints; {src} is "
+                           f"{args.get('question_type')} ({task_type})")
+    try:
+        if vocab is not None:
+            question_vocab = read_question_vocabulary(vocab, vocab_size)
+        if answers is not None:
+            answer_vocab = read_answer_vocabulary(answers, num_answers)
+    except OfficialFileError as exc:
+        raise ConvertError(str(exc)) from None
     meta = {
         "model_name": "mspan",
         "task_type": task_type,
@@ -306,8 +290,9 @@ def convert_official_mspan(
             "official_args": {k: _plain(v) for k, v in args.items()},
         }, sort_keys=True),
     }
-    if question_vocab is not None:
+    if question_vocab is not None:  # evaluation encodes text as the official preprocessing did
         meta["question_vocab"] = question_vocab
+        meta["text_rule"] = "mspan-msqa" if args.get("dataset") in ("msvd-qa", "msrvtt-qa") else "mspan-tgif"
     dataset = OFFICIAL_DATASETS.get(args.get("dataset"))
     if dataset is not None:  # the dataset and task it was trained on, as our registry names them
         meta["dataset"] = dataset

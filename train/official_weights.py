@@ -11,12 +11,18 @@ module) or from a plain mapping of names to tensors (a saved state dict).
 
 Both of ``torch.save``'s formats are read: the zip archive (PyTorch >= 1.6) and the legacy stream
 (PyTorch 1.2, which the MASN authors used).
+
+:func:`read_vocabulary` reads the official preprocessing's vocabulary files: JSON (MSPAN's
+``*_vocab.json`` / ``*_answers_list.json``) with ``json``, pickles (MASN's ``word_to_index_*.pkl`` /
+``ans_to_index_*.pkl``) with an unpickler that resolves no global at all, so only dicts, lists, strings
+and integers can come out of it; anything else is refused without being built.
 """
 
 from __future__ import annotations
 
 import collections
 import io
+import json
 import pickle
 import struct
 import zipfile
@@ -26,7 +32,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["OfficialFileError", "Opaque", "read_tensors"]
+__all__ = ["OfficialFileError", "Opaque", "check_vocabulary_size", "read_tensors", "read_vocabulary"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _DTYPES = {
@@ -272,3 +278,111 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     if all(k.startswith("module.") for k in tensors):
         tensors = {k[len("module."):]: v for k, v in tensors.items()}
     return tensors
+
+
+# --------------------------------------------------------------------------------------------------
+# Vocabulary files
+# --------------------------------------------------------------------------------------------------
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Builds only what pickle opcodes build on their own (dicts, lists, tuples, str, int, float, ...)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"holds a {module}.{name} object")
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("holds a persistent reference (a tensor or module)")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _as_list(data: Any, path: Path) -> list[str]:
+    """``{token: index}``, ``{index: token}`` or a list of tokens, as the tokens ordered by index."""
+    if isinstance(data, list) and all(isinstance(t, str) for t in data):
+        return list(data)
+    if isinstance(data, dict) and data:
+        if all(isinstance(k, str) and _is_int(v) for k, v in data.items()):
+            pairs = {v: k for k, v in data.items()}
+            if len(pairs) != len(data):
+                raise OfficialFileError(f"{path}: two tokens share one index")
+        elif all(_is_int(k) and isinstance(v, str) for k, v in data.items()):
+            pairs = dict(data)
+        else:
+            raise OfficialFileError(f"{path}: expected {{token: index}} or {{index: token}} with string "
+                                    f"tokens and integer indices")
+        if sorted(pairs) != list(range(len(pairs))):
+            raise OfficialFileError(f"{path}: its indices are not 0..{len(pairs) - 1} without gaps or "
+                                    f"repeats")
+        return [pairs[i] for i in range(len(pairs))]
+    raise OfficialFileError(f"{path}: expected a vocabulary ({{token: index}}, {{index: token}} or a list "
+                            f"of tokens), found {type(data).__name__}")
+
+
+def read_vocabulary(path: str | Path) -> list[str]:
+    """An official vocabulary file as its tokens ordered by index.
+
+    JSON files are read with ``json``; pickles with an unpickler that resolves no class or function
+    (a pickle naming one, e.g. a numpy scalar, is refused and nothing in it is run).
+
+    Raises:
+        OfficialFileError: naming the file: unreadable, neither JSON nor pickle, or not a vocabulary.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise OfficialFileError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    if raw.lstrip()[:1] not in (b"{", b"["):  # not JSON: a pickle (any protocol)
+        try:
+            data = _PlainUnpickler(io.BytesIO(raw)).load()
+        except pickle.UnpicklingError as exc:
+            raise OfficialFileError(f"{path}: {exc}; vocabulary files hold only dicts, lists, strings and "
+                                    f"integers, so it is refused without unpickling it") from None
+        except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+            raise OfficialFileError(f"{path}: neither a JSON nor a readable pickle vocabulary file "
+                                    f"({exc})") from None
+    else:
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise OfficialFileError(f"{path}: not a readable JSON vocabulary file ({exc})") from None
+    return _as_list(data, path)
+
+
+def check_vocabulary_size(tokens: list[str], rows: int, path: str | Path, what: str) -> None:
+    """Refuse a vocabulary whose size is not the checkpoint's number of ``what`` rows."""
+    if len(tokens) != rows:
+        raise OfficialFileError(f"{path}: {len(tokens)} entries, but the checkpoint's {what} has {rows} "
+                                f"rows; use the vocabulary file made by the same preprocessing run as the "
+                                f"checkpoint")
+
+
+#: what the official preprocessing puts at index 0 (padding) and 1 (unknown word): MSPAN ``<NULL>`` /
+#: ``<UNK>``; MASN ``#START#`` / ``UNK`` (its index-to-word file writes ``.`` at 0)
+_PADDING, _UNKNOWN = ("<NULL>", "#START#", "."), ("<UNK>", "UNK")
+
+
+def read_question_vocabulary(path: str | Path, rows: int) -> list[str]:
+    """The official question vocabulary, checked against ``rows`` embedding rows, with its padding and
+    unknown-word tokens renamed to ours (``<pad>`` = 0, ``<unk>`` = 1).
+
+    Raises:
+        OfficialFileError: naming the file: unreadable, the wrong size, or not a question vocabulary.
+    """
+    tokens = read_vocabulary(path)
+    check_vocabulary_size(tokens, rows, path, "question embedding")
+    if len(tokens) < 2 or tokens[0] not in _PADDING or tokens[1] not in _UNKNOWN:
+        raise OfficialFileError(
+            f"{path}: index 0 and 1 are {tokens[:2]}, not the official padding and unknown-word tokens "
+            f"({'/'.join(_PADDING)} and {'/'.join(_UNKNOWN)}); is this the question vocabulary?")
+    return ["<pad>", "<unk>", *tokens[2:]]
+
+
+def read_answer_vocabulary(path: str | Path, rows: int) -> list[str]:
+    """The official answer list by index, checked against the answer classifier's ``rows`` outputs."""
+    tokens = read_vocabulary(path)
+    check_vocabulary_size(tokens, rows, path, "answer classifier")
+    return tokens

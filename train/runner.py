@@ -50,6 +50,7 @@ from models import get_model
 from pipelines.atomic import DirectoryInUseError, atomic_path, directory_lock, write_json_atomic
 from pipelines.datasets import get_dataset
 from pipelines.deps import dependency_edges
+from pipelines.official_text import TEXT_RULES, encode_official
 from pipelines.text import prepare_moments, prepare_qa
 from pipelines.version import toolkit_version
 from train.checkpoint import (
@@ -718,6 +719,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
         answer_vocab = list(prepared.answer_vocab) if task_type == "open" else None
         model_cfg = spec.model_config
         eval_ckpt = None
+        text_rule = None
         if spec.eval_only:
             if spec.checkpoint is None:
                 raise ConfigError("--eval-only needs --checkpoint PATH")
@@ -730,6 +732,11 @@ def run(spec: RunSpec) -> dict[str, Any]:
             model_cfg = build_config(entry.config_cls, json.loads(meta["model_config"]), section="model")
             feature_change = check_features(meta.get("provenance"), features, what="--eval-only",
                                             source=str(spec.checkpoint), allow=spec.allow_feature_change)
+            if "converted_from" in meta:  # a released checkpoint: the official vocabularies and tokens
+                prepared = _official_text(spec, adapter, meta, task_type)
+                text_rule = meta["text_rule"]
+                question_vocab = list(prepared.question_vocab)
+                answer_vocab = list(prepared.answer_vocab) if task_type == "open" else None
             _check_eval_meta(meta, spec, question_vocab)
             if meta.get("answer_vocab") is not None and meta["answer_vocab"] != (answer_vocab or []):
                 raise CheckpointError(
@@ -897,6 +904,8 @@ def run(spec: RunSpec) -> dict[str, Any]:
         }
         if spec.eval_only:
             result["checkpoint"] = str(spec.checkpoint)
+        if text_rule is not None:
+            result["text_rule"] = text_rule
         if feature_change is not None:
             result["feature_change"] = feature_change
         if dist.is_main:
@@ -956,6 +965,43 @@ def _check_eval_meta(meta: Mapping[str, Any], spec: RunSpec, question_vocab: lis
     else:
         log.warning("%s records no training config (older toolkit); using the given train.* settings",
                     spec.checkpoint)
+
+
+def _official_text(spec: RunSpec, adapter: Any, meta: Mapping[str, Any], task_type: str) -> Any:
+    """The dataset encoded as the official preprocessing of a converted checkpoint encodes it.
+
+    Raises:
+        CheckpointError: the checkpoint was converted without the official vocabulary (or, open-ended,
+            answer list), or for another task type.
+    """
+    model = spec.model
+    if meta.get("task_type") not in (None, task_type):
+        raise ConfigError(f"{spec.checkpoint}: converted from a {meta['task_type']} checkpoint; this run's "
+                          f"task is {task_type}")
+    missing = ["--vocab (the official question vocabulary)"] if "text_rule" not in meta else []
+    if task_type == "open" and not meta.get("answer_vocab"):
+        missing.append("--answers (the official answer list)")
+    if missing or "question_vocab" not in meta:
+        raise CheckpointError(
+            f"{spec.checkpoint}: converted from an official {model} checkpoint without "
+            f"{' and '.join(missing) or 'its vocabulary'}: its word embeddings and answer outputs are "
+            f"indexed by the official preprocessing's vocabularies, not this dataset's, so it cannot be "
+            f"evaluated. Convert it again: vqa-convert {model} OFFICIAL_FILE --out FILE --vocab FILE"
+            + (" --answers FILE" if task_type == "open" else "")
+        )
+    if meta["text_rule"] not in TEXT_RULES:
+        raise CheckpointError(f"{spec.checkpoint}: text rule {meta['text_rule']!r} is unknown to this "
+                              f"toolkit (it knows {', '.join(TEXT_RULES)}); update the toolkit")
+    prepared = encode_official(adapter, meta["text_rule"], meta["question_vocab"],
+                               meta.get("answer_vocab") or [])
+    log.info("%s: questions encoded with the checkpoint's official rule (%s) and vocabulary (%d words%s)",
+             spec.checkpoint, TEXT_RULES[meta["text_rule"]].description, len(prepared.question_vocab),
+             f", {len(prepared.answer_vocab)} answers" if task_type == "open" else "")
+    if task_type == "open":
+        oov = int((prepared.splits["test"].answers < 0).sum())
+        log.info("test: %d/%d answers are not in the official answer list (counted wrong)", oov,
+                 len(prepared.splits["test"].answers))
+    return prepared
 
 
 def _moment_loss_fn(model_cfg: Any):

@@ -21,7 +21,7 @@ from train.convert_mspan import ConvertError, convert_official_mspan
 D, H, W, V, A, N, K, T, ITERS = 12, 8, 6, 20, 9, 6, 3, 2, 2  # sizes; K scales, T GCN layers, ITERS = --K
 
 
-def official_state(task: str) -> dict[str, torch.Tensor]:
+def official_state(task: str, *, D: int = D, V: int = V, A: int = A) -> dict[str, torch.Tensor]:  # noqa: N803
     """Random tensors under the official VideoQANetwork's key names and shapes (written out by hand)."""
     shapes: dict[str, tuple[int, ...]] = {"linguistic.encoder_embed.weight": (V, W)}
     for layer in range(3):  # its BiLSTM has 3 layers of H/2 units per direction
@@ -66,14 +66,15 @@ def official_state(task: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def official_args(task: str) -> argparse.Namespace:
-    return argparse.Namespace(dataset="tgif-qa", question_type=task, num_scale=K, T=T, K=ITERS, num_frames=N,
-                              word_dim=W, module_dim=H, app_pool5_dim=D, motion_dim=D, dropout=0.3,
-                              lr=1e-4, features_type=["appearance_pool5_16", "motion_16"], train=True)
+def official_args(task: str, **sizes) -> argparse.Namespace:
+    args = dict(dataset="tgif-qa", question_type=task, num_scale=K, T=T, K=ITERS, num_frames=N, word_dim=W,
+                module_dim=H, app_pool5_dim=D, motion_dim=D, dropout=0.3, lr=1e-4,
+                features_type=["appearance_pool5_16", "motion_16"], train=True)
+    return argparse.Namespace(**{**args, **sizes})
 
 
-def save_official(path: Path, task: str, state=None, **extra) -> Path:
-    obj = {"args": official_args(task), "score_all": 0.5, "score_word": None,
+def save_official(path: Path, task: str, state=None, args=None, **extra) -> Path:
+    obj = {"args": official_args(task) if args is None else args, "score_all": 0.5, "score_word": None,
            "model": official_state(task) if state is None else state, **extra}
     torch.save(obj, path)
     return path
@@ -128,6 +129,17 @@ def test_vocabularies_are_stored_in_order(tmp_path):
     meta = convert_official_mspan(src, tmp_path / "o.pt", vocab=vocab, answers=ans)
     assert meta["question_vocab"] == ["<pad>", "<unk>"] + [f"w{i}" for i in range(2, V)]
     assert meta["answer_vocab"] == ["<UNK>"] + [f"a{i}" for i in range(1, A)]
+    assert meta["text_rule"] == "mspan-tgif"  # how vqa-train --eval-only encodes the questions
+    with pytest.raises(ConvertError, match=r"answers\.json: 9 entries, but the checkpoint's question "
+                                           r"embedding has 20 rows"):
+        convert_official_mspan(src, tmp_path / "o1.pt", vocab=ans)
+    with pytest.raises(ConvertError, match=r"vocab\.json: 20 entries, but the checkpoint's answer classifier "
+                                           r"has 9 rows"):
+        convert_official_mspan(src, tmp_path / "o1.pt", vocab=vocab, answers=vocab)
+    swapped = tmp_path / "swapped.json"
+    swapped.write_text(json.dumps({"<UNK>": 0, "<NULL>": 1, **{f"w{i}": i for i in range(2, V)}}))
+    with pytest.raises(ConvertError, match=r"swapped\.json: index 0 and 1 are \['<UNK>', '<NULL>'\]"):
+        convert_official_mspan(src, tmp_path / "o1.pt", vocab=swapped)
     short = tmp_path / "short.json"
     short.write_text(json.dumps({"<NULL>": 0, "<UNK>": 1}))
     with pytest.raises(ConvertError, match=r"short\.json: 2 entries.*20 rows"):
@@ -136,7 +148,7 @@ def test_vocabularies_are_stored_in_order(tmp_path):
     gap.write_text(json.dumps({"a": 0, "b": 2}))
     with pytest.raises(ConvertError, match="gap.json: its indices are not 0..1"):
         convert_official_mspan(src, tmp_path / "o3.pt", answers=gap)
-    assert not (tmp_path / "o2.pt").exists() and not (tmp_path / "o3.pt").exists()
+    assert not any((tmp_path / f"o{i}.pt").exists() for i in (1, 2, 3))
 
 
 def test_mismatched_keys_and_shapes_are_refused_naming_them(tmp_path):

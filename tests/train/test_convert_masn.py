@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 
 import pytest
 import torch
@@ -204,6 +205,39 @@ def test_pickled_code_is_never_run(tmp_path, monkeypatch):
     assert not (tmp_path / "MARKER").exists()
     res = _run(["masn", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "c.pt")])
     assert res.exit_code == 1 and "no such file" in res.output
+
+
+def test_official_vocabularies_are_stored_and_checked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save(official_state(outputs=3), tmp_path / "o.pth")
+    words = ["#START#", "UNK", "\\?", *(f"w{i}" for i in range(3, V))]
+    index = {w: i for i, w in enumerate(words)}
+    (tmp_path / "word_to_index.pkl").write_bytes(pickle.dumps(index, protocol=3))
+    (tmp_path / "index_to_ans.pkl").write_bytes(pickle.dumps({0: "red", 1: "dog", 2: "two"}, protocol=3))
+    args = ["masn", str(tmp_path / "o.pth"), "--out", str(tmp_path / "c.pt"), "--vocab",
+            str(tmp_path / "word_to_index.pkl")]
+    res = _run([*args, "--answers", str(tmp_path / "index_to_ans.pkl")])
+    assert res.exit_code == 0, res.output
+    meta = load_checkpoint(tmp_path / "c.pt")["meta"]
+    assert meta["question_vocab"] == ["<pad>", "<unk>", *words[2:]] and meta["text_rule"] == "masn"
+    assert meta["answer_vocab"] == ["red", "dog", "two"]
+    # a vocabulary of the wrong size is refused naming the file and both numbers
+    (tmp_path / "short.pkl").write_bytes(pickle.dumps(words[:-1]))
+    res = _run([*args[:-1], str(tmp_path / "short.pkl")])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert f"short.pkl: {V - 1} entries, but the checkpoint's question embedding has {V} rows" in res.output
+    res = _run([*args, "--answers", str(tmp_path / "word_to_index.pkl")])
+    assert f"word_to_index.pkl: {V} entries, but the checkpoint's answer classifier has 3 rows" in res.output
+    # a pickle that names any class or function is refused unbuilt (dicts, lists, str, int only)
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"a": _Evil()}))
+    res = _run([*args[:-1], str(tmp_path / "evil.pkl")])
+    assert res.exit_code == 1 and re.search(r"evil\.pkl: holds a \w+\.system object", res.output)
+    assert not (tmp_path / "MARKER").exists()
+    import numpy as np
+
+    (tmp_path / "np.pkl").write_bytes(pickle.dumps({"a": np.int64(0)}))
+    assert "np.pkl: holds a numpy" in _run([*args[:-1], str(tmp_path / "np.pkl")]).output
+    assert not (tmp_path / "c2.pt").exists()
 
 
 def test_module_entry_point():
