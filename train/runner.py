@@ -962,7 +962,7 @@ def _check_eval_meta(meta: Mapping[str, Any], spec: RunSpec, question_vocab: lis
                 f"--eval-only: train.{{{', '.join(diffs)}}} differ from the checkpoint {spec.checkpoint}; "
                 "evaluation takes them from the checkpoint (see train.runner.eval_train_config)"
             )
-    else:
+    elif "converted_from" not in meta:  # a converted release has none: the given train.* settings apply
         log.warning("%s records no training config (older toolkit); using the given train.* settings",
                     spec.checkpoint)
 
