@@ -66,17 +66,20 @@ def _reference(ckpt: Path, features: Path, rows, words: list[str], tokens) -> tu
     net.load_state_dict(ck["model"])
     net.eval()
     index = {w: i for i, w in enumerate(words)}
+    ids = [[index.get(t, 1) for t in tokens(row["question"])] for row in rows]
+    batch = _video_batch(features, rows)
+    batch["question"] = torch.tensor([q + [0] * (max(map(len, ids)) - len(q)) for q in ids])
+    batch["question_len"] = torch.tensor([len(q) for q in ids])
+    with torch.no_grad():
+        preds = [ANSWERS[i] for i in net(batch)["logits"].argmax(-1).tolist()]
+    right = sum(p == row["answer"] and row["answer"] in ANSWERS for p, row in zip(preds, rows, strict=True))
+    return {f"frameqa-{row['key']}": p for p, row in zip(preds, rows, strict=True)}, right / len(rows)
+
+
+def _video_batch(features: Path, rows) -> dict[str, torch.Tensor]:
     reader = FeatureReader(features)
-    preds, right = {}, 0
-    for row in rows:
-        ids = [index.get(t, 1) for t in tokens(row["question"])]
-        batch = {k: torch.as_tensor(v)[None] for k, v in reader[row["gif_name"]].items()}
-        batch |= {"question": torch.tensor([ids]), "question_len": torch.tensor([len(ids)])}
-        with torch.no_grad():
-            pred = ANSWERS[int(net(batch)["logits"].argmax())]
-        preds[f"frameqa-{row['key']}"] = pred
-        right += pred == row["answer"] and row["answer"] in ANSWERS
-    return preds, right / len(rows)
+    items = [reader[row["gif_name"]] for row in rows]
+    return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in items[0]}
 
 
 def _mspan_official(tmp_path: Path, *, green_wins: bool) -> tuple[Path, Path, Path]:
@@ -127,6 +130,51 @@ def test_a_known_answer_wins_and_missing_answers_count_wrong(tiny_tgif, tmp_path
     assert m["test"]["accuracy"] > 0 and any(r["answer"] == "yellow" for r in rows)
 
 
+def test_released_mspan_multiple_choice_reads_candidates_whole(tiny_tgif, tmp_path):
+    """Candidates keep their last character (only questions lose it) and share the question vocabulary."""
+    # "wave" is left out: that candidate is <UNK>
+    words = ["<NULL>", "<UNK>", "sit", "spin", "do", "person", "jump", "what", "the", "does", "run"]
+    state = mspan_files.official_state("action", D=DIM, V=len(words))
+    state["classifier.3.weight"].mul_(20)
+    args = mspan_files.official_args("action", num_frames=N_FRAMES, app_pool5_dim=DIM, motion_dim=DIM,
+                                     num_scale=2)
+    src = mspan_files.save_official(tmp_path / "model.pth", "action", state, args=args)
+    vocab = tmp_path / "tgif-qa_action_vocab.json"
+    vocab.write_text(json.dumps({w: i for i, w in enumerate(words)}), encoding="utf-8")
+    ckpt = tmp_path / "mspan.pt"
+    res = CliRunner().invoke(convert_cli(), ["mspan", str(src), "--out", str(ckpt), "--vocab", str(vocab)])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "eval"
+    args = ["mspan", "--dataset", "tgif", "--task", "action", "--root", str(tiny_tgif.root), "--features",
+            str(tiny_tgif.features), "--out", str(out), "--no-progress", "--eval-only", "--checkpoint",
+            str(ckpt)]
+    res = CliRunner().invoke(train_cli(), args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    ck = load_checkpoint(ckpt)
+    entry = get_model("mspan")
+    net = entry.build(build_config(entry.config_cls, json.loads(ck["meta"]["model_config"]), section="model"),
+                      vocab_size=len(words), num_answers=0, task_type="mc")
+    net.load_state_dict(ck["model"])
+    net.eval()
+    index = {w: i for i, w in enumerate(words)}
+    with open(tiny_tgif.root / "dataset" / "Test_action_question.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    batch = _video_batch(tiny_tgif.features, rows)  # every question here has the same 5 words
+    batch["question"] = torch.tensor([[index.get(t, 1) for t in r["question"].lower()[:-1].split()]
+                                      for r in rows])
+    batch["question_len"] = torch.full((len(rows),), 5)
+    batch["candidates"] = torch.tensor([[[index.get(r[f"a{k}"].lower(), 1)] for k in range(1, 6)]
+                                        for r in rows])
+    batch["candidates_len"] = torch.ones(len(rows), 5, dtype=torch.long)
+    with torch.no_grad():
+        preds = net(batch)["scores"].argmax(-1).tolist()
+    want = {f"action-{r['key']}": p for p, r in zip(preds, rows, strict=True)}
+    right = sum(p == int(r["answer"]) for p, r in zip(preds, rows, strict=True))
+    m = json.loads((out / "metrics.json").read_text())
+    assert {k: int(v) for k, v in _predictions(out).items()} == want and len(set(want.values())) > 1
+    assert m["test"]["accuracy"] == pytest.approx(right / len(rows))
+
+
 def test_converted_without_vocab_is_refused_naming_the_option(tiny_tgif, tmp_path):
     src, _, _ = _mspan_official(tmp_path, green_wins=True)
     ckpt = tmp_path / "mspan.pt"
@@ -143,13 +191,15 @@ def test_converted_without_vocab_is_refused_naming_the_option(tiny_tgif, tmp_pat
 
 
 def test_released_masn_evaluates_with_its_pickled_vocabularies(tiny_tgif, tiny_masn_features, tmp_path):
-    tensors = masn_files.official_state(outputs=len(ANSWERS))
-    hidden = tensors["fc.weight"].shape[1]
-    tensors["glove.weight"] = torch.randn(len(MASN_WORDS), tensors["glove.weight"].shape[1])
+    # random weights of a seed whose answers depend on the question (the assertion below checks it)
+    tensors = masn_files.official_state(outputs=len(ANSWERS), seed=11)
+    hidden, g = tensors["fc.weight"].shape[1], torch.Generator().manual_seed(11)
+    tensors["glove.weight"] = torch.randn(len(MASN_WORDS), tensors["glove.weight"].shape[1], generator=g)
     for s in ("appr", "motion"):
         for part in ("local", "global"):
-            tensors[f"compress_{s}_{part}.weight_raw"] = torch.randn(hidden, DIM)
+            tensors[f"compress_{s}_{part}.weight_raw"] = torch.randn(hidden, DIM, generator=g)
     tensors["fc.weight"].mul_(20)
+    tensors["fc.bias"].zero_()
     torch.save(tensors, tmp_path / "FrameQA.pth")
     vocab, answers = tmp_path / "word_to_index_FrameQA.pkl", tmp_path / "ans_to_index_FrameQA.pkl"
     vocab.write_bytes(pickle.dumps({w: i for i, w in enumerate(MASN_WORDS)}, protocol=3))
