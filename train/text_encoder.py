@@ -8,7 +8,7 @@ config is used, so the GloVe path never pays for it.
 - **Loading** (:func:`load_text_encoder`): ``AutoTokenizer`` and ``AutoModel`` from ``DIR`` with
   ``local_files_only=True`` (and ``HF_HUB_OFFLINE=1`` unless the user set it; no remote code), so a
   run never reaches the network. A missing directory or package is one line saying what to pass or
-  install.
+  install. A pooling head (BERT's ``pooler``) is dropped: only the last hidden states are read.
 - **Provenance** (:func:`directory_record`): the sha256 of every file of ``DIR`` (hidden files and
   directories skipped) and one fingerprint over them; recorded as ``provenance.text_encoder`` in
   ``config.yaml``, every checkpoint and ``metrics.json``. ``--resume``, ``--eval-only`` and
@@ -136,6 +136,8 @@ def load_text_encoder(path: str | os.PathLike | None, *, max_len: int = 64,
             f"{option}={path}: cannot load a tokenizer and model from it ({first}); pass a directory "
             f"written by save_pretrained (config.json, model weights, tokenizer files){hint}"
         ) from None
+    if getattr(model, "pooler", None) is not None:  # unused (the last hidden states are read); under DDP
+        model.pooler = None  # every parameter must receive a gradient
     record["model_type"] = str(getattr(model.config, "model_type", ""))
     record["hidden_size"] = int(model.config.hidden_size)
     log.info("text encoder: %s (%s, hidden size %d, fingerprint %s)", record["dir"], record["model_type"],
