@@ -150,7 +150,9 @@ def describe(record: Mapping[str, Any]) -> list[str]:
         f"backbone weights {'RANDOM' if f['random_weights'] else 'pretrained'})"
     ]
     g = record.get("glove")
-    if g is not None:
+    if record.get("text_encoder") is not None:
+        lines.append("GloVe: not used (the questions are read by the transformer text encoder)")
+    elif g is not None:
         lines.append(f"GloVe: {g['found']}/{g['words']} vocabulary words found ({100 * g['coverage']:.1f}%) "
                      f"in {g['file']}")
     else:

@@ -473,6 +473,8 @@ def _load_text_encoder(spec: RunSpec, model_cfg: Any, saved_provenance: Mapping[
     if spec.glove is not None:
         log.warning("--glove %s is not used: the questions are read by the transformer text encoder",
                     spec.glove)
+    else:
+        log.info("word embeddings: not used (the questions are read by the transformer text encoder)")
     return loaded, model_cfg
 
 

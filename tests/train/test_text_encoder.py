@@ -152,6 +152,8 @@ def test_learns_resumes_and_records_the_directory(data, tmp_path):
     assert want["val"]["accuracy"] >= 0.75 and want["test"]["accuracy"] >= 0.625, want
     record = want["provenance"]["text_encoder"]
     assert record["fingerprint"].startswith("sha256:") and "model.safetensors" in record["files"]
+    log = (full / "train.log").read_text()
+    assert f"fingerprint {record['fingerprint']}" in log and "GloVe: not used" in log
     ckpt = torch.load(full / "checkpoints" / "best.pt", weights_only=True)
     assert ckpt["meta"]["provenance"]["text_encoder"] == record
     assert any(k.startswith("text.encoder.") for k in ckpt["model"])
