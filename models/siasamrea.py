@@ -53,6 +53,17 @@ Reading of the paper (what it leaves open, and what we chose):
   ``outputs["aux_losses"]["loss_siamese"]`` (training only), which the shared loss function sums in.
 - Transformer: pre-norm blocks of width ``hidden_dim`` (the paper's is BERT-base, 12 layers x 768);
   the defaults below keep BERT-base's width and heads with 2 layers (ours) since nothing is pre-trained.
+- Question encoder: ``text_encoder="glove"`` (default) is the GloVe + BiLSTM encoder the other models
+  share. ``text_encoder="transformer"`` reads the question (multiple choice: each question + candidate
+  pair, ``[CLS] q [SEP] a [SEP]``) with a pre-trained transformer from a local Hugging Face checkpoint
+  directory (``text_encoder_path``; loaded by ``train/text_encoder.py``, never downloaded, the
+  optional ``text`` extra), whose last hidden states are projected to ``hidden_dim`` and feed the same
+  cross-modal transformer as the GloVe tokens. It is fine-tuned by default, as the paper's
+  ClipBERT-style network fine-tunes BERT end to end; ``freeze_text_encoder=True`` keeps it fixed (and
+  in eval mode). This file takes the loaded module (any ``nn.Module`` called as
+  ``module(input_ids=, attention_mask=, token_type_ids=)`` returning ``last_hidden_state``) from its
+  builder and imports nothing beyond torch; the batch then carries ``text_ids``, ``text_mask`` and
+  ``text_type_ids`` (B, C', Lt) made by that checkpoint's tokenizer (C' = C candidates or 1).
 
 Ablations (config switches): ``num_siamese=0`` (the base network alone), ``knowledge="uniform"`` (SKR
 without SKG: A^(i, j) = 1 / (K - 1) for j != i), ``knowledge="skg"`` (SKG + SKR, default), and N.
@@ -81,6 +92,7 @@ from models.layers import QuestionEncoder
 
 __all__ = [
     "FusionLayer",
+    "PretrainedTextEncoder",
     "SiaSamRea",
     "SiaSamReaConfig",
     "affinity",
@@ -93,6 +105,7 @@ __all__ = [
 
 TASK_TYPES = ("open", "mc", "count")
 KNOWLEDGE = ("skg", "uniform")
+TEXT_ENCODERS = ("glove", "transformer")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -122,6 +135,15 @@ class SiaSamReaConfig:
         affinity_dim: output size of the SKG projection F (256, ours).
         detach_predictions: stop gradients through the clip predictions inside the soft label (True).
         freeze_embeddings: keep the GloVe word vectors fixed.
+        text_encoder: question encoder, glove (GloVe + BiLSTM) or transformer (a local Hugging Face
+            checkpoint, model.text_encoder_path; needs the `text` extra).
+        text_encoder_path: transformer only: the local Hugging Face checkpoint directory (config, weights,
+            tokenizer); never downloaded, its files' sha256 are recorded and checked on resume, eval and
+            vqa-answer.
+        freeze_text_encoder: transformer only: keep its weights fixed (default false: fine-tuned with
+            train.lr, as the paper fine-tunes BERT).
+        text_max_len: transformer only: tokens per question (mc: per question + candidate pair) incl.
+            special tokens (64, ours).
     """
 
     frames_dim: int = 2048
@@ -141,10 +163,22 @@ class SiaSamReaConfig:
     affinity_dim: int = 256
     detach_predictions: bool = True
     freeze_embeddings: bool = False
+    text_encoder: Literal["glove", "transformer"] = "glove"
+    text_encoder_path: str | None = None
+    freeze_text_encoder: bool = False
+    text_max_len: int = 64
 
     def __post_init__(self) -> None:
+        if self.text_encoder not in TEXT_ENCODERS:
+            raise ValueError(f"text_encoder must be one of {TEXT_ENCODERS}, got {self.text_encoder!r}")
+        if self.text_encoder == "transformer" and not self.text_encoder_path:
+            raise ValueError("text_encoder=transformer needs text_encoder_path (a local Hugging Face "
+                             "checkpoint directory)")
+        if self.text_encoder == "glove" and self.text_encoder_path:
+            raise ValueError(f"text_encoder_path={self.text_encoder_path!r} is set but text_encoder=glove; "
+                             "set text_encoder=transformer or drop the path")
         for name in ("frames_dim", "hidden_dim", "num_layers", "num_heads", "word_dim", "lstm_layers",
-                     "clip_frames", "frame_interval", "affinity_dim"):
+                     "clip_frames", "frame_interval", "affinity_dim", "text_max_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("siamese_shift", "num_siamese"):
@@ -329,6 +363,39 @@ class FusionLayer(nn.Module):
         return x, w
 
 
+class PretrainedTextEncoder(nn.Module):
+    """A pre-trained transformer over token ids, its last hidden states projected to the model width.
+
+    Args:
+        encoder: the loaded module, called as ``encoder(input_ids=, attention_mask=, token_type_ids=)``
+            and returning an object with ``last_hidden_state`` (B, L, D) (a Hugging Face ``AutoModel``).
+        in_dim: D, its hidden size; out_dim: H; dropout: after the projection.
+        freeze: keep the encoder's weights fixed and the encoder in eval mode (no dropout).
+
+    Forward: ``ids``, ``mask`` (1 = token), ``types`` (N, L) -> (N, L, H).
+    """
+
+    def __init__(self, encoder: nn.Module, *, in_dim: int, out_dim: int, dropout: float = 0.0,
+                 freeze: bool = False) -> None:
+        super().__init__()
+        self.encoder, self.freeze = encoder, freeze
+        self.proj = nn.Sequential(nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim), nn.Dropout(dropout))
+        if freeze:
+            self.encoder.requires_grad_(False)
+            self.encoder.eval()
+
+    def train(self, mode: bool = True) -> PretrainedTextEncoder:
+        super().train(mode)
+        if self.freeze:
+            self.encoder.eval()
+        return self
+
+    def forward(self, ids: Tensor, mask: Tensor, types: Tensor | None = None) -> Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
+            hidden = self.encoder(input_ids=ids, attention_mask=mask.long(), token_type_ids=types)
+        return self.proj(hidden.last_hidden_state)  # (N, L, H)
+
+
 class SiaSamRea(nn.Module):
     """The base VideoQA network plus siamese sampling and reasoning during training.
 
@@ -338,6 +405,8 @@ class SiaSamRea(nn.Module):
         num_answers: A (open-ended answer classes).
         task_type: ``"open"``, ``"mc"`` or ``"count"``.
         embeddings: optional (vocab_size, word_dim) GloVe matrix.
+        text_encoder: ``cfg.text_encoder == "transformer"`` only: the loaded pre-trained module (its
+            hidden size read from ``text_encoder.config.hidden_size``).
 
     Forward: the batch contract (``frames`` (B, T, Da), ``frames_mask`` (B, T), ``frame_times`` (B, T),
     ``question``/``question_len``, ``candidates``/``candidates_len`` for mc, optional ``segment`` (B, 2)).
@@ -345,7 +414,7 @@ class SiaSamRea(nn.Module):
     """
 
     def __init__(self, cfg: SiaSamReaConfig, *, vocab_size: int, num_answers: int, task_type: str,
-                 embeddings: Any = None) -> None:
+                 embeddings: Any = None, text_encoder: nn.Module | None = None) -> None:
         super().__init__()
         if task_type not in TASK_TYPES:
             raise ValueError(f"task_type must be one of {TASK_TYPES}, got {task_type!r}")
@@ -353,9 +422,16 @@ class SiaSamRea(nn.Module):
             raise ValueError(f"an open-ended model needs num_answers >= 1, got {num_answers}")
         self.cfg, self.task_type = cfg, task_type
         H = cfg.hidden_dim
-        self.text = QuestionEncoder(vocab_size, embed_dim=cfg.word_dim, hidden_dim=H,
-                                    num_layers=cfg.lstm_layers, embeddings=embeddings,
-                                    freeze_embeddings=cfg.freeze_embeddings)
+        if cfg.text_encoder == "transformer":
+            if text_encoder is None:
+                raise ValueError("text_encoder=transformer: pass the loaded module (train.text_encoder "
+                                 "loads it from model.text_encoder_path)")
+            self.text = PretrainedTextEncoder(text_encoder, in_dim=int(text_encoder.config.hidden_size),
+                                              out_dim=H, dropout=cfg.dropout, freeze=cfg.freeze_text_encoder)
+        else:
+            self.text = QuestionEncoder(vocab_size, embed_dim=cfg.word_dim, hidden_dim=H,
+                                        num_layers=cfg.lstm_layers, embeddings=embeddings,
+                                        freeze_embeddings=cfg.freeze_embeddings)
         self.frame_proj = nn.Sequential(
             nn.Linear(cfg.frames_dim, H), nn.LayerNorm(H), nn.Dropout(cfg.dropout)
         )
@@ -376,6 +452,13 @@ class SiaSamRea(nn.Module):
     # ---------------------------------------------------------------- text, once per question
     def encode_text(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
         """Question (and candidate) tokens: ``(tokens (B, C', Lt, H), padding (B, C', Lt))``, C' = C or 1."""
+        if isinstance(self.text, PretrainedTextEncoder):
+            ids, mask = batch["text_ids"], batch["text_mask"]  # (B, C', Lt)
+            types = batch.get("text_type_ids")
+            B, Cp, Lt = ids.shape
+            words = self.text(ids.reshape(B * Cp, Lt), mask.reshape(B * Cp, Lt),
+                              None if types is None else types.reshape(B * Cp, Lt))  # (B*C', Lt, H)
+            return words.view(B, Cp, Lt, -1), ~mask.bool()
         q = batch["question"]
         qlen = batch["question_len"]
         words, _ = self.text(q, qlen)  # (B, L, H)
@@ -489,13 +572,14 @@ def _cpu(x: Tensor | None) -> Tensor | None:
 
 
 def siasamrea(cfg: SiaSamReaConfig | None = None, *, vocab_size: int, num_answers: int, task_type: str,
-              embeddings: Any = None) -> SiaSamRea:
+              embeddings: Any = None, text_encoder: nn.Module | None = None) -> SiaSamRea:
     """Build SiaSamRea (the registry's builder).
 
     Args:
         cfg: config (default: the paper's settings).
         vocab_size: question vocabulary size; num_answers: open-ended answer classes;
-        task_type: ``"open"``, ``"mc"`` or ``"count"``; embeddings: optional GloVe matrix.
+        task_type: ``"open"``, ``"mc"`` or ``"count"``; embeddings: optional GloVe matrix;
+        text_encoder: the loaded pre-trained module for ``cfg.text_encoder == "transformer"``.
     """
     return SiaSamRea(cfg or SiaSamReaConfig(), vocab_size=vocab_size, num_answers=num_answers,
-                     task_type=task_type, embeddings=embeddings)
+                     task_type=task_type, embeddings=embeddings, text_encoder=text_encoder)

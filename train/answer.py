@@ -47,6 +47,7 @@ from train.config import build_config
 from train.data import QACollate
 from train.losses import count_rounded
 from train.provenance import CHECKPOINT_FORMAT, RANDOM_WEIGHTS_BANNER
+from train.text_encoder import TextEncoderError, for_checkpoint
 
 __all__ = [
     "Answer",
@@ -336,8 +337,10 @@ class Answerer:
         *,
         path: Path,
         device: torch.device,
+        text_encoder: Any = None,
     ) -> None:
         self.model, self.meta, self.feature_set = model.eval(), dict(meta), feature_set
+        self.text_encoder = text_encoder  # train.text_encoder.LoadedTextEncoder of transformer models
         self.path, self.device = path, device
         self.task_type: str = meta["task_type"]
         self.answer_vocab: list[str] = list(meta["answer_vocab"])
@@ -359,6 +362,7 @@ class Answerer:
         backbones: Mapping[str, str | Path] | None = None,
         checkpoint_dir: str | Path | None = None,
         device: str = "cpu",
+        text_encoder: str | Path | None = None,
     ) -> Answerer:
         """Load a self-contained checkpoint (``best.pt`` or ``epoch-NNNN.pt``) with ``weights_only=True``.
 
@@ -367,6 +371,8 @@ class Answerer:
             backbones: network name -> weight file (``--backbone NAME=PATH``).
             checkpoint_dir: a directory holding the recorded weight files by name (``--checkpoint-dir``).
             device: ``"cpu"``, ``"cuda"``, ... for the model and the backbones.
+            text_encoder: transformer question encoders: the checkpoint directory (``--text-encoder``;
+                default the recorded one); its files' sha256 must be the recorded ones.
 
         Raises:
             OldCheckpointError: a checkpoint from before self-contained checkpoints (names what is missing).
@@ -382,11 +388,16 @@ class Answerer:
         except KeyError as exc:
             raise AnswerError(f"{path}: {exc.args[0]}") from None
         cfg = build_config(entry.config_cls, json.loads(meta["model_config"]), section="model")
+        try:
+            text = for_checkpoint(cfg, meta, text_encoder, source=str(path))
+        except TextEncoderError as exc:
+            raise AnswerError(str(exc)) from None
         model = entry.build(
             cfg,
             vocab_size=len(meta["question_vocab"]),
             num_answers=len(meta["answer_vocab"]),
             task_type=meta["task_type"],
+            **({"text_encoder": text.model} if text is not None else {}),
         )
         try:
             model.load_state_dict(ckpt["model"])
@@ -400,7 +411,7 @@ class Answerer:
         )
         fs = rebuild_feature_set(fprov, files=files, device=device, seed=meta["backbone_random_seed"])
         dev = torch.device(device)
-        return cls(model.to(dev), meta, fs, path=path, device=dev)
+        return cls(model.to(dev), meta, fs, path=path, device=dev, text_encoder=text)
 
     # -- properties ---------------------------------------------------------------------------------
 
@@ -471,6 +482,9 @@ class Answerer:
             item["candidates"], item["candidates_len"] = torch.from_numpy(cids), torch.from_numpy(clen)
         elif candidates:
             raise AnswerError(f"this is a {self.task_type} model: it takes no candidates")
+        if self.text_encoder is not None:  # as train.data.QADataset's text_tokens
+            tokens = self.text_encoder.tokens(question, candidates)
+            item.update({k: torch.from_numpy(v) for k, v in tokens.items()})
         for key in self.feature_keys:
             arr = np.asarray(feats.features[key])
             if arr.dtype.kind == "f":
@@ -665,6 +679,7 @@ def _cli(
     top_k,
     explain,
     ground_truth,
+    text_encoder=None,
 ) -> int:
     import sys
 
@@ -676,7 +691,8 @@ def _cli(
         raise AnswerError("--questions FILE answers the file's lines; drop --video/--question/--query")
     requests = read_requests(questions) if questions is not None else None
     answerer = Answerer.from_checkpoint(
-        checkpoint, backbones=parse_backbones(backbone), checkpoint_dir=checkpoint_dir, device=device
+        checkpoint, backbones=parse_backbones(backbone), checkpoint_dir=checkpoint_dir, device=device,
+        text_encoder=text_encoder,
     )
     if answerer.random_weights:
         click.echo(answerer.random_weights_banner, err=True)
@@ -758,6 +774,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         multiple=True,
         metavar="NAME=PATH",
         help="A backbone's weight file (repeatable); its sha256 must be the recorded one.",
+    )
+    @click.option(
+        "--text-encoder",
+        type=click.Path(path_type=Path),
+        help="Models with a transformer question encoder: its local checkpoint directory (default: the "
+        "recorded one); its files' sha256 must be the recorded ones.",
     )
     @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
     @click.option(

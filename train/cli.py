@@ -217,13 +217,14 @@ def _make_spec(
         merged = merge_sections(*layers)
         train_cfg = build_config(TrainConfig, merged["train"], section="train")
         if eval_only:
-            if merged["model"]:
+            moved = {k: v for k, v in merged["model"].items() if k == "text_encoder_path"}  # sha256 checked
+            if set(merged["model"]) - set(moved):
                 raise ConfigError(
                     "--eval-only takes the model config from the checkpoint; drop the model.* settings "
-                    f"({', '.join('model.' + k for k in merged['model'])})"
+                    f"({', '.join('model.' + k for k in merged['model'] if k not in moved)})"
                 )
             meta = load_checkpoint(checkpoint).get("meta", {})
-            model_values = json.loads(meta.get("model_config", "{}"))
+            model_values = {**json.loads(meta.get("model_config", "{}")), **moved}
             if "train_config" in meta:  # every result-affecting train.* setting comes from the checkpoint
                 explicit = merge_sections(*layers[1:])["train"]
                 saved_train = json.loads(meta["train_config"])

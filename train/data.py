@@ -20,6 +20,11 @@ features                  (B, ...) float32      e.g. ``appearance`` (B, 16, Da)
 ``<name>_mask``           (B, T) bool           ragged features only (padded to the longest)
 ``segment``               (B, 2) float32        (start, end) s of the question's segment, NaN when
                                                 none; only for datasets that give segments (How2QA)
+``text_ids``              (B, C', Lt) int64     transformer question encoder only
+                                                (``train/text_encoder.py``): its tokenizer's ids of
+                                                the question (C' = 1) or question + candidate pairs
+``text_mask``             (B, C', Lt) bool      True = token (padding is False)
+``text_type_ids``         (B, C', Lt) int64     segment ids of the pairs
 ========================  ====================  ===============================================
 
 Both classes are plain top-level objects, so they pickle into DataLoader workers (the reader reopens
@@ -46,6 +51,10 @@ __all__ = [
     "find_missing_videos",
     "seed_worker",
 ]
+
+
+#: the batch keys of the transformer question encoder (``train/text_encoder.py``), each (B, C', Lt)
+TEXT_KEYS = ("text_ids", "text_mask", "text_type_ids")
 
 
 class FeatureMismatchError(ValueError):
@@ -138,6 +147,8 @@ class QADataset(Dataset):
             are standardised per channel (``train.feature_norm=standardize``). None = as extracted.
         segments: question id -> (start, end) seconds of its segment (How2QA's ``ts``); when given,
             every item has ``segment`` (2,) float32, NaN for a question without one.
+        text_tokens: question id -> ``{"text_ids", "text_mask", "text_type_ids"}`` (C', Lt) arrays of the
+            transformer question encoder (``train.text_encoder.encode_questions``); None = GloVe only.
 
     An item is a dict with the per-question values of the batch contract (``question`` trimmed to its
     length, features as float32 tensors).
@@ -152,8 +163,10 @@ class QADataset(Dataset):
         indices: Sequence[int] | np.ndarray | None = None,
         feature_stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
         segments: Mapping[str, tuple[float, float]] | None = None,
+        text_tokens: Mapping[str, Mapping[str, np.ndarray]] | None = None,
     ) -> None:
         self.split = split
+        self.text_tokens = text_tokens
         self.segments = dict(segments) if segments else None
         self.feature_stats = dict(feature_stats or {})
         self.reader = reader
@@ -192,6 +205,8 @@ class QADataset(Dataset):
         if self.segments is not None:
             seg = self.segments.get(s.qids[i], (float("nan"), float("nan")))
             item["segment"] = torch.tensor(seg, dtype=torch.float32)  # (2,)
+        if self.text_tokens is not None:
+            item.update({k: torch.from_numpy(v) for k, v in self.text_tokens[s.qids[i]].items()})  # (C', Lt)
         feats = self.reader[video_id]
         keys = self.feature_keys if self.feature_keys is not None else tuple(feats)
         for key in keys:
@@ -246,8 +261,15 @@ class QACollate:
             batch["candidates"] = cands
             batch["candidates_len"] = torch.stack([it["candidates_len"] for it in items])  # (B, C)
         batch["answer"] = torch.tensor([it["answer"] for it in items], dtype=self.answer_dtype)  # (B,)
+        for key in TEXT_KEYS:  # transformer tokens (C', Lt): padded to the longest row in the batch
+            if key in items[0]:
+                Lt = max(int(it[key].shape[-1]) for it in items)
+                padded = torch.zeros((B, items[0][key].shape[0], Lt), dtype=items[0][key].dtype)
+                for b, it in enumerate(items):
+                    padded[b, :, : it[key].shape[-1]] = it[key]
+                batch[key] = padded  # (B, C', Lt)
         skip = {"qid", "video_id", "qtype", "answer_text", "question", "question_len", "candidates",
-                "candidates_len", "answer"}
+                "candidates_len", "answer", *TEXT_KEYS}
         for key in items[0]:
             if key in skip:
                 continue

@@ -17,7 +17,9 @@ and a later reader (e.g. a self-contained ``vqa-answer`` checkpoint) can use it 
       },
       "glove": {"file": ..., "format": ..., "dim": 300, "found": 980, "words": 1000, "coverage": 0.98,
                 "missing_examples": [...]} | null,
-      "toolkit_version": "..."
+      "toolkit_version": "...",
+      "text_encoder": {"dir", "fingerprint": "sha256:...", "files": {name: sha256}, "model_type",
+                       "hidden_size"}                # only with model.text_encoder=transformer
     }
 
 :func:`check_features` compares a recorded fingerprint with the features in use: a resume or an
@@ -84,13 +86,18 @@ def feature_record(features_dir: str | Path, reader: Any) -> dict[str, Any]:
     }
 
 
-def build_record(features: Mapping[str, Any], glove: GloveInfo | None) -> dict[str, Any]:
-    """The run's record (see the module docstring)."""
-    return {
+def build_record(features: Mapping[str, Any], glove: GloveInfo | None,
+                 text_encoder: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The run's record (see the module docstring); ``text_encoder``: the transformer question encoder's
+    directory record (``train.text_encoder.directory_record``), present only when one is used."""
+    record = {
         "features": dict(features),
         "glove": glove.to_json() if glove is not None else None,
         "toolkit_version": toolkit_version(),
     }
+    if text_encoder is not None:
+        record["text_encoder"] = dict(text_encoder)
+    return record
 
 
 def check_features(
@@ -143,11 +150,17 @@ def describe(record: Mapping[str, Any]) -> list[str]:
         f"backbone weights {'RANDOM' if f['random_weights'] else 'pretrained'})"
     ]
     g = record.get("glove")
-    if g is not None:
+    if record.get("text_encoder") is not None:
+        lines.append("GloVe: not used (the questions are read by the transformer text encoder)")
+    elif g is not None:
         lines.append(f"GloVe: {g['found']}/{g['words']} vocabulary words found ({100 * g['coverage']:.1f}%) "
                      f"in {g['file']}")
     else:
         lines.append("GloVe: none (word embeddings initialised randomly)")
+    t = record.get("text_encoder")
+    if t is not None:
+        lines.append(f"text encoder: {t['dir']} ({t.get('model_type')}, {len(t['files'])} files, fingerprint "
+                     f"{t['fingerprint']})")
     return lines
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -110,6 +111,13 @@ from train.provenance import (
     describe,
     feature_record,
     self_contained_meta,
+)
+from train.text_encoder import (
+    LoadedTextEncoder,
+    check_text_encoder,
+    encode_questions,
+    load_text_encoder,
+    uses_text_encoder,
 )
 
 __all__ = [
@@ -357,7 +365,8 @@ class _Data:
         self.feature_projection: dict[str, tuple[np.ndarray, np.ndarray]] | None = None  # moment PCA
 
 
-def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: Any, task_type: str) -> _Data:
+def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: Any, task_type: str,
+                text_encoder: LoadedTextEncoder | None = None) -> _Data:
     splits = prepared.splits
     feature_keys = tuple(getattr(entry, "feature_keys", ()) or ()) or None
     data = _Data()
@@ -388,6 +397,7 @@ def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: 
                  len(set(present)))
         data.feature_stats = stats
     segments = _segments(adapter, splits)
+    texts = _text_tokens(adapter, splits, text_encoder) if text_encoder is not None else {}
     for name, (split, rows) in plan.items():
         dropped: dict[str, int] = {}
         vids = [split.video_ids[i] for i in rows]
@@ -416,7 +426,7 @@ def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: 
         source = next(k for k, v in splits.items() if v is split)
         data.datasets[name] = QADataset(
             split, reader, feature_keys=feature_keys, indices=rows, feature_stats=stats,
-            segments=segments.get(source),
+            segments=segments.get(source), text_tokens=texts.get(source),
         )
         data.dropped[name] = dropped
     return data
@@ -430,6 +440,43 @@ def _segments(adapter: Any, splits: dict[str, Any]) -> dict[str, dict[str, tuple
         if found:
             out[name] = found
     return out
+
+
+def _text_tokens(adapter: Any, splits: dict[str, Any], text_encoder: LoadedTextEncoder
+                 ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Question id -> the transformer question encoder's token arrays, per split (tokenized once)."""
+    out = {}
+    for name in splits:
+        recs = adapter.records(name)
+        encoded = encode_questions(text_encoder.tokenizer, [r.question for r in recs],
+                                   [r.candidates for r in recs], text_encoder.max_len)
+        out[name] = {r.qid: e for r, e in zip(recs, encoded, strict=True)}
+    return out
+
+
+def _load_text_encoder(spec: RunSpec, model_cfg: Any, saved_provenance: Mapping[str, Any] | None,
+                       eval_meta: Mapping[str, Any] | None) -> tuple[LoadedTextEncoder | None, Any]:
+    """The transformer question encoder of a run (None for GloVe), refused when its directory's files
+    differ from the ones the resumed run or the evaluated checkpoint recorded. Returns it and the model
+    config (``--eval-only`` may point ``model.text_encoder_path`` at a moved copy)."""
+    if not uses_text_encoder(model_cfg):
+        return None, model_cfg
+    moved = getattr(spec.model_config, "text_encoder_path", None) if spec.eval_only else None
+    if moved:
+        model_cfg = dataclasses.replace(model_cfg, text_encoder_path=moved)
+    loaded = load_text_encoder(model_cfg.text_encoder_path, max_len=model_cfg.text_max_len)
+    if eval_meta is not None:
+        check_text_encoder((eval_meta.get("provenance") or {}).get("text_encoder"), loaded.record,
+                           what="--eval-only", source=str(spec.checkpoint))
+    elif saved_provenance is not None:
+        check_text_encoder(saved_provenance.get("text_encoder"), loaded.record, what="--resume",
+                           source=str(spec.out / "config.yaml"))
+    if spec.glove is not None:
+        log.warning("--glove %s is not used: the questions are read by the transformer text encoder",
+                    spec.glove)
+    else:
+        log.info("word embeddings: not used (the questions are read by the transformer text encoder)")
+    return loaded, model_cfg
 
 
 def _baselines(task_type: str, data: _Data, prepared: Any, cfg: TrainConfig | None = None
@@ -562,6 +609,8 @@ def _check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: P
         for k in sorted(set(a) | set(b)):
             if section == "train" and k in RESUMABLE_KEYS:
                 continue
+            if section == "model" and k == "text_encoder_path":  # may move: its files' sha256 are checked
+                continue
             if a.get(k) != b.get(k):
                 diffs.append(f"{section}.{k}: {a.get(k)!r} -> {b.get(k)!r}")
     if diffs:
@@ -688,6 +737,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
         conf = effective_config(spec, task_type)
         ckpt_dir = out / "checkpoints"
         resume_from = None
+        saved_provenance = None
         if not spec.resume and not spec.eval_only and latest_checkpoint(ckpt_dir) is not None:
             raise ConfigError(
                 f"{out} already holds a run ({latest_checkpoint(ckpt_dir).name}); pass --resume to "
@@ -698,6 +748,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
             if (out / "config.yaml").exists():
                 saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
                 _check_resume_config(saved, conf, out / "config.yaml")
+                saved_provenance = saved.get("provenance") or {}
                 feature_change = check_features(
                     saved.get("provenance"), features, what="--resume", source=str(out / "config.yaml"),
                     allow=spec.allow_feature_change,
@@ -744,15 +795,17 @@ def run(spec: RunSpec) -> dict[str, Any]:
                     f"from this dataset's ({len(answer_vocab or [])}); use the same dataset, task and "
                     f"train.answer_vocab_size as the training run"
                 )
+        text_enc, model_cfg = _load_text_encoder(spec, model_cfg, saved_provenance,
+                                                 eval_ckpt.get("meta", {}) if eval_ckpt is not None else None)
         _check_glove(prepared.glove, cfg)
-        record = build_record(features, prepared.glove)
+        record = build_record(features, prepared.glove, text_enc.record if text_enc else None)
         for line in describe(record):
             log.info(line)
         conf["provenance"] = record
         if dist.is_main:
             _write_yaml(out / ("eval_config.yaml" if spec.eval_only else "config.yaml"), conf)
         if task_type != "moment":
-            data = _build_data(spec, adapter, prepared, reader, entry, task_type)
+            data = _build_data(spec, adapter, prepared, reader, entry, task_type, text_enc)
         for name, ds in data.datasets.items():
             log.info("%s: %d questions", name, len(ds))
 
@@ -770,6 +823,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
             num_answers=len(answer_vocab or []),
             task_type=task_type,
             embeddings=embeddings,
+            **({"text_encoder": text_enc.model} if text_enc is not None else {}),
         ).to(device)
         if dist.rank > 0:  # different dropout streams per process; rank 0 keeps the single-process stream
             seed_everything(cfg.seed + 1_000_003 * dist.rank)

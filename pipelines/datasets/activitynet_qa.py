@@ -109,8 +109,8 @@ class ActivityNetQAAdapter(DatasetAdapter):
                 question = nonempty_text(item["question"], "question", where, _EXPECTED_Q)
                 name = nonempty_text(item["video_name"], "video_name", where, _EXPECTED_Q)
                 video_id = activitynet_video_id(name)
-                path = videos.resolve(video_id, f"{q_path} record {index}")
-                refs.append(_Ref(video_id, path, q_path, f"record {index}"))
+                find = videos.lookup(video_id, f"{q_path} record {index}")  # id checked now, path later
+                refs.append(_Ref(video_id, find, q_path, f"record {index}"))
                 _, answer, qtype = by_qid[qid]
                 out.append(QARecord(qid, video_id, question, answer, None, qtype, "open"))
             orphans = [q for q in by_qid if q not in used]

@@ -4,14 +4,22 @@ An adapter is built as ``Adapter(root, task=None)``; it parses its official anno
 (on the first call that needs them), all at once and completely: any malformed input raises
 :class:`DatasetFormatError` naming the file, the line or record and the expected format, and nothing
 half-parsed is ever returned.
+
+Reading the annotations never touches the videos: a record carries its video id, which is checked
+against the root as written (absolute ids and ``..`` above the root are refused, naming the file and
+line) while the annotations are read. The video's path (which may need a listing of the videos
+directory, e.g. to find its extension) is worked out only when videos are enumerated
+(:meth:`DatasetAdapter.videos`, :meth:`DatasetAdapter.missing_videos`: extraction, answering), so
+training, which reads features only, works without the videos directory.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -112,12 +120,19 @@ class MissingVideo:
 
 @dataclass(frozen=True)
 class _Ref:
-    """A video reference with the annotation row it came from (internal)."""
+    """A video reference with the annotation row it came from (internal).
+
+    ``path`` is the path, or a function that finds it (called only when videos are enumerated).
+    """
 
     video_id: str
-    path: Path
+    path: Path | Callable[[], Path]
     source_file: Path
     location: str
+
+    def video_path(self) -> Path:
+        """The path of the video (looked up now when it was deferred)."""
+        return self.path if isinstance(self.path, Path) else self.path()
 
 
 @dataclass
@@ -179,23 +194,28 @@ class DatasetAdapter:
         seen: dict[str, VideoRef] = {}
         for ref in self._load().refs:
             if ref.video_id not in seen:
-                seen[ref.video_id] = VideoRef(ref.video_id, ref.path)
+                seen[ref.video_id] = VideoRef(ref.video_id, ref.video_path())
         return [seen[k] for k in sorted(seen)]
 
     def missing_videos(self) -> list[MissingVideo]:
         """The referenced videos that do not exist under the root, sorted by id (first row reported)."""
         first: dict[str, _Ref] = {}
         counts: dict[str, int] = {}
+        paths: dict[str, Path] = {}
+        for ref in self._load().refs:
+            if ref.video_id not in paths:
+                paths[ref.video_id] = ref.video_path()
         exists: dict[Path, bool] = {}
         for ref in self._load().refs:
-            if ref.path not in exists:
-                exists[ref.path] = ref.path.is_file()
-            if exists[ref.path]:
+            path = paths[ref.video_id]
+            if path not in exists:
+                exists[path] = path.is_file()
+            if exists[path]:
                 continue
             first.setdefault(ref.video_id, ref)
             counts[ref.video_id] = counts.get(ref.video_id, 0) + 1
         return [
-            MissingVideo(first[k].source_file, first[k].location, k, first[k].path, counts[k])
+            MissingVideo(first[k].source_file, first[k].location, k, paths[k], counts[k])
             for k in sorted(first)
         ]
 
@@ -331,6 +351,9 @@ def to_float(value: Any, field: str, where: str, expected: str) -> float:
 class VideoDirectory:
     """Look a video stem up in one directory whatever its extension (one listing, cached).
 
+    :meth:`lookup` (while reading annotations) checks the id and defers the listing to when the path is
+    asked for, so reading annotations never lists (or needs) the videos directory.
+
     Args:
         adapter: the adapter (for ``resolve_under``).
         relative_dir: the directory relative to the root, e.g. ``"videos"``.
@@ -350,13 +373,29 @@ class VideoDirectory:
             if directory.is_dir():
                 # Deterministic choice among several extensions: the order of VIDEO_EXTENSIONS.
                 rank = {ext: i for i, ext in enumerate(VIDEO_EXTENSIONS)}
+                try:
+                    names = os.listdir(directory)
+                except OSError as exc:
+                    raise DatasetFormatError(
+                        f"{directory}: cannot list the videos directory ({exc.strerror}); make it readable "
+                        "(training needs only the features, extraction and answering need the videos)"
+                    ) from None
                 entries = sorted(
-                    (e for e in os.listdir(directory) if Path(e).suffix.lower() in rank),
+                    (e for e in names if Path(e).suffix.lower() in rank),
                     key=lambda e: (rank[Path(e).suffix.lower()], e),
                 )
                 for entry in entries:
                     self._by_stem.setdefault(Path(entry).stem, entry)
         return self._by_stem
+
+    def lookup(self, stem: str, source: str) -> Callable[[], Path]:
+        """Check ``stem`` against the root now (as written) and return a function finding its path later.
+
+        Raises:
+            UnsafePathError: the id is absolute or climbs above the root (naming ``source``).
+        """
+        self.adapter._resolve(f"{self.relative_dir}/{stem}{self.default_suffix}", source)
+        return functools.partial(self.resolve, stem, source)
 
     def resolve(self, stem: str, source: str) -> Path:
         """The path of ``stem.<any video extension>`` under the directory (default suffix if none exists)."""

@@ -116,8 +116,8 @@ class How2QAAdapter(DatasetAdapter):
                     raise DatasetFormatError(f"{where}: duplicate qid {qid!r}; expected unique ids")
                 seen.add(qid)
                 video_id = nonempty_text(item["vid_name"], "vid_name", where, _EXPECTED)
-                video_path = videos.resolve(video_id, f"{path} line {line_no}")
-                refs.append(_Ref(video_id, video_path, path, f"line {line_no}"))
+                find = videos.lookup(video_id, f"{path} line {line_no}")  # the id checked now, the path later
+                refs.append(_Ref(video_id, find, path, f"line {line_no}"))
                 out.append(QARecord(qid, video_id, question, answer, candidates, "how2qa", "mc", segment))
             records[split] = out
         return _Parsed(records=records, refs=refs)

@@ -108,8 +108,8 @@ class _MomentAdapter(DatasetAdapter):
                 where = f"{path}: record {key!r}"
                 out.extend(self._video_moments(split, key, item, where))
                 video_id = self._video_id(key)
-                video_path = videos.resolve(video_id, f"{path} record {key!r}")
-                refs.append(_Ref(video_id, video_path, path, f"record {key!r}"))
+                find = videos.lookup(video_id, f"{path} record {key!r}")  # the id checked now, the path later
+                refs.append(_Ref(video_id, find, path, f"record {key!r}"))
             records[split] = out
             self._warn_clipped(path)
         return _Parsed(records=records, refs=refs)
@@ -174,7 +174,7 @@ class _MomentAdapter(DatasetAdapter):
                                         _GCN_EXPECTED))
                 if vid not in seen:
                     seen.add(vid)
-                    refs.append(_Ref(vid, videos.resolve(vid, f"{path} row {n}"), path, f"row {n}"))
+                    refs.append(_Ref(vid, videos.lookup(vid, f"{path} row {n}"), path, f"row {n}"))
             records[split] = out
             self._warn_clipped(path)
         return _Parsed(records=records, refs=refs)

@@ -18,7 +18,9 @@ Answer vocabularies (text pipeline defaults): top 1000 (MSVD-QA) / 4000 (MSRVTT-
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +84,7 @@ class _MSQAAdapter(DatasetAdapter):
     def _extra_annotation_files(self) -> list[Path]:
         return []
 
-    def _video(self, number: int, where: str, source: str) -> tuple[str, Path]:
+    def _video(self, number: int, where: str, source: str) -> tuple[str, Path | Callable[[], Path]]:
         raise NotImplementedError
 
     def video_number(self, video_id: str) -> int:
@@ -154,7 +156,7 @@ class MSVDQAAdapter(_MSQAAdapter):
         self._mapping = mapping
         return mapping
 
-    def _video(self, number: int, where: str, source: str) -> tuple[str, Path]:
+    def _video(self, number: int, where: str, source: str) -> tuple[str, Path | Callable[[], Path]]:
         mapping = self._load_mapping()
         if number not in mapping:
             raise DatasetFormatError(
@@ -182,12 +184,16 @@ class MSRVTTQAAdapter(_MSQAAdapter):
             raise KeyError(f"{video_id!r} is not an MSRVTT-QA video id (video<N>)")
         return int(video_id[5:])
 
-    def _video(self, number: int, where: str, source: str) -> tuple[str, Path]:
+    def _video(self, number: int, where: str, source: str) -> tuple[str, Path | Callable[[], Path]]:
         video_id = f"video{number}"
         default = self._resolve(f"video/{video_id}.mp4", source)
+        return video_id, functools.partial(self._locate, video_id, default, source)  # looked up later
+
+    def _locate(self, video_id: str, default: Path, source: str) -> Path:
+        """``video/<id>.mp4``, or the official TrainValVideo/TestVideo layout when ``video/`` is absent."""
         if not (self.root / "video").is_dir():
             for legacy in ("TrainValVideo", "TestVideo"):
                 candidate = self._resolve(f"{legacy}/{video_id}.mp4", source)
                 if candidate.is_file():
-                    return video_id, candidate
-        return video_id, default
+                    return candidate
+        return default

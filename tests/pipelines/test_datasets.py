@@ -575,3 +575,63 @@ def test_fingerprint_follows_annotation_content(tmp_path):
     assert get_dataset("tacos")(root).fingerprint() == before
     (root / "val.json").write_text((root / "val.json").read_text().replace("carrot", "potato"))
     assert get_dataset("tacos")(root).fingerprint() != before
+
+
+# ----------------------------------------------------------------------------- lazy video paths
+
+LAZY = {"how2qa": (write_how2qa, "records"), "activitynet-qa": (write_anetqa, "records"),
+        "activitynet-captions": (write_captions, "moments"), "tacos": (write_tacos, "moments")}
+
+
+@pytest.mark.parametrize("name", sorted(LAZY))
+def test_reading_annotations_never_lists_the_videos_directory(tmp_path, monkeypatch, name):
+    write, method = LAZY[name]
+    root = write(tmp_path / name)
+    want = {s: getattr(get_dataset(name)(root), method)(s) for s in get_dataset(name)(root).splits()}
+
+    def unreadable(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr("pipelines.datasets.base.os.listdir", unreadable)
+    adapter = get_dataset(name)(root)  # vqa-train reads records only: the videos directory is unreadable
+    assert {s: getattr(adapter, method)(s) for s in adapter.splits()} == want
+    with pytest.raises(DatasetFormatError, match=r"videos: cannot list the videos directory"):
+        adapter.videos()  # enumerating videos (extraction, answering) does list it
+    monkeypatch.undo()
+    import shutil
+
+    shutil.rmtree(root / "videos")  # absent
+    adapter = get_dataset(name)(root)
+    assert {s: getattr(adapter, method)(s) for s in adapter.splits()} == want
+    assert len(adapter.missing_videos()) == len(adapter.videos())
+
+
+def test_msrvtt_legacy_layout_is_looked_up_only_when_videos_are_listed(tmp_path, monkeypatch):
+    root = write_msqa(tmp_path / "msrvtt", msvd=False)
+    (root / "TrainValVideo").mkdir()
+    (root / "TrainValVideo/video1.mp4").write_bytes(b"x")
+    looked: list[str] = []
+    real = Path.is_file
+    monkeypatch.setattr(Path, "is_file", lambda self: looked.append(str(self)) or real(self))
+    adapter = get_dataset("msrvtt-qa")(root)
+    adapter.records("train")
+    assert not [p for p in looked if "Video" in p]
+    assert adapter.videos()[0].path == (root / "TrainValVideo/video1.mp4").resolve()
+
+
+def test_lazy_paths_keep_the_id_checks_extensions_and_links(tmp_path):
+    root = write_how2qa(tmp_path / "how2qa")
+    (root / "videos" / "HXjq-P4dHHs_1.webm").write_bytes(b"x")
+    elsewhere = tmp_path / "disk2"
+    (root / "videos").rename(elsewhere)
+    os.symlink(elsewhere, root / "videos")  # a link the user placed inside the root is followed
+    paths = {v.video_id: v.path for v in get_dataset("how2qa")(root).videos()}
+    assert paths["HXjq-P4dHHs_0"] == root / "videos" / "HXjq-P4dHHs_0.mp4"  # as written, found via the link
+    assert paths["HXjq-P4dHHs_1"] == root / "videos" / "HXjq-P4dHHs_1.webm"  # mixed extensions
+    assert paths["HXjq-P4dHHs_1"].is_file()
+    path = root / "how2qa_val.jsonl"
+    first = path.read_text().splitlines()[0]
+    for bad in ("../../outside", "/etc/passwd"):
+        path.write_text(first + "\n" + first.replace("HXjq-P4dHHs_0", bad).replace("val-q0", "x") + "\n")
+        with pytest.raises(UnsafePathError, match=r"how2qa_val.jsonl line 2"):
+            get_dataset("how2qa")(root).records("train")  # at reading time, before any path is needed
