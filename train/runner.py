@@ -106,9 +106,12 @@ from train.provenance import (
     RANDOM_WEIGHTS_BANNER,
     build_record,
     check_features,
+    check_precision,
     describe,
     feature_record,
+    recorded_precision,
     self_contained_meta,
+    train_precision,
 )
 
 __all__ = [
@@ -559,8 +562,8 @@ def _check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: P
     for section in ("train", "model"):
         a, b = saved.get(section, {}), current.get(section, {})
         for k in sorted(set(a) | set(b)):
-            if section == "train" and k in RESUMABLE_KEYS:
-                continue
+            if section == "train" and (k in RESUMABLE_KEYS or k == "amp"):
+                continue  # amp: its resolved precision is compared (check_precision)
             if a.get(k) != b.get(k):
                 diffs.append(f"{section}.{k}: {a.get(k)!r} -> {b.get(k)!r}")
     if diffs:
@@ -684,6 +687,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
         feature_change = None
 
         cfg = spec.train
+        precision = train_precision(cfg.amp, device)
         conf = effective_config(spec, task_type)
         ckpt_dir = out / "checkpoints"
         resume_from = None
@@ -697,6 +701,8 @@ def run(spec: RunSpec) -> dict[str, Any]:
             if (out / "config.yaml").exists():
                 saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
                 _check_resume_config(saved, conf, out / "config.yaml")
+                check_precision(saved.get("provenance"), (saved.get("train") or {}).get("amp", "bf16"),
+                                cfg.amp, precision, device=device, source=str(out / "config.yaml"))
                 feature_change = check_features(
                     saved.get("provenance"), features, what="--resume", source=str(out / "config.yaml"),
                     allow=spec.allow_feature_change,
@@ -731,6 +737,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
             feature_change = check_features(meta.get("provenance"), features, what="--eval-only",
                                             source=str(spec.checkpoint), allow=spec.allow_feature_change)
             _check_eval_meta(meta, spec, question_vocab)
+            precision = recorded_precision(meta.get("provenance"), cfg.amp, device)  # as it was validated
             if meta.get("answer_vocab") is not None and meta["answer_vocab"] != (answer_vocab or []):
                 raise CheckpointError(
                     f"{spec.checkpoint}: its answer vocabulary ({len(meta['answer_vocab'])} answers) differs "
@@ -738,7 +745,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
                     f"train.answer_vocab_size as the training run"
                 )
         _check_glove(prepared.glove, cfg)
-        record = build_record(features, prepared.glove)
+        record = build_record(features, prepared.glove, precision)
         for line in describe(record):
             log.info(line)
         conf["provenance"] = record
@@ -794,7 +801,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
 
         def run_eval(split: str) -> tuple[dict[str, float], list[PredictionRecord]]:
             return evaluate(
-                model, eval_loaders[split], task_type=task_type, device=device, amp=cfg.amp,
+                model, eval_loaders[split], task_type=task_type, device=device, amp=precision,
                 answer_vocab=answer_vocab, order=data.datasets[split].qids,
                 show_progress=spec.show_progress and dist.is_main, desc=split, moment=moment_opts,
             )
@@ -838,7 +845,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
                 EarlyStoppingHook(cfg.patience),
             ]
             trainer = Trainer(
-                ddp_model, optimizer, train_loader, task_type=task_type, device=device, amp=cfg.amp,
+                ddp_model, optimizer, train_loader, task_type=task_type, device=device, amp=precision,
                 grad_clip=cfg.grad_clip, margin=cfg.hinge_margin, hooks=hooks, loader_generator=gen,
                 seed=cfg.seed, show_progress=spec.show_progress and dist.is_main,
                 loss_fn=_moment_loss_fn(model_cfg) if task_type == "moment" else None,
