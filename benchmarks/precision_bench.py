@@ -96,11 +96,13 @@ def bench_training(args: argparse.Namespace) -> list[str]:
         rate[precision] = r["samples_per_s"]
         rows.append(f"MSPAN (paper sizes, per-iteration weights) train step, batch {args.train_batch}, "
                     f"{precision}: {r['samples_per_s']:.2f} samples/s ({r['step_s']:.2f} s/step)")
+        print(rows[-1], flush=True)
     if args.official_dir is not None:
         o = train_bench.measure_official(args.official_dir, "cpu", **sizes)
         rate["official"] = o["samples_per_s"]
         rows.append(f"official MSPAN code, same sizes, fp32: {o['samples_per_s']:.2f} samples/s "
                     f"({o['step_s']:.2f} s/step)")
+        print(rows[-1], flush=True)
         rows.append(f"ours / official: fp32 {rate['fp32'] / rate['official']:.2f}x, "
                     f"bf16 {rate['bf16'] / rate['official']:.2f}x")
     rows.append(f"MSPAN bf16 / fp32: {rate['bf16'] / rate['fp32']:.2f}x")
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
         for row in bench_backbone("r3d152_k700", clips, size=112, batch=args.clips, frames_per_item=16):
             print(row, flush=True)
     if "train" not in args.skip:
-        for row in bench_training(args):
+        for row in bench_training(args)[-2:]:  # the ratios (each measurement printed as it finished)
             print(row, flush=True)
     print(f"load average at the end {os.getloadavg()[0]:.1f}", flush=True)
 
