@@ -55,6 +55,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from extract.accel import autocast
 from models import get_model
 from train.losses import open_ended_loss
 
@@ -84,8 +85,12 @@ def measure(
     warmup: int,
     vocab_size: int,
     num_answers: int,
+    precision: str | None = None,
 ) -> dict:
     """Time ``steps`` training steps after ``warmup`` untimed ones.
+
+    ``precision``: the autocast (``extract.accel``: ``bf16`` or ``fp32``, on CPU or CUDA); None: bf16 on
+    CUDA, fp32 on CPU.
 
     Returns:
         dict with ``samples_per_s``, ``step_s`` (mean seconds per step), ``params`` (trainable count),
@@ -99,10 +104,11 @@ def measure(
     batch = synthetic_batch(cfg, batch_size=batch_size, vocab_size=vocab_size, num_answers=num_answers,
                             device=device)
     cuda = device.startswith("cuda")
+    precision = precision or ("bf16" if cuda else "fp32")
 
     def step() -> float:
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        with autocast(device, precision):
             loss = open_ended_loss(model(batch)["logits"], batch["answer"])
         loss.backward()
         opt.step()

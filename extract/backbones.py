@@ -21,8 +21,9 @@ uses grouped 3x3x3 convolutions with cardinality 32, block widths 128..1024 with
 
 Each backbone carries its preprocessing (``Preprocessing``: mean, std, input size, clip length).
 ``LoadedBackbone`` turns uint8 frames into features: resize (shorter side) + centre crop + normalise,
-the conv map, and global average pooling. On CUDA it transfers uint8 frames from pinned memory,
-runs in channels_last with bf16 autocast, and returns float32.
+the conv map, and global average pooling. On CUDA it transfers uint8 frames from pinned memory and
+runs in channels_last; on CPU or CUDA it runs in bf16 autocast when its precision resolves to bf16
+(``extract.accel.resolve_precision``), and always returns float32.
 """
 
 from __future__ import annotations
@@ -463,7 +464,8 @@ class LoadedBackbone:
 
     Attributes:
         name, kind ("image" | "video"), feature_dim, weights_sha256 ("random" for random init),
-        module (eval mode), preprocessing, device, weights_file (file name or None).
+        module (eval mode), preprocessing, device, weights_file (file name or None), precision (the
+        resolved autocast: "bf16" or "fp32").
     """
 
     def __init__(
@@ -475,6 +477,7 @@ class LoadedBackbone:
         weights_file: str | None,
         weights_source: str,
         device: str | torch.device,
+        precision: str = "auto",
     ):
         self.spec = spec
         self.name = spec.name
@@ -484,8 +487,9 @@ class LoadedBackbone:
         self.weights_sha256 = weights_sha256
         self.weights_file = weights_file
         self.weights_source = weights_source
-        self.accel = Accelerator.on(device)
+        self.accel = Accelerator.on(device, precision)
         self.device = self.accel.device
+        self.precision = self.accel.precision
         self.module = self.accel.place(module.eval().requires_grad_(False), self.kind)
         self._mean = torch.tensor(spec.preprocessing.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(spec.preprocessing.std, device=self.device).view(1, 3, 1, 1)
@@ -618,6 +622,7 @@ def build_backbone(
     weights: str = "pretrained",
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
+    precision: str = "auto",
 ) -> LoadedBackbone:
     """Build a registered backbone with its weights.
 
@@ -627,6 +632,7 @@ def build_backbone(
             ``checkpoint`` when given, else torchvision's weight file from the torch hub cache.
         checkpoint: a local weight file in the backbone's native layout (see ``extract.weights``).
         device: "cpu", "cuda", "cuda:1", ...
+        precision: ``auto`` | ``bf16`` | ``fp32`` (``extract.accel.resolve_precision``).
 
     Returns:
         The loaded backbone in eval mode on ``device``.
@@ -650,6 +656,7 @@ def build_backbone(
         weights_file=None if path is None else path.name,
         weights_source=source,
         device=device,
+        precision=precision,
     )
 
 

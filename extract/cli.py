@@ -126,6 +126,16 @@ def _ignored_options(given, resolved) -> list[str]:
     return out
 
 
+def _precision_note(options) -> str:
+    """Why the precision is what it is, for the start-up line."""
+    from extract.accel import bf16_native
+
+    native = bf16_native(options.device)
+    if options.precision == "bf16" and not native:
+        return " (warning: this device has no native bf16, so it is emulated and many times slower than fp32)"
+    return " (bf16 is native here)" if native else " (no native bf16 here)"
+
+
 def _random_banner(echo) -> None:
     bar = "!" * 78
     echo(bar)
@@ -167,6 +177,13 @@ def _random_banner(echo) -> None:
     help="Local checkpoint for a backbone or detector, in its native format (repeatable).",
 )
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None, help="Inference device.")
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "bf16", "fp32"]),
+    default=None,
+    help="Backbone autocast: auto = bf16 where the device computes bf16 natively (CUDA with bf16, CPUs "
+    "with AVX-512 BF16 or AMX), else fp32 [auto]. The resolved value is recorded; the detector runs in fp32.",
+)
 @click.option("--num-frames", type=click.IntRange(min=1), default=None, help="Frames per video (mspan N).")
 @click.option("--clip-len", type=click.IntRange(min=1), default=None, help="Motion window / clip length.")
 @click.option(
@@ -306,6 +323,7 @@ def _extract(**kw) -> int:
         "motion_size": kw["motion_size"],
         "weights": kw["weights"],
         "device": kw["device"],
+        "precision": kw["precision"],
         "num_frames": kw["num_frames"],
         "clip_len": kw["clip_len"],
         "stride": kw["stride"],
@@ -374,6 +392,7 @@ def _extract(**kw) -> int:
         _random_banner(err_echo)
     for note in built.warnings():
         err_echo(f"vqa-extract: warning: {note}")
+    err_echo(f"vqa-extract: precision {options.precision} on {options.device}" + _precision_note(options))
     if ignored:
         err_echo(
             f"vqa-extract: --features {kw['feature_set']} does not use " + ", ".join(ignored) + " (ignored)"

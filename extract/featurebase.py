@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from extract.accel import PRECISIONS, resolve_precision
 from extract.backbones import BACKBONES, LoadedBackbone, backbone_provenance, build_backbone
 from extract.video import DEFAULT_MAX_PIXELS
 
@@ -36,6 +37,9 @@ class FeatureOptions:
         weights: ``"pretrained"`` (torchvision cache / given checkpoints) or ``"random"``.
         checkpoints: (backbone or detector name, local checkpoint path) pairs.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        precision: the backbones' autocast: ``auto`` (bf16 where the device computes it natively, else
+            fp32), ``bf16`` or ``fp32``; resolved for ``device`` by ``FeatureSet.resolve_options``, so
+            the manifest records what ran. The detector always runs in fp32.
         num_frames: the set's N (mspan: 16).
         clip_len: the motion window / clip length W (16; masn: 8).
         stride: frame stride for ``cmin`` (8) and ``siasamrea`` (default: 4 fps instead of a stride).
@@ -59,6 +63,7 @@ class FeatureOptions:
     weights: str = "pretrained"
     checkpoints: tuple[tuple[str, str], ...] = ()
     device: str = "cpu"
+    precision: str = "auto"
     num_frames: int | None = None
     clip_len: int | None = None
     stride: int | None = None
@@ -103,6 +108,8 @@ class FeatureOptions:
                 raise ValueError(f"{field} must lie in [0, 1] when given, got {value}")
         if self.weights not in ("pretrained", "random"):
             raise ValueError(f"weights must be 'pretrained' or 'random', got {self.weights!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.dtype not in ("float32", "float16"):
             raise ValueError(f"dtype must be 'float32' or 'float16', got {self.dtype!r}")
         names = [name for name, _ in self.checkpoints]
@@ -115,7 +122,7 @@ class FeatureOptions:
 
 
 #: FeatureOptions fields every set uses.
-COMMON_FIELDS = ("weights", "checkpoints", "device", "batch_frames", "dtype", "max_pixels")
+COMMON_FIELDS = ("weights", "checkpoints", "device", "precision", "batch_frames", "dtype", "max_pixels")
 #: role -> (backbone field, input-side field) of FeatureOptions.
 ROLE_FIELDS = {"appearance": ("appearance", "image_size"), "motion": ("motion", "motion_size")}
 _ROLE_KIND = {"appearance": "image", "motion": "video"}
@@ -136,16 +143,19 @@ def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(frames[..., top : top + size, left : left + size, :])
 
 
-_LOADED: dict[tuple[str, str, str | None, str], LoadedBackbone] = {}
+_LOADED: dict[tuple[str, str, str | None, str, str], LoadedBackbone] = {}
 
 
-def _shared_backbone(name: str, weights: str, checkpoint: str | None, device: str) -> LoadedBackbone:
-    """One loaded backbone per (name, weights, checkpoint, device) per process: feature sets that
-    share a backbone (or a set rebuilt in the same worker) do not load it twice. Inference only
+def _shared_backbone(
+    name: str, weights: str, checkpoint: str | None, device: str, precision: str
+) -> LoadedBackbone:
+    """One loaded backbone per (name, weights, checkpoint, device, precision) per process: feature sets
+    that share a backbone (or a set rebuilt in the same worker) do not load it twice. Inference only
     reads the modules, so sharing them is safe."""
-    key = (name, weights, checkpoint, device)
+    key = (name, weights, checkpoint, device, precision)
     if key not in _LOADED:
-        _LOADED[key] = build_backbone(name, weights=weights, checkpoint=checkpoint, device=device)
+        _LOADED[key] = build_backbone(name, weights=weights, checkpoint=checkpoint, device=device,
+                                      precision=precision)
     return _LOADED[key]
 
 
@@ -190,8 +200,9 @@ class FeatureSet:
 
         Backbones left None take ``defaults``; input sides left None take the backbone's own input
         size (``BACKBONES[name].preprocessing.input_size``); the fields of ``uses`` left None take
-        ``defaults`` (or stay None); checkpoints are kept only for the networks this set loads; every
-        other field returns to its FeatureOptions default. Resolving twice changes nothing.
+        ``defaults`` (or stay None); checkpoints are kept only for the networks this set loads;
+        ``precision`` ``auto`` becomes ``bf16`` or ``fp32`` for ``device``; every other field returns to
+        its FeatureOptions default. Resolving twice changes nothing.
 
         Raises:
             ValueError: an unknown backbone, or one of the wrong kind for its role.
@@ -209,6 +220,7 @@ class FeatureSet:
             value = getattr(options, field)
             values[field] = self.defaults.get(field) if value is None else value
         networks |= self.extra_networks(values)
+        values["precision"] = resolve_precision(options.precision, options.device)
         values["checkpoints"] = tuple((n, p) for n, p in options.checkpoints if n in networks)
         keep = set(COMMON_FIELDS) | set(values)
         cleared = {f.name: f.default for f in fields(FeatureOptions) if f.name not in keep}
@@ -232,7 +244,8 @@ class FeatureSet:
             o = self.options
             self._backbones = {
                 role: _shared_backbone(
-                    self.backbone_name(role), o.weights, o.checkpoint_for(self.backbone_name(role)), o.device
+                    self.backbone_name(role), o.weights, o.checkpoint_for(self.backbone_name(role)), o.device,
+                    o.precision,
                 )
                 for role in self.roles
             }

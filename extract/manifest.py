@@ -352,8 +352,24 @@ def identity(manifest: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def identity_differences(existing: Mapping[str, Any], fresh: Mapping[str, Any]) -> list[str]:
-    """The differences between an existing manifest and a fresh one that forbid resuming, one per line."""
-    return _differences(identity(existing), identity(fresh))
+    """The differences between an existing manifest and a fresh one that forbid resuming, one per line.
+
+    A manifest written before ``precision`` was an option gets the precision that ran then (bf16 autocast
+    on CUDA, fp32 on CPU), so it resumes with that precision and is refused with another.
+    """
+    return _differences(identity(_with_legacy_precision(existing)), identity(fresh))
+
+
+def _with_legacy_precision(manifest: Mapping[str, Any]) -> Mapping[str, Any]:
+    options = manifest.get("options", {})
+    if "precision" in options:
+        return manifest
+    ran = "bf16" if str(options.get("device", "cpu")).startswith("cuda") else "fp32"
+    out = {**manifest, "options": {**options, "precision": ran}}
+    prov_options = manifest.get("provenance", {}).get("options")
+    if isinstance(prov_options, Mapping) and "precision" not in prov_options:
+        out["provenance"] = {**manifest["provenance"], "options": {**prov_options, "precision": ran}}
+    return out
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

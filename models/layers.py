@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["QuestionEncoder", "as_embedding_tensor"]
+__all__ = ["QuestionEncoder", "as_embedding_tensor", "run_lstm"]
 
 
 def as_embedding_tensor(embeddings: np.ndarray | Tensor, *, vocab_size: int, embed_dim: int) -> Tensor:
@@ -44,6 +44,19 @@ def as_embedding_tensor(embeddings: np.ndarray | Tensor, *, vocab_size: int, emb
     if not torch.isfinite(matrix).all():
         raise ValueError("word embeddings contain NaN or infinite values")
     return matrix
+
+
+def run_lstm(lstm: nn.LSTM, packed: nn.utils.rnn.PackedSequence):
+    """``lstm(packed)``, in float32 under CPU autocast.
+
+    CPU bf16 autocast sends LSTMs to oneDNN, whose bf16 LSTM primitive cannot be created on CPUs without
+    native bf16 for batches whose sequences all have one length ("could not create a primitive
+    descriptor"); the question encoder is a small share of any model's compute, so it stays in float32.
+    """
+    if packed.data.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return lstm(packed.float())
+    return lstm(packed)
 
 
 class QuestionEncoder(nn.Module):
@@ -110,7 +123,7 @@ class QuestionEncoder(nn.Module):
         lengths = lengths.reshape(B).clamp(min=1, max=L).cpu()
         x = self.embedding(tokens)  # (B, L, E)
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, (h_n, _) = self.lstm(packed)  # h_n: (layers * 2, B, H/2)
+        out, (h_n, _) = run_lstm(self.lstm, packed)  # h_n: (layers * 2, B, H/2)
         words, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=L)  # (B, L, H)
         top = 2 * self.sentence_layer
         sentence = torch.cat([h_n[top], h_n[top + 1]], dim=-1)  # (B, H): forward then backward state

@@ -91,7 +91,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.layers import QuestionEncoder, as_embedding_tensor
+from models.layers import QuestionEncoder, as_embedding_tensor, run_lstm
 
 __all__ = [
     "MASN",
@@ -541,7 +541,7 @@ class OfficialQuestionEncoder(nn.Module):
         lengths = lengths.reshape(B).clamp(min=1, max=L).cpu()
         x = F.relu(self.embed_proj(self.dropout(self.embedding(tokens))))  # (B, L, d)
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, (h_n, _) = self.lstm(packed)  # h_n: (2, B, d)
+        out, (h_n, _) = run_lstm(self.lstm, packed)  # h_n: (2, B, d); fp32 under CPU autocast
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=L)  # (B, L, 2d)
         words = self.dropout(F.relu(self.word_proj(out)))  # (B, L, d)
         sentence = self.dropout(F.relu(self.sentence_proj(torch.cat([h_n[0], h_n[1]], dim=-1))))  # (B, d)

@@ -271,7 +271,8 @@ def resolve_backbone_files(
 def rebuild_feature_set(
     feature_prov: Mapping[str, Any], *, files: tuple[tuple[str, str], ...], device: str, seed: int
 ) -> FeatureSet:
-    """The recorded feature set with its resolved options, the given weight files and ``device``.
+    """The recorded feature set with its resolved options (precision included), the given weight files and
+    ``device``.
 
     Raises:
         AnswerError: the record names an unknown set, or random weights from another seed than this
@@ -290,6 +291,9 @@ def rebuild_feature_set(
             f"toolkit initialises random backbones from seed {RANDOM_SEED}: cannot reproduce them"
         )
     options["checkpoints"] = files
+    # the precision the features were extracted in (older records: bf16 autocast ran on CUDA only)
+    on_cuda = str(options.get("device", "cpu")).startswith("cuda")
+    options.setdefault("precision", "bf16" if on_cuda else "fp32")
     options["device"] = device
     known = set(FeatureOptions.__dataclass_fields__)
     try:

@@ -78,7 +78,10 @@ class TrainConfig:
     milestones: tuple[int, ...] = (10, 15, 19, 23, 27)  # MultiStepLR epochs
     gamma: float = 0.5
     grad_clip: float | None = 12.0  # max global gradient norm; None disables (toolkit default)
-    amp: str = "bf16"  # bf16 | fp16 | none; autocast is used on CUDA only
+    # autocast of training and evaluation, on CPU and CUDA: auto (bf16 where the device computes bf16
+    # natively: CUDA with bf16, CPUs with AVX-512 BF16 or AMX; else fp32) | bf16 | fp32 | fp16 (CUDA only,
+    # with a gradient scaler) | none (older configs: same as fp32); the resolved one is recorded
+    amp: str = "auto"
     seed: int = 0
     num_workers: int = 0
     patience: int | None = None  # early stopping after this many epochs without val improvement
@@ -129,8 +132,8 @@ class TrainConfig:
             raise bad("moment_iou", "choose continuous or steps")
         if self.feature_norm not in ("none", "standardize"):
             raise bad("feature_norm", "choose none or standardize")
-        if self.amp not in ("bf16", "fp16", "none"):
-            raise bad("amp", "choose bf16, fp16 or none")
+        if self.amp not in ("auto", "bf16", "fp32", "fp16", "none"):
+            raise bad("amp", "choose auto, bf16, fp32 or fp16 (CUDA only); none means fp32")
         for name in ("lr", "gamma"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):

@@ -16,7 +16,6 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from extract.accel import autocast as accel_autocast
+from extract.accel import resolve_precision
 from pipelines.atomic import atomic_path
 from train.checkpoint import capture_rng_state, checkpoint_path, prune_checkpoints, save_checkpoint
 from train.distributed import all_gather_objects, any_flag
@@ -87,10 +88,9 @@ def move_to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, 
 
 
 def autocast_context(device: torch.device, amp: str):
-    """bf16/fp16 autocast on CUDA; a no-op on other devices or with ``amp="none"``."""
-    if device.type != "cuda" or amp == "none":
-        return nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+    """The autocast of ``amp`` (``train.amp``, resolved for ``device`` by ``extract.accel``): bf16 on CPU or
+    CUDA, fp16 on CUDA; a no-op for fp32 (and ``none``)."""
+    return accel_autocast(device, resolve_precision(amp, device))
 
 
 class HookBase:
@@ -116,7 +116,7 @@ class Trainer:
         train_loader: yields collated batches; its sampler's ``set_epoch`` is called every epoch.
         task_type: ``"open"``, ``"mc"`` or ``"count"`` (selects the loss).
         device: where batches go.
-        amp: ``"bf16"``, ``"fp16"`` or ``"none"`` (CUDA only).
+        amp: the resolved precision: ``"bf16"``, ``"fp32"`` or ``"fp16"`` (CUDA only).
         grad_clip: max global gradient norm, or None.
         margin: hinge margin (multiple choice).
         hooks: called in order.
@@ -263,7 +263,7 @@ def evaluate(
         loader: evaluation batches.
         task_type: ``"open"``, ``"mc"`` or ``"count"``.
         device: where batches go.
-        amp: autocast setting (CUDA only).
+        amp: the resolved precision (see ``Trainer``).
         answer_vocab: open-ended answer words for the exported predictions.
         order: the split's question ids; gathered records are returned in this order.
         show_progress: show a tqdm bar.

@@ -17,6 +17,7 @@ and a later reader (e.g. a self-contained ``vqa-answer`` checkpoint) can use it 
       },
       "glove": {"file": ..., "format": ..., "dim": 300, "found": 980, "words": 1000, "coverage": 0.98,
                 "missing_examples": [...]} | null,
+      "precision": "bf16" | "fp32" | "fp16",    # train.amp resolved for the device (extract.accel)
       "toolkit_version": "...",
       "text_encoder": {"dir", "fingerprint": "sha256:...", "files": {name: sha256}, "model_type",
                        "hidden_size"}                # only with model.text_encoder=transformer
@@ -24,6 +25,8 @@ and a later reader (e.g. a self-contained ``vqa-answer`` checkpoint) can use it 
 
 :func:`check_features` compares a recorded fingerprint with the features in use: a resume or an
 evaluation on other features is refused unless the user allows it (``--allow-feature-change``).
+:func:`check_precision` refuses a resume whose precision resolves otherwise than the run's;
+:func:`recorded_precision` is what an evaluation of a checkpoint runs in.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from extract.accel import resolve_precision
 from extract.backbones import RANDOM_SEED
 from extract.manifest import fingerprint
 from extract.shards import mentions_random_weights
@@ -46,12 +50,16 @@ from train.config import ConfigError
 __all__ = [
     "CHECKPOINT_FORMAT",
     "FeatureChangeError",
+    "PrecisionChangeError",
     "RANDOM_WEIGHTS_BANNER",
     "build_record",
     "check_features",
+    "check_precision",
     "describe",
     "feature_record",
+    "recorded_precision",
     "self_contained_meta",
+    "train_precision",
 ]
 
 log = logging.getLogger("train")
@@ -86,18 +94,72 @@ def feature_record(features_dir: str | Path, reader: Any) -> dict[str, Any]:
     }
 
 
-def build_record(features: Mapping[str, Any], glove: GloveInfo | None,
+class PrecisionChangeError(ConfigError):
+    """A resume would train in another precision than the run recorded."""
+
+
+def build_record(features: Mapping[str, Any], glove: GloveInfo | None, precision: str | None = None,
                  text_encoder: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The run's record (see the module docstring); ``text_encoder``: the transformer question encoder's
-    directory record (``train.text_encoder.directory_record``), present only when one is used."""
+    """The run's record (see the module docstring); ``precision``: the resolved ``train.amp``;
+    ``text_encoder``: the transformer question encoder's directory record
+    (``train.text_encoder.directory_record``), present only when one is used."""
     record = {
         "features": dict(features),
         "glove": glove.to_json() if glove is not None else None,
+        "precision": precision,
         "toolkit_version": toolkit_version(),
     }
     if text_encoder is not None:
         record["text_encoder"] = dict(text_encoder)
     return record
+
+
+def train_precision(amp: str, device: torch.device) -> str:
+    """``train.amp`` resolved for ``device`` (``extract.accel.resolve_precision``): bf16, fp32 or fp16.
+
+    Raises:
+        ConfigError: fp16 on a device other than CUDA.
+    """
+    try:
+        return resolve_precision(amp, device)
+    except ValueError as exc:
+        raise ConfigError(f"train.amp={amp!r}: {exc}") from exc
+
+
+def recorded_precision(recorded: Mapping[str, Any] | None, amp: str, device: torch.device) -> str:
+    """The precision a run recorded; for a run older than the record, the one that ran then.
+
+    Before ``train.amp`` applied to the CPU, autocast (bf16 or fp16) ran on CUDA only: such a run's
+    precision is its ``amp`` on CUDA and fp32 elsewhere (``amp`` ``none`` is fp32 everywhere).
+    """
+    value = (recorded or {}).get("precision")
+    if value:
+        return str(value)
+    return amp if device.type == "cuda" and amp in ("bf16", "fp16") else "fp32"
+
+
+def check_precision(recorded: Mapping[str, Any] | None, saved_amp: str, amp: str, current: str, *,
+                    device: torch.device, source: str) -> None:
+    """Refuse a ``--resume`` whose precision (``current``, resolved) differs from the run's.
+
+    Args:
+        recorded: the run's ``provenance`` record (None or without ``precision``: an older run).
+        saved_amp: the run's ``train.amp`` as saved (for an older run's precision).
+        amp: ``train.amp`` of this resume.
+        current: ``amp`` resolved for ``device``: the precision this resume would train in.
+        device: where it would train.
+        source: the file the record was read from, for the message.
+
+    Raises:
+        PrecisionChangeError: the precisions differ (``train.amp`` ``auto`` on other hardware, or an
+            older run's config now meaning autocast on the CPU).
+    """
+    before = recorded_precision(recorded, saved_amp, device)
+    if before != current:
+        raise PrecisionChangeError(
+            f"--resume: {source} records training in {before}, but train.amp={amp!r} is {current} "
+            f"on {device}; resume with --set train.amp={before} (or start a new --out)"
+        )
 
 
 def check_features(
@@ -157,6 +219,8 @@ def describe(record: Mapping[str, Any]) -> list[str]:
                      f"in {g['file']}")
     else:
         lines.append("GloVe: none (word embeddings initialised randomly)")
+    if record.get("precision"):
+        lines.append(f"precision: {record['precision']} (train.amp resolved for this device)")
     t = record.get("text_encoder")
     if t is not None:
         lines.append(f"text encoder: {t['dir']} ({t.get('model_type')}, {len(t['files'])} files, fingerprint "

@@ -108,9 +108,12 @@ from train.provenance import (
     RANDOM_WEIGHTS_BANNER,
     build_record,
     check_features,
+    check_precision,
     describe,
     feature_record,
+    recorded_precision,
     self_contained_meta,
+    train_precision,
 )
 from train.text_encoder import (
     LoadedTextEncoder,
@@ -607,8 +610,8 @@ def _check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: P
     for section in ("train", "model"):
         a, b = saved.get(section, {}), current.get(section, {})
         for k in sorted(set(a) | set(b)):
-            if section == "train" and k in RESUMABLE_KEYS:
-                continue
+            if section == "train" and (k in RESUMABLE_KEYS or k == "amp"):
+                continue  # amp: its resolved precision is compared (check_precision)
             if section == "model" and k == "text_encoder_path":  # may move: its files' sha256 are checked
                 continue
             if a.get(k) != b.get(k):
@@ -734,6 +737,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
         feature_change = None
 
         cfg = spec.train
+        precision = train_precision(cfg.amp, device)
         conf = effective_config(spec, task_type)
         ckpt_dir = out / "checkpoints"
         resume_from = None
@@ -749,6 +753,8 @@ def run(spec: RunSpec) -> dict[str, Any]:
                 saved = yaml.safe_load((out / "config.yaml").read_text(encoding="utf-8"))
                 _check_resume_config(saved, conf, out / "config.yaml")
                 saved_provenance = saved.get("provenance") or {}
+                check_precision(saved.get("provenance"), (saved.get("train") or {}).get("amp", "bf16"),
+                                cfg.amp, precision, device=device, source=str(out / "config.yaml"))
                 feature_change = check_features(
                     saved.get("provenance"), features, what="--resume", source=str(out / "config.yaml"),
                     allow=spec.allow_feature_change,
@@ -789,6 +795,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
                 question_vocab = list(prepared.question_vocab)
                 answer_vocab = list(prepared.answer_vocab) if task_type == "open" else None
             _check_eval_meta(meta, spec, question_vocab)
+            precision = recorded_precision(meta.get("provenance"), cfg.amp, device)  # as it was validated
             if meta.get("answer_vocab") is not None and meta["answer_vocab"] != (answer_vocab or []):
                 raise CheckpointError(
                     f"{spec.checkpoint}: its answer vocabulary ({len(meta['answer_vocab'])} answers) differs "
@@ -798,7 +805,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
         text_enc, model_cfg = _load_text_encoder(spec, model_cfg, saved_provenance,
                                                  eval_ckpt.get("meta", {}) if eval_ckpt is not None else None)
         _check_glove(prepared.glove, cfg)
-        record = build_record(features, prepared.glove, text_enc.record if text_enc else None)
+        record = build_record(features, prepared.glove, precision, text_enc.record if text_enc else None)
         for line in describe(record):
             log.info(line)
         conf["provenance"] = record
@@ -855,7 +862,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
 
         def run_eval(split: str) -> tuple[dict[str, float], list[PredictionRecord]]:
             return evaluate(
-                model, eval_loaders[split], task_type=task_type, device=device, amp=cfg.amp,
+                model, eval_loaders[split], task_type=task_type, device=device, amp=precision,
                 answer_vocab=answer_vocab, order=data.datasets[split].qids,
                 show_progress=spec.show_progress and dist.is_main, desc=split, moment=moment_opts,
             )
@@ -899,7 +906,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
                 EarlyStoppingHook(cfg.patience),
             ]
             trainer = Trainer(
-                ddp_model, optimizer, train_loader, task_type=task_type, device=device, amp=cfg.amp,
+                ddp_model, optimizer, train_loader, task_type=task_type, device=device, amp=precision,
                 grad_clip=cfg.grad_clip, margin=cfg.hinge_margin, hooks=hooks, loader_generator=gen,
                 seed=cfg.seed, show_progress=spec.show_progress and dist.is_main,
                 loss_fn=_moment_loss_fn(model_cfg) if task_type == "moment" else None,
