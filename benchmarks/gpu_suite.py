@@ -1,6 +1,6 @@
 """The GPU benchmark suite: every speed figure docs/benchmarks.md wants from a CUDA machine, one command.
 
-    python benchmarks/gpu_suite.py                # needs a CUDA device; about 3-5 minutes, at most 8
+    python benchmarks/gpu_suite.py                # needs a CUDA device; sized for under 8 minutes
     python benchmarks/gpu_suite.py --dry-run      # CPU, tiny sizes: every step builds and runs once
     python benchmarks/gpu_suite.py --only train   # one step (appearance, motion, objects, train)
 
