@@ -306,8 +306,10 @@ def main(argv: list[str] | None = None) -> int:
     name = train_bench.device_name(device, torch.get_num_threads())
     today = dt.date.today().isoformat()
     start = time.perf_counter()
-    print(f"\nGPU suite{' (DRY RUN: tiny sizes on CPU, figures meaningless)' if args.dry_run else ''}: "
-          f"{name}, torch {torch.__version__}, {today}\n")  # fmt: skip
+    backends = torch.backends
+    tf32 = f"TF32: cuDNN convolutions {backends.cudnn.allow_tf32}, matmuls {backends.cuda.matmul.allow_tf32}"
+    dry = " (DRY RUN: tiny sizes on CPU, figures meaningless)" if args.dry_run else ""
+    print(f"\nGPU suite{dry}: {name}, torch {torch.__version__}, {today}; fp32 = torch's defaults ({tf32})\n")
     print("| date | device | step | setting | fp32 | bf16 | bf16 / fp32 |")
     print("|---|---|---|---|---|---|---|", flush=True)
     if args.dry_run:
