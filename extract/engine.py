@@ -471,14 +471,17 @@ def _loopback_only() -> Callable[[], None]:
     if LOOPBACK_ENV in os.environ:
         return lambda: None
     os.environ[LOOPBACK_ENV] = "0"
-    from ray._private import ray_constants  # read at Ray's import, which may have happened already
+    # Ray reads the variable into this constant when it is imported, which may have happened already
+    from ray._private import ray_constants
 
-    previous = ray_constants.ENABLE_RAY_CLUSTER
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    previous = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if previous is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
 
     def undo() -> None:
         os.environ.pop(LOOPBACK_ENV, None)
-        ray_constants.ENABLE_RAY_CLUSTER = previous
+        if previous is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = previous
 
     return undo
 
