@@ -102,7 +102,27 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
-def run_with_peak_rss(cmd: list[str], env: dict) -> tuple[subprocess.CompletedProcess, int]:
+def tree_cpu_seconds(pid: int, into: dict[int, tuple[str, float]]) -> None:
+    """Record the CPU seconds (user + system) so far of ``pid`` and its descendants into ``into``
+    (pid -> (process name, seconds)); sampled repeatedly, the last value of each process remains."""
+    children, stack, tick = _children_map(), [pid], os.sysconf("SC_CLK_TCK")
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        into[p] = (stat[stat.index("(") + 1 : stat.rindex(")")], (int(fields[11]) + int(fields[12])) / tick)
+        stack.extend(children.get(p, []))
+
+
+def run_with_peak_rss(
+    cmd: list[str], env: dict, cpu: dict[int, tuple[str, float]] | None = None
+) -> tuple[subprocess.CompletedProcess, int]:
+    """Run ``cmd``; its peak tree RSS (bytes); with ``cpu``, also each process's CPU seconds (see
+    :func:`tree_cpu_seconds`; a process living less than the 0.1 s sampling period may be missed)."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     peak = [0]
     done = threading.Event()
@@ -110,6 +130,8 @@ def run_with_peak_rss(cmd: list[str], env: dict) -> tuple[subprocess.CompletedPr
     def sample() -> None:
         while not done.is_set():
             peak[0] = max(peak[0], tree_rss_bytes(proc.pid))
+            if cpu is not None:
+                tree_cpu_seconds(proc.pid, cpu)
             time.sleep(0.1)
 
     thread = threading.Thread(target=sample, daemon=True)
@@ -218,7 +240,10 @@ def pipeline_child(args) -> None:
         cluster.wait_for_nodes()
         config = EngineConfig(address=cluster.address, progress=False)
     else:
-        config = EngineConfig(backend=args.backend, num_cpus=args.num_cpus, progress=False)
+        policy = None if args.omp_wait_policy == "default" else args.omp_wait_policy
+        config = EngineConfig(
+            backend=args.backend, num_cpus=args.num_cpus, progress=False, omp_wait_policy=policy
+        )
     try:
         summary = run_extraction(job, config)
     finally:
@@ -254,12 +279,15 @@ def measure_pipeline(args, root: Path, out: Path, nodes: int = 1) -> dict:
         "backend",
         "shard_size",
         "nodes",
+        "omp_wait_policy",
     ):
         value = getattr(args, key)
         if value is not None:
             cmd += [f"--{key.replace('_', '-')}", str(value)]
     env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    result, peak = run_with_peak_rss(cmd, env)
+    env.pop("OMP_WAIT_POLICY", None)  # the engine sets its actors' policy (--omp-wait-policy)
+    cpu: dict[int, tuple[str, float]] = {}
+    result, peak = run_with_peak_rss(cmd, env, cpu)
     if result.returncode != 0:
         raise RuntimeError(f"pipeline run failed ({result.returncode}):\n{result.stderr[-3000:]}")
     data = json.loads(result.stdout.strip().splitlines()[-1])
@@ -267,7 +295,64 @@ def measure_pipeline(args, root: Path, out: Path, nodes: int = 1) -> dict:
     data["total_vps"] = n / wall
     data["steady_vps"] = (n - 1) / (wall - first) if n > 1 and wall > first else float("nan")
     data["peak_rss_mb"] = peak / 2**20
+    data["cpu_s"] = {}
+    for name, seconds in cpu.values():  # CPU seconds by process kind (ray::_InferWorker, raylet, ...)
+        data["cpu_s"][name] = data["cpu_s"].get(name, 0.0) + seconds
     return data
+
+
+# --------------------------------------------------------------------------------------------- A/B
+def measure_stages_child(args, root: Path, policy: str) -> dict:
+    """:func:`measure_stages` in a fresh process whose OpenMP wait policy is ``policy`` ("default": unset)."""
+    cmd = [sys.executable, __file__, "_stages", "--root", str(root), "--num-cpus", str(args.num_cpus)]
+    for key in ("features", "appearance", "motion", "image_size", "motion_size", "device", "batch_frames",
+                "num_frames", "clip_len"):  # fmt: skip
+        value = getattr(args, key)
+        if value is not None:
+            cmd += [f"--{key.replace('_', '-')}", str(value)]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    env.pop("OMP_WAIT_POLICY", None)
+    if policy != "default":
+        env["OMP_WAIT_POLICY"] = policy
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"stage run failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def run_ab(args, workdir: Path, all_paths: list[Path], counts: list[int]) -> None:
+    """The inference actor's OpenMP wait policy, before (OpenMP's default: spinning threads) and after
+    (``passive``), interleaved ``--ab`` times in one run: per round, each policy's model-only stage (its
+    own process, the same policy) then its full pipeline. The ratio divides the pipeline's steady
+    throughput by the slower stage at its best in that round (the faster of the two model-only runs), so
+    both policies are compared against the same yardstick."""
+    n = counts[-1]
+    stage_root = subset_root(all_paths[: counts[0]], workdir / f"root{counts[0]}")
+    root = subset_root(all_paths[:n], workdir / f"root{n}")
+    policies = ("default", "passive")
+    when = time.strftime("%F %H:%M")
+    print(f"\nA/B of the CPU actor's OMP_WAIT_POLICY, {n} videos, {args.num_cpus} CPUs, {when}\n")
+    print("| round | policy | model only (videos/s) | pipeline steady (videos/s) | vs best slower stage "
+          "| CPU s/video (actor / decode / rest) | load avg |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for rnd in range(1, args.ab + 1):
+        stages = {pol: measure_stages_child(args, stage_root, pol) for pol in policies}
+        best = {k: max(st[k] for st in stages.values()) for k in ("model_vps", "decode_vps")}
+        slower = min(best.values())
+        for pol in policies:
+            load = os.getloadavg()[0]
+            res = measure_pipeline(argparse.Namespace(**{**vars(args), "omp_wait_policy": pol}), root,
+                                   workdir / f"out-ab-{pol}")  # fmt: skip
+            cpu = res["cpu_s"]
+            actor = sum(v for k, v in cpu.items() if "InferWork" in k)
+            decode = sum(v for k, v in cpu.items() if k.startswith("ray::_ray_dec") or k == "ray::IDLE")
+            rest = sum(cpu.values()) - actor - decode
+            print(
+                f"| {rnd} | {pol} | {stages[pol]['model_vps']:.2f} | {res['steady_vps']:.2f} | "
+                f"{res['steady_vps'] / slower:.2f} | {actor / n:.2f} / {decode / n:.2f} / {rest / n:.2f} | "
+                f"{load:.1f}-{os.getloadavg()[0]:.1f} |",
+                flush=True,
+            )
 
 
 # --------------------------------------------------------------------------------------------- main
@@ -275,7 +360,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "_pipeline"])
+    parser.add_argument("mode", nargs="?", default="bench", choices=["bench", "_pipeline", "_stages"])
     parser.add_argument("--features", default="mspan")
     parser.add_argument("--appearance", default="resnet18")
     parser.add_argument("--motion", default="r3d_18")
@@ -298,15 +383,34 @@ def main() -> None:
     parser.add_argument(
         "--nodes-row", type=int, default=0, help="also run the smallest count on K local Ray nodes"
     )
+    parser.add_argument(
+        "--omp-wait-policy",
+        default="passive",
+        help="OMP_WAIT_POLICY of the Ray CPU inference actor ('default': OpenMP's own, as before 2026-12)",
+    )
+    parser.add_argument(
+        "--ab",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="instead of the table: the actor's wait policy before/after, interleaved ROUNDS times",
+    )
     args = parser.parse_args()
     if args.mode == "_pipeline":
         pipeline_child(args)
+        return
+    if args.mode == "_stages":
+        paths = sorted(Path(args.root).glob("*.mp4"))
+        print(json.dumps(measure_stages(args, paths, args.num_cpus or 1)))
         return
 
     counts = sorted(int(c) for c in args.counts.split(","))
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="extract-bench-"))
     width, height = (int(x) for x in args.video_size.split("x"))
     all_paths = make_videos(workdir / "videos", counts[-1], frames=args.frames, height=height, width=width)
+    if args.ab:
+        run_ab(args, workdir, all_paths, counts)
+        return
     total_cpus = args.num_cpus or 1
     infer_threads = total_cpus  # as the engine: its CPU inference actor runs torch on every core
     stages = measure_stages(args, all_paths[: counts[0]], infer_threads)

@@ -205,6 +205,8 @@ class EngineConfig:
             with ``--device cuda`` at most this many GPU actors (default: one per GPU of every node).
         placement_timeout: seconds to wait for the inference actors to be placed and loaded before the run
             stops with a message naming the resources it waited for.
+        omp_wait_policy: ``OMP_WAIT_POLICY`` of CPU inference actors (None: OpenMP's default, spinning
+            threads); an ``OMP_WAIT_POLICY`` exported by the user wins.
     """
 
     backend: str = "ray"
@@ -217,6 +219,7 @@ class EngineConfig:
     retries: int = 3
     workers: int | None = None
     placement_timeout: float = 300.0
+    omp_wait_policy: str | None = "passive"
 
 
 @dataclass
@@ -452,6 +455,50 @@ def _quiet_ray() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
+#: Ray reads this variable when it is imported. Set to "0" a node takes 127.0.0.1 as its address instead of
+#: the machine's outward one, and Ray's gRPC servers (GCS, raylet, every worker, the runtime-env agent) bind
+#: 127.0.0.1 exactly when their node's address is 127.0.0.1. Ray names the variable for Windows and macOS,
+#: where "0" is its default; on Linux the default is "1" (every interface).
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _loopback_only() -> Callable[[], None]:
+    """Make the local runtime about to start listen on 127.0.0.1 only; returns the function undoing it.
+
+    A user who set :data:`LOOPBACK_ENV` keeps their choice. Undone once the runtime stops, so that a later
+    ``ray.init(address=...)`` in the same process advertises an address other nodes can reach.
+    """
+    if LOOPBACK_ENV in os.environ:
+        return lambda: None
+    os.environ[LOOPBACK_ENV] = "0"
+    # Ray reads the variable into this constant when it is imported, which may have happened already
+    from ray._private import ray_constants
+
+    previous = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if previous is not None:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+
+    def undo() -> None:
+        os.environ.pop(LOOPBACK_ENV, None)
+        if previous is not None:
+            ray_constants.ENABLE_RAY_CLUSTER = previous
+
+    return undo
+
+
+def _actor_runtime_env(placement: ActorPlacement, wait_policy: str | None) -> dict[str, Any]:
+    """Ray options giving a CPU inference actor ``OMP_WAIT_POLICY`` (a value the user exported wins).
+
+    With OpenMP's default policy torch's threads spin at every barrier; on a node whose cores the decode
+    tasks share, a thread waiting for a descheduled sibling burns the core a decode task needs (measured
+    in docs/benchmarks.md, "Ray pipeline efficiency"). ``passive`` makes them sleep instead.
+    """
+    if placement.num_gpus or not wait_policy:
+        return {}
+    policy = os.environ.get("OMP_WAIT_POLICY", wait_policy)
+    return {"runtime_env": {"env_vars": {"OMP_WAIT_POLICY": policy}}}
+
+
 class _LocalStream:
     def __init__(self, items: Iterator[dict]) -> None:
         self.items = items
@@ -527,16 +574,21 @@ class _RayBackend:
 
         self.ray = ray
         self._started = False
+        self._undo_loopback: Callable[[], None] = lambda: None
+        self.omp_wait_policy = config.omp_wait_policy
         if not ray.is_initialized():
             _quiet_ray()
             init_kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
             if config.address is not None:
                 init_kwargs["address"] = config.address
-            elif config.num_cpus is not None:
-                init_kwargs["num_cpus"] = int(config.num_cpus)
+            else:  # a local runtime: nothing else joins it, so it listens on loopback only
+                self._undo_loopback = _loopback_only()
+                if config.num_cpus is not None:
+                    init_kwargs["num_cpus"] = int(config.num_cpus)
             try:
                 ray.init(**init_kwargs)
             except (ConnectionError, RuntimeError, ValueError) as err:
+                self._undo_loopback()
                 where = f"join the Ray cluster at {config.address}" if config.address else "start Ray"
                 raise BackendError(f"cannot {where}: {err}") from err
             self._started = True
@@ -586,6 +638,7 @@ class _RayBackend:
             num_gpus=placement.num_gpus,
             # soft: a restarted actor whose node was lost goes to another node
             scheduling_strategy=NodeAffinitySchedulingStrategy(placement.node_id, soft=True),
+            **_actor_runtime_env(placement, self.omp_wait_policy),
         )
         return cls.remote(spec, placement.threads, device, claim)
 
@@ -666,6 +719,7 @@ class _RayBackend:
         if self._started:
             self.ray.shutdown()
             self._started = False
+            self._undo_loopback()
 
 
 # ============================================================================================ scheduler

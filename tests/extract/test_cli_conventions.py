@@ -1,14 +1,17 @@
-"""``vqa-extract`` command-line conventions: Ray on one CPU finishes (no hang) quietly and offline, huge
-frames are a recorded failure, user errors are one line naming the file (exit 1, no traceback),
-Ctrl-C -> 130, ``-h`` on every subcommand, ``--threads``, progress bars only on a terminal, the masn
-1x1 conv5 warning."""
+"""``vqa-extract`` command-line conventions: Ray on one CPU finishes (no hang) quietly, offline and on
+loopback only, huge frames are a recorded failure, user errors are one line naming the file (exit 1, no
+traceback), Ctrl-C -> 130, ``-h`` on every subcommand, ``--threads``, progress bars only on a terminal,
+the masn 1x1 conv5 warning."""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -63,19 +66,79 @@ def small_root(tmp_path, video_tree) -> Path:
     return root
 
 
+def _tcp_listeners() -> dict[int, str]:
+    """Socket inode -> local address of every listening TCP socket (IPv4 and IPv6) from /proc/net."""
+    found = {}
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        with open(table) as fh:
+            for line in fh.readlines()[1:]:
+                fields = line.split()
+                if fields[3] != "0A":  # LISTEN
+                    continue
+                host = bytes.fromhex(fields[1].split(":")[0])
+                # the kernel prints each 32-bit word in host (little-endian) order
+                raw = b"".join(host[i : i + 4][::-1] for i in range(0, width, 4))
+                address = ipaddress.ip_address(raw)
+                found[int(fields[9])] = str(getattr(address, "ipv4_mapped", None) or address)
+    return found
+
+
+def _tree(pid: int) -> set[int]:
+    """``pid`` and its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    out, stack = set(), [pid]
+    while stack:
+        proc = stack.pop()
+        out.add(proc)
+        stack.extend(children.get(proc, []))
+    return out
+
+
+def _listening(pid: int) -> set[tuple[str, str]]:
+    """(process name, local address) of every listening TCP socket held by ``pid`` or its descendants."""
+    listeners, seen = _tcp_listeners(), set()
+    for proc in _tree(pid):
+        with contextlib.suppress(OSError):
+            name = Path(f"/proc/{proc}/comm").read_text().strip()
+            for fd in os.listdir(f"/proc/{proc}/fd"):
+                target = os.readlink(f"/proc/{proc}/fd/{fd}")
+                if target.startswith("socket:[") and int(target[8:-1]) in listeners:
+                    seen.add((name, listeners[int(target[8:-1])]))
+    return seen
+
+
 @pytest.mark.slow
-def test_ray_on_one_cpu_finishes_quietly(small_root, tmp_path):
-    """The inference actor must not take the only CPU (decode tasks would wait forever)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+def test_ray_on_one_cpu_finishes_quietly_on_loopback(small_root, tmp_path):
+    """The inference actor must not take the only CPU (decode tasks would wait forever); the local runtime
+    listens on 127.0.0.1 only and prints no start-up notice the user cannot act on."""
+    if not (os.path.exists("/proc/net/tcp") and os.path.isdir(f"/proc/{os.getpid()}/fd")):
+        pytest.skip("this platform does not list sockets in /proc")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_") and k != "OMP_WAIT_POLICY"}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.getcwd())
     cmd = [sys.executable, "-m", "extract.cli", "--root", str(small_root), "--out", str(tmp_path / "o"),
            "--num-cpus", "1", *SMALL]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)  # a hang fails here
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "2 done, 0 failed" in proc.stdout and "1 decode CPU(s)" in proc.stdout, proc.stdout
-    assert "Traceback" not in proc.stderr
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: set[tuple[str, str]] = set()
+    deadline = time.monotonic() + 300  # a hang fails here
+    while proc.poll() is None and time.monotonic() < deadline:
+        seen |= _listening(proc.pid)  # sampled while the run goes on: workers come and go
+        time.sleep(0.2)
+    if proc.poll() is None:
+        proc.kill()
+    stdout, stderr = proc.communicate()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "2 done, 0 failed" in stdout and "1 decode CPU(s)" in stdout, stdout
+    assert "Traceback" not in stderr
     for noise in ("Token authentication", "usage stats", "Usage stats"):  # start-up notices, not actionable
-        assert noise not in proc.stderr, proc.stderr[-3000:]
+        assert noise not in stderr, stderr[-3000:]
+    names = {name for name, _ in seen}
+    assert {"gcs_server", "raylet"} <= names, seen  # the runtime's own servers were seen listening
+    exposed = {(name, host) for name, host in seen if not ipaddress.ip_address(host).is_loopback}
+    assert not exposed, f"listening beyond loopback: {sorted(exposed)}"
 
 
 def test_ray_defaults_telemetry_off_unless_the_user_opts_in(monkeypatch):
@@ -85,6 +148,32 @@ def test_ray_defaults_telemetry_off_unless_the_user_opts_in(monkeypatch):
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")
     engine._quiet_ray()
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "1"
+
+
+def test_local_runtime_loopback_switch_is_undone_and_the_users_choice_wins(monkeypatch):
+    from ray._private import ray_constants
+
+    monkeypatch.delenv(engine.LOOPBACK_ENV, raising=False)
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    undo = engine._loopback_only()
+    assert os.environ[engine.LOOPBACK_ENV] == "0" and ray_constants.ENABLE_RAY_CLUSTER is False
+    undo()  # a later --address join in this process must advertise a reachable address
+    assert engine.LOOPBACK_ENV not in os.environ and ray_constants.ENABLE_RAY_CLUSTER == before
+    monkeypatch.setenv(engine.LOOPBACK_ENV, "1")
+    engine._loopback_only()()
+    assert os.environ[engine.LOOPBACK_ENV] == "1" and ray_constants.ENABLE_RAY_CLUSTER == before
+
+
+def test_cpu_actors_sleep_at_openmp_barriers_unless_the_user_says_otherwise(monkeypatch):
+    cpu, gpu = engine.ActorPlacement("n", 1.0, 0, 2), engine.ActorPlacement("n", 1.0, 1, None)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    env_vars = {"OMP_WAIT_POLICY": "passive"}
+    assert engine._actor_runtime_env(cpu, "passive") == {"runtime_env": {"env_vars": env_vars}}
+    assert engine._actor_runtime_env(gpu, "passive") == {} and engine._actor_runtime_env(cpu, None) == {}
+    assert engine.EngineConfig().omp_wait_policy == "passive"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "active")
+    env_vars = engine._actor_runtime_env(cpu, "passive")["runtime_env"]["env_vars"]
+    assert env_vars == {"OMP_WAIT_POLICY": "active"}
 
 
 def test_huge_frames_are_refused_before_decoding_and_recorded(small_root, tmp_path, capsys):
