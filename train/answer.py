@@ -513,10 +513,16 @@ class Answerer:
             "moment": (0.0, 0.0),
         }
 
-    def _item(self, feats: VideoFeatures, question: str, candidates: Sequence[str] | None) -> dict[str, Any]:
+    def _item(
+        self,
+        feats: VideoFeatures,
+        question: str,
+        candidates: Sequence[str] | None,
+        segment: tuple[float, float] | None = None,
+    ) -> dict[str, Any]:
         if self.task_type == "moment":
-            if candidates:
-                raise AnswerError("this is a moment-retrieval model: it takes a query, no candidates")
+            if candidates or segment:
+                raise AnswerError("this is a moment-retrieval model: it takes a query, no candidates/segment")
             return self._moment_item(feats, question)
         ids, lengths = encode_tokens([tokenize(question)], self.index, self.max_len)
         item: dict[str, Any] = {
@@ -537,6 +543,8 @@ class Answerer:
             item["candidates"], item["candidates_len"] = torch.from_numpy(cids), torch.from_numpy(clen)
         elif candidates:
             raise AnswerError(f"this is a {self.task_type} model: it takes no candidates")
+        if segment is not None:  # as train.data.QADataset (How2QA's ts); models that use none ignore it
+            item["segment"] = torch.tensor([float(segment[0]), float(segment[1])], dtype=torch.float32)
         for key in self.feature_keys:
             arr = np.asarray(feats.features[key])
             if arr.dtype.kind == "f":
@@ -553,9 +561,14 @@ class Answerer:
         question: str,
         *,
         candidates: Sequence[str] | None = None,
+        segment: tuple[float, float] | None = None,
         top_k: int = 5,
     ) -> Answer:
         """Answer one question (``video`` a path, or the :meth:`extract` result to reuse it).
+
+        ``segment``: the question's (start, end) in seconds when the training questions had one (How2QA's
+        ``ts``: SiaSamRea samples its clips inside it); a How2QA model asked without one looks at the
+        whole video.
 
         Raises:
             AnswerError: bad video, or candidates missing (mc) / given (other task types).
@@ -563,7 +576,7 @@ class Answerer:
         feats = video if isinstance(video, VideoFeatures) else self.extract(video)
         if not question or not question.strip():
             raise AnswerError("the question is empty")
-        batch = self.collate([self._item(feats, question, candidates)])
+        batch = self.collate([self._item(feats, question, candidates, segment)])
         batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with torch.no_grad():
             out = self.model(batch)
@@ -602,7 +615,8 @@ class Answerer:
 
         Args:
             requests: dicts with ``video``, ``question`` (or ``query``) and optional ``candidates``
-                (list, or one ``"a|b|c"`` string); other keys (e.g. ``id``) are copied to the output.
+                (list, or one ``"a|b|c"`` string) and ``segment`` ([start, end] seconds); other keys (e.g.
+                ``id``) are copied to the output.
 
         Returns:
             One JSON-able dict per request, in order: :meth:`Answer.to_json` plus the copied keys, or
@@ -624,7 +638,9 @@ class Answerer:
                 req = requests[i]
                 question = req.get("question", req.get("query", ""))
                 extra = {
-                    k: v for k, v in req.items() if k not in ("video", "question", "query", "candidates")
+                    k: v
+                    for k, v in req.items()
+                    if k not in ("video", "question", "query", "candidates", "segment")
                 }
                 if feats is None:
                     results[i] = {"video": video, text_key: question, "error": error, **extra}
@@ -633,10 +649,9 @@ class Answerer:
                     cands = req.get("candidates")
                     if isinstance(cands, str):
                         cands = [c.strip() for c in cands.split("|")]
-                    results[i] = {
-                        **self.answer(feats, str(question), candidates=cands, top_k=top_k).to_json(),
-                        **extra,
-                    }
+                    seg = _parse_segment(req.get("segment"), '"segment"')
+                    answer = self.answer(feats, str(question), candidates=cands, segment=seg, top_k=top_k)
+                    results[i] = {**answer.to_json(), **extra}
                 except AnswerError as exc:
                     results[i] = {"video": video, text_key: question, "error": str(exc), **extra}
         return [r for r in results if r is not None]
@@ -714,19 +729,24 @@ Examples:
   vqa-answer --checkpoint CMIN_RUN/checkpoints/best.pt --video v.mp4 --query "a man opens the door" --json
   vqa-answer --checkpoint best.pt --questions questions.jsonl --output answers.jsonl
   vqa-answer --checkpoint best.pt --video clip.mp4 --question "..." --explain figure.png
-A --questions line: {"video": "clip.mp4", "question": "...", "candidates": ["a", "b"] (multiple choice)}
+A --questions line: {"video": "clip.mp4", "question": "...", "candidates": ["a", "b"] (multiple choice),
+"segment": [start, end] (seconds; How2QA)}
 or {"video": "clip.mp4", "query": "..."} (moment retrieval)
 (relative video paths are read from the current directory; other keys such as "id" are copied).
 """
 
 
-def _parse_segment(text: str | None) -> tuple[float, float] | None:
+def _parse_segment(text: Any, option: str = "--ground-truth") -> tuple[float, float] | None:
+    """``"START,END"`` (or a [start, end] list, batch lines) in seconds -> (start, end); None -> None."""
     if text is None:
         return None
     try:
-        start, end = (float(x) for x in text.replace(",", " ").split())
-    except ValueError:
-        raise AnswerError(f"--ground-truth {text!r}: expected START,END in seconds, e.g. 3.5,9") from None
+        parts = text.replace(",", " ").split() if isinstance(text, str) else list(text)
+        start, end = (float(x) for x in parts)
+    except (ValueError, TypeError):
+        raise AnswerError(f"{option} {text!r}: expected START,END in seconds, e.g. 3.5,9") from None
+    if not end >= start >= 0:
+        raise AnswerError(f"{option} {text!r}: expected 0 <= START <= END (seconds)")
     return start, end
 
 
@@ -745,6 +765,7 @@ def _cli(
     top_k,
     explain,
     ground_truth,
+    segment,
 ) -> int:
     import sys
 
@@ -787,7 +808,9 @@ def _cli(
         )
     if query is None and answerer.task_type == "moment":
         raise AnswerError('this is a moment-retrieval model: give the sentence to find with --query "..."')
-    result = answerer.answer(video, text, candidates=cands, top_k=top_k)
+    result = answerer.answer(
+        video, text, candidates=cands, segment=_parse_segment(segment, "--segment"), top_k=top_k
+    )
     if as_json:
         line = result.to_json()
         if answerer.random_weights:
@@ -821,6 +844,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     @click.option("--question", help="The question (open-ended, multiple choice, count).")
     @click.option("--candidates", help='Multiple choice: the candidates, "a|b|c|d|e".')
     @click.option("--query", help="Moment-retrieval models: the sentence to find in the video.")
+    @click.option(
+        "--segment",
+        metavar="START,END",
+        help="The question's segment in seconds, for models trained on questions with one (How2QA's ts).",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
     @click.option(
         "--questions",
