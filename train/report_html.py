@@ -114,7 +114,8 @@ def _figure(answerer: Any, record: Any, path: Path | None, out: Path) -> str | N
         if moment:
             result = answerer.answer(path, record.query)
         else:
-            result = answerer.answer(path, record.question, candidates=record.candidates)
+            result = answerer.answer(path, record.question, candidates=record.candidates,
+                                     segment=getattr(record, "segment", None))  # How2QA's ts
         render_explanation(result, answerer, out, ground_truth=truth)
     except AnswerError as exc:
         return str(exc)
