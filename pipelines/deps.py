@@ -32,7 +32,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +50,7 @@ __all__ = [
     "chain_edges",
     "dependency_edges",
     "load_parsed_edges",
+    "new_query_parser",
     "spacy_edges",
 ]
 
@@ -264,6 +265,48 @@ def dependency_edges(
                               "edges": {s: [[list(e) for e in q] for q in qs] for s, qs in edges.items()}})
     log.info("%s: dependency edges (%s) cached in %s", adapter.name, identity, cache)
     return ParsedQueries(identity, qids, tokens, edges)
+
+
+def new_query_parser(identity: str, *, spacy_model: str = "en_core_web_sm"
+                     ) -> tuple[Callable[[Sequence[str]], list[Edge]], str | None]:
+    """A parser for new queries (``vqa-answer --query``) that follows the recorded parser ``identity``.
+
+    Args:
+        identity: :attr:`ParsedQueries.parser` of the training queries.
+        spacy_model: the pipeline for the stored-parses fallback (below).
+
+    Returns:
+        ``(parse, note)``: ``parse(tokens)`` gives the edges of one query's tokens; ``note`` is None when
+        the queries are parsed exactly as in training, else one line saying how they differ:
+
+        - ``"chain"``: the chain (exact).
+        - ``"spacy:<model>@<version>/spacy<version>"``: spaCy with that model; another installed
+          version is named in the note.
+        - ``"file:<sha256>"``: the training queries came with stored parses (CMIN's ``*_gcn.json``),
+          which nothing reproduces for a new sentence: the fallback of ``parser="auto"`` (spaCy when a
+          model loads, else the chain) is used instead, and the note says so.
+
+    Raises:
+        SpacyUnavailable: the run used spaCy and its model is not installed here.
+    """
+    if identity == "chain":
+        return chain_edges, None
+    if identity.startswith("spacy:"):
+        model = identity.removeprefix("spacy:").split("@", 1)[0]
+        spacy, nlp = _load_spacy(model)
+        current = f"spacy:{model}@{nlp.meta.get('version', '?')}/spacy{spacy.__version__}"
+        note = None if current == identity else f"queries parsed with {current}; the run used {identity}"
+        return (lambda tokens: spacy_edges([tokens], nlp=nlp)[0]), note
+    if identity.startswith("file:"):
+        try:
+            _, nlp = _load_spacy(spacy_model)
+            parse, used = (lambda tokens: spacy_edges([tokens], nlp=nlp)[0]), f"spaCy {spacy_model}"
+        except SpacyUnavailable:
+            parse, used = chain_edges, "the chain over adjacent words"
+        return parse, (f"the training queries used the dataset's stored parses ({identity[:17]}...), which "
+                       f"cannot be made for a new sentence; its edges come from {used} instead (labels the "
+                       "model did not see count as unknown)")
+    raise ValueError(f"unknown dependency parser {identity!r}; expected 'chain', 'spacy:...' or 'file:...'")
 
 
 def adjacency(edges: Sequence[Edge], length: int, *, self_loops: bool = True, symmetric: bool = True

@@ -113,5 +113,20 @@ vqa-answer --checkpoint "$RUNS/mspan-frameqa/checkpoints/best.pt" --video "$VIDE
     --explain "$OUT/explain-frameqa.png"
 python -m train.report "$RUNS/mspan-frameqa" --html --samples 3 > /dev/null
 echo "report page: $RUNS/mspan-frameqa/report.html"
+echo "== vqa-answer: the CMIN model asked to find a test query in its video (features recomputed from the raw video)"
+IFS=$'\t' read -r VIDEO QUERY PREDICTED TRUTH < <(python - "$DATA/activitynet-captions" "$RUNS/cmin-captions" <<'PY'
+import json, sys
+from pipelines.datasets import get_dataset
+adapter = get_dataset("activitynet-captions")(sys.argv[1])
+first = json.loads(open(f"{sys.argv[2]}/predictions_test.jsonl").readline())
+query = next(m for m in adapter.moments("test") if m.qid == first["qid"])
+path = next(v.path for v in adapter.videos() if v.video_id == first["video_id"])
+start, end, score = first["prediction"][0]
+print(path, query.query, f"{start:.2f}-{end:.2f} s (score {score:.4f})", f"{query.start_s},{query.end_s}", sep="\t")
+PY
+)
+echo "   (the run's predictions_test.jsonl: top moment $PREDICTED; true moment $TRUTH s)"
+vqa-answer --checkpoint "$RUNS/cmin-captions/checkpoints/best.pt" --video "$VIDEO" --query "$QUERY" \
+    --explain "$OUT/explain-cmin.png" --ground-truth "$TRUTH"
 echo
 echo "demo finished in $(( $(date +%s) - start )) s; data: $DATA  features: $FEATURES  runs: $RUNS"

@@ -17,6 +17,16 @@ pretrained backbone weights come from ``--backbone NAME=PATH``, ``--checkpoint-d
 file name) or the torch cache, and a file whose sha256 differs from the recorded one is refused.
 Random-weight backbones are rebuilt from the recorded seed, so features, and answers, are reproduced.
 
+Moment-retrieval models (CMIN; ``task_type == "moment"``) take a query instead of a question
+(:meth:`Answerer.answer` with the sentence, ``--query`` on the command line). The clips go through the
+checkpoint's standardisation, PCA projection and resampling (``train.moments.model_view``, as the
+training run's ``MomentDataset``); the query's dependency edges come from the parser the training
+queries were parsed with (``meta["query_parse"]``, ``pipelines.deps.new_query_parser``: the chain or
+spaCy exactly; a run on the datasets' stored parses, which cannot be made for a new sentence, falls
+back as ``pipelines.deps`` does and :attr:`Answerer.query_note` says so); the top moments are decoded
+by ``train.losses.moment_predictions`` with the run's NMS threshold, in seconds of the video's decoded
+duration (frames / fps).
+
 The batch is built like training's (``train.data``: question tokens, features standardised with the
 recorded statistics, ``QACollate``), from the feature keys of the model's registry entry. Every model
 returns its attention as named entries of its output dict; :attr:`Answer.attention` keeps all of them
@@ -38,14 +48,16 @@ import torch
 from extract.backbones import RANDOM_SEED, resolve_weights
 from extract.featuresets import FeatureOptions, FeatureSet, build_feature_set
 from extract.shards import mentions_random_weights
-from extract.video import VideoDecodeError
+from extract.video import Video, VideoDecodeError
 from extract.weights import WeightsError, sha256_file
 from models import get_model
+from pipelines.deps import SpacyUnavailable, new_query_parser
 from pipelines.text import encode_tokens, tokenize
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import build_config
 from train.data import QACollate
-from train.losses import count_rounded
+from train.losses import count_rounded, moment_predictions
+from train.moments import MomentCollate, Projection, encode_edges, model_view
 from train.provenance import CHECKPOINT_FORMAT, RANDOM_WEIGHTS_BANNER
 from train.text_encoder import TextEncoderError, for_checkpoint
 
@@ -72,6 +84,8 @@ REQUIRED_META = (
     "feature_stats",
     "backbone_random_seed",
 )
+#: further meta keys of moment-retrieval checkpoints (the query parser and its label ids)
+REQUIRED_MOMENT_META = ("query_parse",)
 #: output-dict entries that are predictions, not attention
 PREDICTION_KEYS = frozenset({"logits", "scores", "count", "loss", "aux_losses"})
 
@@ -97,11 +111,13 @@ class VideoFeatures:
         features: the feature set's outputs as ``vqa-extract`` stores them (name -> array).
         frames: (K, S, S, 3) uint8 frames the model saw (for figures), one per time step where the
             set has one; None when the set exposes no frames.
+        duration: seconds (frames / fps of the decoded stream); moment models only, else None.
     """
 
     video: str
     features: dict[str, np.ndarray]
     frames: np.ndarray | None = None
+    duration: float | None = None
 
 
 @dataclass
@@ -115,7 +131,8 @@ class Answer:
             every candidate, with ``candidate_index`` giving each one's position as given.
         count: the predicted count (rounded, clamped to 1..10 as in evaluation) and ``raw`` the
             regressed value.
-        moments: best first ``(start_s, end_s, score)``.
+        moments: best first ``(start_s, end_s, score)`` (score: the window's sigmoid confidence).
+        duration: moment models: the video's duration in seconds (the moments lie in [0, duration]).
         attention: the model's named attention outputs for this question (arrays without batch axis).
         frames: the frames of :class:`VideoFeatures` (for ``--explain``).
     """
@@ -128,6 +145,7 @@ class Answer:
     count: int | None = None
     raw: float | None = None
     moments: list[tuple[float, float, float]] = field(default_factory=list)
+    duration: float | None = None
     attention: dict[str, np.ndarray] = field(default_factory=dict)
     frames: np.ndarray | None = None
     features: dict[str, np.ndarray] = field(default_factory=dict)
@@ -135,18 +153,20 @@ class Answer:
     @property
     def prediction(self) -> Any:
         """What ``predictions_test.jsonl`` records: the answer word (open), the candidate index (mc), the
-        rounded count (count), the best moment (moment)."""
+        rounded count (count), the best moment ``[start_s, end_s]`` rounded to ms as there (moment)."""
         if self.task_type == "open":
             return self.answers[0][0]
         if self.task_type == "mc":
             return self.candidate_index[0]
         if self.task_type == "count":
             return self.count
-        return list(self.moments[0][:2])
+        return [round(float(self.moments[0][0]), 3), round(float(self.moments[0][1]), 3)]
 
     def to_json(self) -> dict[str, Any]:
-        """``{"video", "question", "answers" | "count" | "moments"}`` (the ``--json`` line)."""
-        out: dict[str, Any] = {"video": self.video, "question": self.question}
+        """``{"video", "question", "answers" | "count"}`` or ``{"video", "query", "moments"}`` (moment
+        models) (the ``--json`` line)."""
+        text_key = "query" if self.task_type == "moment" else "question"
+        out: dict[str, Any] = {"video": self.video, text_key: self.question}
         if self.task_type == "open":
             out["answers"] = [{"answer": a, "score": _round(s)} for a, s in self.answers]
         elif self.task_type == "mc":
@@ -175,7 +195,8 @@ def _check_meta(meta: Mapping[str, Any], path: Path) -> None:
             f"new video. Evaluate it on extracted features: vqa-train {meta.get('model_name')} --eval-only "
             f"--checkpoint {path} ..."
         )
-    missing = [k for k in REQUIRED_META if k not in meta]
+    required = REQUIRED_META + (REQUIRED_MOMENT_META if meta.get("task_type") == "moment" else ())
+    missing = [k for k in required if k not in meta]
     if missing:
         raise OldCheckpointError(
             f"{path}: this checkpoint was written before checkpoints became self-contained and lacks "
@@ -302,12 +323,17 @@ def rebuild_feature_set(
         raise AnswerError(f"cannot rebuild feature set {name!r} from the checkpoint: {exc}") from exc
 
 
-def named_attention(out: Mapping[str, Any], row: int = 0) -> dict[str, np.ndarray]:
-    """The model's named attention outputs of batch row ``row`` (arrays without the batch axis)."""
+def named_attention(out: Mapping[str, Any], row: int = 0, batch_size: int = 1) -> dict[str, np.ndarray]:
+    """The model's named attention outputs of batch row ``row`` (arrays without the batch axis).
+
+    An entry whose first axis is not ``batch_size`` is shared by the batch (e.g. CMIN's ``windows``,
+    (N, 2)) and kept whole.
+    """
     return {
-        k: v.detach().float().cpu().numpy()[row]
+        k: (a[row] if a.shape[0] == batch_size else a)
         for k, v in out.items()
         if k not in PREDICTION_KEYS and isinstance(v, torch.Tensor) and v.dim() >= 1
+        for a in (v.detach().float().cpu().numpy(),)
     }
 
 
@@ -357,6 +383,26 @@ class Answerer:
         self.collate = QACollate(
             ragged, answer_dtype=torch.float32 if self.task_type == "count" else torch.int64
         )
+        self.query_note: str | None = None
+        if self.task_type == "moment":
+            self._init_moments()
+
+    def _init_moments(self) -> None:
+        """Moment models: the batch, the clips' view, the decoding and the query parser of the run."""
+        model_cfg, train_cfg = json.loads(self.meta["model_config"]), json.loads(self.meta["train_config"])
+        self.collate = MomentCollate()
+        self.projection = Projection.from_meta(self.meta)
+        self.num_steps, self.resample = int(model_cfg["num_steps"]), str(model_cfg.get("resample", "always"))
+        self.nms_threshold = float(train_cfg.get("moment_nms", 0.5))
+        parse = self.meta["query_parse"]
+        self.dep_labels = {str(k): int(v) for k, v in parse["labels"].items()}
+        try:
+            self.parse_query, self.query_note = new_query_parser(str(parse["parser"]))
+        except SpacyUnavailable as exc:
+            raise AnswerError(
+                f"{self.path}: the run's queries were parsed with {parse['parser']}, needed for new queries "
+                f"too: {exc}"
+            ) from None
 
     @classmethod
     def from_checkpoint(
@@ -457,16 +503,49 @@ class Answerer:
             chunks = list(fs.decode(path.stem, path))
             partials = fs.infer(chunks)
             features = fs.finalize(partials)
+            duration = None
+            if self.task_type == "moment":
+                with Video(path) as v:
+                    duration = float(v.info.duration)
         except VideoDecodeError as exc:
             raise AnswerError(f"{path}: cannot decode the video ({exc.reason})") from None
         for key, arr in features.items():
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 raise AnswerError(f"{path}: feature {key!r} came out NaN or infinite; the video is unusable")
-        return VideoFeatures(str(video), features, _display_frames(chunks))
+        return VideoFeatures(str(video), features, _display_frames(chunks), duration)
 
     # -- questions ----------------------------------------------------------------------------------
 
-    def _item(self, feats: VideoFeatures, question: str, candidates: Sequence[str] | None) -> dict[str, Any]:
+    def _moment_item(self, feats: VideoFeatures, query: str) -> dict[str, Any]:
+        """One ``MomentDataset`` item for a new query (no ground truth: moment (0, 0))."""
+        tokens = tokenize(query)
+        ids, lengths = encode_tokens([tokens], self.index, self.max_len)
+        qlen = max(int(lengths[0]), 1)
+        stats = self.stats.get("clips")
+        clips = model_view(feats.features["clips"], num_steps=self.num_steps, resample=self.resample,
+                           projection=self.projection, feature_stats=stats)
+        return {
+            "qid": "q",
+            "video_id": Path(feats.video).stem,
+            "question": torch.from_numpy(ids[0][:qlen]),
+            "question_len": qlen,
+            "edges": torch.from_numpy(encode_edges(self.parse_query(tokens), qlen, self.dep_labels)),
+            "clips": torch.from_numpy(np.ascontiguousarray(clips)),
+            "duration": float(feats.duration),
+            "moment": (0.0, 0.0),
+        }
+
+    def _item(
+        self,
+        feats: VideoFeatures,
+        question: str,
+        candidates: Sequence[str] | None,
+        segment: tuple[float, float] | None = None,
+    ) -> dict[str, Any]:
+        if self.task_type == "moment":
+            if candidates or segment:
+                raise AnswerError("this is a moment-retrieval model: it takes a query, no candidates/segment")
+            return self._moment_item(feats, question)
         ids, lengths = encode_tokens([tokenize(question)], self.index, self.max_len)
         item: dict[str, Any] = {
             "qid": "q",
@@ -489,6 +568,8 @@ class Answerer:
         if self.text_encoder is not None:  # as train.data.QADataset's text_tokens
             tokens = self.text_encoder.tokens(question, candidates)
             item.update({k: torch.from_numpy(v) for k, v in tokens.items()})
+        if segment is not None:  # as train.data.QADataset (How2QA's ts); models that use none ignore it
+            item["segment"] = torch.tensor([float(segment[0]), float(segment[1])], dtype=torch.float32)
         for key in self.feature_keys:
             arr = np.asarray(feats.features[key])
             if arr.dtype.kind == "f":
@@ -505,9 +586,14 @@ class Answerer:
         question: str,
         *,
         candidates: Sequence[str] | None = None,
+        segment: tuple[float, float] | None = None,
         top_k: int = 5,
     ) -> Answer:
         """Answer one question (``video`` a path, or the :meth:`extract` result to reuse it).
+
+        ``segment``: the question's (start, end) in seconds when the training questions had one (How2QA's
+        ``ts``: SiaSamRea samples its clips inside it); a How2QA model asked without one looks at the
+        whole video.
 
         Raises:
             AnswerError: bad video, or candidates missing (mc) / given (other task types).
@@ -515,11 +601,12 @@ class Answerer:
         feats = video if isinstance(video, VideoFeatures) else self.extract(video)
         if not question or not question.strip():
             raise AnswerError("the question is empty")
-        batch = self.collate([self._item(feats, question, candidates)])
+        batch = self.collate([self._item(feats, question, candidates, segment)])
         batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with torch.no_grad():
             out = self.model(batch)
-        result = Answer(feats.video, question, self.task_type, frames=feats.frames, features=feats.features)
+        result = Answer(feats.video, question, self.task_type, frames=feats.frames, features=feats.features,
+                        duration=feats.duration)
         result.attention = named_attention(out)
         if self.task_type == "open":
             probs = torch.softmax(out["logits"].float()[0], dim=0).cpu()
@@ -536,8 +623,16 @@ class Answerer:
         elif self.task_type == "count":
             raw = out["count"].float().reshape(-1)[:1].cpu()
             result.raw, result.count = float(raw[0]), int(count_rounded(raw)[0])
+        elif self.task_type == "moment":
+            (moments, scores), = moment_predictions(
+                out, durations=batch["duration"], nms_threshold=self.nms_threshold, top_k=top_k
+            )
+            result.moments = [
+                (float(a), float(b), float(c))
+                for (a, b), c in zip(moments.tolist(), scores.tolist(), strict=True)
+            ]
         else:
-            raise AnswerError(f"task type {self.task_type!r} is not supported by vqa-answer yet")
+            raise AnswerError(f"task type {self.task_type!r} is not supported by vqa-answer")
         return result
 
     def answer_many(self, requests: Iterable[Mapping[str, Any]], *, top_k: int = 5) -> list[dict[str, Any]]:
@@ -545,17 +640,19 @@ class Answerer:
 
         Args:
             requests: dicts with ``video``, ``question`` (or ``query``) and optional ``candidates``
-                (list, or one ``"a|b|c"`` string); other keys (e.g. ``id``) are copied to the output.
+                (list, or one ``"a|b|c"`` string) and ``segment`` ([start, end] seconds); other keys (e.g.
+                ``id``) are copied to the output.
 
         Returns:
             One JSON-able dict per request, in order: :meth:`Answer.to_json` plus the copied keys, or
-            ``{"video", "question", "error"}``.
+            ``{"video", "question" (moment models: "query"), "error"}``.
         """
         requests = list(requests)
         by_video: dict[str, list[int]] = {}
         for i, req in enumerate(requests):
             by_video.setdefault(str(req.get("video", "")), []).append(i)
         results: list[dict[str, Any] | None] = [None] * len(requests)
+        text_key = "query" if self.task_type == "moment" else "question"
         for video, rows in by_video.items():
             try:
                 feats = self.extract(video) if video else None
@@ -566,21 +663,22 @@ class Answerer:
                 req = requests[i]
                 question = req.get("question", req.get("query", ""))
                 extra = {
-                    k: v for k, v in req.items() if k not in ("video", "question", "query", "candidates")
+                    k: v
+                    for k, v in req.items()
+                    if k not in ("video", "question", "query", "candidates", "segment")
                 }
                 if feats is None:
-                    results[i] = {"video": video, "question": question, "error": error, **extra}
+                    results[i] = {"video": video, text_key: question, "error": error, **extra}
                     continue
                 try:
                     cands = req.get("candidates")
                     if isinstance(cands, str):
                         cands = [c.strip() for c in cands.split("|")]
-                    results[i] = {
-                        **self.answer(feats, str(question), candidates=cands, top_k=top_k).to_json(),
-                        **extra,
-                    }
+                    seg = _parse_segment(req.get("segment"), '"segment"')
+                    answer = self.answer(feats, str(question), candidates=cands, segment=seg, top_k=top_k)
+                    results[i] = {**answer.to_json(), **extra}
                 except AnswerError as exc:
-                    results[i] = {"video": video, "question": question, "error": str(exc), **extra}
+                    results[i] = {"video": video, text_key: question, "error": str(exc), **extra}
         return [r for r in results if r is not None]
 
 
@@ -628,7 +726,8 @@ def read_requests(path: str | Path) -> list[dict[str, Any]]:
 
 def format_answer(result: Answer) -> str:
     """The human-readable table of one answer."""
-    lines = [f"video: {result.video}", f"question: {result.question}"]
+    label = "query" if result.task_type == "moment" else "question"
+    lines = [f"video: {result.video}", f"{label}: {result.question}"]
     if result.task_type == "open":
         lines.append("  rank  probability  answer")
         lines += [f"  {r:>4}  {p:>11.4f}  {a}" for r, (a, p) in enumerate(result.answers, 1)]
@@ -641,6 +740,7 @@ def format_answer(result: Answer) -> str:
     elif result.task_type == "count":
         lines.append(f"  count: {result.count}  (regressed {result.raw:.3f})")
     else:
+        lines[0] += f"  ({result.duration:.2f} s)" if result.duration is not None else ""
         lines.append("  rank  start (s)  end (s)  score")
         lines += [f"  {r:>4}  {a:>9.2f}  {b:>7.2f}  {s:.4f}" for r, (a, b, s) in enumerate(result.moments, 1)]
     return "\n".join(lines)
@@ -651,20 +751,27 @@ _EPILOG = """\b
 Examples:
   vqa-answer --checkpoint RUN/checkpoints/best.pt --video clip.mp4 --question "what is the man riding ?"
   vqa-answer --checkpoint best.pt --video clip.mp4 --question "what does he do ?" --candidates "run|jump|sit"
+  vqa-answer --checkpoint CMIN_RUN/checkpoints/best.pt --video v.mp4 --query "a man opens the door" --json
   vqa-answer --checkpoint best.pt --questions questions.jsonl --output answers.jsonl
   vqa-answer --checkpoint best.pt --video clip.mp4 --question "..." --explain figure.png
-A --questions line: {"video": "clip.mp4", "question": "...", "candidates": ["a", "b"] (multiple choice)}
+A --questions line: {"video": "clip.mp4", "question": "...", "candidates": ["a", "b"] (multiple choice),
+"segment": [start, end] (seconds; How2QA)}
+or {"video": "clip.mp4", "query": "..."} (moment retrieval)
 (relative video paths are read from the current directory; other keys such as "id" are copied).
 """
 
 
-def _parse_segment(text: str | None) -> tuple[float, float] | None:
+def _parse_segment(text: Any, option: str = "--ground-truth") -> tuple[float, float] | None:
+    """``"START,END"`` (or a [start, end] list, batch lines) in seconds -> (start, end); None -> None."""
     if text is None:
         return None
     try:
-        start, end = (float(x) for x in text.replace(",", " ").split())
-    except ValueError:
-        raise AnswerError(f"--ground-truth {text!r}: expected START,END in seconds, e.g. 3.5,9") from None
+        parts = text.replace(",", " ").split() if isinstance(text, str) else list(text)
+        start, end = (float(x) for x in parts)
+    except (ValueError, TypeError):
+        raise AnswerError(f"{option} {text!r}: expected START,END in seconds, e.g. 3.5,9") from None
+    if not end >= start >= 0:
+        raise AnswerError(f"{option} {text!r}: expected 0 <= START <= END (seconds)")
     return start, end
 
 
@@ -683,6 +790,7 @@ def _cli(
     top_k,
     explain,
     ground_truth,
+    segment,
     text_encoder=None,
 ) -> int:
     import sys
@@ -701,6 +809,8 @@ def _cli(
     if answerer.random_weights:
         click.echo(answerer.random_weights_banner, err=True)
     click.echo(answerer.describe(), err=True)
+    if answerer.query_note:
+        click.echo(f"note: {answerer.query_note}", err=True)
     if requests is not None:
         results = answerer.answer_many(requests, top_k=top_k)
         text = "".join(json.dumps(r) + "\n" for r in results)
@@ -723,7 +833,11 @@ def _cli(
         raise AnswerError(
             f"--query is for moment-retrieval models; this one is {answerer.task_type}: use --question"
         )
-    result = answerer.answer(video, text, candidates=cands, top_k=top_k)
+    if query is None and answerer.task_type == "moment":
+        raise AnswerError('this is a moment-retrieval model: give the sentence to find with --query "..."')
+    result = answerer.answer(
+        video, text, candidates=cands, segment=_parse_segment(segment, "--segment"), top_k=top_k
+    )
     if as_json:
         line = result.to_json()
         if answerer.random_weights:
@@ -757,6 +871,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     @click.option("--question", help="The question (open-ended, multiple choice, count).")
     @click.option("--candidates", help='Multiple choice: the candidates, "a|b|c|d|e".')
     @click.option("--query", help="Moment-retrieval models: the sentence to find in the video.")
+    @click.option(
+        "--segment",
+        metavar="START,END",
+        help="The question's segment in seconds, for models trained on questions with one (How2QA's ts).",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
     @click.option(
         "--questions",
@@ -791,7 +910,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=5,
         show_default=True,
         type=click.IntRange(1),
-        help="Open-ended: how many answers to show.",
+        help="Open-ended: how many answers to show; moment retrieval: how many moments.",
     )
     @click.option(
         "--explain",

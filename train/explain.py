@@ -21,6 +21,13 @@ and its frames giving the strip and a caption):
 - SiaSamRea: ``frame_attention`` (Bf,) (the [CLS] token's attention over the anchor clip's frames; for
   multiple choice, the row of the best candidate) placed on the video's frames by ``frame_index``, masked
   by ``frame_valid``; frames outside the anchor clip get weight 0.
+- CMIN (moment retrieval): a timeline over the video's duration (:func:`timeline`): a strip of frames
+  placed at their times (the middle frame of the clip nearest each tile's centre, ``clip_times``), the
+  sigmoid of ``step_scores`` (T,) (each step's best valid window confidence) as bars, the sigmoid of
+  ``window_scores`` (N,) as a heat map with one row per window width (window ``t * K + k`` centred on
+  step t, ``windows`` (N, 2) in steps, invalid windows grey), the top predicted moments as bars (the
+  best in red) and, when given (``--ground-truth``), the true moment in green with the IoU of the best.
+  Step t of ``num_steps`` covers seconds [t, t + 1) * duration / num_steps, as in the decoding.
 
 A model without an entry (or an older build that returns no attention) gets the plain strip and a note.
 """
@@ -36,6 +43,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipelines.atomic import atomic_path
 
+Segment = tuple[float, float]
+
 __all__ = [
     "EXPLAINERS",
     "FRAME_ATTENTION",
@@ -45,6 +54,7 @@ __all__ = [
     "frame_strip",
     "frame_weights",
     "render_explanation",
+    "timeline",
 ]
 
 #: model name -> the output entry holding one attention weight per sampled frame
@@ -55,6 +65,11 @@ TOP_BOXES = 3  # MASN: objects outlined per frame
 PAD = 8
 WIDTH_MIN = 640
 BG, FG, ACCENT, BAR = (255, 255, 255), (20, 20, 20), (220, 40, 40), (60, 110, 200)
+TRUTH, GRID, MUTED = (30, 150, 60), (200, 200, 200), (225, 225, 225)
+TIMELINE_WIDTH = 960  # px; the time axis runs from LABEL_W to TIMELINE_WIDTH - PAD * 2
+LABEL_W = 120  # px of row labels left of the time axis
+#: a viridis-like colour ramp for the window heat map (low -> high)
+_RAMP = np.array([(68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37)], np.float64)
 
 
 def _font(size: int) -> ImageFont.ImageFont:
@@ -117,8 +132,9 @@ def frame_strip(
     return img
 
 
-def answer_lines(result: Any) -> list[tuple[str, float | None]]:
-    """(text, bar value in [0, 1] or None) for the figure's answer panel."""
+def answer_lines(result: Any, ground_truth: Segment | None = None) -> list[tuple[str, float | None]]:
+    """(text, bar value in [0, 1] or None) for the figure's answer panel (moments: with the ground truth
+    and each moment's IoU with it, when given)."""
     if result.task_type == "open":
         return [(f"{a}  {p:.3f}", p) for a, p in result.answers]
     if result.task_type == "mc":
@@ -131,7 +147,19 @@ def answer_lines(result: Any) -> list[tuple[str, float | None]]:
         ]
     if result.task_type == "count":
         return [(f"count {result.count}  (regressed {result.raw:.3f})", None)]
-    return [(f"{a:.1f}-{b:.1f} s  score {s:.3f}", None) for a, b, s in result.moments]
+    lines = []
+    for a, b, s in result.moments:
+        iou = f"  IoU {_iou((a, b), ground_truth):.2f}" if ground_truth is not None else ""
+        lines.append((f"{a:.2f}-{b:.2f} s  score {s:.3f}{iou}", None))
+    if ground_truth is not None:
+        lines.append((f"true moment {ground_truth[0]:.2f}-{ground_truth[1]:.2f} s", None))
+    return lines
+
+
+def _iou(a: Segment, b: Segment) -> float:
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    return inter / union if union > 0 else 0.0
 
 
 def _text_block(lines: Sequence[tuple[str, float | None]], width: int, *, font_size: int = 14) -> Image.Image:
@@ -162,7 +190,9 @@ def _stack(parts: Sequence[Image.Image]) -> Image.Image:
 _NO_ATTENTION = "frames the model saw (this model returned no frame attention)"
 
 
-def _frame_attention_view(result: Any, model: str) -> tuple[Image.Image, str]:
+def _frame_attention_view(
+    result: Any, model: str, ground_truth: Segment | None = None
+) -> tuple[Image.Image, str]:
     """The strip dimmed by the model's :data:`FRAME_ATTENTION` entry (MSPAN; the fallback)."""
     weights = frame_weights(model, result.attention, len(result.frames))
     if weights is None:
@@ -205,7 +235,7 @@ def draw_boxes(
     return np.asarray(img)
 
 
-def _masn_view(result: Any, model: str) -> tuple[Image.Image, str]:
+def _masn_view(result: Any, model: str, ground_truth: Segment | None = None) -> tuple[Image.Image, str]:
     """MASN: the top-attended object boxes (appearance attention, Eq. (3)-(4)) drawn on each frame."""
     att = result.attention.get("appearance_attention")
     boxes = result.features.get("object_boxes")
@@ -243,7 +273,7 @@ def anchor_frame_weights(result: Any) -> np.ndarray | None:
     return weights / total if total > 0 else None
 
 
-def _siasamrea_view(result: Any, model: str) -> tuple[Image.Image, str]:
+def _siasamrea_view(result: Any, model: str, ground_truth: Segment | None = None) -> tuple[Image.Image, str]:
     """SiaSamRea: the [CLS] attention over the anchor clip's frames, placed on the video's frames."""
     weights = anchor_frame_weights(result)
     if weights is None:
@@ -255,11 +285,206 @@ def _siasamrea_view(result: Any, model: str) -> tuple[Image.Image, str]:
     return frame_strip(result.frames, weights), caption
 
 
-#: model name -> the function drawing its frame strip (models not listed: :func:`_frame_attention_view`)
-EXPLAINERS: dict[str, Callable[[Any, str], tuple[Image.Image, str]]] = {
+# -- CMIN: the timeline -----------------------------------------------------------------------------------
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
+
+
+def _ramp(v: float) -> tuple[int, int, int]:
+    """Colour of ``v`` in [0, 1] on :data:`_RAMP`."""
+    pos = float(np.clip(v, 0.0, 1.0)) * (len(_RAMP) - 1)
+    i = min(int(pos), len(_RAMP) - 2)
+    c = _RAMP[i] + (pos - i) * (_RAMP[i + 1] - _RAMP[i])
+    return int(c[0]), int(c[1]), int(c[2])
+
+
+def _tick_step(duration: float, max_ticks: int = 12) -> float:
+    for step in (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 1800, 3600):
+        if duration / step <= max_ticks:
+            return float(step)
+    return duration / max_ticks
+
+
+class _Axis:
+    """Seconds -> x pixels of the time axis."""
+
+    def __init__(self, duration: float, width: int = TIMELINE_WIDTH) -> None:
+        self.duration, self.x0, self.x1 = max(float(duration), 1e-6), LABEL_W, width - 2 * PAD
+
+    def x(self, t: float) -> int:
+        return int(round(self.x0 + (self.x1 - self.x0) * min(max(t, 0.0), self.duration) / self.duration))
+
+
+def _panel(width: int, height: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    img = Image.new("RGB", (width, height), BG)
+    return img, ImageDraw.Draw(img)
+
+
+def _timeline_frames(frames: np.ndarray | None, times: np.ndarray | None, axis: _Axis) -> Image.Image:
+    """Tiles side by side along the axis; tile i shows the frame nearest the centre of its time span."""
+    width = axis.x1 + 2 * PAD
+    if frames is None or len(frames) == 0:
+        img, draw = _panel(width, 24)
+        draw.text((PAD, 6), "frames: none kept by this feature set", fill=FG, font=_font(11))
+        return img
+    times = np.asarray(times if times is not None and len(times) == len(frames)
+                       else (np.arange(len(frames)) + 0.5) * axis.duration / len(frames), dtype=np.float64)
+    n = max(1, min(len(frames), (axis.x1 - axis.x0) // 64))
+    span = (axis.x1 - axis.x0) / n
+    side = int(min(span - 4, 96))
+    img, draw = _panel(width, side + 22)
+    draw.text((PAD, side // 2 - 6), "frames", fill=FG, font=_font(12))
+    for i in range(n):
+        centre = (i + 0.5) * axis.duration / n
+        j = int(np.argmin(np.abs(times - centre)))
+        x = int(axis.x0 + i * span + (span - side) / 2)
+        tile = Image.fromarray(np.ascontiguousarray(frames[j])).resize((side, side), Image.BILINEAR)
+        img.paste(tile, (x, 2))
+        draw.text((x, side + 5), f"{times[j]:.1f}s", fill=FG, font=_font(10))
+    return img
+
+
+def _mark(draw: ImageDraw.ImageDraw, axis: _Axis, seg: Segment | None, top: int, bottom: int,
+          colour: tuple[int, int, int], label: str) -> None:
+    """Vertical lines at a segment's ends over a panel, the segment as a band on top, and its label."""
+    if seg is None:
+        return
+    a, b = axis.x(seg[0]), max(axis.x(seg[1]), axis.x(seg[0]) + 1)
+    draw.rectangle([a, top - 5, b, top - 2], fill=colour)
+    for x in (a, b):
+        draw.line([x, top - 5, x, bottom], fill=colour, width=2)
+    draw.text((a + 3, top - 18), label, fill=colour, font=_font(10))
+
+
+def _step_panel(scores: np.ndarray, steps: int, axis: _Axis, best: Segment | None,
+                truth: Segment | None) -> Image.Image:
+    """Bars of each step's score (sigmoid of ``step_scores``), the axis from their min to their max."""
+    h = 130
+    img, draw = _panel(axis.x1 + 2 * PAD, h)
+    font = _font(10)
+    finite = np.isfinite(scores[:steps])  # -inf: no valid window covers the step
+    sc = _sigmoid(scores[:steps])
+    top, bottom = 22, h - 8
+    draw.text((PAD, top), "step score", fill=FG, font=_font(12))
+    if not finite.any():
+        draw.text((PAD, top + 18), "(no valid window)", fill=FG, font=font)
+        return img
+    lo, hi = float(sc[finite].min()), float(sc[finite].max())
+    span = hi - lo if hi - lo > 1e-9 else 1.0
+    draw.text((PAD, top + 16), f"max {hi:.4f}", fill=FG, font=font)
+    draw.text((PAD, bottom - 12), f"min {lo:.4f}", fill=FG, font=font)
+    sec = axis.duration / max(steps, 1)
+    for t in range(steps):
+        x0, x1 = axis.x(t * sec), axis.x((t + 1) * sec)
+        if not finite[t]:
+            draw.rectangle([x0, bottom - 3, max(x1 - 1, x0), bottom], fill=GRID)
+            continue
+        y = bottom - int(round((bottom - top - 4) * (0.1 + 0.9 * (sc[t] - lo) / span)))
+        draw.rectangle([x0, y, max(x1 - 1, x0), bottom], fill=BAR)
+    draw.line([axis.x0, bottom, axis.x1, bottom], fill=FG)
+    _mark(draw, axis, truth, top, bottom, TRUTH, "true")
+    _mark(draw, axis, best, top, bottom, ACCENT, "#1")
+    return img
+
+
+def _window_panel(window_scores: np.ndarray, window_mask: np.ndarray, windows: np.ndarray, steps: int,
+                  total_steps: int, axis: _Axis) -> Image.Image:
+    """One row per window width: the colour of window (t, k) over step t's span (grey: invalid)."""
+    K = max(1, len(window_scores) // max(total_steps, 1))
+    row_h = 14
+    img, draw = _panel(axis.x1 + 2 * PAD, K * row_h + 34)
+    font = _font(10)
+    sc = _sigmoid(window_scores).reshape(total_steps, K)
+    valid = np.asarray(window_mask, dtype=bool).reshape(total_steps, K)
+    valid[steps:] = False
+    lo = float(sc[valid].min()) if valid.any() else 0.0
+    hi = float(sc[valid].max()) if valid.any() else 1.0
+    span = hi - lo if hi - lo > 1e-9 else 1.0
+    sec = axis.duration / max(steps, 1)
+    for k in range(K):
+        y = 4 + k * row_h
+        width_steps = float(windows[k, 1] - windows[k, 0]) if len(windows) > k else float("nan")
+        draw.text((PAD, y), f"window {width_steps:g} steps ({width_steps * sec:.1f}s)", fill=FG, font=font)
+        for t in range(steps):
+            colour = _ramp((sc[t, k] - lo) / span) if valid[t, k] else MUTED
+            x0 = axis.x(t * sec)
+            draw.rectangle([x0, y, max(axis.x((t + 1) * sec) - 1, x0), y + row_h - 2], fill=colour)
+    y = 8 + K * row_h
+    draw.text((PAD, y), "window score", fill=FG, font=font)
+    for i in range(100):
+        draw.rectangle([axis.x0 + 2 * i, y + 2, axis.x0 + 2 * i + 1, y + 12], fill=_ramp(i / 99))
+    draw.text((axis.x0 + 206, y + 1), f"{lo:.4f} .. {hi:.4f}  (grey: window outside the video)", fill=FG,
+              font=font)
+    return img
+
+
+def _moment_panel(moments: Sequence[tuple[float, float, float]], truth: Segment | None, axis: _Axis
+                  ) -> Image.Image:
+    """The ranked moments as bars (the best red), the true moment green, and the time axis."""
+    rows = len(moments) + (truth is not None)
+    row_h = 16
+    h = rows * row_h + 30
+    img, draw = _panel(axis.x1 + 2 * PAD, h)
+    font = _font(11)
+    for r, (a, b, s) in enumerate(moments):
+        y = 4 + r * row_h
+        draw.text((PAD, y), f"#{r + 1}  {s:.3f}", fill=ACCENT if r == 0 else FG, font=font)
+        draw.rectangle([axis.x(a), y + 2, max(axis.x(b), axis.x(a) + 2), y + row_h - 3],
+                       fill=ACCENT if r == 0 else BAR)
+    if truth is not None:
+        y = 4 + len(moments) * row_h
+        draw.text((PAD, y), "true moment", fill=TRUTH, font=font)
+        draw.rectangle([axis.x(truth[0]), y + 2, max(axis.x(truth[1]), axis.x(truth[0]) + 2), y + row_h - 3],
+                       fill=TRUTH)
+    y = h - 24
+    draw.line([axis.x0, y, axis.x1, y], fill=FG)
+    step = _tick_step(axis.duration)
+    t = 0.0
+    while t <= axis.duration + 1e-9:
+        draw.line([axis.x(t), y, axis.x(t), y + 4], fill=FG)
+        draw.text((axis.x(t) - 6, y + 6), f"{t:g}", fill=FG, font=_font(10))
+        t += step
+    draw.text((PAD, y + 6), "seconds", fill=FG, font=_font(10))
+    return img
+
+
+def timeline(result: Any, ground_truth: Segment | None = None) -> Image.Image:
+    """CMIN's timeline figure body (see the module docstring) for a moment answer."""
+    att = result.attention
+    duration = float(result.duration or (max(b for _, b, _ in result.moments) if result.moments else 1.0))
+    axis = _Axis(duration)
+    best = tuple(result.moments[0][:2]) if result.moments else None
+    parts = [_timeline_frames(result.frames, result.features.get("clip_times"), axis)]
+    if "step_scores" in att:
+        scores = np.asarray(att["step_scores"], dtype=np.float64).reshape(-1)
+        total = len(scores)
+        steps = int(np.asarray(att.get("num_steps", total)).reshape(-1)[0])
+        parts.append(_step_panel(scores, steps, axis, best, ground_truth))
+        if {"window_scores", "window_mask", "windows"} <= set(att):
+            parts.append(_window_panel(np.asarray(att["window_scores"]).reshape(-1), att["window_mask"],
+                                       np.asarray(att["windows"]).reshape(-1, 2), steps, total, axis))
+    parts.append(_moment_panel(result.moments, ground_truth, axis))
+    return _stack(parts)
+
+
+def _cmin_view(result: Any, model: str, ground_truth: Segment | None = None) -> tuple[Image.Image, str]:
+    """CMIN: the timeline of step and window scores with the top moments (and the true one)."""
+    caption = ("timeline: each step's score (best valid window covering it; red = the top moment"
+               + (", green = the true one" if ground_truth is not None else "")
+               + "), every window's score by width, the ranked moments")
+    return timeline(result, ground_truth), caption
+
+
+#: model name -> the function drawing its frame strip (models not listed: :func:`_frame_attention_view`);
+#: each takes ``(answer, model name, ground_truth=None)`` and returns the image and its caption
+EXPLAINERS: dict[str, Callable[..., tuple[Image.Image, str]]] = {
     "mspan": _frame_attention_view,
     "masn": _masn_view,
     "siasamrea": _siasamrea_view,
+    "cmin": _cmin_view,
 }
 
 
@@ -287,12 +512,12 @@ def render_explanation(
             None,
         ),
         (f"video: {Path(result.video).name}", None),
-        (f"Q: {result.question}", None),
+        (f"{'query' if result.task_type == 'moment' else 'Q'}: {result.question}", None),
     ]
     parts = []
     note = None
-    if result.frames is not None:
-        strip, note = EXPLAINERS.get(model, _frame_attention_view)(result, model)
+    if result.frames is not None or result.task_type == "moment":
+        strip, note = EXPLAINERS.get(model, _frame_attention_view)(result, model, ground_truth=ground_truth)
         width = max(width, strip.width)
         parts.append(strip)
     else:
@@ -302,7 +527,8 @@ def render_explanation(
             _text_block(header, width),
             _text_block([(note, None)], width, font_size=11),
             *parts,
-            _text_block([("answers", None), *answer_lines(result)], width),
+            _text_block([("moments" if result.task_type == "moment" else "answers", None),
+                         *answer_lines(result, ground_truth)], width),
         ]
     )
     out = Path(out)

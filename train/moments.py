@@ -49,6 +49,7 @@ __all__ = [
     "encode_edges",
     "fit_pca",
     "load_or_fit_pca",
+    "model_view",
     "random_moments",
     "resample_steps",
 ]
@@ -91,6 +92,22 @@ def resample_steps(x: np.ndarray, num_steps: int, mode: str = "always") -> np.nd
     edges = (np.arange(num_steps + 1) * L) // num_steps  # bins of >= 1 clip
     sums = np.add.reduceat(x.astype(np.float64), edges[:-1], axis=0)
     return (sums / np.diff(edges)[:, None]).astype(np.float32)
+
+
+def model_view(x: np.ndarray, *, num_steps: int, resample: str = "always",
+               projection: Projection | None = None,
+               feature_stats: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """The model's view of one video's (L, D) clip features: standardised with ``feature_stats`` (when
+    given), projected (PCA, when given), resampled (:func:`resample_steps`); (T, k) float32.
+
+    The one place a training run (:class:`MomentDataset`) and ``vqa-answer`` turn clips into model input.
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if feature_stats is not None:
+        x = (x - feature_stats[0]) / feature_stats[1]
+    if projection is not None:
+        x = projection(x)
+    return resample_steps(x, num_steps, resample)
 
 
 def fit_pca(reader: Any, video_ids: Sequence[str], dim: int, *, key: str = "clips",
@@ -195,12 +212,8 @@ class MomentDataset(Dataset):
 
     def clips(self, video_id: str) -> np.ndarray:
         """The model's view of a video: standardised, projected, resampled (T, D) float32."""
-        x = np.asarray(self.reader[video_id]["clips"], dtype=np.float32)
-        if self.feature_stats is not None:
-            x = (x - self.feature_stats[0]) / self.feature_stats[1]
-        if self.projection is not None:
-            x = self.projection(x)
-        return resample_steps(x, self.num_steps, self.resample)
+        return model_view(self.reader[video_id]["clips"], num_steps=self.num_steps, resample=self.resample,
+                          projection=self.projection, feature_stats=self.feature_stats)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.split

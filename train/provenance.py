@@ -232,6 +232,7 @@ def self_contained_meta(
     feature_stats: Mapping[str, tuple[np.ndarray, np.ndarray]] | None,
     max_question_len: int | None,
     feature_projection: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    query_parse: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What a checkpoint's ``meta`` carries besides the run's record so that it answers questions alone.
 
@@ -248,8 +249,10 @@ def self_contained_meta(
         (``extract.backbones.RANDOM_SEED``), so their features can be recomputed; ``max_question_len``;
         ``feature_projection``: ``{feature: {"mean": (D,), "components": (D, k)}}`` float32 tensors of
         the fitted PCA of moment runs (``model.pca_dim``; ``train.moments.Projection``, empty: none),
-        applied after the standardisation. Tensors and plain values only
-        (``torch.load(weights_only=True)``).
+        applied after the standardisation; ``query_parse`` (moment runs, else absent): ``{"parser": the
+        ``pipelines.deps`` parser identity (``"chain"``, ``"spacy:<model>@..."`` or ``"file:<sha256>"``
+        for stored parses), "labels": {dependency label: id}}``, so a new query gets its edges the way
+        the training queries did. Tensors and plain values only (``torch.load(weights_only=True)``).
     """
     stats = {
         key: {"mean": torch.from_numpy(np.array(mean, dtype=np.float32)),
@@ -266,4 +269,7 @@ def self_contained_meta(
                   "components": torch.from_numpy(np.array(comp, dtype=np.float32))}
             for key, (mean, comp) in (feature_projection or {}).items()
         },
+        **({"query_parse": {"parser": str(query_parse["parser"]),
+                            "labels": {str(k): int(v) for k, v in query_parse["labels"].items()}}}
+           if query_parse is not None else {}),
     }

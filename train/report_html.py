@@ -10,6 +10,11 @@ Writes ``RUN/report.html`` and its figures under ``RUN/report/``:
   predicted answers and the explanation figure (``train.explain``): the sampled frames with the model's
   attention, recomputed from the raw video with ``train.answer.Answerer`` on ``best.pt``. When the video
   or a self-contained checkpoint is not available, the sample is listed with the reason instead.
+
+Moment retrieval (CMIN) runs: every moment metric (R@n at each IoU, mIoU) on val and test beside the
+same metric of both baselines (a random window, the training split's best prior); no question types;
+the samples are queries whose top moment has IoU >= 0.5 with the true one ("correct") or not, each with
+its top moments and the timeline figure (``train.explain``) with the true moment drawn.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import html
 import json
 import random
+import re
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
@@ -39,13 +45,19 @@ img { max-width: 100%; }
 """
 
 
+#: a moment counts as found ("correct" sample) at this IoU of the top moment with the true one
+MOMENT_HIT_IOU = 0.5
+
+
 def _question_texts(conf: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Path]]:
-    """(qid -> QARecord of the test split, video id -> path), read through the run's dataset adapter."""
+    """(qid -> QARecord / MomentRecord of the test split, video id -> path), read through the run's
+    dataset adapter."""
     from pipelines.datasets import get_dataset
 
     try:
         adapter = get_dataset(conf["dataset"])(Path(conf["root"]), task=conf.get("task"))
-        return {r.qid: r for r in adapter.records("test")}, {v.video_id: v.path for v in adapter.videos()}
+        test = adapter.moments("test") if adapter.kind == "moment" else adapter.records("test")
+        return {r.qid: r for r in test}, {v.video_id: v.path for v in adapter.videos()}
     except Exception as exc:  # noqa: BLE001 - the page still lists the predictions
         import logging
 
@@ -71,7 +83,10 @@ def _per_type(preds: list[dict[str, Any]], count: bool) -> list[tuple[str, int, 
 
 
 def _sample(preds: list[dict[str, Any]], n: int, count: bool) -> tuple[list[dict], list[dict]]:
-    if count:
+    if preds and "iou" in preds[0]:  # moment retrieval
+        right = [p for p in preds if p["iou"] >= MOMENT_HIT_IOU]
+        wrong = [p for p in preds if p["iou"] < MOMENT_HIT_IOU]
+    elif count:
         right = [p for p in preds if p["squared_error"] == 0]
         wrong = [p for p in preds if p["squared_error"] != 0]
     else:
@@ -93,9 +108,15 @@ def _figure(answerer: Any, record: Any, path: Path | None, out: Path) -> str | N
         return answerer or "no checkpoint"
     if record is None or path is None:
         return "question or video not found in the dataset"
+    moment = hasattr(record, "query")
+    truth = (record.start_s, record.end_s) if moment else None
     try:
-        result = answerer.answer(path, record.question, candidates=record.candidates)
-        render_explanation(result, answerer, out)
+        if moment:
+            result = answerer.answer(path, record.query)
+        else:
+            result = answerer.answer(path, record.question, candidates=record.candidates,
+                                     segment=getattr(record, "segment", None))  # How2QA's ts
+        render_explanation(result, answerer, out, ground_truth=truth)
     except AnswerError as exc:
         return str(exc)
     return None
@@ -139,6 +160,34 @@ def write_html_report(run: Path, *, samples: int = 4) -> Path:
         )
     metric = m["selection_metric"]
     better = "lower is better" if m.get("selection_mode") == "min" else "higher is better"
+    if m["task_type"] == "moment":
+        body.extend(_moment_metrics_html(m))
+    else:
+        body.extend(_metrics_html(m, metric, better))
+    if preds and m["task_type"] != "moment":
+        score = "MSE" if count else "accuracy"
+        body.append(
+            f"<h2>Per question type (test)</h2><table><tr><th>type</th><th>questions</th><th>{score}</th>"
+            "<th>most common answer's share</th></tr>"
+        )
+        for qtype, n, s, top in _per_type(preds, count):
+            body.append(f"<tr><td>{e(qtype)}</td><td>{n}</td><td>{s:.4f}</td><td>{top:.3f}</td></tr>")
+        body.append("</table>")
+    if preds:
+        body.extend(_samples_html(run, m, conf, preds, samples, count))
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(name)}</title><style>{_STYLE}</style>"
+        f"</head><body>{''.join(body)}</body></html>\n"
+    )
+    out = run / "report.html"
+    with atomic_path(out) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return out
+
+
+def _metrics_html(m: dict[str, Any], metric: str, better: str) -> list[str]:
+    e = html.escape
+    body = []
     body.append(
         "<h2>Metrics beside chance level</h2><table><tr><th>metric</th><th>val</th><th>test</th></tr>"
     )
@@ -152,24 +201,36 @@ def write_html_report(run: Path, *, samples: int = 4) -> Path:
         if key != metric and "/" not in key and isinstance(value, int | float):
             body.append(f"<tr><td>{e(key)}</td><td></td><td>{value:.4g}</td></tr>")
     body.append("</table>")
-    if preds:
-        score = "MSE" if count else "accuracy"
-        body.append(
-            f"<h2>Per question type (test)</h2><table><tr><th>type</th><th>questions</th><th>{score}</th>"
-            "<th>most common answer's share</th></tr>"
+    return body
+
+
+def _moment_metrics_html(m: dict[str, Any]) -> list[str]:
+    """Every moment metric on val and test beside the same metric of each baseline (test)."""
+    e = html.escape
+    metric = m["selection_metric"]
+    base = m.get("baselines_test", {})
+    names = sorted({k.split("/", 1)[0] for k in base if "/" in k})
+    metrics = sorted((k for k in m["test"] if "/" not in k and k != "num_questions"
+                      and isinstance(m["test"][k], int | float)), key=lambda k: (k == "mIoU", k))
+    body = [
+        "<h2>Metrics beside chance level</h2><p>R@n,IoU=m: share of test queries with one of the top n "
+        "moments at temporal IoU &ge; m with the true moment; mIoU: mean IoU of the top moment (higher "
+        f"is better; the checkpoint is selected on val {e(metric)}). Queries: "
+        f"{int(m['val'].get('num_questions', 0))} val, {int(m['test'].get('num_questions', 0))} test.</p>",
+        "<table><tr><th>metric</th><th>val</th><th>test</th>"
+        + "".join(f"<th>chance: {e(n)} (test)</th>" for n in names) + "</tr>",
+    ]
+    for k in metrics:
+        label = f"<b>{e(k)}</b>" if k == metric else e(k)
+        cells = "".join(
+            f"<td>{base[f'{n}/{k}']:.4f}</td>" if f"{n}/{k}" in base else "<td></td>" for n in names
         )
-        for qtype, n, s, top in _per_type(preds, count):
-            body.append(f"<tr><td>{e(qtype)}</td><td>{n}</td><td>{s:.4f}</td><td>{top:.3f}</td></tr>")
-        body.append("</table>")
-        body.extend(_samples_html(run, m, conf, preds, samples, count))
-    page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(name)}</title><style>{_STYLE}</style>"
-        f"</head><body>{''.join(body)}</body></html>\n"
-    )
-    out = run / "report.html"
-    with atomic_path(out) as tmp:
-        tmp.write_text(page, encoding="utf-8")
-    return out
+        body.append(
+            f"<tr><td>{label}</td><td>{m['val'].get(k, float('nan')):.4f}</td>"
+            f"<td><b>{m['test'][k]:.4f}</b></td>{cells}</tr>"
+        )
+    body.append("</table>")
+    return body
 
 
 def _load_answerer(m: dict[str, Any]) -> Any:
@@ -192,25 +253,34 @@ def _samples_html(
     fig_dir = run / "report"
     fig_dir.mkdir(exist_ok=True)
     body = []
-    for title, items, cls in (
-        ("Correct test predictions", right, "ok"),
-        ("Wrong test predictions", wrong, "bad"),
-    ):
+    moment = m["task_type"] == "moment"
+    titles = (
+        (f"Found test moments (top moment IoU &ge; {MOMENT_HIT_IOU})", f"Missed test moments (IoU &lt; "
+         f"{MOMENT_HIT_IOU})") if moment else ("Correct test predictions", "Wrong test predictions")
+    )
+    for title, items, cls in ((titles[0], right, "ok"), (titles[1], wrong, "bad")):
         body.append(f"<h2>{title} ({len(items)} sampled)</h2>")
+        if not items:
+            body.append("<p>none in the test split</p>")
         for p in items:
             rec = records.get(p["qid"])
-            question = rec.question if rec is not None else "(question text not available)"
+            text = (rec.query if moment else rec.question) if rec is not None else None
+            question = text or "(question text not available)"
             pred, truth = p["prediction"], p["answer"]
-            if rec is not None and rec.candidates:
+            if moment:
+                pred = ", ".join(f"{a:.2f}-{b:.2f} s ({c:.3f})" for a, b, c in pred)
+                truth = f"{truth[0]:.2f}-{truth[1]:.2f} s; IoU of the top moment {p['iou']:.3f}"
+            elif rec is not None and rec.candidates:
                 pred, truth = (
                     f"[{pred}] {rec.candidates[int(pred)]}",
                     f"[{truth}] {rec.candidates[int(truth)]}",
                 )
-            png = fig_dir / f"{p['qid'].replace('/', '_')}.png"
+            png = fig_dir / f"{re.sub(r'[^A-Za-z0-9._-]', '_', p['qid'])}.png"  # no '#', ':' in URLs
             err = _figure(answerer, rec, paths.get(p["video_id"]), png)
             body.append(
                 f'<div class="sample"><b>{e(p["qid"])}</b> video <code>{e(p["video_id"])}</code><br>'
-                f"Q: {e(question)}<br>predicted <b class='{cls}'>{e(str(pred))}</b>, "
+                f"{'query' if moment else 'Q'}: {e(question)}<br>"
+                f"predicted{' (top moments, score)' if moment else ''} <b class='{cls}'>{e(str(pred))}</b>, "
                 f"true <b>{e(str(truth))}</b><br>"
             )
             body.append(f"<i>{e(err)}</i>" if err else f'<img src="report/{e(png.name)}" alt="explanation">')

@@ -366,6 +366,7 @@ class _Data:
         self.dropped: dict[str, dict[str, int]] = {}
         self.feature_stats: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
         self.feature_projection: dict[str, tuple[np.ndarray, np.ndarray]] | None = None  # moment PCA
+        self.query_parse: dict[str, Any] | None = None  # moment: dependency parser and label ids
 
 
 def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: Any, task_type: str,
@@ -650,6 +651,7 @@ def _prepare_moments_data(spec: RunSpec, adapter: Any, reader: Any, dist: DistIn
         raise FeatureMismatchError(f"{spec.dataset}: needs train, val and test splits, has {sorted(splits)}")
     labels = dependency_label_index(parsed.edges["train"], getattr(mc, "num_dep_labels", 40))
     data = _Data()
+    data.query_parse = {"parser": parsed.parser, "labels": labels}  # carried by checkpoints
     rows: dict[str, np.ndarray] = {}
     for name in ("train", "val", "test"):
         split = splits[name]
@@ -845,7 +847,8 @@ def run(spec: RunSpec) -> dict[str, Any]:
             "task": spec.task,
             "provenance": record,
             "toolkit_version": toolkit_version(),
-            **self_contained_meta(data.feature_stats, cfg.max_question_len, data.feature_projection),
+            **self_contained_meta(data.feature_stats, cfg.max_question_len, data.feature_projection,
+                                  data.query_parse),
         }
         metric, mode = selection_metric(task_type)
 

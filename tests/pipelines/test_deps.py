@@ -166,3 +166,28 @@ def test_spacy_path_with_a_stand_in_parser(tmp_path, monkeypatch):
     assert dependency_edges(adapter, cache_dir=tmp_path / "cache").parser.startswith("spacy:")
     assert dependency_edges(adapter, cache_dir=tmp_path / "cache", parser="chain").parser == "chain"
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+
+
+def test_new_queries_are_parsed_as_the_training_queries_were(monkeypatch):
+    tokens = ["he", "walks", "in"]
+    parse, note = deps_module.new_query_parser("chain")
+    assert parse(tokens) == chain_edges(tokens) and note is None
+    with pytest.raises(ValueError, match="unknown dependency parser"):
+        deps_module.new_query_parser("udpipe")
+    _fake_spacy(monkeypatch)
+    parse, note = deps_module.new_query_parser("spacy:en_core_web_sm@9.9/spacy3.fake")
+    assert parse(tokens) == [(2, 0, "dep0"), (2, 1, "dep1")] and note is None  # the same parser: exact
+    _, note = deps_module.new_query_parser("spacy:en_core_web_sm@9.0/spacy3.fake")
+    assert "the run used spacy:en_core_web_sm@9.0" in note
+    with pytest.raises(SpacyUnavailable, match="en_core_web_lg"):  # the run's model is not installed
+        deps_module.new_query_parser("spacy:en_core_web_lg@3.7/spacy3.7")
+    # stored parses (CMIN's *_gcn.json) cannot be made for a new sentence: the auto fallback, said so
+    parse, note = deps_module.new_query_parser("file:" + "ab" * 32)
+    assert parse(tokens) == [(2, 0, "dep0"), (2, 1, "dep1")] and "stored parses" in note and "spaCy" in note
+
+    def unavailable(model):
+        raise SpacyUnavailable("no spaCy")
+
+    monkeypatch.setattr(deps_module, "_load_spacy", unavailable)
+    parse, note = deps_module.new_query_parser("file:" + "ab" * 32)
+    assert parse(tokens) == chain_edges(tokens) and "chain" in note

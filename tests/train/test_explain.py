@@ -9,7 +9,17 @@ import pytest
 from PIL import Image
 
 from train.answer import Answer
-from train.explain import EXPLAINERS, TILE, anchor_frame_weights, draw_boxes, render_explanation
+from train.explain import (
+    EXPLAINERS,
+    LABEL_W,
+    PAD,
+    TILE,
+    TIMELINE_WIDTH,
+    anchor_frame_weights,
+    draw_boxes,
+    render_explanation,
+    timeline,
+)
 
 RED = np.array([220, 40, 40])
 
@@ -40,7 +50,7 @@ def _masn_answer(task_type: str = "open") -> Answer:
 
 
 def test_every_model_with_attention_has_an_explainer():
-    assert set(EXPLAINERS) == {"mspan", "masn", "siasamrea"}
+    assert set(EXPLAINERS) == {"mspan", "masn", "siasamrea", "cmin"}
 
 
 def test_draw_boxes_outlines_the_most_attended_box_in_red():
@@ -184,3 +194,42 @@ def test_real_masn_and_siasamrea_outputs_make_figures(task, tmp_path):
     assert (w[index] > 0).all()
     render_explanation(res, _answerer("siasamrea"), tmp_path / "s.png")
     assert Image.open(tmp_path / "s.png").size[0] >= 640
+
+
+def _cmin_answer() -> Answer:
+    """A 20 s video, 10 steps of 2 s, widths 2 and 4 steps; the windows around step 6 score highest."""
+    from models.cmin import window_layout
+
+    windows = window_layout(10, (2, 4)).numpy()  # (20, 2) step-major
+    centre = windows.mean(1)
+    scores = -np.abs(centre - 6.5)  # peak at step 6 = 12-14 s
+    valid = (windows[:, 0] >= 0) & (windows[:, 1] <= 10)
+    cover = [valid & (windows[:, 0] <= t + 0.5) & (t + 0.5 < windows[:, 1]) for t in range(10)]
+    step = np.array([scores[c].max(initial=-np.inf) for c in cover])  # as models.cmin.step_relevance
+    res = Answer("v.mp4", "the red ball jumps", "moment", duration=20.0,
+                 frames=np.full((12, 16, 16, 3), 90, np.uint8))
+    res.features = {"clip_times": np.linspace(0.8, 19.2, 12).astype(np.float32)}
+    res.attention = {"step_scores": step, "window_scores": scores, "window_mask": valid, "windows": windows,
+                     "num_steps": np.array(10)}
+    res.moments = [(11.0, 15.0, 0.9), (2.0, 4.0, 0.5)]
+    return res
+
+
+def test_cmin_timeline_places_the_moments_and_the_truth_on_the_time_axis(tmp_path):
+    res = _cmin_answer()
+    img = np.asarray(timeline(res, ground_truth=(12.0, 16.0)))
+    assert img.shape[1] == TIMELINE_WIDTH
+
+    def x(t):  # the figure's time axis
+        return LABEL_W + (TIMELINE_WIDTH - 2 * PAD - LABEL_W) * t / 20.0
+
+    for colour, (a, b) in (((220, 40, 40), (11.0, 15.0)), ((30, 150, 60), (12.0, 16.0))):
+        hit = (np.abs(img.astype(int) - colour) <= 2).all(-1)
+        hit[:, :LABEL_W] = False  # row labels ("#1 0.900", "true moment") are drawn in the same colours
+        bars = hit.sum(1) > 0.6 * (x(b) - x(a))  # rows crossed by the moment's bar (or its band)
+        assert bars.sum() >= 6, colour
+        cols = np.nonzero(hit[bars].any(0))[0]
+        assert abs(cols.min() - x(a)) <= 2 and abs(cols.max() - x(b)) <= 3, (colour, cols.min(), cols.max())
+    out = render_explanation(res, _answerer("cmin"), tmp_path / "c.png", ground_truth=(12.0, 16.0))
+    page = Image.open(out)
+    assert page.width == TIMELINE_WIDTH and page.height > img.shape[0]
