@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The bundled demo, end to end on CPU: generate the synthetic demo datasets, extract MSPAN features with
-# small RANDOM-weight backbones, train and evaluate MSPAN on TGIF-QA-layout tasks, then CMIN (moment
+# small RANDOM-weight backbones, train and evaluate MSPAN on TGIF-QA-layout tasks, MASN on the same tasks
+# (masn features extracted in the background beside the one-thread SiaSamRea section), then CMIN (moment
 # retrieval) on the ActivityNet-Captions layout, print test metrics next to chance level. Called by `make demo` (which puts .venv/bin first on PATH). Re-running reuses the data
 # and resumes the extraction; training runs are redone.
 set -euo pipefail
