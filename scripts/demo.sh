@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The bundled demo, end to end on CPU: generate the synthetic demo datasets, extract MSPAN features with
-# small RANDOM-weight backbones, train and evaluate MSPAN on TGIF-QA-layout tasks, then CMIN (moment
+# small RANDOM-weight backbones, train and evaluate MSPAN on TGIF-QA-layout tasks, MASN on the same tasks
+# (masn features extracted in the background beside the one-thread SiaSamRea section), then CMIN (moment
 # retrieval) on the ActivityNet-Captions layout, print test metrics next to chance level. Called by `make demo` (which puts .venv/bin first on PATH). Re-running reuses the data
 # and resumes the extraction; training runs are redone.
 set -euo pipefail
@@ -43,7 +44,21 @@ for task in frameqa action count; do
 done
 
 echo
-python -m train.report "$RUNS"/mspan-*
+echo "== MASN features, in the background beside the SiaSamRea section (both one thread; 2 cores): masn"
+echo "   features of the same TGIF-QA GIFs with RANDOM weights (resnet18 @64px, r3d_18 @32px on 4-frame windows,"
+echo "   fasterrcnn_mobilenet_v3_large_320_fpn at 64px, 10 proposals, score threshold 0 so that the random"
+echo "   detector still yields 5 boxes a frame; 6 fps, every 4th frame: 5 frames a mover GIF), in-process."
+echo "   NOT research features: a random detector's boxes are arbitrary regions. Log: $OUT/logs/masn-extract.log"
+MASN_FEATURES="$OUT/features/tgif-masn"
+MASN_START=$(date +%s)
+mkdir -p "$OUT/logs"
+vqa-extract --dataset tgif --root "$DATA/tgif" --out "$MASN_FEATURES" --features masn \
+    --appearance resnet18 --motion r3d_18 --image-size 64 --motion-size 32 --clip-len 4 \
+    --detector fasterrcnn_mobilenet_v3_large_320_fpn --detector-size 64 --num-proposals 10 \
+    --score-threshold 0 --max-objects 5 --max-frames 5 --weights random --device cpu --no-progress \
+    --local --threads 1 > "$OUT/logs/masn-extract.log" 2>&1 &
+MASN_EXTRACT_PID=$!
+trap 'kill "$MASN_EXTRACT_PID" 2>/dev/null || true' EXIT
 
 echo
 echo "== SiaSamRea: frame features (resnet18 @64px, RANDOM weights, every 4th frame) of the How2QA- and"
@@ -70,6 +85,40 @@ echo
 echo "SiaSamRea: N0 = the base network, N8 = siamese sampling and reasoning (alpha 1.0, omega 0.5)"
 python -m train.report "$RUNS"/siasamrea-*
 echo "SiaSamRea section: $(( $(date +%s) - SIA_START )) s"
+
+echo
+echo "== MASN: waiting for its features, then FrameQA, Action and Count side by side (one thread each): d=64,"
+echo "   2 glimpses, dropout 0, lr 2e-3 constant, 12 epochs, standardised RANDOM-weight features; logs in $OUT/logs"
+if ! wait "$MASN_EXTRACT_PID"; then
+    echo "vqa-extract (masn) failed; the end of $OUT/logs/masn-extract.log:" >&2
+    tail -n 5 "$OUT/logs/masn-extract.log" >&2
+    exit 1
+fi
+trap - EXIT
+grep -E "^(vqa-extract|  videos|  this run|  WARNING)" "$OUT/logs/masn-extract.log" || true
+masn_pids=()
+for task in frameqa action count; do
+    rm -rf "$RUNS/masn-$task"
+    vqa-train masn --dataset tgif --task "$task" --root "$DATA/tgif" --features "$MASN_FEATURES" \
+        --out "$RUNS/masn-$task" --device cpu --threads 1 --no-progress --epochs 12 --batch-size 32 \
+        --seed 0 --set train.lr=2e-3 --set train.scheduler=none --set train.feature_norm=standardize \
+        --set model.hidden_dim=64 --set model.word_dim=32 --set model.position_dim=8 --set model.glimpses=2 \
+        --set model.freeze_embeddings=false --set model.dropout=0 --set model.attention_dropout=0 \
+        --set model.ban_dropout=0 --set model.ban_attention_dropout=0 > "$OUT/logs/masn-$task.log" 2>&1 &
+    masn_pids+=("$!")
+done
+masn_failed=0
+for i in 0 1 2; do
+    task=$(echo frameqa action count | cut -d' ' -f$((i + 1)))
+    if ! wait "${masn_pids[$i]}"; then
+        echo "vqa-train masn --task $task failed; the end of $OUT/logs/masn-$task.log:" >&2
+        tail -n 5 "$OUT/logs/masn-$task.log" >&2
+        masn_failed=1
+    fi
+done
+[ "$masn_failed" -eq 0 ] || exit 1
+echo "MASN beside MSPAN (MASN section: $(( $(date +%s) - MASN_START )) s from the start of its extraction)"
+python -m train.report "$RUNS"/mspan-* "$RUNS"/masn-*
 
 echo
 echo "== CMIN (moment retrieval) on the ActivityNet-Captions layout: cmin clip features (r3d_18 @32px, RANDOM"

@@ -151,8 +151,11 @@ class QADataset(Dataset):
             transformer question encoder (``train.text_encoder.encode_questions``); None = GloVe only.
 
     An item is a dict with the per-question values of the batch contract (``question`` trimmed to its
-    length, features as float32 tensors).
+    length, features as float32 tensors). Items of the same video share its feature tensors (read once
+    while the cache holds less than ``cache_bytes``); the collate function copies them into the batch.
     """
+
+    cache_bytes = 1 << 30  # per dataset (and per DataLoader worker)
 
     def __init__(
         self,
@@ -171,6 +174,8 @@ class QADataset(Dataset):
         self.feature_stats = dict(feature_stats or {})
         self.reader = reader
         self.feature_keys = tuple(feature_keys) if feature_keys is not None else None
+        self._cache: dict[str, dict[str, torch.Tensor]] = {}
+        self._cached_bytes = 0
         n = len(split.qids)
         rows = np.arange(n) if indices is None else indices
         self.indices = np.asarray(rows, dtype=np.int64)
@@ -207,6 +212,17 @@ class QADataset(Dataset):
             item["segment"] = torch.tensor(seg, dtype=torch.float32)  # (2,)
         if self.text_tokens is not None:
             item.update({k: torch.from_numpy(v) for k, v in self.text_tokens[s.qids[i]].items()})  # (C', Lt)
+        item.update(self._video_features(video_id))
+        return item
+
+    def _video_features(self, video_id: str) -> dict[str, torch.Tensor]:
+        """The model's features of one video, checked and standardised; kept in memory while the
+        dataset's cache holds less than ``cache_bytes`` (the same video serves many questions and every
+        epoch, and an HDF5 read per feature per question costs more than a small model's step)."""
+        cached = self._cache.get(video_id)
+        if cached is not None:
+            return cached
+        out: dict[str, torch.Tensor] = {}
         feats = self.reader[video_id]
         keys = self.feature_keys if self.feature_keys is not None else tuple(feats)
         for key in keys:
@@ -221,8 +237,12 @@ class QADataset(Dataset):
                 if key in self.feature_stats:
                     mean, std = self.feature_stats[key]
                     arr = (arr - mean) / std  # per channel (last axis)
-            item[key] = torch.from_numpy(np.ascontiguousarray(arr))
-        return item
+            out[key] = torch.from_numpy(np.ascontiguousarray(arr))
+        size = sum(t.numel() * t.element_size() for t in out.values())
+        if self._cached_bytes + size <= self.cache_bytes:
+            self._cache[video_id] = out
+            self._cached_bytes += size
+        return out
 
 
 class QACollate:

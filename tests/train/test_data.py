@@ -102,3 +102,34 @@ def test_feature_set_and_missing_videos(tiny_tgif, tmp_path):
     with pytest.raises(FeatureMismatchError, match="holds feature set 'hcrn' but model 'mspan' needs"):
         check_feature_set(FeatureReader(other), "mspan", model="mspan")
     assert find_missing_videos(["g000", "nope", "g001", "nope"], reader) == ["nope"]
+
+
+class _CountingReader:
+    """A reader that counts how often each video is read."""
+
+    def __init__(self, reader):
+        self.reader, self.reads = reader, 0
+
+    def __getitem__(self, video_id):
+        self.reads += 1
+        return self.reader[video_id]
+
+
+def test_features_are_read_once_per_video_within_the_cache_budget(tiny_tgif, prepared, monkeypatch):
+    reader = FeatureReader(tiny_tgif.features)
+    split = prepared["frameqa"].splits["train"]
+    videos = len(set(split.video_ids))
+    assert videos < len(split.qids)  # several questions per video
+    counting = _CountingReader(reader)
+    ds = QADataset(split, counting, feature_keys=("appearance", "motion"))
+    uncached = QADataset(split, reader, feature_keys=("appearance", "motion"))
+    monkeypatch.setattr(uncached, "cache_bytes", 0)
+    for _ in range(2):  # two epochs
+        for i in range(len(ds)):
+            for key in ("appearance", "motion"):
+                torch.testing.assert_close(ds[i][key], uncached[i][key], rtol=0, atol=0)
+    assert counting.reads == videos
+    assert uncached._cache == {}
+    batch = QACollate()([ds[0], ds[0]])  # a batch owns its memory: editing it leaves the cache intact
+    batch["appearance"].add_(1.0)
+    torch.testing.assert_close(ds[0]["appearance"], uncached[0]["appearance"], rtol=0, atol=0)
