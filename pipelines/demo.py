@@ -47,13 +47,16 @@ ActivityNet-Captions layout: 120 videos (the first 20, then 100 more from their 
 other datasets are unchanged; enough training queries for CMIN), 20-40 s mp4 at 5 fps with 2 or 3
 objects in horizontal lanes;
 3 to 5 non-overlapping scripted events (an object moves to the left/right by one pixel per frame,
-jumps up and back down, or blinks), one sentence per event (``The red square moves to the left.``)
-naming an object unique in its video. ``[start, end]`` = ``[first frame, last frame + 1] / fps`` of
+jumps up and back down, or blinks), one sentence per event (``The red square moves to the left.``, in
+one of three wordings of each kind, ANET_ACTIONS) naming an object unique in its video.
+``[start, end]`` = ``[first frame, last frame + 1] / fps`` of
 the event: the object's position changes at every frame of a move or jump and at no other frame
 (its rest position is the same before and after a jump), and a blink shows it white in the first
 two and the last two frames of the event, alternating two white and two coloured frames.
-``val_1`` and ``val_2`` annotate the same videos (as in the official release), ``val_2`` a random
-subset of each video's events. Train/val videos: 60/40%.
+``val_1`` and ``val_2`` annotate the same videos independently (as the two annotators of the official
+release): ``val_2`` re-describes a random subset of each video's events, each in a different wording
+than val_1's, with boundaries moved by up to ANET_JITTER frame at each end, so no (video, sentence)
+of val_2 (the test split) occurs in val_1 (model selection) or train. Train/val videos: 60/40%.
 
 How2QA layout (the SiaSamRea demo's multiple-choice set): 12 s mp4 videos at 5 fps made of three 4 s
 scenes, each one wobbling object whose colour and shape are unique in its video. One question per
@@ -92,6 +95,9 @@ __all__ = [
 ]
 
 DEMO_FORMAT = 1  # bump when the generated data change for the same seed and scale
+# Bumped instead of DEMO_FORMAT (which seeds every layout's random stream) when only the
+# ActivityNet-Captions layout changes: 2 = val_2 an independent second annotation of val_1's videos.
+ANET_FORMAT = 2
 FRAME_SIZE = 64
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -109,12 +115,13 @@ NUMBER_WORDS: tuple[str, ...] = ("one", "two", "three", "four", "five")
 LOCATIONS: tuple[str, ...] = ("left", "right", "top", "bottom")
 ACTIONS: tuple[str, ...] = ("move to the left", "move to the right", "move up", "move down", "grow bigger")
 DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
-ANET_ACTIONS: dict[str, str] = {
-    "left": "moves to the left",
-    "right": "moves to the right",
-    "jump": "jumps up and down",
-    "blink": "blinks",
+ANET_ACTIONS: dict[str, tuple[str, ...]] = {  # the wordings of each event kind (any split may use any)
+    "left": ("moves to the left", "slides to the left", "travels left"),
+    "right": ("moves to the right", "slides to the right", "travels right"),
+    "jump": ("jumps up and down", "hops up and lands again", "bounces up once"),
+    "blink": ("blinks", "flashes white", "flickers"),
 }
+ANET_JITTER = 1  # val_2's boundaries differ from the event's by up to this many frames at each end
 TGIF_COLUMNS: dict[str, tuple[str, ...]] = {
     "action": ("gif_name", "question", "a1", "a2", "a3", "a4", "a5", "answer", "vid_id", "key"),
     "transition": ("gif_name", "question", "a1", "a2", "a3", "a4", "a5", "answer", "vid_id", "key"),
@@ -548,29 +555,44 @@ def _msrvtt_annotations(rng: np.random.Generator, clips: list[_Mover]) -> dict[s
     return out
 
 
-def _sentence(v: _AnetVideo, e: _Event) -> str:
-    return f"The {v.colours[e.obj]} {v.shapes[e.obj]} {ANET_ACTIONS[e.kind]}."
+def _sentence(v: _AnetVideo, e: _Event, wording: int) -> str:
+    return f"The {v.colours[e.obj]} {v.shapes[e.obj]} {ANET_ACTIONS[e.kind][wording]}."
 
 
-def _anet_entry(v: _AnetVideo, events: Sequence[_Event]) -> dict:
+def _anet_entry(v: _AnetVideo, events: Sequence[_Event], wordings: Sequence[int],
+                jitter: Sequence[tuple[int, int]] | None = None) -> dict:
+    """One video's annotation; ``jitter`` moves each event's (start, end) by whole frames."""
+    spans = [(e.start, e.end) for e in events]
+    if jitter is not None:
+        spans = [(max(0, s + a), min(v.num_frames, t + b))
+                 for (s, t), (a, b) in zip(spans, jitter, strict=True)]
     return {
         "duration": round(v.num_frames / ANET_FPS, 2),
-        "timestamps": [[round(e.start / ANET_FPS, 2), round(e.end / ANET_FPS, 2)] for e in events],
-        "sentences": [_sentence(v, e) for e in events],
+        "timestamps": [[round(s / ANET_FPS, 2), round(t / ANET_FPS, 2)] for s, t in spans],
+        "sentences": [_sentence(v, e, w) for e, w in zip(events, wordings, strict=True)],
     }
 
 
 def _anet_annotations(rng: np.random.Generator, videos: list[_AnetVideo]) -> dict[str, dict[str, dict]]:
+    """train / val_1 / val_2; val_2 is a second, independent annotation of val_1's videos.
+
+    As in the official release (two annotators): val_2 describes a random subset of each video's events,
+    every one in a different wording than val_1's, with boundaries jittered by up to ANET_JITTER frames.
+    """
     n_train = min(max(int(round(0.6 * len(videos))), 1), len(videos) - 1)
     out: dict[str, dict[str, dict]] = {"train": {}, "val_1": {}, "val_2": {}}
     for i, v in enumerate(videos):
+        wordings = [int(rng.integers(len(ANET_ACTIONS[e.kind]))) for e in v.events]
         if i < n_train:
-            out["train"][v.name] = _anet_entry(v, v.events)
+            out["train"][v.name] = _anet_entry(v, v.events, wordings)
             continue
-        out["val_1"][v.name] = _anet_entry(v, v.events)
+        out["val_1"][v.name] = _anet_entry(v, v.events, wordings)
         k = int(rng.integers(min(2, len(v.events)), len(v.events) + 1))
         keep = sorted(rng.choice(len(v.events), size=k, replace=False).tolist())
-        out["val_2"][v.name] = _anet_entry(v, [v.events[j] for j in keep])
+        other = [(wordings[j] + int(rng.integers(1, len(ANET_ACTIONS[v.events[j].kind])))) % len(
+            ANET_ACTIONS[v.events[j].kind]) for j in keep]  # never val_1's wording of the event
+        jitter = [tuple(int(x) for x in rng.integers(-ANET_JITTER, ANET_JITTER + 1, size=2)) for _ in keep]
+        out["val_2"][v.name] = _anet_entry(v, [v.events[j] for j in keep], other, jitter)
     return out
 
 
@@ -710,7 +732,8 @@ def _anet_summary(ann: dict[str, dict[str, dict]], n_videos: int) -> dict:
         "split_videos": {s: len(v) for s, v in ann.items()},
         "depends_on": "each sentence names one object by colour and shape (unique within its video) and one "
                       "scripted event: moves to the left/right (one pixel per frame), jumps up and down, or "
-                      "blinks; [start, end] are the seconds of its first and one past its last changed frame",
+                      "blinks; [start, end] are the seconds of its first and one past its last changed frame "
+                      "(val_2: an independent re-wording with boundaries within one frame of those)",
         "chance": {"val_2_train_mean_moment": _moment_prior(ann["train"], ann["val_2"]),
                    "val_1_train_mean_moment": _moment_prior(ann["train"], ann["val_1"]),
                    "note": "predicting the mean normalised training moment for every query"},
@@ -1003,12 +1026,13 @@ def generate_demo(out_dir: str | os.PathLike, *, seed: int = 0, scale: float = 1
     plan = _plan(seed, scale)
     paths = _video_paths(out, plan)
     all_videos = [p for ps in paths.values() for p in ps]
-    if (isinstance(previous, dict) and previous.get("complete") is True and previous.get("seed") == seed
-            and previous.get("scale") == scale and previous.get("format") == DEMO_FORMAT
+    header = {"generator": "pipelines.demo", "format": DEMO_FORMAT,
+              "activitynet_captions_format": ANET_FORMAT, "seed": seed, "scale": scale}
+    if (isinstance(previous, dict) and previous.get("complete") is True
+            and all(previous.get(k) == v for k, v in header.items())
             and all(p.is_file() for p in all_videos)):
         return previous
 
-    header = {"generator": "pipelines.demo", "format": DEMO_FORMAT, "seed": seed, "scale": scale}
     write_json_atomic(marker, {**header, "complete": False})
     _remove_stale(out, set(all_videos))
 
