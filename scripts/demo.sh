@@ -144,7 +144,8 @@ vqa-train cmin --dataset activitynet-captions --root "$DATA/activitynet-captions
     --set model.freeze_embeddings=false --set model.dropout=0.1
 
 echo
-python -m train.report "$RUNS"/mspan-* "$RUNS"/cmin-captions
+echo "== All test metrics beside chance level"
+python -m train.report "$RUNS"/mspan-* "$RUNS"/masn-* "$RUNS"/siasamrea-* "$RUNS"/cmin-captions
 echo "== vqa-answer: the FrameQA model asked about a test GIF (features recomputed from the raw video)"
 # the first test question of the run's predictions_test.jsonl: its GIF and its text
 IFS=$'\t' read -r VIDEO QUESTION PREDICTED < <(python - "$DATA/tgif" "$RUNS/mspan-frameqa" <<'PY'
