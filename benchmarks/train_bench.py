@@ -440,6 +440,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="a clone of the model's official code (mspan: gzcsudo/MSPAN-VideoQA, masn: "
                         "ahjeongseo/MASN-pytorch, cmin: ikuinen/CMIN_moment_retrieval): also time its "
                         "training step in this run")
+    parser.add_argument("--precision", default=None,
+                        help="mspan: comma-separated autocasts to time, e.g. fp32,bf16 (default: bf16 "
+                        "on CUDA, fp32 on CPU); with --official-dir the official step (as its code: fp32 "
+                        "on CPU) runs once beside them")
     parser.add_argument("--num-frames", type=int, default=64,
                         help="siasamrea: feature frames per video (64 = 16 s at 4 fps)")
     args = parser.parse_args(argv)
@@ -480,15 +484,21 @@ def main(argv: list[str] | None = None) -> None:
     for device in devices:
         if device == "cpu":
             torch.set_num_threads(args.threads)
-        name = device_name(device, args.threads) + (" bf16 autocast" if device == "cuda" else "")
-        r = measure(device, **sizes)
-        _row(today, name, f"MSPAN ({args.variant}, {weights} weights) {setting}", r, args.steps,
-             matmul_gflops(device))
+        precisions = args.precision.split(",") if args.precision else ["bf16" if device == "cuda" else "fp32"]
+        ours = {}
+        for precision in precisions:
+            name = f"{device_name(device, args.threads)} {precision} autocast"
+            ours[precision] = measure(device, **sizes, precision=precision)
+            _row(today, name, f"MSPAN ({args.variant}, {weights} weights) {setting}", ours[precision],
+                 args.steps, matmul_gflops(device))
         if args.official_dir is not None:
             o = measure_official(args.official_dir, device, **sizes)
-            _row(today, name, f"official MSPAN code {setting}", o, args.steps, None)
-            print(f"ours / official samples/s on {name}: {r['samples_per_s'] / o['samples_per_s']:.2f}",
-                  flush=True)
+            theirs = "bf16" if device == "cuda" else "fp32"
+            where = device_name(device, args.threads)
+            _row(today, f"{where} {theirs} autocast", f"official MSPAN code {setting}", o, args.steps, None)
+            for precision, r in ours.items():
+                print(f"ours ({precision}) / official ({theirs}) samples/s on {where}: "
+                      f"{r['samples_per_s'] / o['samples_per_s']:.2f}", flush=True)
 
 
 def _row(today: str, name: str, setting: str, r: dict, steps: int, matmul: float | None) -> None:

@@ -97,6 +97,10 @@ class CMINConfig:
             video encoder's input size (``video_dim``); None = no PCA, the features' own size.
         pca_whiten: also scale each component to unit variance on the training split (off: the paper's
             plain PCA).
+        center_clips: subtract each video's mean clip feature (over its own clips, after the
+            standardisation, before the PCA), so that the model sees how each step differs from the rest of
+            its video. Not in the paper nor in the official code (off by default). The demo turns it on: its
+            random-weight features are dominated by each video's static content.
         num_steps: T, every video resampled to this many steps (200).
         resample: ``"always"`` (official: mean-pool longer and repeat shorter videos to exactly T) or
             ``"longer"`` (pool only longer videos; shorter ones are zero-padded and masked).
@@ -124,6 +128,7 @@ class CMINConfig:
     clips_dim: int = 500
     pca_dim: int | None = 500
     pca_whiten: bool = False
+    center_clips: bool = False
     num_steps: int = 200
     resample: Literal["always", "longer"] = "always"
     d_model: int = 512

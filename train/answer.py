@@ -393,6 +393,7 @@ class Answerer:
         self.collate = MomentCollate()
         self.projection = Projection.from_meta(self.meta)
         self.num_steps, self.resample = int(model_cfg["num_steps"]), str(model_cfg.get("resample", "always"))
+        self.center = bool(model_cfg.get("center_clips", False))
         self.nms_threshold = float(train_cfg.get("moment_nms", 0.5))
         parse = self.meta["query_parse"]
         self.dep_labels = {str(k): int(v) for k, v in parse["labels"].items()}
@@ -523,7 +524,7 @@ class Answerer:
         qlen = max(int(lengths[0]), 1)
         stats = self.stats.get("clips")
         clips = model_view(feats.features["clips"], num_steps=self.num_steps, resample=self.resample,
-                           projection=self.projection, feature_stats=stats)
+                           projection=self.projection, feature_stats=stats, center=self.center)
         return {
             "qid": "q",
             "video_id": Path(feats.video).stem,

@@ -94,36 +94,43 @@ def resample_steps(x: np.ndarray, num_steps: int, mode: str = "always") -> np.nd
     return (sums / np.diff(edges)[:, None]).astype(np.float32)
 
 
+def _prepared(x: np.ndarray, stats: tuple[np.ndarray, np.ndarray] | None, center: bool) -> np.ndarray:
+    """(L, D) clips standardised with ``stats`` (when given), then minus their own mean when ``center``."""
+    if stats is not None:
+        x = (x - stats[0]) / stats[1]
+    return x - x.mean(0, keepdims=True) if center and len(x) else x
+
+
 def model_view(x: np.ndarray, *, num_steps: int, resample: str = "always",
                projection: Projection | None = None,
-               feature_stats: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+               feature_stats: tuple[np.ndarray, np.ndarray] | None = None,
+               center: bool = False) -> np.ndarray:
     """The model's view of one video's (L, D) clip features: standardised with ``feature_stats`` (when
-    given), projected (PCA, when given), resampled (:func:`resample_steps`); (T, k) float32.
+    given), minus the video's mean clip (``center``, CMIN's ``center_clips``), projected (PCA, when
+    given), resampled (:func:`resample_steps`); (T, k) float32.
 
     The one place a training run (:class:`MomentDataset`) and ``vqa-answer`` turn clips into model input.
     """
-    x = np.asarray(x, dtype=np.float32)
-    if feature_stats is not None:
-        x = (x - feature_stats[0]) / feature_stats[1]
+    x = _prepared(np.asarray(x, dtype=np.float32), feature_stats, center)
     if projection is not None:
         x = projection(x)
     return resample_steps(x, num_steps, resample)
 
 
 def fit_pca(reader: Any, video_ids: Sequence[str], dim: int, *, key: str = "clips",
-            stats: tuple[np.ndarray, np.ndarray] | None = None, whiten: bool = False) -> Projection:
+            stats: tuple[np.ndarray, np.ndarray] | None = None, whiten: bool = False,
+            center: bool = False) -> Projection:
     """PCA of the clips of ``video_ids`` (each distinct video once, sorted; float64 accumulation).
 
-    ``whiten`` scales every component to unit variance on these clips.
+    The clips are prepared as :func:`model_view` prepares them (``stats``, ``center``). ``whiten`` scales
+    every component to unit variance on these clips.
 
     Raises:
         ValueError: fewer clips or channels than components.
     """
     total, outer, count = None, None, 0
     for vid in sorted(set(video_ids)):
-        x = np.asarray(reader[vid][key], dtype=np.float64)
-        if stats is not None:
-            x = (x - stats[0]) / stats[1]
+        x = _prepared(np.asarray(reader[vid][key], dtype=np.float64), stats, center)
         total = x.sum(0) if total is None else total + x.sum(0)
         outer = x.T @ x if outer is None else outer + x.T @ x
         count += x.shape[0]
@@ -142,11 +149,15 @@ def fit_pca(reader: Any, video_ids: Sequence[str], dim: int, *, key: str = "clip
 
 
 def load_or_fit_pca(reader: Any, video_ids: Sequence[str], dim: int, *, cache_dir: Path,
-                    stats: tuple[np.ndarray, np.ndarray] | None = None, whiten: bool = False) -> Projection:
+                    stats: tuple[np.ndarray, np.ndarray] | None = None, whiten: bool = False,
+                    center: bool = False) -> Projection:
     """:func:`fit_pca`, cached under a key that changes with the features, the videos and the settings."""
     manifest = Path(reader.out_dir) / "manifest.json"
     h = hashlib.sha256(manifest.read_bytes())
-    h.update(json.dumps({"ids": sorted(set(video_ids)), "dim": dim, "whiten": whiten, "v": 1}).encode())
+    settings = {"ids": sorted(set(video_ids)), "dim": dim, "whiten": whiten, "v": 1}
+    if center:  # absent when off, so the caches of earlier runs keep their keys
+        settings["center"] = True
+    h.update(json.dumps(settings).encode())
     if stats is not None:
         h.update(stats[0].tobytes() + stats[1].tobytes())
     path = Path(cache_dir) / f"pca-{h.hexdigest()[:20]}.npz"
@@ -154,7 +165,7 @@ def load_or_fit_pca(reader: Any, video_ids: Sequence[str], dim: int, *, cache_di
         with np.load(path, allow_pickle=False) as z:
             log.info("PCA projection from cache %s", path)
             return Projection(z["mean"], z["components"])
-    proj = fit_pca(reader, video_ids, dim, stats=stats, whiten=whiten)
+    proj = fit_pca(reader, video_ids, dim, stats=stats, whiten=whiten, center=center)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -190,17 +201,17 @@ class MomentDataset(Dataset):
         reader: a ``FeatureReader`` (or mapping id -> {"clips": (L, D)}).
         num_steps, resample: see :func:`resample_steps`.
         projection: the PCA (None = features as they are); ``feature_stats``: per-channel (mean, std)
-            applied first (``train.feature_norm=standardize``).
+            applied first (``train.feature_norm=standardize``); ``center``: see :func:`model_view`.
         indices: rows of the split to use.
     """
 
     def __init__(self, split: Any, edges: Sequence[Sequence[Edge]], labels: Mapping[str, int], reader: Any, *,
                  num_steps: int, resample: str = "always", projection: Projection | None = None,
-                 feature_stats: tuple[np.ndarray, np.ndarray] | None = None,
+                 feature_stats: tuple[np.ndarray, np.ndarray] | None = None, center: bool = False,
                  indices: Sequence[int] | np.ndarray | None = None) -> None:
         self.split, self.edges, self.labels, self.reader = split, edges, dict(labels), reader
         self.num_steps, self.resample = num_steps, resample
-        self.projection, self.feature_stats = projection, feature_stats
+        self.projection, self.feature_stats, self.center = projection, feature_stats, center
         self.indices = np.asarray(np.arange(len(split)) if indices is None else indices, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -213,7 +224,7 @@ class MomentDataset(Dataset):
     def clips(self, video_id: str) -> np.ndarray:
         """The model's view of a video: standardised, projected, resampled (T, D) float32."""
         return model_view(self.reader[video_id]["clips"], num_steps=self.num_steps, resample=self.resample,
-                          projection=self.projection, feature_stats=self.feature_stats)
+                          projection=self.projection, feature_stats=self.feature_stats, center=self.center)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.split

@@ -679,16 +679,16 @@ def _prepare_moments_data(spec: RunSpec, adapter: Any, reader: Any, dist: DistIn
     if mc.pca_dim is not None:
         if dist.is_main:
             projection = load_or_fit_pca(reader, train_vids, mc.pca_dim, cache_dir=spec.out / "feature_cache",
-                                         stats=stats, whiten=mc.pca_whiten)
+                                         stats=stats, whiten=mc.pca_whiten, center=mc.center_clips)
         barrier()
         if not dist.is_main:
             projection = load_or_fit_pca(reader, train_vids, mc.pca_dim, cache_dir=spec.out / "feature_cache",
-                                         stats=stats, whiten=mc.pca_whiten)
+                                         stats=stats, whiten=mc.pca_whiten, center=mc.center_clips)
         data.feature_projection = {"clips": (projection.mean, projection.components)}  # in checkpoints
     for name in ("train", "val", "test"):
         data.datasets[name] = MomentDataset(
             splits[name], parsed.edges[name], labels, reader, num_steps=mc.num_steps, resample=mc.resample,
-            projection=projection, feature_stats=stats, indices=rows[name])
+            projection=projection, feature_stats=stats, center=mc.center_clips, indices=rows[name])
         data.datasets[name].num_steps = mc.num_steps
     return prepared, data
 

@@ -24,7 +24,14 @@ from train.losses import (
     step_iou,
     temporal_iou,
 )
-from train.moments import MomentCollate, best_prior_moments, load_or_fit_pca, resample_steps
+from train.moments import (
+    MomentCollate,
+    best_prior_moments,
+    fit_pca,
+    load_or_fit_pca,
+    model_view,
+    resample_steps,
+)
 
 COLOURS = ("red", "blue", "green", "yellow")
 
@@ -259,6 +266,49 @@ def test_pca_fitted_on_train_and_keyed_by_features(tiny_captions, tmp_path):
     assert proj.shape == (x.shape[0], 3)
     with pytest.raises(ValueError, match="pca_dim"):
         load_or_fit_pca(reader, train, 7, cache_dir=tmp_path)
+
+
+
+def test_center_clips_subtracts_each_videos_mean_before_the_pca(tiny_captions, tmp_path):
+    from extract.reader import FeatureReader
+
+    _, feats = tiny_captions
+    reader = FeatureReader(feats)
+    train = sorted(reader.ids)[:32]
+    x = np.asarray(reader[train[0]]["clips"], dtype=np.float32)
+    stats = (x.mean(0) + 1.0, x.std(0) + 0.5)
+    # without projection or resampling change: standardised, then minus the video's own mean clip
+    view = model_view(x, num_steps=len(x), resample="longer", feature_stats=stats, center=True)
+    z = (x - stats[0]) / stats[1]
+    np.testing.assert_allclose(view, z - z.mean(0), atol=1e-5)
+    np.testing.assert_allclose(view.mean(0), 0.0, atol=1e-5)
+    # adding a constant to every clip of a video changes nothing once centred
+    shifted = model_view(x + 3.0, num_steps=len(x), resample="longer", center=True)
+    np.testing.assert_allclose(shifted, model_view(x, num_steps=len(x), resample="longer", center=True),
+                               atol=1e-4)
+    assert not np.allclose(model_view(x, num_steps=len(x), resample="longer"), view)
+    # the PCA is fitted on the centred clips, and cached under its own key
+    plain = load_or_fit_pca(reader, train, 3, cache_dir=tmp_path)
+    centred = load_or_fit_pca(reader, train, 3, cache_dir=tmp_path, center=True)
+    assert len(list(tmp_path.glob("pca-*.npz"))) == 2
+    refit = fit_pca(reader, train, 3, center=True)
+    np.testing.assert_allclose(centred.components, refit.components, atol=1e-6)
+    assert not np.allclose(np.abs(plain.components), np.abs(centred.components), atol=1e-3)
+    np.testing.assert_allclose(centred.mean, 0.0, atol=1e-5)  # every video's clips average to zero
+
+
+def test_center_clips_trains_and_answers_the_same(tiny_captions, tmp_path):
+    """A run with ``model.center_clips`` evaluates its checkpoint the same way (the view is in the config)."""
+    run = tmp_path / "run"
+    got, _ = _train(tiny_captions, run, "--epochs", "1", "--set", "model.center_clips=true")
+    assert "center_clips: true" in (run / "config.yaml").read_text()
+    root, feats = tiny_captions
+    res = CliRunner().invoke(build_cli(), [
+        "cmin", "--dataset", "activitynet-captions", "--root", str(root), "--features", str(feats),
+        "--out", str(tmp_path / "eval"), "--no-progress", "--eval-only", "--checkpoint",
+        str(run / "checkpoints" / "best.pt")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"] == got["test"]
 
 
 # ----------------------------------------------------------------------------- annotation rows
