@@ -27,6 +27,8 @@ What this file computes (T time steps, L query words, K window widths, d model s
 
 Readings of the paper, and where the official code differs:
 
+- Clip centring (``center_clips``, off by default) is ours, not the paper's or the official code's:
+  each video's mean clip is subtracted before the PCA (``train.moments.model_view``).
 - Order of the query encoder: the paper runs the BiGRU first and the GCN on its outputs (followed
   here); the official code runs the GCN on the word vectors and the BiGRU after it.
 - Syntactic GCN: the official code also gates every edge message with a sigmoid of a per-label gate

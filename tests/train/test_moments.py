@@ -297,8 +297,9 @@ def test_center_clips_subtracts_each_videos_mean_before_the_pca(tiny_captions, t
     np.testing.assert_allclose(centred.mean, 0.0, atol=1e-5)  # every video's clips average to zero
 
 
-def test_center_clips_trains_and_answers_the_same(tiny_captions, tmp_path):
-    """A run with ``model.center_clips`` evaluates its checkpoint the same way (the view is in the config)."""
+def test_center_clips_is_recorded_and_eval_only_uses_it(tiny_captions, tmp_path):
+    """A run with ``model.center_clips`` evaluates its checkpoint the same way (the view is in the config;
+    ``vqa-answer`` is checked in test_answer_moments_mc.py, whose CMIN run centres too)."""
     run = tmp_path / "run"
     got, _ = _train(tiny_captions, run, "--epochs", "1", "--set", "model.center_clips=true")
     assert "center_clips: true" in (run / "config.yaml").read_text()
