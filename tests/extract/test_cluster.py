@@ -230,8 +230,12 @@ def test_vqa_extract_over_the_cluster_uses_every_node_and_equals_an_in_process_r
         for key, value in want[vid].items():
             np.testing.assert_array_equal(got[vid][key], value, err_msg=f"{vid}/{key}")
     manifest = load_manifest(tmp_path / "cluster")
-    nodes = {node for entry in manifest["shards"] for node in entry.get("nodes", {}).values()}
-    assert len(nodes) == 2, nodes  # both nodes decoded videos, and the manifest says which
+    decoded_on = {v: node for entry in manifest["shards"] for v, node in entry.get("nodes", {}).items()}
+    assert sorted(decoded_on) == sorted(want.ids)  # the manifest says where each video was decoded
+    cluster_ips = {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+    assert {node.split("/")[0] for node in decoded_on.values()} <= cluster_ips
+    # Which node decodes which video is Ray's choice: with 6 short tasks it sometimes runs them all on one
+    # node (seen in 2 of about 8 runs), so "both nodes used" is asserted for the actors above, not here.
     (failure,) = manifest["failures"]
     assert failure["video_id"] == "broken" and "(on node " in failure["reason"]
 
