@@ -108,6 +108,7 @@ ANCHOR_KEY = "proposal_generator.anchor_generator.cell_anchors.0"
 PIXEL_MEANS_BGR = (102.9801, 115.9465, 122.7717)  # cfg.PIXEL_MEANS (Caffe) = MODEL.PIXEL_MEAN (MILVLG)
 BBOX_CLAMP = math.log(1000.0 / 16)  # MILVLG's BUABox2BoxTransform scale_clamp
 DATA = Path(__file__).resolve().parent / "data"
+ROI_CHUNK = 100  # RoIs per res5 call (values do not depend on it)
 
 
 @dataclass(frozen=True)
@@ -361,8 +362,11 @@ class BottomUpRCNN(nn.Module):
         if len(rois) == 0:
             return c4.new_zeros((0, 2048))
         res = self.cfg.pooler_resolution
-        pooled = roi_pool(c4, rois, output_size=(res, res), spatial_scale=1.0 / self.cfg.feat_stride)
-        return self.roi_heads.res5(pooled).mean(dim=(2, 3))  # (R, 2048)
+        out = []
+        for part in rois.split(ROI_CHUNK):  # bounded memory: res5 on 14x14 maps is ~5 MB per RoI
+            pooled = roi_pool(c4, part, output_size=(res, res), spatial_scale=1.0 / self.cfg.feat_stride)
+            out.append(self.roi_heads.res5(pooled).mean(dim=(2, 3)))  # (r, 2048)
+        return torch.cat(out)
 
     @torch.inference_mode()
     def detect(
