@@ -103,7 +103,7 @@ class DetectorEntry:
 
     @property
     def description(self) -> str:
-        return f"torchvision {self.builder.__name__}, COCO ({self.num_classes - 1} classes), boxes only"
+        return f"torchvision, COCO ({self.num_classes - 1} classes), boxes only"
 
     @property
     def loaded_class(self) -> type[LoadedDetector]:
