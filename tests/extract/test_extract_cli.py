@@ -316,10 +316,11 @@ def test_masn_features_end_to_end(masn_root, tmp_path):
 
 def test_masn_with_bottom_up_objects_writes_ten_named_objects_per_frame(masn_root, tmp_path):
     """--detector bottomup_r101_vg (random weights, tiny inputs): 10 regions per real frame with their own
-    2048-d features, Visual Genome classes and attributes; the MIN_BOXES rule fills up to 10."""
+    2048-d features, Visual Genome classes and attributes; the MIN_BOXES rule fills up to 10 (the frames
+    are upscaled to 96 px so that 10 proposals survive the RPN: the rule keeps no more than exist)."""
     out = tmp_path / "bua"
     small = list(MASN_SMALL)
-    changes = {"--detector": "bottomup_r101_vg", "--detector-size": "48", "--detector-max-size": "80",
+    changes = {"--detector": "bottomup_r101_vg", "--detector-size": "96", "--detector-max-size": "160",
                "--num-proposals": "12", "--max-objects": "10", "--score-threshold": "0.2"}  # fmt: skip
     for flag, value in changes.items():
         small[small.index(flag) + 1] = value
