@@ -422,7 +422,7 @@ class MasnFeatures(FeatureSet):
     # -- finalize ---------------------------------------------------------------------------------
 
     def finalize(self, partials: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        """Concatenate one video's chunks in order and pad to T frames (zero rows, masks False).
+        """Concatenate one video's chunks in order and pad to T frames (zero rows, masks False, class ids -1).
 
         Returns:
             The arrays of ``outputs``.
@@ -434,7 +434,7 @@ class MasnFeatures(FeatureSet):
             raise ValueError(f"masn: {n} frames for one video, expected 1..{self.t}")
         out = {}
         for key, spec in self.outputs.items():
-            full = np.zeros(spec.shape, dtype=spec.dtype)
+            full = np.full(spec.shape, -1 if key in ("object_labels", "attribute_labels") else 0, spec.dtype)
             if key == "frame_mask":
                 full[:n] = True
             else:
