@@ -13,7 +13,8 @@ passes, applied here so the suite does not depend on a toolkit option), random w
 - **motion**: 3D ResNet-152 (Hara et al., 16 x 112 px clips) and I3D ResNet-50 (8 x 224 px), clips/s;
 - **objects**: Faster R-CNN (ResNet-50 FPN v2, 600 px shorter side) + the ResNet-152 conv5 map and
   RoIAlign of the 10 kept boxes, images/s (``benchmarks/objects_bench.py``; the detector itself runs in
-  fp32 in both rows, as the toolkit runs it);
+  fp32 in both rows, as the toolkit runs it); and bottom-up attention's Visual Genome network
+  (``bottomup_r101_vg``, 600 px, 300 proposals, 10 regions kept), images/s;
 - **train**: a training step (forward, backward, Adam) of every model of ``models.MODELS`` at its
   paper's sizes on a synthetic batch (``benchmarks/train_bench.py`` / ``cmin_bench.py``), samples/s.
 
@@ -51,6 +52,10 @@ class Sizes:
     appearance: str = "resnet152"
     motion: tuple[str, ...] = ("r3d152_k700", "i3d_r50")
     detector: str = "fasterrcnn_resnet50_fpn_v2"
+    bottomup: str = "bottomup_r101_vg"
+    bottomup_side: int = 600
+    bottomup_proposals: int = 300  # RPN.POST_NMS_TOPK_TEST of the released config (and the masn set)
+    bottomup_batch: int = 4
     videos: int = 16
     video_frames: int = 64
     image_batch: int = 64
@@ -68,7 +73,8 @@ class Sizes:
 #: the dry run: the same code on the small sibling architectures (the real ones are checked to exist) and
 #: tiny inputs, so that it stays cheap on a CPU
 DRY = Sizes(appearance="resnet18", motion=("r3d_18", "i3d_r50"),
-            detector="fasterrcnn_mobilenet_v3_large_320_fpn", videos=1, video_frames=2, image_batch=2,
+            detector="fasterrcnn_mobilenet_v3_large_320_fpn", bottomup_side=48, bottomup_proposals=4,
+            bottomup_batch=1, videos=1, video_frames=2, image_batch=2,
             image_size=32, clip_batch=1, clip_len=2, detector_side=64, detector_batch=1, repeats=1, warmup=1,
             train_batch=2, tiny_models=True)  # fmt: skip
 
@@ -182,6 +188,21 @@ def objects(device: str, sizes: Sizes) -> Iterator[tuple[str, str, dict]]:
         yield precision, setting, {"value": out["detect+roi images/s"], "unit": "images/s", "note": note}
 
 
+def bottomup_objects(device: str, sizes: Sizes) -> Iterator[tuple[str, str, dict]]:
+    """bottom-up attention's network, its regions and their features: images/s of ``detect`` (fp32)."""
+    import objects_bench
+
+    setting = f"{sizes.bottomup} @{sizes.bottomup_side} px, {sizes.bottomup_proposals} proposals, " \
+              f"10 regions kept, batch {sizes.bottomup_batch}"  # fmt: skip
+    for precision in PRECISIONS:
+        with backbone_precision(precision):
+            out = objects_bench.bench(sizes.bottomup, sizes.bottomup_side, batch=sizes.bottomup_batch,
+                                      repeats=max(1, sizes.repeats // 5), device=device, weights="random",
+                                      appearance=sizes.appearance,
+                                      num_proposals=sizes.bottomup_proposals)  # fmt: skip
+        yield precision, setting, {"value": out["detect images/s"], "unit": "images/s"}
+
+
 def train_batch(name: str, cfg, batch_size: int, device: str) -> dict:
     """A synthetic batch of the model's layout (the batch functions of train_bench / cmin_bench)."""
     import cmin_bench
@@ -257,6 +278,7 @@ def jobs(device: str, sizes: Sizes, videos: list[Path], only: set[str]) -> Itera
             yield "motion", motion(name, device, sizes)
     if "objects" in only:
         yield "objects", objects(device, sizes)
+        yield "objects", bottomup_objects(device, sizes)
     if "train" in only:
         for name in MODELS:
             yield "train", train(name, device, sizes)
@@ -269,7 +291,7 @@ def check_names() -> None:
 
     real = Sizes()
     missing = [n for n in (real.appearance, *real.motion) if n not in BACKBONES]
-    missing += [] if real.detector in DETECTORS else [real.detector]
+    missing += [d for d in (real.detector, real.bottomup) if d not in DETECTORS]
     if missing:
         raise SystemExit(f"gpu_suite: unknown backbone or detector {missing}; update Sizes")
 

@@ -4,6 +4,7 @@ Run by hand (not a test):
 
     OMP_NUM_THREADS=2 python benchmarks/objects_bench.py --threads 2
     python benchmarks/objects_bench.py --device cuda --detectors fasterrcnn_resnet50_fpn_v2 --sizes 600
+    python benchmarks/objects_bench.py --detectors bottomup_r101_vg --num-proposals 300 --batch 1 --repeats 1
 
 For every detector and frame size it times, on batches of ``--batch`` 4:3 frames:
 
@@ -15,8 +16,12 @@ For every detector and frame size it times, on batches of ``--batch`` 4:3 frames
 
 Weights are random unless the torchvision cache holds the COCO files (``--weights pretrained``). With
 random weights the detector keeps no box above its 0.05 candidate floor, so its NMS does less work than a
-trained detector's (a small part of the time next to the convolutions). The public bottom-up-attention
-tools report 3 to 6.5 images/s per GPU for the same kind of work (600 px shorter side, ResNet-101 C4).
+trained detector's (a small part of the time next to the convolutions). ``bottomup_r101_vg`` (bottom-up
+attention's own Visual Genome network, ``extract/bottomup.py``) runs its whole extraction rule whatever
+the weights (per-class NMS over all 1600 classes, 10 regions kept); its ``detect`` row is the figure that
+matters (the ``masn`` set uses its region features, not the RoIAlign of ``detect+roi``), with
+``--num-proposals 300`` as the ``masn`` set and the released config. The public bottom-up-attention tools
+report 3 to 6.5 images/s per GPU for it (600 px shorter side, ResNet-101 C4).
 """
 
 from __future__ import annotations
@@ -36,13 +41,15 @@ def _frames(n: int, short: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def bench(
-    detector: str, size: int, *, batch: int, repeats: int, device: str, weights: str, appearance: str
-) -> dict:
+    detector: str, size: int, *, batch: int, repeats: int, device: str, weights: str, appearance: str,
+    num_proposals: int | None = None,
+) -> dict:  # fmt: skip
     from extract.backbones import build_backbone
     from extract.masn import squash_frames
     from extract.objects import DetectorSettings, load_detector, roi_mean_features, scale_boxes, select_batch
 
-    settings = DetectorSettings(name=detector, min_size=size, max_size=max(size, (size * 5) // 3))
+    extra = {} if num_proposals is None else {"num_proposals": num_proposals}
+    settings = DetectorSettings(name=detector, min_size=size, max_size=max(size, (size * 5) // 3), **extra)
     det = load_detector(settings, weights=weights, device=device)
     backbone = build_backbone(appearance, weights=weights, device=device)
     frames = _frames(batch, size)
@@ -59,7 +66,8 @@ def bench(
         feats = roi_mean_features(fmap, boxes, torch.from_numpy(sel.mask).to(fmap.device))
         return feats.cpu()
 
-    out = {"detector": detector, "short_side": size, "batch": batch, "device": device, "weights": weights}
+    out = {"detector": detector, "short_side": size, "batch": batch, "device": device, "weights": weights,
+           "proposals": settings.num_proposals}  # fmt: skip
     for label, fn in (("detect", detect_only), ("detect+roi", detect_roi)):
         fn()  # warm-up
         if device.startswith("cuda"):
@@ -87,6 +95,7 @@ def main() -> None:
     parser.add_argument("--weights", default="random", choices=["random", "pretrained"])
     parser.add_argument("--appearance", default="resnet152")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--num-proposals", type=int, default=None, help="RPN proposals [DetectorSettings']")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -101,6 +110,7 @@ def main() -> None:
                 device=args.device,
                 weights=args.weights,
                 appearance=args.appearance,
+                num_proposals=args.num_proposals,
             )
             print(json.dumps(result), flush=True)
 

@@ -60,10 +60,10 @@ def _listing() -> str:
         lines.append(f"  {name:<16} {spec.kind:<5} {spec.feature_dim:>5}-d  {spec.description}")
     from extract.objects import DETECTORS
 
-    lines.append("Detectors (masn: --detector / --checkpoint NAME=PATH), torchvision COCO weights:")
-    for name in DETECTORS:
+    lines.append("Detectors (masn: --detector / --checkpoint NAME=PATH):")
+    for name, entry in DETECTORS.items():
         default = "  (default)" if name == _default_detector() else ""
-        lines.append(f"  {name}{default}")
+        lines.append(f"  {name:<38} {entry.description}{default}")
     return "\n".join(lines)
 
 
@@ -190,7 +190,11 @@ def _random_banner(echo) -> None:
     "--stride", type=click.IntRange(min=1), default=None, help="Dense clip stride (cmin, siasamrea)."
 )
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Maximum frames (masn T).")
-@click.option("--detector", default=None, help="masn: object detector (see the list below).")
+@click.option(
+    "--detector",
+    default=None,
+    help="masn: object detector (see the list below); bottomup_r101_vg gives MASN's own kind of objects.",
+)
 @click.option(
     "--max-objects", type=click.IntRange(min=1), default=None, help="masn: object rows per frame [10]."
 )

@@ -376,3 +376,8 @@ class FeatureSet:
     def warnings(self) -> list[str]:
         """Settings that run but probably defeat the set's purpose (``vqa-extract`` prints them)."""
         return []
+
+    def object_names(self, features: dict[str, np.ndarray]) -> np.ndarray | None:
+        """Names of a video's stored objects, for figures (masn with a detector that has a vocabulary);
+        None for sets without named objects."""
+        return None

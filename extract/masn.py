@@ -9,11 +9,18 @@ T = ``max_frames`` (20 for TGIF-QA, 30 for MSVD-QA / MSRVTT-QA) and M = ``max_ob
 |---|---|---|
 | ``appearance`` | (T, Da) | global appearance: ResNet-152 pool5 of the frame |
 | ``motion`` | (T, Dm) | global motion: I3D ResNet-50 last conv map averaged over (t, h, w) |
-| ``objects`` | (T, M, Da) | RoIAlign of the object boxes on the frame's ResNet-152 conv5 map, mean-pooled |
+| ``objects`` | (T, M, Da) | RoIAlign of the object boxes on the frame's ResNet-152 conv5 map, mean (*) |
 | ``object_boxes`` | (T, M, 6) | ``[x1/w, y1/h, x2/w, y2/h, bw/w, bh/h]`` in the original frame |
 | ``motion_objects`` | (T, M, Dm) | RoIAlign of the same boxes on the I3D map (time-averaged), mean-pooled |
 | ``frame_mask`` | (T,) bool | False on padded frames (their features are all zeros) |
 | ``object_mask`` | (T, M) bool | False on padded object rows (zeros), and on every row of a padded frame |
+| ``object_labels`` | (T, M) int64 | (*) Visual Genome class 1..1600 (-1 on padding) |
+| ``object_scores`` | (T, M) float32 | (*) that class's probability |
+| ``attribute_labels`` | (T, M) int64 | (*) Visual Genome attribute 1..400 (-1 on padding) |
+| ``attribute_scores`` | (T, M) float32 | (*) that attribute's probability |
+
+(*) ``--detector bottomup_r101_vg``: ``objects`` are the detector's own region features (T, M, 2048), and
+the four class / attribute outputs exist only with it.
 
 How each part is computed:
 
@@ -25,6 +32,10 @@ How each part is computed:
 - Objects: ``extract.objects`` (torchvision Faster R-CNN, class-agnostic top-M after per-class NMS,
   bottom-up-attention's threshold / minimum-count rule, padding with a mask). The detector sees the frame
   at its own resolution (shorter side at most ``min_size``); boxes are mapped back to the original frame.
+  ``--detector bottomup_r101_vg`` is bottom-up-attention's own Visual Genome network
+  (``extract/bottomup.py``): its kept regions (proposal boxes, MASN's 10) come with their 2048-d features,
+  which are then the ``objects`` output (MASN's released ``tgif_btup_f_obj10`` kind), and with their class
+  and attribute; ``motion_objects`` is RoIAlign of the same boxes on the I3D map as for every detector.
 - Appearance input: the whole frame resized to ``image_size`` x ``image_size`` (no centre crop, so every
   box lies on the map; x and y are scaled separately for non-square frames). Motion input: the same for
   ``motion_size``. Boxes go original frame -> feature map with ``scale_boxes`` (x by w_map / W, y by
@@ -46,7 +57,7 @@ fields included, are what provenance records.
 
 On CUDA the backbones run in bf16 autocast and channels_last with uint8 frames sent from pinned memory
 (``LoadedBackbone``); the detector runs in float32 (``LoadedDetector``); RoIAlign runs in float32 on
-the maps. A detectron2 / Visual Genome backend is not included (detectron2 is not installable here).
+the maps.
 """
 
 from __future__ import annotations
@@ -61,11 +72,13 @@ import torch.nn.functional as F
 
 from extract.featurebase import FeatureOptions, FeatureSet, OutputSpec
 from extract.objects import (
+    DETECTORS,
     DetectorSettings,
     LoadedDetector,
     RoISettings,
     detector_provenance,
     load_detector,
+    region_rows,
     roi_mean_features,
     roi_mean_features_3d,
     scale_boxes,
@@ -95,6 +108,12 @@ DEFAULT_MOTION = "i3d_r50"  # features.md: a ResNet-50 I3D (2048 channels), Kine
 MASN_DETECTOR_DEFAULTS = {"num_proposals": 300}
 DETECTOR_BATCH = 8  # images per detector call (fixed, so boxes never depend on the batching)
 CHUNK_FRAMES = 16  # kept frames per decoded chunk
+# detector region field (``extract.objects.REGION_FIELDS``) -> the masn output that stores it
+REGION_OUTPUTS = {
+    "label_scores": ("object_scores", "float32"),
+    "attributes": ("attribute_labels", "int64"),
+    "attribute_scores": ("attribute_scores", "float32"),
+}
 
 # FeatureOptions field -> DetectorSettings field.
 DETECTOR_OPTION_FIELDS = {
@@ -179,7 +198,8 @@ class MasnFeatures(FeatureSet):
         "clip_len": DEFAULT_CLIP_LEN,
     }
     uses = ("max_frames", "clip_len")
-    _time_keys = ("object_boxes",)  # floats that keep float32 whatever ``options.dtype`` says
+    # outputs that keep their dtype whatever ``options.dtype`` says (boxes, class ids and scores)
+    _time_keys = ("object_boxes", "object_labels", *(out for out, _ in REGION_OUTPUTS.values()))
 
     def __init__(
         self,
@@ -205,6 +225,13 @@ class MasnFeatures(FeatureSet):
         )
 
     def warnings(self) -> list[str]:
+        region_dim = DETECTORS[self.detector_settings.name].feature_dim
+        if region_dim is not None and region_dim != self.feature_dim("appearance"):
+            return [
+                f"--detector {self.detector_settings.name} gives {region_dim}-d objects but "
+                f"--appearance {self.backbone_name('appearance')} {self.feature_dim('appearance')}-d "
+                "frames; the MASN model needs both of one size (the paper: resnet152, 2048)"
+            ]
         side = conv5_side(self.options.image_size)
         if side > 1:
             return []
@@ -233,15 +260,37 @@ class MasnFeatures(FeatureSet):
     def _outputs(self) -> dict[str, OutputSpec]:
         t, m, dt = self.t, self.detector_settings.max_objects, self.options.dtype
         da, dm = self.feature_dim("appearance"), self.feature_dim("motion")
-        return {
+        entry = DETECTORS[self.detector_settings.name]
+        outputs = {
             "appearance": OutputSpec((t, da), dt),
             "motion": OutputSpec((t, dm), dt),
-            "objects": OutputSpec((t, m, da), dt),
+            "objects": OutputSpec((t, m, entry.feature_dim or da), dt),
             "object_boxes": OutputSpec((t, m, 6), "float32"),
             "motion_objects": OutputSpec((t, m, dm), dt),
             "frame_mask": OutputSpec((t,), "bool"),
             "object_mask": OutputSpec((t, m), "bool"),
         }
+        if "label_scores" in entry.region_fields:
+            outputs["object_labels"] = OutputSpec((t, m), "int64")
+        for field, (name, dtype) in REGION_OUTPUTS.items():
+            if field in entry.region_fields:
+                outputs[name] = OutputSpec((t, m), dtype)
+        return outputs
+
+    def object_names(self, features: dict[str, np.ndarray]) -> np.ndarray | None:
+        """(T, M) names of the stored objects ("<attribute> <class>", "" on padding) when the detector has
+        a vocabulary (``bottomup_r101_vg``: Visual Genome); else None."""
+        vocabulary = DETECTORS[self.detector_settings.name].vocabulary
+        labels = features.get("object_labels")
+        if vocabulary is None or labels is None:
+            return None
+        classes, attributes = vocabulary()
+        attrs = features.get("attribute_labels", np.full_like(labels, -1))
+        names = np.full(labels.shape, "", dtype=object)
+        for idx in zip(*np.nonzero(labels > 0), strict=True):
+            a = int(attrs[idx])
+            names[idx] = (f"{attributes[a - 1]} " if a > 0 else "") + classes[int(labels[idx]) - 1]
+        return names
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -305,12 +354,14 @@ class MasnFeatures(FeatureSet):
         o, roi = self.options, self.roi
         # Detection: every frame of every chunk in one list (grouped by size inside ``detect``).
         images = [frame for c in chunks for frame in c["det_frames"]]
-        selected = select_batch(
-            self.detector().detect(images, batch_size=DETECTOR_BATCH), self.detector_settings
-        )
-        app = self.run_backbone(
-            "appearance", [c["app_frames"] for c in chunks], o.image_size, return_map=True
-        )
+        detections = self.detector().detect(images, batch_size=DETECTOR_BATCH)
+        selected = select_batch(detections, self.detector_settings)
+        regions = region_rows(detections, selected)  # the detector's own region outputs, if any
+        own = "features" in regions  # the objects are the detector's features: no appearance map needed
+        app_frames = [c["app_frames"] for c in chunks]
+        app = self.run_backbone("appearance", app_frames, o.image_size, return_map=not own)
+        if own:
+            app = [(pooled, None) for pooled in app]
         mot = self.run_backbone(
             "motion", [c["motion_clips"] for c in chunks], self.motion_size, return_map=True
         )
@@ -322,22 +373,24 @@ class MasnFeatures(FeatureSet):
             boxes = scale_boxes(
                 selected.boxes[offset : offset + c], det_hw, (h, w)
             )  # (c, M, 4) original pixels
-            mask = selected.mask[offset : offset + c]  # (c, M)
+            rows = slice(offset, offset + c)
+            mask = selected.mask[rows]  # (c, M)
             offset += c
-            app_map, mot_map = (
-                torch.from_numpy(app_map),
-                torch.from_numpy(mot_map),
-            )  # (c, Da, h, w), (c, Dm, t, h, w)
+            mot_map = torch.from_numpy(mot_map)  # (c, Dm, t, h, w)
             mask_t = torch.from_numpy(mask)
-            objects = roi_mean_features(
-                app_map,
-                torch.from_numpy(
-                    scale_boxes(boxes, (h, w), tuple(app_map.shape[-2:]))
-                ),  # x * w_map / W, y * h_map / H
-                mask_t,
-                output_size=roi.output_size,
-                sampling_ratio=roi.sampling_ratio,
-            )  # (c, M, Da)
+            if own:
+                objects = torch.from_numpy(regions["features"][rows])  # (c, M, 2048) the detector's own
+            else:
+                app_map = torch.from_numpy(app_map)  # (c, Da, h, w)
+                objects = roi_mean_features(
+                    app_map,
+                    torch.from_numpy(
+                        scale_boxes(boxes, (h, w), tuple(app_map.shape[-2:]))
+                    ),  # x * w_map / W, y * h_map / H
+                    mask_t,
+                    output_size=roi.output_size,
+                    sampling_ratio=roi.sampling_ratio,
+                )  # (c, M, Da)
             motion_objects = roi_mean_features_3d(
                 mot_map,
                 torch.from_numpy(scale_boxes(boxes, (h, w), tuple(mot_map.shape[-2:]))),
@@ -353,14 +406,23 @@ class MasnFeatures(FeatureSet):
                     "object_boxes": spatial_features(boxes, mask, h, w),  # (c, M, 6)
                     "motion_objects": motion_objects.numpy(),
                     "object_mask": mask,
+                    **self._region_outputs(regions, selected, rows),
                 }
             )
         return outs
 
+    def _region_outputs(self, regions: dict[str, np.ndarray], selected, rows: slice) -> dict[str, np.ndarray]:
+        """The stored class / attribute outputs of one chunk's rows (``REGION_OUTPUTS``; none for
+        detectors without them)."""
+        out = {name: regions[field][rows] for field, (name, _) in REGION_OUTPUTS.items() if field in regions}
+        if "object_scores" in out:
+            out["object_labels"] = selected.labels[rows]  # (c, M), -1 on padding
+        return out
+
     # -- finalize ---------------------------------------------------------------------------------
 
     def finalize(self, partials: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-        """Concatenate one video's chunks in order and pad to T frames (zero rows, masks False).
+        """Concatenate one video's chunks in order and pad to T frames (zero rows, masks False, class ids -1).
 
         Returns:
             The arrays of ``outputs``.
@@ -372,7 +434,7 @@ class MasnFeatures(FeatureSet):
             raise ValueError(f"masn: {n} frames for one video, expected 1..{self.t}")
         out = {}
         for key, spec in self.outputs.items():
-            full = np.zeros(spec.shape, dtype=spec.dtype)
+            full = np.full(spec.shape, -1 if key in ("object_labels", "attribute_labels") else 0, spec.dtype)
             if key == "frame_mask":
                 full[:n] = True
             else:
@@ -407,6 +469,8 @@ class MasnFeatures(FeatureSet):
                 weights=o.weights,
                 checkpoint=o.checkpoint_for(self.detector_settings.name),
             )
+            if DETECTORS[self.detector_settings.name].feature_dim is not None:
+                base["objects"] = "the detector's own region features (not RoIAlign on the appearance map)"
             base["roi"] = {
                 **asdict(self.roi),
                 "op": "torchvision.ops.roi_align(aligned=True, spatial_scale=1), mean over the bins",

@@ -1,10 +1,18 @@
-"""Object features: a torchvision Faster R-CNN detector, box selection and padding, spatial box
-features, box -> feature-map coordinate scaling and RoIAlign pooling on 2D and 3D feature maps.
+"""Object features: the detector registry, box selection and padding, spatial box features,
+box -> feature-map coordinate scaling and RoIAlign pooling on 2D and 3D feature maps.
 
 These are the parts of MASN's inputs (Seo et al., ACL 2021, Sec. 3.1 and 4.2) that concern objects;
 ``extract/masn.py`` assembles them into the ``masn`` feature set. MASN takes its objects from the
-bottom-up-attention Faster R-CNN (Visual Genome) and publishes no extraction code; we use torchvision's
-COCO Faster R-CNN (ResNet-50 FPN v2 by default) and follow bottom-up-attention's selection rule:
+bottom-up-attention Faster R-CNN (Visual Genome) and publishes no extraction code. Two kinds of detector
+are registered in ``DETECTORS``:
+
+- ``bottomup_r101_vg``: that very network (``extract/bottomup.py``, loading the released weights): it
+  applies bottom-up-attention's own extraction rule inside (per-class NMS 0.3, confidence >= 0.2, at
+  least ``min_objects`` and at most ``max_objects`` regions) and gives each kept region its 2048-d
+  feature, object class and attribute (``Detections.features`` etc.). This is what matches MASN's
+  released object features.
+- torchvision's COCO Faster R-CNNs (ResNet-50 FPN v2 by default), which give boxes only (their features
+  are RoIAlign on the appearance backbone's map, ``extract/masn.py``), with the same selection rule:
 
 1. The detector scores every proposal for every class, drops candidates below a floor
    (``candidate_floor``, torchvision's own 0.05) and applies NMS per class (IoU ``nms_iou``; 0.3 as
@@ -43,6 +51,7 @@ from torch import Tensor, nn
 from torchvision.models import detection as tv_detection
 from torchvision.ops import nms, roi_align
 
+from extract import bottomup
 from extract.accel import Accelerator
 from extract.weights import WeightsError, load_checkpoint_file, sha256_file, torch_cache_checkpoint
 
@@ -55,6 +64,7 @@ __all__ = [
     "SelectedObjects",
     "detector_provenance",
     "load_detector",
+    "region_rows",
     "resolve_detector_weights",
     "roi_mean_features",
     "roi_mean_features_3d",
@@ -72,14 +82,101 @@ __all__ = [
 
 @dataclass(frozen=True)
 class DetectorEntry:
-    """A selectable torchvision detector: its builder and its COCO weights enum entry."""
+    """A selectable torchvision detector: its builder and its COCO weights enum entry.
+
+    Every registry entry offers ``build``, ``default_file``, ``load_weights``, ``loaded_class``,
+    ``architecture``, ``num_classes``, ``feature_dim`` (its own region features' size, or None),
+    ``region_fields`` (the ``REGION_FIELDS`` its ``Detections`` carry), ``vocabulary`` (a function
+    giving the class and attribute names, or None) and ``description``.
+    """
 
     builder: Callable[..., nn.Module]
     weights: object  # a torchvision WeightsEnum member (carries the checkpoint url and metadata)
     num_classes: int = 91  # COCO, background included, as torchvision's detection weights
+    feature_dim: int | None = None  # boxes only: region features come from RoIAlign on a backbone map
+    region_fields: tuple[str, ...] = ()
+    vocabulary: Callable[[], tuple[tuple[str, ...], tuple[str, ...]]] | None = None
+
+    @property
+    def architecture(self) -> str:
+        return f"torchvision.models.detection.{self.builder.__name__}"
+
+    @property
+    def description(self) -> str:
+        return f"torchvision, COCO ({self.num_classes - 1} classes), boxes only"
+
+    @property
+    def loaded_class(self) -> type[LoadedDetector]:
+        return LoadedDetector
+
+    def build(self, settings: DetectorSettings) -> nn.Module:
+        """The torchvision model with ``settings`` (random initialisation; seed it outside)."""
+        return self.builder(
+            weights=None,
+            weights_backbone=None,
+            num_classes=self.num_classes,
+            min_size=settings.min_size,
+            max_size=settings.max_size,
+            box_score_thresh=min(settings.candidate_floor, settings.score_threshold),
+            box_nms_thresh=settings.nms_iou,
+            box_detections_per_img=max(100, settings.max_objects),
+            rpn_post_nms_top_n_test=settings.num_proposals,
+            rpn_pre_nms_top_n_test=max(settings.num_proposals, 1000),
+        )
+
+    def default_file(self, name: str) -> Path:
+        """torchvision's COCO file in the torch hub cache (a clear error when it is not there)."""
+        path = torch_cache_checkpoint(Path(self.weights.url).name)
+        if not path.is_file():
+            raise WeightsError(
+                f"pretrained weights for detector {name!r} are not in the torchvision cache: "
+                f"place {path.name} (from {self.weights.url}) at {path}, or pass a local checkpoint "
+                f"(vqa-extract --checkpoint {name}=PATH), or use random weights. Nothing is downloaded."
+            )
+        return path
+
+    def load_weights(self, module: nn.Module, path: Path) -> str:
+        return load_checkpoint_file(module, path, "torchvision")
 
 
-DETECTORS: dict[str, DetectorEntry] = {
+@dataclass(frozen=True)
+class BottomUpEntry:
+    """bottom-up-attention's Visual Genome Faster R-CNN (``extract/bottomup.py``); same interface as
+    ``DetectorEntry``. Its weights are the released detectron2 conversion, given with ``--checkpoint``."""
+
+    num_classes: int = 1601
+    num_attributes: int = 401
+    feature_dim: int = 2048
+    region_fields: tuple[str, ...] = ("features", "label_scores", "attributes", "attribute_scores")
+    release: str = "bua-caffe-frcn-r101_with_attributes.pth (MILVLG/bottom-up-attention.pytorch, caffe mode)"
+    architecture: str = "bottom-up-attention ResNet-101 C4 Faster R-CNN, Visual Genome (extract.bottomup)"
+    description: str = "bottom-up attention R101, Visual Genome 1600 classes + 400 attributes, 2048-d regions"
+
+    @property
+    def vocabulary(self) -> Callable[[], tuple[tuple[str, ...], tuple[str, ...]]]:
+        return bottomup.vg_vocabulary
+
+    @property
+    def loaded_class(self) -> type[LoadedDetector]:
+        return BottomUpDetector
+
+    def build(self, settings: DetectorSettings) -> nn.Module:
+        """The network with seeded-random weights (seed the global generator outside, as torchvision's)."""
+        generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ()).item()))
+        cfg = bottomup.BottomUpConfig(post_nms_topk=settings.num_proposals)
+        return bottomup.BottomUpRCNN(cfg).init_random(generator)
+
+    def default_file(self, name: str) -> Path:
+        raise WeightsError(
+            f"detector {name!r} has no weights in any cache: give the released file {self.release} "
+            f"with vqa-extract --checkpoint {name}=PATH, or use random weights. Nothing is downloaded."
+        )
+
+    def load_weights(self, module: nn.Module, path: Path) -> str:
+        return bottomup.load_released_weights(module, path)
+
+
+DETECTORS: dict[str, DetectorEntry | BottomUpEntry] = {
     "fasterrcnn_resnet50_fpn_v2": DetectorEntry(
         tv_detection.fasterrcnn_resnet50_fpn_v2, tv_detection.FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1
     ),
@@ -94,6 +191,7 @@ DETECTORS: dict[str, DetectorEntry] = {
         tv_detection.fasterrcnn_mobilenet_v3_large_320_fpn,
         tv_detection.FasterRCNN_MobileNet_V3_Large_320_FPN_Weights.COCO_V1,
     ),
+    "bottomup_r101_vg": BottomUpEntry(),
 }
 
 
@@ -103,16 +201,18 @@ class DetectorSettings:
 
     Attributes:
         name: a key of ``DETECTORS``.
-        max_objects: rows per frame (MASN: 10).
+        max_objects: rows per frame (MASN: 10; bottom-up-attention's MAX_BOXES).
         min_objects: fill up to this many from below ``score_threshold`` (bottom-up-attention: 10).
         score_threshold: keep detections scoring at least this (bottom-up-attention: 0.2).
-        nms_iou: per-class NMS IoU inside the detector (bottom-up-attention: 0.3).
+        nms_iou: per-class NMS IoU inside the detector (bottom-up-attention: 0.3; its "+1" overlap for
+            ``bottomup_r101_vg``).
         agnostic_nms_iou: optional class-agnostic NMS IoU after ranking; None = off.
         candidate_floor: the detector drops candidates scoring at or below this before NMS
-            (torchvision's default 0.05); bounds the NMS work.
+            (torchvision's default 0.05); bounds the NMS work. Not used by ``bottomup_r101_vg``.
         min_size, max_size: the detector rescales images so the shorter side is ``min_size`` unless
             the longer would exceed ``max_size`` (bottom-up-attention: 600 / 1000).
-        num_proposals: RPN proposals kept per image after NMS at test time (torchvision: 1000).
+        num_proposals: RPN proposals kept per image after NMS at test time (torchvision: 1000;
+            bottom-up-attention: 300).
     """
 
     name: str = "fasterrcnn_resnet50_fpn_v2"
@@ -151,15 +251,22 @@ class DetectorSettings:
 
 
 class Detections(NamedTuple):
-    """One image's raw detections, sorted by score (descending).
+    """One image's raw detections, sorted by score (descending) for torchvision's detectors.
 
     boxes: (K, 4) float32 ``x1, y1, x2, y2`` in the pixel coordinates of the image given to the
-    detector; scores: (K,) float32; labels: (K,) int64 (COCO category ids, 1..90).
+    detector; scores: (K,) float32; labels: (K,) int64 (COCO category ids, 1..90; Visual Genome classes
+    1..1600 for ``bottomup_r101_vg``). A detector with region outputs (``bottomup_r101_vg``) also gives
+    features (K, D) float32, label_scores (K,) (its class's probability), attributes (K,) int64 and
+    attribute_scores (K,); the others leave them None.
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
+    features: np.ndarray | None = None
+    label_scores: np.ndarray | None = None
+    attributes: np.ndarray | None = None
+    attribute_scores: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -222,20 +329,46 @@ class LoadedDetector:
                 batch = torch.stack([tensors[i] for i in ids])  # (b, H, W, 3) uint8
                 if len(ids) < batch_size:
                     batch = torch.cat([batch, batch[:1].expand(batch_size - len(ids), -1, -1, -1)])
-                x = self.accel.upload(batch).permute(0, 3, 1, 2).float().div_(255.0)  # (B, 3, H, W)
-                results = self.module(list(x))
-                for i, result in zip(ids, results, strict=False):  # drops the filler images' results
-                    out[i] = Detections(
-                        boxes=result["boxes"].float().cpu().numpy(),
-                        scores=result["scores"].float().cpu().numpy(),
-                        labels=result["labels"].cpu().numpy().astype(np.int64),
-                    )
+                for i, result in zip(ids, self._run(self.accel.upload(batch)), strict=False):
+                    out[i] = result  # drops the filler images' results
         return out
+
+    def _run(self, batch: Tensor) -> list[Detections]:
+        """One detector call on (B, H, W, 3) uint8 images of one size, on the device."""
+        results = self.module(list(batch.permute(0, 3, 1, 2).float().div_(255.0)))  # (B, 3, H, W) in [0, 1]
+        return [
+            Detections(
+                boxes=r["boxes"].float().cpu().numpy(),
+                scores=r["scores"].float().cpu().numpy(),
+                labels=r["labels"].cpu().numpy().astype(np.int64),
+            )
+            for r in results
+        ]
 
     def provenance(self) -> dict:
         """JSON-able: detector name, weights file and sha256 (or "random"), selection settings."""
         path = None if self.weights_file is None else Path(self.weights_file)
         return _provenance_dict(self.settings, path, self.weights_sha256)
+
+
+class BottomUpDetector(LoadedDetector):
+    """``bottomup_r101_vg``: each image's kept regions (bottom-up-attention's rule, settings from
+    ``DetectorSettings``: min_size / max_size, nms_iou, score_threshold, min_objects, max_objects), in the
+    rule's order, with their features, classes and attributes."""
+
+    def _run(self, batch: Tensor) -> list[Detections]:
+        s = self.settings
+        regions = self.module.detect(batch, min_size=s.min_size, max_size=s.max_size, nms_iou=s.nms_iou,
+                                     score_threshold=s.score_threshold, min_boxes=s.min_objects,
+                                     max_boxes=s.max_objects)  # fmt: skip
+        out = []
+        for r in regions:
+            r = [t.float().cpu().numpy() if t.is_floating_point() else t.cpu().numpy().astype(np.int64)
+                 for t in r]  # fmt: skip
+            boxes, scores, labels, label_scores, attributes, attribute_scores, features = r
+            out.append(Detections(boxes, scores, labels, features, label_scores, attributes,
+                                  attribute_scores))  # fmt: skip
+        return out
 
 
 def resolve_detector_weights(
@@ -248,7 +381,6 @@ def resolve_detector_weights(
     """
     if weights not in ("pretrained", "random"):
         raise ValueError(f"weights must be 'pretrained' or 'random', got {weights!r}")
-    entry = DETECTORS[settings.name]
     if weights == "random":
         if checkpoint is not None:
             raise ValueError(f"detector {settings.name}: checkpoint {checkpoint} given with weights='random'")
@@ -258,14 +390,7 @@ def resolve_detector_weights(
         if not path.is_file():
             raise WeightsError(f"checkpoint for detector {settings.name} not found: {path}")
         return path
-    path = torch_cache_checkpoint(Path(entry.weights.url).name)
-    if not path.is_file():
-        raise WeightsError(
-            f"pretrained weights for detector {settings.name!r} are not in the torchvision cache: "
-            f"place {path.name} (from {entry.weights.url}) at {path}, or pass a local checkpoint "
-            f"(vqa-extract --checkpoint {settings.name}=PATH), or use random weights. Nothing is downloaded."
-        )
-    return path
+    return DETECTORS[settings.name].default_file(settings.name)
 
 
 def detector_provenance(
@@ -277,16 +402,21 @@ def detector_provenance(
 
 
 def _provenance_dict(settings: DetectorSettings, path: Path | None, sha: str) -> dict:
-    return {
+    entry = DETECTORS[settings.name]
+    out = {
         "name": settings.name,
         "weights": "random" if path is None else "pretrained",
         "weights_file": None if path is None else path.name,
         "weights_sha256": sha,
-        "architecture": f"torchvision.models.detection.{settings.name}",
-        "num_classes": DETECTORS[settings.name].num_classes,
+        "architecture": entry.architecture,
+        "num_classes": entry.num_classes,
         "settings": settings.to_dict(),
         "dtype": "float32",
     }
+    if entry.feature_dim is not None:
+        out["region_features"] = f"{entry.feature_dim}-d, the detector's own (res5, mean over 14x14 RoI pool)"
+        out["boxes"] = "the kept RPN proposals (RoIs) in frame pixels, as bottom-up's generate_tsv.py"
+    return out
 
 
 def load_detector(
@@ -302,9 +432,10 @@ def load_detector(
     Args:
         settings: detector name and selection settings.
         weights: ``"pretrained"``: ``checkpoint`` when given, else torchvision's COCO weights from the
-            torch hub cache (a clear error names the file to place there when it is absent);
-            ``"random"``: random initialisation (``weights=None, weights_backbone=None``), seeded.
-        checkpoint: a local state-dict file (loaded with ``weights_only=True``).
+            torch hub cache (a clear error names the file to place there when it is absent;
+            ``bottomup_r101_vg`` needs ``checkpoint``); ``"random"``: random initialisation, seeded.
+        checkpoint: a local state-dict file in the detector's native layout (torchvision's; the released
+            detectron2 layout for ``bottomup_r101_vg``), loaded with ``weights_only=True``.
         device: ``"cpu"`` or ``"cuda"``.
         seed: seed of the random initialisation (deterministic features with random weights).
 
@@ -316,25 +447,13 @@ def load_detector(
             exists, or the file cannot be read (``weights_only=True``) or does not fit the detector.
     """
     entry = DETECTORS[settings.name]
-    kwargs = {
-        "weights": None,
-        "weights_backbone": None,
-        "num_classes": entry.num_classes,
-        "min_size": settings.min_size,
-        "max_size": settings.max_size,
-        "box_score_thresh": min(settings.candidate_floor, settings.score_threshold),
-        "box_nms_thresh": settings.nms_iou,
-        "box_detections_per_img": max(100, settings.max_objects),
-        "rpn_post_nms_top_n_test": settings.num_proposals,
-        "rpn_pre_nms_top_n_test": max(settings.num_proposals, 1000),
-    }
+    path = resolve_detector_weights(settings, weights=weights, checkpoint=checkpoint)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = entry.builder(**kwargs)
-    path = resolve_detector_weights(settings, weights=weights, checkpoint=checkpoint)
-    sha = "random" if path is None else load_checkpoint_file(module, path, "torchvision")
+        module = entry.build(settings)
+    sha = "random" if path is None else entry.load_weights(module, path)
     module.eval().to(device)
-    return LoadedDetector(module, settings, sha, device, None if path is None else path.name)
+    return entry.loaded_class(module, settings, sha, device, None if path is None else path.name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -346,14 +465,15 @@ class SelectedObjects(NamedTuple):
     """Exactly ``max_objects`` rows for one frame.
 
     boxes: (M, 4) float32 (zeros on padding); scores: (M,) float32 (0 on padding);
-    labels: (M,) int64 (-1 on padding); mask: (M,) bool (False on padding). Real rows come first,
-    sorted by score (descending).
+    labels: (M,) int64 (-1 on padding); mask: (M,) bool (False on padding); index: (M,) int64, the row
+    of the detections each one is (-1 on padding). Real rows come first, sorted by score (descending).
     """
 
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
     mask: np.ndarray
+    index: np.ndarray
 
 
 def select_objects(
@@ -401,11 +521,13 @@ def select_objects(
     out_scores = np.zeros(max_objects, np.float32)
     out_labels = np.full(max_objects, -1, np.int64)
     mask = np.zeros(max_objects, bool)
+    index = np.full(max_objects, -1, np.int64)
     out_boxes[:count] = boxes[chosen]
     out_scores[:count] = scores[chosen]
     out_labels[:count] = labels[chosen]
     mask[:count] = True
-    return SelectedObjects(out_boxes, out_scores, out_labels, mask)
+    index[:count] = chosen
+    return SelectedObjects(out_boxes, out_scores, out_labels, mask, index)
 
 
 def scale_boxes(boxes, from_hw: tuple[int, int], to_hw: tuple[int, int]):
@@ -563,5 +685,37 @@ def select_batch(detections: Sequence[Detections], settings: DetectorSettings) -
             np.zeros((0, m), np.float32),
             np.zeros((0, m), np.int64),
             np.zeros((0, m), bool),
+            np.full((0, m), -1, np.int64),
         )
     return SelectedObjects(*(np.stack(parts) for parts in zip(*rows, strict=True)))
+
+
+#: Detections fields a detector may add per row, and their padding value in ``region_rows``
+REGION_FIELDS = {"features": 0.0, "label_scores": 0.0, "attributes": -1, "attribute_scores": 0.0}
+
+
+def region_rows(detections: Sequence[Detections], selected: SelectedObjects) -> dict[str, np.ndarray]:
+    """The selected rows of the detections' region outputs (``REGION_FIELDS``), padded like ``selected``.
+
+    Args:
+        detections: N frames' detections (as given to ``select_batch``).
+        selected: their selection (N, M).
+
+    Returns:
+        field -> (N, M, ...) array for each field every frame's detections carry (features (N, M, D)
+        float32, label_scores, attribute_scores (N, M) float32, attributes (N, M) int64), padded rows
+        0 (attributes -1); {} for detectors without region outputs.
+    """
+    out: dict[str, np.ndarray] = {}
+    for field, pad in REGION_FIELDS.items():
+        values = [getattr(d, field) for d in detections]
+        if not values or any(v is None for v in values):
+            continue
+        rows = []
+        for v, index in zip(values, selected.index, strict=True):
+            filled = np.full((len(index), *v.shape[1:]), pad, dtype=v.dtype)
+            real = index >= 0
+            filled[real] = v[index[real]]
+            rows.append(filled)
+        out[field] = np.stack(rows)
+    return out

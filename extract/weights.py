@@ -8,6 +8,9 @@ Three native checkpoint layouts are read, each as its authors publish it:
   the ``module.`` prefix (left by ``nn.DataParallel``) is stripped.
 - ``"pytorchvideo"``: pytorchvideo model-zoo files (``I3D_8x8_R50.pyth``): ``{'model_state': {...}}``,
   or a plain state dict.
+- ``"detectron2"``: detectron2 checkpoints (the bottom-up-attention conversion
+  ``bua-caffe-frcn-r101_with_attributes.pth``): ``{'model': {...}, ...}`` or a plain state dict; BN
+  ``num_batches_tracked`` counters are dropped (frozen BN has none).
 
 Every file is read with ``torch.load(path, map_location="cpu", weights_only=True)``: no pickled code
 runs. Loading is strict: a missing or unexpected key, or a shape mismatch, is an error that names the
@@ -28,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-WEIGHT_FORMATS = ("torchvision", "hara", "pytorchvideo")
+WEIGHT_FORMATS = ("torchvision", "hara", "pytorchvideo", "detectron2")
 
 
 class WeightsError(RuntimeError):
@@ -129,7 +132,7 @@ def convert_checkpoint(
 
     Args:
         obj: what ``read_checkpoint`` returned.
-        fmt: ``"torchvision"``, ``"hara"`` or ``"pytorchvideo"``.
+        fmt: ``"torchvision"``, ``"hara"``, ``"pytorchvideo"`` or ``"detectron2"``.
         path: the file, for error messages.
 
     Returns:
@@ -152,6 +155,13 @@ def convert_checkpoint(
         else:
             state = _tensor_dict(obj, path, "(pytorchvideo layout)")
         return _strip_prefix(state, "module.")
+    if fmt == "detectron2":
+        if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+            state = _tensor_dict(obj["model"], path, "under 'model' (detectron2 layout)")
+        else:
+            state = _tensor_dict(obj, path, "(detectron2 layout)")
+        state = _strip_prefix(state, "module.")
+        return {k: v for k, v in state.items() if not k.endswith(".num_batches_tracked")}
     raise ValueError(f"unknown weight format {fmt!r}; expected one of {WEIGHT_FORMATS}")
 
 

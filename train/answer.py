@@ -135,6 +135,8 @@ class Answer:
         duration: moment models: the video's duration in seconds (the moments lie in [0, duration]).
         attention: the model's named attention outputs for this question (arrays without batch axis).
         frames: the frames of :class:`VideoFeatures` (for ``--explain``).
+        object_names: (T, M) names of the stored objects when the feature set names them (masn with
+            ``--detector bottomup_r101_vg``: "<attribute> <class>"), else None (for ``--explain``).
     """
 
     video: str
@@ -149,6 +151,7 @@ class Answer:
     attention: dict[str, np.ndarray] = field(default_factory=dict)
     frames: np.ndarray | None = None
     features: dict[str, np.ndarray] = field(default_factory=dict)
+    object_names: np.ndarray | None = None
 
     @property
     def prediction(self) -> Any:
@@ -609,6 +612,7 @@ class Answerer:
         result = Answer(feats.video, question, self.task_type, frames=feats.frames, features=feats.features,
                         duration=feats.duration)
         result.attention = named_attention(out)
+        result.object_names = self.feature_set.object_names(feats.features)
         if self.task_type == "open":
             probs = torch.softmax(out["logits"].float()[0], dim=0).cpu()
             top = torch.topk(probs, min(top_k, probs.numel()))

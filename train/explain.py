@@ -17,7 +17,9 @@ and its frames giving the strip and a caption):
 - MSPAN: the strip weighted by ``readout_weights`` (above).
 - MASN: on every frame, the ``TOP_BOXES`` objects with the highest ``appearance_attention`` (T, M) (the
   Eq. (3)-(4) softmax over the frame's objects) drawn from ``object_boxes`` (normalised to the whole
-  frame, which ``app_frames`` shows squashed), outlined with a width and a label by weight.
+  frame, which ``app_frames`` shows squashed), outlined with a width and a label by weight; with
+  bottom-up-attention objects (``Answer.object_names``) the label names the object too ("white shirt
+  0.42").
 - SiaSamRea: ``frame_attention`` (Bf,) (the [CLS] token's attention over the anchor clip's frames; for
   multiple choice, the row of the best candidate) placed on the video's frames by ``frame_index``, masked
   by ``frame_valid``; frames outside the anchor clip get weight 0.
@@ -211,14 +213,16 @@ def _best_candidate_row(result: Any, attention: np.ndarray, per_answer_ndim: int
 
 
 def draw_boxes(
-    frame: np.ndarray, boxes: np.ndarray, weights: np.ndarray, *, top: int = TOP_BOXES, tile: int = TILE
-) -> np.ndarray:
+    frame: np.ndarray, boxes: np.ndarray, weights: np.ndarray, *, top: int = TOP_BOXES, tile: int = TILE,
+    names: Sequence[str] | None = None,
+) -> np.ndarray:  # fmt: skip
     """``frame`` resized to ``tile`` with its ``top`` most attended boxes outlined and labelled.
 
     Args:
         frame: (H, W, 3) uint8.
         boxes: (M, >=4) ``[x1/w, y1/h, x2/w, y2/h, ...]`` normalised to the frame.
         weights: (M,) attention over the objects (masked objects 0).
+        names: (M,) object names to put before the weight (None: the weight alone).
 
     Returns:
         (tile, tile, 3) uint8; the most attended box red and thickest, then by decreasing weight.
@@ -231,7 +235,8 @@ def draw_boxes(
         x1, y1, x2, y2 = (np.clip(boxes[j, :4], 0.0, 1.0) * (tile - 1)).tolist()
         color = ACCENT if rank == 0 else (255, 200, 0)
         draw.rectangle([x1, y1, max(x2, x1 + 1), max(y2, y1 + 1)], outline=color, width=3 if rank == 0 else 1)
-        draw.text((x1 + 2, y1 + 1), f"{weights[j]:.2f}", fill=color, font=font)
+        label = f"{names[j]} {weights[j]:.2f}" if names is not None and names[j] else f"{weights[j]:.2f}"
+        draw.text((x1 + 2, y1 + 1), label, fill=color, font=font)
     return np.asarray(img)
 
 
@@ -244,6 +249,7 @@ def _masn_view(result: Any, model: str, ground_truth: Segment | None = None) -> 
     att = _best_candidate_row(result, np.asarray(att, dtype=np.float64), 2)  # (T', M)
     boxes = np.asarray(boxes, dtype=np.float64)  # (T, M, 6)
     mask = result.features.get("object_mask")
+    names = getattr(result, "object_names", None)  # (T, M) with bottom-up-attention objects, else None
     t = min(len(result.frames), len(boxes), len(att))  # the model sees at most T' <= T frames
     m = min(att.shape[1], boxes.shape[1])
     drawn = []
@@ -251,9 +257,12 @@ def _masn_view(result: Any, model: str, ground_truth: Segment | None = None) -> 
         w = np.clip(att[i, :m], 0.0, None)
         if mask is not None:
             w = w * np.asarray(mask[i, :m], dtype=np.float64)
-        drawn.append(draw_boxes(result.frames[i], boxes[i, :m], w))
+        row_names = None if names is None else names[i, :m]
+        drawn.append(draw_boxes(result.frames[i], boxes[i, :m], w, names=row_names))
     labels = [f"#{i}  top {float(att[i, :m].max()):.2f}" for i in range(t)]
     caption = f"appearance attention over each frame's objects: top {TOP_BOXES} boxes (red = most attended)"
+    if names is not None:
+        caption += "; named by the bottom-up-attention detector (Visual Genome attribute and class)"
     return frame_strip(np.stack(drawn), None, labels=labels), caption
 
 

@@ -314,6 +314,33 @@ def test_masn_features_end_to_end(masn_root, tmp_path):
     assert again.exit_code == 3 and "already complete" in again.output, again.output
 
 
+def test_masn_with_bottom_up_objects_writes_ten_named_objects_per_frame(masn_root, tmp_path):
+    """--detector bottomup_r101_vg (random weights, tiny inputs): 10 regions per real frame with their own
+    2048-d features, Visual Genome classes and attributes; the MIN_BOXES rule fills up to 10 (the frames
+    are upscaled to 96 px so that 10 proposals survive the RPN: the rule keeps no more than exist)."""
+    out = tmp_path / "bua"
+    small = list(MASN_SMALL)
+    changes = {"--detector": "bottomup_r101_vg", "--detector-size": "96", "--detector-max-size": "160",
+               "--num-proposals": "12", "--max-objects": "10", "--score-threshold": "0.2"}  # fmt: skip
+    for flag, value in changes.items():
+        small[small.index(flag) + 1] = value
+    result = invoke(["--root", str(masn_root), "--out", str(out), "--local", *small])
+    assert result.exit_code == 3, result.output  # the corrupt video failed
+    assert "gives 2048-d objects but --appearance resnet18 512-d" in result.output  # the size warning
+    got = values(out)
+    for vid, n_real in (("gif", 2), ("mp4", 4)):
+        feats = got[vid]
+        assert feats["objects"].shape == (4, 10, 2048) and feats["object_labels"].dtype == np.int64
+        assert feats["object_mask"][:n_real].all() and not feats["object_mask"][n_real:].any()
+        labels, attrs = feats["object_labels"][:n_real], feats["attribute_labels"][:n_real]
+        assert labels.min() >= 1 and labels.max() <= 1600 and attrs.min() >= 1 and attrs.max() <= 400
+        assert np.all(feats["object_labels"][n_real:] == -1) and np.all(feats["objects"][n_real:] == 0)
+        assert (feats["object_scores"][:n_real] > 0).all() and np.abs(feats["objects"][:n_real]).sum() > 0
+    prov = FeatureReader(out).provenance
+    assert prov["detector"]["name"] == "bottomup_r101_vg" and prov["detector"]["num_classes"] == 1601
+    assert "region features" in prov["objects"] or "detector's own" in prov["objects"]
+
+
 @pytest.mark.slow
 def test_masn_features_on_ray_equal_local(masn_root, tmp_path):
     local, ray_out = tmp_path / "local", tmp_path / "ray"

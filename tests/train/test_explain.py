@@ -65,6 +65,26 @@ def test_draw_boxes_outlines_the_most_attended_box_in_red():
     assert not _red(draw_boxes(frame, boxes, np.zeros(2))).any()  # masked objects are not drawn
 
 
+def test_draw_boxes_names_bottom_up_objects():
+    frame = np.full((64, 64, 3), 128, np.uint8)
+    boxes = np.array([[0.0, 0.0, 1.0, 1.0]])
+    plain = draw_boxes(frame, boxes, np.array([1.0])).astype(int)
+    named = draw_boxes(frame, boxes, np.array([1.0]), names=["white shirt"]).astype(int)
+    text = np.abs(named - 128).sum(-1) > 60  # ink inside the box, text of the label
+    assert text.sum() > (np.abs(plain - 128).sum(-1) > 60).sum() + 30  # the name is written before the weight
+    assert (draw_boxes(frame, boxes, np.array([1.0]), names=[""]) == plain).all()  # no name: as before
+
+
+def test_masn_figure_names_objects_when_the_answer_has_names():
+    res = _masn_answer()
+    res.object_names = np.array([["red car", "white shirt"]] * 3, dtype=object)
+    plain, plain_caption = EXPLAINERS["masn"](_masn_answer(), "masn")
+    named, caption = EXPLAINERS["masn"](res, "masn")
+    assert np.asarray(named).shape == np.asarray(plain).shape
+    assert (np.asarray(named) != np.asarray(plain)).any(-1).sum() > 30  # the boxes' labels carry the names
+    assert "Visual Genome" in caption and "Visual Genome" not in plain_caption
+
+
 def test_masn_figure_draws_the_top_box_of_the_predicted_candidate(tmp_path):
     for task_type, corner in (("open", "bottom-right"), ("mc", "top-left")):
         out = render_explanation(_masn_answer(task_type), _answerer("masn"), tmp_path / f"{task_type}.png")
