@@ -793,13 +793,14 @@ class _HcrnReader(FormatReader):
 
 
 def _row_index(ids: np.ndarray, path: Path) -> dict[str, int]:
-    """``{str(id): row}`` as HCRN's loader builds it (the first row of an id that repeats)."""
+    """``{str(id): row}`` as HCRN's loader builds it (a dict comprehension: an id that repeats keeps its
+    last row)."""
     if ids.ndim != 1 or ids.dtype.kind not in "iu":
         raise ReleasedFormatError(f"{path}: 'ids' is {ids.dtype} of shape {ids.shape}; expected HCRN's (N,) "
                                   "integer ids")
     out: dict[str, int] = {}
     for row, value in enumerate(ids.tolist()):
-        out.setdefault(str(value), row)
+        out[str(value)] = row
     return out
 
 

@@ -111,7 +111,8 @@ class FeatureSpec:
         if array.ndim != len(self.shape) or any(
             want is not None and want != got for want, got in zip(self.shape, array.shape, strict=True)
         ):
-            shape = tuple("*" if s is None else s for s in self.shape)
+            shape = "(" + ", ".join("*" if s is None else str(s) for s in self.shape)
+            shape += ",)" if len(self.shape) == 1 else ")"
             raise ValueError(
                 f"video {video_id!r}: feature {name!r} has shape {array.shape}, expected {shape}"
             )
