@@ -315,6 +315,7 @@ def _import_shard(manifest: dict[str, Any], index: int, reader: Any, by_id: Mapp
     writer.write(ids, items, failures, attrs={"sources": sources} if sources else None)
     mark_complete(manifest, index, ids, failures, shard_stamp(writer.path))
     save_manifest(out_dir, manifest)
+    reader.refresh()
     return len(ids), len(failures), sum(a.nbytes for item in items for a in item.values())
 
 

@@ -232,6 +232,10 @@ class FormatReader:
     def close(self) -> None:
         pass
 
+    def refresh(self) -> None:
+        """Called after each shard: release what the HDF5 library keeps for every object read while a file
+        stays open (about 6 KB a group: 130 MB over ActivityNet's 20,000 videos), by reopening it."""
+
     def where(self, video: Planned) -> str:
         """Where the video is looked up (the plan's ``paths`` entry)."""
         raise NotImplementedError
@@ -305,6 +309,10 @@ class _H5C3DReader(FormatReader):
 
     def close(self) -> None:
         self.file.close()
+
+    def refresh(self) -> None:
+        self.file.close()
+        self.file = _h5(self.path, self.expected)
 
     def where(self, video):
         return f"{self.path}[{video.keys[0]}]"
@@ -499,6 +507,13 @@ class _MasnReader(FormatReader):
 
     def __init__(self, paths: Mapping[str, Path], options: ImportOptions) -> None:
         self.paths, self.options = dict(paths), options
+        self._open()
+
+    def refresh(self) -> None:
+        self.close()
+        self._open()
+
+    def _open(self) -> None:
         self.files = {}
         try:
             for role in ("appearance", "motion", "objects", "motion_objects"):

@@ -152,6 +152,11 @@ def test_tacos_single_file_and_per_video_npy(tmp_path):
     _import("tacos-c3d-npy", str(tmp_path / "npy"), "--out", str(tmp_path / "out2"), "--dataset", "tacos",
             "--root", str(ann))
     _check_clips(tmp_path / "out2", arrays, durations)
+    _import("tacos-c3d-npy", str(tmp_path / "npy"), "--out", str(tmp_path / "out3"), "--dataset", "tacos",
+            "--root", str(ann), "--dtype", "float16")
+    half = FeatureReader(tmp_path / "out3")
+    assert half.outputs["clips"].dtype == "float16" and half.outputs["clip_times"].dtype == "float32"
+    assert all(np.array_equal(half[v]["clips"], x.astype(np.float16)) for v, x in arrays.items())
 
 
 # ----------------------------------------------------------------------------- MASN
