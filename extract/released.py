@@ -171,7 +171,8 @@ class ReleasedFormat:
     """One released layout. Subclasses set the attributes and implement :meth:`plan` and :meth:`reader`.
 
     Attributes:
-        name: the ``--format`` name; feature_set: the set it maps onto; datasets: the adapters it fits.
+        name: ``vqa-extract import FORMAT``'s name; feature_set: the set it maps onto; datasets: the
+            adapters it fits.
         roles: role -> :class:`Role`; description: one line; loader: the official loader it follows.
         default_shard_size: videos per shard unless ``--shard-size`` says otherwise.
     """
