@@ -5,7 +5,8 @@ Bare form (extract)::
     vqa-extract --dataset folder --root DIR --out OUT --features mspan \\
         [--appearance resnet18 --motion r3d_18 --image-size 112 --weights random --device cpu]
 
-Subcommands: ``export-hcrn`` (HCRN's file layout), ``demo-data`` (the synthetic demo datasets),
+Subcommands: ``import`` (feature files released by the papers' authors, ``extract/importer.py``),
+``export-hcrn`` (HCRN's file layout), ``demo-data`` (the synthetic demo datasets),
 ``info`` (a feature directory's manifest summary), ``verify`` (every shard's checksum), ``repair``
 (rebuild a lost manifest from the shards). Nothing is parsed at import time: ``main()`` runs the
 click group.
@@ -498,6 +499,84 @@ def export_hcrn_cmd(
         click.echo(f"WARNING: {len(result.skipped)} id(s) left out: their videos have no features", err=True)
 
 
+class _ImportCommand(click.Command):
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        from extract.released import RELEASED_FORMATS
+
+        formatter.write_paragraph()
+        formatter.write("Formats (-> the feature set they become; their sources; the datasets they fit):\n")
+        for fmt in RELEASED_FORMATS.values():
+            roles = " ".join(f"{r}={'DIR' if s.kind == 'dir' else 'FILE'}" for r, s in fmt.roles.items())
+            datasets = ", ".join(fmt.datasets)
+            formatter.write(f"  {fmt.name:<19} -> {fmt.feature_set:<6} {roles}  [{datasets}]\n")
+            formatter.write(f"  {'':<19}    {fmt.description}\n")
+
+
+@cli.command("import", cls=_ImportCommand)
+@click.argument("format_name", metavar="FORMAT")
+@click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="The feature directory to write (resumed when it holds the same import).")
+@click.option("--dataset", required=True, help="The annotations naming the videos (and their ids).")
+@click.option("--root", type=click.Path(path_type=Path, file_okay=False, exists=True), required=True,
+              help="The dataset root (annotation files; the videos are not needed).")
+@click.option("--task", default=None, help="TGIF-QA task (frameqa, action, transition, count).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None,
+              help="masn: T, rows kept per video [20 TGIF-QA, 30 MSVD/MSRVTT-QA].")
+@click.option("--max-objects", type=click.IntRange(min=1), default=None,
+              help="masn: object rows per frame [10].")
+@click.option("--num-frames", type=click.IntRange(min=1), default=None, help="mspan: rows per video [16].")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="Stored feature dtype (boxes, times and masks keep theirs).")
+@click.option("--shard-size", type=click.IntRange(min=1), default=None,
+              help="Videos per shard [256; masn 64, hcrn 128].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output instead of resuming.")
+def import_cmd(format_name: str, sources: tuple[str, ...], out: Path, dataset: str, root: Path,
+               task: str | None, max_frames: int | None, max_objects: int | None, num_frames: int | None,
+               dtype: str, shard_size: int | None, overwrite: bool) -> None:
+    """Import feature files released by the papers' authors into a feature directory (manifest + shards).
+
+    SOURCE is FILE or DIR for one-source formats, ROLE=PATH for each source, or a directory holding the
+    format's files under their official names. The videos are the ones the annotations of --dataset /
+    --root reference, keyed as the dataset adapter keys them; a video the files lack is recorded as
+    failed (exit status 3), a file not of the format stops the import. Re-running resumes.
+    """
+    from extract.engine import OutputInUseError, ResumeMismatchError
+    from extract.importer import ImportJob, resolve_sources, run_import
+    from extract.released import ImportOptions, ReleasedFormatError, get_format
+    from extract.shards import ManifestError
+    from pipelines.datasets import DatasetFormatError, get_dataset
+    from pipelines.paths import UnsafePathError
+
+    try:
+        fmt = get_format(format_name)
+    except KeyError as err:
+        raise click.UsageError(str(err).strip("'\"")) from None
+    if dataset not in fmt.datasets:
+        raise click.UsageError(f"import {fmt.name} fits --dataset {' or '.join(fmt.datasets)}, "
+                               f"not {dataset!r}")
+    if dataset == "tgif" and task is None:
+        raise click.UsageError("--dataset tgif needs --task (frameqa, action, transition, count): the "
+                               "released files key videos by the task's question keys")
+    options = ImportOptions(max_frames=max_frames, max_objects=max_objects, num_frames=num_frames,
+                            dtype=dtype)
+    try:
+        paths = resolve_sources(fmt, sources, dataset=dataset, task=task,
+                                options=fmt.resolve(options, dataset))
+        where = {"dataset": dataset, "root": str(root.resolve()), "task": task,
+                 "sources": {r: str(p.resolve()) for r, p in paths.items()}}
+        job = ImportJob(out_dir=out, format=fmt.name, sources=paths, options=options, source=where,
+                        adapter=get_dataset(dataset)(root, task=task), shard_size=shard_size,
+                        overwrite=overwrite)
+        summary = run_import(job)
+    except (ReleasedFormatError, ResumeMismatchError, OutputInUseError, ManifestError, DatasetFormatError,
+            UnsafePathError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(summary.format_lines())
+    click.get_current_context().exit(summary.exit_code)
+
+
 @cli.command("demo-data")
 @click.option(
     "--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Output directory."
@@ -556,6 +635,14 @@ def info_cmd(out: Path, as_json: bool) -> None:
             f"  {role} backbone: {backbone.get('name')} weights={backbone.get('weights')} "
             f"sha256={backbone.get('weights_sha256')}"
         )
+    imported = provenance.get("imported")
+    if imported:  # vqa-extract import: no backbone ran here
+        click.echo(f"  imported: {imported.get('format')} ({imported.get('features')}); "
+                   f"follows {imported.get('official_loader')}")
+        for role, rec in sorted(imported.get("files", {}).items()):
+            what = rec.get("file") or f"{rec.get('directory')}/ ({rec.get('files')} files)"
+            digest = rec.get("sha256") or f"listing {rec.get('listing_sha256')}"
+            click.echo(f"    {role}: {what}, {rec.get('bytes')} bytes, sha256 {digest}")
     if "samplers" in provenance:
         click.echo("  samplers: " + json.dumps(provenance["samplers"], sort_keys=True))
     scalars = {k: v for k, v in provenance.items() if not isinstance(v, dict | list)}
@@ -642,6 +729,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """The exception classes that are the user's to fix (one line, no traceback; see pipelines.errors)."""
     from extract.engine import BackendError, OutputInUseError, ResumeMismatchError
     from extract.hcrn import HCRNExportError
+    from extract.released import ReleasedFormatError
     from extract.shards import ManifestError
     from extract.weights import WeightsError
     from pipelines.atomic import DirectoryInUseError
@@ -650,7 +738,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pipelines.paths import UnsafePathError
 
     return (BackendError, OutputInUseError, ResumeMismatchError, HCRNExportError, ManifestError,
-            WeightsError, DatasetFormatError, GloveFormatError, UnsafePathError, DirectoryInUseError)
+            WeightsError, DatasetFormatError, GloveFormatError, UnsafePathError, DirectoryInUseError,
+            ReleasedFormatError)
 
 
 if __name__ == "__main__":

@@ -111,7 +111,8 @@ class FeatureSpec:
         if array.ndim != len(self.shape) or any(
             want is not None and want != got for want, got in zip(self.shape, array.shape, strict=True)
         ):
-            shape = tuple("*" if s is None else s for s in self.shape)
+            shape = "(" + ", ".join("*" if s is None else str(s) for s in self.shape)
+            shape += ",)" if len(self.shape) == 1 else ")"
             raise ValueError(
                 f"video {video_id!r}: feature {name!r} has shape {array.shape}, expected {shape}"
             )
@@ -196,6 +197,7 @@ class ShardWriter:
         failures: Sequence[Mapping[str, str]] = (),
         *,
         before_rename: Any = None,
+        attrs: Mapping[str, Any] | None = None,
     ) -> Path:
         """Write the shard: ``items[i]`` holds the features of ``ids[i]``.
 
@@ -205,6 +207,8 @@ class ShardWriter:
             failures: ``{video_id, path, reason}`` for the planned videos that failed (stored in the attrs).
             before_rename: optional callable run with the temporary path once it is fully written (tests
                 use it to simulate a crash before the rename).
+            attrs: further file attributes, stored as JSON (``vqa-extract import``: ``sources``, the
+                per-video source files with their sha256).
 
         Returns:
             The final path.
@@ -239,6 +243,8 @@ class ShardWriter:
                 for key, value in self.plan_attrs.items():
                     if value is not None:
                         f.attrs[key] = value if isinstance(value, int) else _json(value)
+                for key, value in (attrs or {}).items():
+                    f.attrs[key] = _json(value)
                 if weights == "random":
                     f.attrs["WARNING"] = "computed with RANDOM backbone weights; not for research results"
                 id_array = np.array(list(ids), dtype=object)

@@ -66,6 +66,7 @@ __all__ = [
     "AnswerError",
     "Answerer",
     "BackboneMismatchError",
+    "ImportedFeaturesError",
     "OldCheckpointError",
     "VideoFeatures",
     "named_attention",
@@ -292,6 +293,68 @@ def resolve_backbone_files(
     return tuple(pairs)
 
 
+class ImportedFeaturesError(AnswerError):
+    """The checkpoint was trained on imported (released) features, which vqa-answer cannot recompute."""
+
+
+def recompute_provenance(trained: Mapping[str, Any], features_like: str | Path | None, *, source: str
+                         ) -> tuple[Mapping[str, Any], str | None]:
+    """The feature provenance new videos are extracted by, and a note when it is not the training one's.
+
+    A model trained on features this toolkit extracted recomputes them as recorded. A model trained on
+    imported features (``vqa-extract import``: released by the authors, no backbone recorded) needs
+    ``features_like``: a feature directory ``vqa-extract`` made whose backbones the user vouches reproduce
+    the released features (e.g. ``--features cmin --motion c3d_sports1m`` for the ActivityNet C3D
+    release, docs/reproduce.md). It must be an extraction of the same feature set with the same feature
+    sizes; its backbones' weight files are then resolved and sha256-checked as usual.
+
+    Raises:
+        ImportedFeaturesError: imported features and no ``features_like`` (one line saying what to do).
+        AnswerError: ``features_like`` unreadable, itself imported, or of another set or other sizes.
+    """
+    imported = trained.get("imported")
+    if not imported:
+        if features_like is not None:
+            raise AnswerError(f"--features-like: {source} was trained on features this toolkit extracted; "
+                              "they are recomputed as recorded, drop the option")
+        return trained, None
+    files = ", ".join(r.get("file") or str(r.get("directory")) for r in imported.get("files", {}).values())
+    if features_like is None:
+        raise ImportedFeaturesError(
+            f"{source}: trained on features imported from {imported.get('format')} ({files}; "
+            f"{imported.get('features')}), which vqa-answer cannot recompute for a new video; pass "
+            "--features-like DIR, a feature directory vqa-extract made with backbones that reproduce them "
+            "(docs/reproduce.md), or evaluate on imported features with vqa-train --eval-only")
+    like = _extraction_like(Path(features_like), trained)
+    nets = ", ".join(f"{r}={b.get('name')}" for r, b in sorted(like.get("backbones", {}).items()))
+    return like, (f"features recomputed as {features_like} was extracted ({nets}), standing in for the "
+                  f"{imported.get('format')} features the model was trained on")
+
+
+def _extraction_like(directory: Path, trained: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The provenance of the extraction in ``directory``, checked against the features a model trained on."""
+    from extract.manifest import load_manifest
+    from extract.shards import ManifestError
+
+    try:
+        manifest = load_manifest(directory)
+    except ManifestError as exc:
+        raise AnswerError(f"--features-like: {exc}") from None
+    like = manifest.get("provenance", {})
+    if like.get("imported"):
+        raise AnswerError(f"--features-like {directory}: imported features too; give a directory vqa-extract "
+                          "extracted, whose backbones can run on a new video")
+    if manifest["feature_set"] != trained.get("feature_set"):
+        raise AnswerError(f"--features-like {directory}: feature set {manifest['feature_set']!r}, but the "
+                          f"model was trained on {trained.get('feature_set')!r} features")
+    want = {k: v.get("shape") for k, v in (trained.get("outputs") or {}).items()}
+    got = {k: v.get("shape") for k, v in manifest["outputs"].items()}
+    if want != got:
+        raise AnswerError(f"--features-like {directory}: outputs {got} differ from the {want} the model was "
+                          "trained on (a backbone of another size, or another PCA)")
+    return like
+
+
 def rebuild_feature_set(
     feature_prov: Mapping[str, Any], *, files: tuple[tuple[str, str], ...], device: str, seed: int
 ) -> FeatureSet:
@@ -387,6 +450,7 @@ class Answerer:
             ragged, answer_dtype=torch.float32 if self.task_type == "count" else torch.int64
         )
         self.query_note: str | None = None
+        self.features_note: str | None = None  # features recomputed by --features-like's extraction
         if self.task_type == "moment":
             self._init_moments()
 
@@ -417,6 +481,7 @@ class Answerer:
         checkpoint_dir: str | Path | None = None,
         device: str = "cpu",
         text_encoder: str | Path | None = None,
+        features_like: str | Path | None = None,
     ) -> Answerer:
         """Load a self-contained checkpoint (``best.pt`` or ``epoch-NNNN.pt``) with ``weights_only=True``.
 
@@ -427,6 +492,9 @@ class Answerer:
             device: ``"cpu"``, ``"cuda"``, ... for the model and the backbones.
             text_encoder: transformer question encoders: the checkpoint directory (``--text-encoder``;
                 default the recorded one); its files' sha256 must be the recorded ones.
+            features_like: models trained on imported (released) features: a feature directory
+                ``vqa-extract`` made whose extraction stands in for them (``--features-like``; see
+                :func:`recompute_provenance`).
 
         Raises:
             OldCheckpointError: a checkpoint from before self-contained checkpoints (names what is missing).
@@ -459,13 +527,16 @@ class Answerer:
             raise CheckpointError(
                 f"{path}: the weights do not fit model {meta['model_name']!r}: {str(exc).splitlines()[0]}"
             ) from None
-        fprov = meta["provenance"]["features"].get("provenance") or {}
+        fprov, note = recompute_provenance(meta["provenance"]["features"].get("provenance") or {},
+                                           features_like, source=str(path))
         files = resolve_backbone_files(
             fprov, backbones=backbones, checkpoint_dir=checkpoint_dir, source=str(path)
         )
         fs = rebuild_feature_set(fprov, files=files, device=device, seed=meta["backbone_random_seed"])
         dev = torch.device(device)
-        return cls(model.to(dev), meta, fs, path=path, device=dev, text_encoder=text)
+        answerer = cls(model.to(dev), meta, fs, path=path, device=dev, text_encoder=text)
+        answerer.features_note = note
+        return answerer
 
     # -- properties ---------------------------------------------------------------------------------
 
@@ -797,6 +868,7 @@ def _cli(
     ground_truth,
     segment,
     text_encoder=None,
+    features_like=None,
 ) -> int:
     import sys
 
@@ -809,13 +881,15 @@ def _cli(
     requests = read_requests(questions) if questions is not None else None
     answerer = Answerer.from_checkpoint(
         checkpoint, backbones=parse_backbones(backbone), checkpoint_dir=checkpoint_dir, device=device,
-        text_encoder=text_encoder,
+        text_encoder=text_encoder, features_like=features_like,
     )
     if answerer.random_weights:
         click.echo(answerer.random_weights_banner, err=True)
     click.echo(answerer.describe(), err=True)
     if answerer.query_note:
         click.echo(f"note: {answerer.query_note}", err=True)
+    if answerer.features_note:
+        click.echo(f"note: {answerer.features_note}", err=True)
     if requests is not None:
         results = answerer.answer_many(requests, top_k=top_k)
         text = "".join(json.dumps(r) + "\n" for r in results)
@@ -908,6 +982,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         type=click.Path(path_type=Path),
         help="Models with a transformer question encoder: its local checkpoint directory (default: the "
         "recorded one); its files' sha256 must be the recorded ones.",
+    )
+    @click.option(
+        "--features-like",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Models trained on imported (released) features: a feature directory vqa-extract made with "
+        "backbones that reproduce them; new videos are extracted as it was (docs/reproduce.md).",
     )
     @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
     @click.option(

@@ -207,9 +207,13 @@ def check_features(
 def describe(record: Mapping[str, Any]) -> list[str]:
     """Log lines for ``train.log``: features (dir, fingerprint, set, weights) and GloVe coverage."""
     f = record["features"]
+    imported = (f.get("provenance") or {}).get("imported")
+    weights = "RANDOM" if f["random_weights"] else "pretrained"
+    origin = (f"imported from {imported.get('format')}, {imported.get('features')}" if imported
+              else f"backbone weights {weights}")
     lines = [
         f"features: {f['dir']} ({f['feature_set']}, {f['videos']} videos, fingerprint {f['fingerprint']}, "
-        f"backbone weights {'RANDOM' if f['random_weights'] else 'pretrained'})"
+        f"{origin})"
     ]
     g = record.get("glove")
     if record.get("text_encoder") is not None:

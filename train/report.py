@@ -19,7 +19,8 @@ def format_report(run_dirs: list[Path]) -> str:
     """A plain-text table: model, dataset/task, metric, val, test, baselines (test), features, run directory.
 
     The features column shows the start of the feature fingerprint (the run's provenance record) and
-    ``RANDOM WEIGHTS`` when the backbones had random weights; GloVe coverage is shown when a file was used.
+    ``RANDOM WEIGHTS`` when the backbones had random weights, ``released (FORMAT)`` for features imported from
+    the authors' release (``vqa-extract import``); GloVe coverage is shown when a file was used.
 
     Raises:
         FileNotFoundError: a run directory without ``metrics.json`` (the run did not finish).
@@ -53,6 +54,9 @@ def _features(record: dict | None) -> str:
     text = f["fingerprint"].removeprefix("sha256:")[:12]
     if f.get("random_weights"):
         text += " RANDOM WEIGHTS"
+    imported = (f.get("provenance") or {}).get("imported")
+    if imported:
+        text += f" released ({imported.get('format')})"
     if record.get("glove"):
         text += f", GloVe {100 * record['glove']['coverage']:.0f}%"
     return text

@@ -258,7 +258,8 @@ def test_threads_are_reported_in_the_summary(small_root, tmp_path, capsys):
     assert "1 torch threads" in out
 
 
-@pytest.mark.parametrize("argv", [["-h"], ["info", "-h"], ["demo-data", "-h"], ["export-hcrn", "-h"]])
+@pytest.mark.parametrize("argv", [["-h"], ["info", "-h"], ["demo-data", "-h"], ["export-hcrn", "-h"],
+                                  ["import", "-h"]])
 def test_h_works_everywhere(argv, capsys):
     code, out, _ = _main(argv, capsys)
     assert code == 0 and "Usage:" in out
