@@ -8,6 +8,9 @@ Three native checkpoint layouts are read, each as its authors publish it:
   the ``module.`` prefix (left by ``nn.DataParallel``) is stripped.
 - ``"pytorchvideo"``: pytorchvideo model-zoo files (``I3D_8x8_R50.pyth``): ``{'model_state': {...}}``,
   or a plain state dict.
+- ``"c3d"``: the converted Sports-1M C3D weights of DavideA/c3d-pytorch (``c3d.pickle``, saved with
+  ``torch.save``): a plain state dict ``conv1.weight`` (64, 3, 3, 3, 3) ... ``conv5b.bias``,
+  ``fc6.weight`` (4096, 8192), ``fc7``, ``fc8.bias`` (487,); a ``module.`` prefix is stripped.
 
 Every file is read with ``torch.load(path, map_location="cpu", weights_only=True)``: no pickled code
 runs. Loading is strict: a missing or unexpected key, or a shape mismatch, is an error that names the
@@ -28,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-WEIGHT_FORMATS = ("torchvision", "hara", "pytorchvideo")
+WEIGHT_FORMATS = ("torchvision", "hara", "pytorchvideo", "c3d")
 
 
 class WeightsError(RuntimeError):
@@ -129,7 +132,7 @@ def convert_checkpoint(
 
     Args:
         obj: what ``read_checkpoint`` returned.
-        fmt: ``"torchvision"``, ``"hara"`` or ``"pytorchvideo"``.
+        fmt: ``"torchvision"``, ``"hara"``, ``"pytorchvideo"`` or ``"c3d"``.
         path: the file, for error messages.
 
     Returns:
@@ -152,7 +155,15 @@ def convert_checkpoint(
         else:
             state = _tensor_dict(obj, path, "(pytorchvideo layout)")
         return _strip_prefix(state, "module.")
+    if fmt == "c3d":
+        return _strip_prefix(_tensor_dict(obj, path, "(C3D c3d.pickle layout)"), "module.")
     raise ValueError(f"unknown weight format {fmt!r}; expected one of {WEIGHT_FORMATS}")
+
+
+def _named(items: list[str], *, sep: str = ", ", limit: int = 24) -> str:
+    """Every item, or the first ``limit`` and how many more (a whole 3D ResNet-152 would fill pages)."""
+    shown = sep.join(items[:limit])
+    return shown if len(items) <= limit else f"{shown}{sep}... and {len(items) - limit} more"
 
 
 def load_into(module: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
@@ -162,17 +173,14 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], path: str | os.
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
+        shapes = [f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}" for k in wrong]
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+            parts.append(f"{len(missing)} missing ({_named(missing)})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+            parts.append(f"{len(unexpected)} unexpected ({_named(unexpected)})")
         if wrong:
-            k = wrong[0]
-            parts.append(
-                f"{len(wrong)} with other shapes (e.g. {k}: file {tuple(state[k].shape)}, "
-                f"model {tuple(own[k].shape)})"
-            )
+            parts.append(f"{len(wrong)} with other shapes ({_named(shapes, sep='; ')})")
         raise WeightsError(
             f"weight file {path} does not fit {type(module).__name__}: "
             + "; ".join(parts)
