@@ -86,7 +86,7 @@ def _functional_c3d(state: dict, frames: np.ndarray) -> dict[str, torch.Tensor]:
 def test_released_layout_loads_and_matches_an_independent_forward(tmp_path):
     state = _released_state(seed=3)
     path = tmp_path / "c3d.pickle"
-    torch.save(state, path)
+    torch.save(state, path, _use_new_zipfile_serialization=False)  # the 2017 file predates the zip format
     net = build_backbone("c3d_sports1m", checkpoint=path, precision="fp32")
     assert net.weights_sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
     prov = net.provenance()
