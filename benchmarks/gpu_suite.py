@@ -10,7 +10,8 @@ passes, applied here so the suite does not depend on a toolkit option), random w
 - **appearance**: ResNet-152 at 224 px, frames/s end to end (decord decode of generated 320x240 mp4s at
   the backbone's input size, then preprocessing and the forward pass, one after the other in this
   process), with decode alone and the model alone beside it;
-- **motion**: 3D ResNet-152 (Hara et al., 16 x 112 px clips) and I3D ResNet-50 (8 x 224 px), clips/s;
+- **motion**: 3D ResNet-152 (Hara et al., 16 x 112 px clips), I3D ResNet-50 (8 x 224 px) and C3D fc7
+  (16 x 112 px crops of 128x171 frames), clips/s;
 - **objects**: Faster R-CNN (ResNet-50 FPN v2, 600 px shorter side) + the ResNet-152 conv5 map and
   RoIAlign of the 10 kept boxes, images/s (``benchmarks/objects_bench.py``; the detector itself runs in
   fp32 in both rows, as the toolkit runs it); and bottom-up attention's Visual Genome network
@@ -50,7 +51,7 @@ class Sizes:
     """What each step runs on: the real sizes, or :data:`DRY` (tiny, CPU)."""
 
     appearance: str = "resnet152"
-    motion: tuple[str, ...] = ("r3d152_k700", "i3d_r50")
+    motion: tuple[str, ...] = ("r3d152_k700", "i3d_r50", "c3d_sports1m")
     detector: str = "fasterrcnn_resnet50_fpn_v2"
     bottomup: str = "bottomup_r101_vg"
     bottomup_side: int = 600

@@ -4,8 +4,8 @@ For each precision, on the same inputs and in alternation, it measures:
 
 1. extraction, model stage: ``LoadedBackbone.features`` (preprocessing + forward + pooling) on generated
    uint8 frames, frames/s, for ResNet-152 at 224 px and the 3D ResNet-152 (Kinetics-700) on 16-frame
-   clips at 112 px: the MSPAN feature set's backbones at the paper's sizes (random weights: the cost is
-   the same as with the pretrained ones);
+   clips at 112 px: the MSPAN feature set's backbones at the paper's sizes; and C3D fc7 (``c3d_sports1m``,
+   cmin's) on the same clips, clips/s (random weights: the cost is the same as with the pretrained ones);
 2. parity: the per-frame (per-clip) cosine similarity of the bf16 features to the fp32 ones, and the
    largest absolute difference relative to the largest fp32 feature;
 3. MSPAN training samples/s (``train_bench.measure``: forward + backward + Adam on a synthetic batch at
@@ -73,9 +73,11 @@ def bench_backbone(name: str, x: np.ndarray, *, size: int, batch: int, frames_pe
     cos = cosine_rows(feats["fp32"], feats["bf16"])
     rel = np.abs(feats["fp32"] - feats["bf16"]).max() / np.abs(feats["fp32"]).max()
     unit = "frames" if frames_per_item == 1 else f"frames ({len(x)} clips of {frames_per_item})"
+    clips = "" if frames_per_item == 1 else (
+        f" = {rate['fp32'] / frames_per_item:.3f} / {rate['bf16'] / frames_per_item:.3f} clips/s")
     return [
         f"{name} at {size} px, {len(x) * frames_per_item} {unit}, batch {batch}: fp32 {rate['fp32']:.2f} "
-        f"frames/s, bf16 {rate['bf16']:.2f} frames/s (bf16/fp32 {rate['bf16'] / rate['fp32']:.2f}x); "
+        f"frames/s, bf16 {rate['bf16']:.2f} frames/s{clips} (bf16/fp32 {rate['bf16'] / rate['fp32']:.2f}x); "
         f"bf16 vs fp32 cosine per item min {cos.min():.6f} mean {cos.mean():.6f}, max |diff| / max |fp32| "
         f"{rel:.4f}"
     ]
@@ -125,11 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     parser.add_argument("--frames", type=int, default=4, help="ResNet-152 images per precision")
-    parser.add_argument("--clips", type=int, default=1, help="3D ResNet-152 16-frame clips per precision")
+    parser.add_argument("--clips", type=int, default=1, help="3D ResNet-152 / C3D clips per precision")
     parser.add_argument("--train-batch", type=int, default=8, help="MSPAN batch (the paper: 64)")
     parser.add_argument("--train-steps", type=int, default=1, help="timed MSPAN steps after one warm-up")
     parser.add_argument("--official-dir", type=Path, default=None, help="a clone of MSPAN-VideoQA")
-    parser.add_argument("--skip", choices=["extract", "train"], action="append", default=[])
+    parser.add_argument("--skip", choices=["extract", "c3d", "train"], action="append", default=[])
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(header(args.threads), flush=True)
@@ -139,6 +141,9 @@ def main(argv: list[str] | None = None) -> None:
             print(row, flush=True)
         clips = frames_of(args.clips * 16, 112, seed=1).reshape(args.clips, 16, 112, 112, 3)
         for row in bench_backbone("r3d152_k700", clips, size=112, batch=args.clips, frames_per_item=16):
+            print(row, flush=True)
+    if "extract" not in args.skip and "c3d" not in args.skip:
+        for row in bench_backbone("c3d_sports1m", clips, size=112, batch=args.clips, frames_per_item=16):
             print(row, flush=True)
     if "train" not in args.skip:
         rows = bench_training(args)  # each measurement was printed as it finished

@@ -10,6 +10,7 @@ Backbones (``BACKBONES``):
 | ``resnext101_k400`` | video | Hara et al. 3D ResNeXt-101 (HCRN's) | 2048 | (2048, 1, 4, 4) | 16 x 112 |
 | ``i3d_r50`` | video | pytorchvideo I3D ResNet-50 | 2048 | (2048, 4, 7, 7) | 8 x 224 |
 | ``r3d_18`` | video | torchvision R3D-18, Kinetics-400 | 512 | (512, 2, 7, 7) | 16 x 112 |
+| ``c3d_sports1m`` | video | C3D (Tran et al. 2015), Sports-1M; fc7 / fc6 | 4096 | (512, 1, 4, 4) | 16 x 112 |
 
 The two Hara et al. networks are written here (``ResNet3d``) with the module names of their
 released checkpoints (``conv1``, ``bn1``, ``layer1.0.conv1``, ``layer1.0.downsample.0``, ``fc``, ...),
@@ -19,7 +20,13 @@ blocks, conv1 7x7x7 with stride (1, 2, 2), 3x3x3 max pool with stride 2, shortcu
 convolution + batch norm when the shape changes), layers [3, 8, 36, 3] for depth 152; the ResNeXt
 uses grouped 3x3x3 convolutions with cardinality 32, block widths 128..1024 with expansion 2.
 
-Each backbone carries its preprocessing (``Preprocessing``: mean, std, input size, clip length).
+C3D (``C3D``) is written with the module names of the converted Sports-1M weights (``c3d.pickle``:
+``conv1`` ... ``conv5b``, ``fc6``, ``fc7``, ``fc8``). Its features are not a pooled conv map but a
+fully-connected layer (``BackboneSpec.layers``: ``fc7``, the default, or ``fc6``), so its input geometry
+is fixed: 16 frames resized to 128x171 and centre-cropped to 112x112.
+
+Each backbone carries its preprocessing (``Preprocessing``: mean, std, input size, clip length, and for
+C3D the whole-frame size and BGR channel order).
 ``LoadedBackbone`` turns uint8 frames into features: resize (shorter side) + centre crop + normalise,
 the conv map, and global average pooling. On CUDA it transfers uint8 frames from pinned memory and
 runs in channels_last; on CPU or CUDA it runs in bf16 autocast when its precision resolves to bf16
@@ -286,6 +293,105 @@ def i3d_resnet50(*, num_classes: int = 400, stem_dim_out: int = 64) -> nn.Module
 
 
 # ---------------------------------------------------------------------------------------------------
+# C3D (blocks, model, builder)
+# ---------------------------------------------------------------------------------------------------
+
+C3D_LAYERS = ("fc7", "fc6")  # the outputs C3D features are read from; fc7 first: the default
+C3D_POOL5 = ("caffe", "padded")
+
+
+def _c3d_conv(in_planes: int, out_planes: int) -> nn.Conv3d:
+    """C3D's only convolution: 3x3x3, stride 1, padding 1, with a bias."""
+    return nn.Conv3d(in_planes, out_planes, kernel_size=3, padding=1)
+
+
+def _c3d_pool(kernel: tuple[int, int, int]) -> nn.MaxPool3d:
+    return nn.MaxPool3d(kernel_size=kernel, stride=kernel)
+
+
+class C3D(nn.Module):
+    """C3D (Tran, Bourdev, Fergus, Torresani, Paluri: "Learning Spatiotemporal Features with 3D
+    Convolutional Networks", ICCV 2015), the Sports-1M network of its Caffe release (C3D v1.0).
+
+    Eight 3x3x3 convolutions with ReLU (64, 128, 256, 256, 512, 512, 512, 512 channels), five max pools
+    (pool1 1x2x2 keeps time, pool2..pool5 2x2x2), fc6 and fc7 with 4096 units (ReLU, dropout 0.5 while
+    training) and fc8 with the 487 Sports-1M classes. A 16x112x112 clip gives pool5 512x1x4x4 = the
+    8192 inputs of fc6, so the input geometry is fixed.
+
+    pool5 pools a 7x7 map. Caffe sizes pooled maps with ``ceil``, so its windows cover rows and columns
+    {0,1} {2,3} {4,5} {6}: ``pool5="caffe"`` (the default, ``ceil_mode=True``). The Keras and PyTorch
+    ports of the converted weights (albertomontesg's Keras gist, DavideA/c3d-pytorch) instead pad one
+    row and column on each side and pool {pad,0} {1,2} {3,4} {5,6}: ``pool5="padded"``, kept to compare
+    with them. Both give 512x1x4x4; the values differ.
+
+    Module names are those of the converted Sports-1M weights (DavideA/c3d-pytorch's ``c3d.pickle``:
+    ``conv1.weight`` ... ``conv5b.bias``, ``fc6.weight`` (4096, 8192), ``fc7``, ``fc8.bias`` (487,)).
+
+    Args:
+        num_classes: fc8 outputs (487).
+        pool5: ``"caffe"`` or ``"padded"`` (above).
+    """
+
+    def __init__(self, *, num_classes: int = 487, pool5: str = "caffe"):
+        super().__init__()
+        if pool5 not in C3D_POOL5:
+            raise ValueError(f"pool5 must be one of {C3D_POOL5}, got {pool5!r}")
+        self.conv1 = _c3d_conv(3, 64)
+        self.pool1 = _c3d_pool((1, 2, 2))
+        self.conv2 = _c3d_conv(64, 128)
+        self.pool2 = _c3d_pool((2, 2, 2))
+        self.conv3a = _c3d_conv(128, 256)
+        self.conv3b = _c3d_conv(256, 256)
+        self.pool3 = _c3d_pool((2, 2, 2))
+        self.conv4a = _c3d_conv(256, 512)
+        self.conv4b = _c3d_conv(512, 512)
+        self.pool4 = _c3d_pool((2, 2, 2))
+        self.conv5a = _c3d_conv(512, 512)
+        self.conv5b = _c3d_conv(512, 512)
+        if pool5 == "caffe":
+            self.pool5 = nn.MaxPool3d(kernel_size=2, stride=2, ceil_mode=True)
+        else:
+            self.pool5 = nn.MaxPool3d(kernel_size=2, stride=2, padding=(0, 1, 1))
+        self.fc6 = nn.Linear(8192, 4096)
+        self.fc7 = nn.Linear(4096, 4096)
+        self.fc8 = nn.Linear(4096, num_classes)
+        self.dropout = nn.Dropout(p=0.5)
+        for m in self.modules():  # random-weight features (tests, demos) keep their scale layer to layer
+            if isinstance(m, nn.Conv3d | nn.Linear):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """(N, 3, 16, 112, 112) -> pool5 (N, 512, 1, 4, 4)."""
+        x = self.pool1(F.relu(self.conv1(x)))  # (N, 64, 16, 56, 56)
+        x = self.pool2(F.relu(self.conv2(x)))  # (N, 128, 8, 28, 28)
+        x = self.pool3(F.relu(self.conv3b(F.relu(self.conv3a(x)))))  # (N, 256, 4, 14, 14)
+        x = self.pool4(F.relu(self.conv4b(F.relu(self.conv4a(x)))))  # (N, 512, 2, 7, 7)
+        return self.pool5(F.relu(self.conv5b(F.relu(self.conv5a(x)))))  # (N, 512, 1, 4, 4)
+
+    def forward_fc(self, x: Tensor, layer: str = "fc7") -> Tensor:
+        """(N, 3, 16, 112, 112) -> the ``layer`` ("fc6" | "fc7") activation after its ReLU (N, 4096).
+
+        Caffe's ReLU and dropout run in place on the fc blobs, so an extracted ``fc7`` is after ReLU.
+        """
+        if layer not in C3D_LAYERS:
+            raise ValueError(f"C3D layer must be one of {C3D_LAYERS}, got {layer!r}")
+        h = self.dropout(F.relu(self.fc6(torch.flatten(self.forward_features(x), 1))))  # (N, 4096)
+        if layer == "fc6":
+            return h
+        return self.dropout(F.relu(self.fc7(h)))  # (N, 4096)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(N, 3, 16, 112, 112) -> fc8 class logits (N, num_classes); softmax is left to the caller."""
+        return self.fc8(self.forward_fc(x, "fc7"))
+
+
+def c3d(*, num_classes: int = 487, pool5: str = "caffe") -> C3D:
+    """C3D with Sports-1M's 487 classes (``c3d.pickle``); ``pool5`` as in :class:`C3D`."""
+    return C3D(num_classes=num_classes, pool5=pool5)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Feature-map functions: the network up to its last convolution
 # ---------------------------------------------------------------------------------------------------
 
@@ -301,6 +407,14 @@ def _tv_video_resnet_map(m: nn.Module, x: Tensor) -> Tensor:
 
 def _hara_map(m: nn.Module, x: Tensor) -> Tensor:
     return m.forward_features(x)
+
+
+def _c3d_map(m: nn.Module, x: Tensor) -> Tensor:
+    return m.forward_features(x)  # (N, 512, 1, 4, 4) pool5
+
+
+def _c3d_layer(m: nn.Module, x: Tensor, layer: str) -> Tensor:
+    return m.forward_fc(x, layer)  # (N, 4096)
 
 
 def _pytorchvideo_map(m: nn.Module, x: Tensor) -> Tensor:
@@ -320,12 +434,29 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @dataclass(frozen=True)
 class Preprocessing:
     """How a backbone wants its input: shorter side resized to ``input_size``, centre crop, then
-    ``(pixel / 255 - mean) / std`` per RGB channel; video backbones take ``clip_len`` frames."""
+    ``(pixel / 255 - mean) / std`` per RGB channel; video backbones take ``clip_len`` frames.
+
+    ``frame_size`` (C3D: (128, 171)): the whole frame is resized to this (H, W) instead, aspect not kept,
+    before the centre ``input_size`` crop. ``channel_order`` "bgr": the normalised channels are handed to
+    the network in B, G, R order (weights converted from Caffe, which reads frames with OpenCV).
+    """
 
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     input_size: int
     clip_len: int | None = None
+    frame_size: tuple[int, int] | None = None
+    channel_order: str = "rgb"
+
+    def record(self) -> dict:
+        """JSON-able; ``frame_size`` / ``channel_order`` only when not the defaults, so the provenance of
+        the other backbones reads as before they existed (their feature directories still resume)."""
+        out = asdict(self)
+        if self.frame_size is None:
+            del out["frame_size"]
+        if self.channel_order == "rgb":
+            del out["channel_order"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -340,6 +471,10 @@ class BackboneSpec:
     description: str
     torchvision_weights: tuple[str, ...] = ()  # torchvision weight enums to look for in the torch cache
     checkpoint_hint: str = ""  # where its pretrained checkpoint comes from
+    #: fully-connected outputs the features are read from instead of the pooled conv map, the default
+    #: first (C3D: fc7, fc6); the input geometry is then fixed (``clip_len`` frames of ``input_size``)
+    layers: tuple[str, ...] = ()
+    layer_output: Callable[[nn.Module, Tensor, str], Tensor] | None = None
 
     def cache_files(self) -> tuple[tuple[str, str], ...]:
         """(file name, URL) of the torchvision weight files this backbone accepts, preferred first."""
@@ -363,6 +498,19 @@ _KINETICS_HARA = Preprocessing((0.4345, 0.4051, 0.3775), (0.2768, 0.2713, 0.2737
 # dividing by a std: (p - 255 m) / 1 == (p / 255 - m) / (1 / 255).
 _KINETICS_HARA_2017 = Preprocessing(
     (114.7748 / 255, 107.7354 / 255, 99.4750 / 255), (1 / 255, 1 / 255, 1 / 255), 112, 16
+)
+
+
+# Caffe C3D v1.0 (c3d_sport1m_feature_extractor_frm.prototxt): frames read with OpenCV (BGR, 0-255),
+# resized to 128x171, the Sports-1M mean volume (sport1m_train16_128_mean.binaryproto) subtracted, centre
+# crop 112. We subtract that volume's per-channel average, (B, G, R) = (90.25, 97.66, 101.41), no scaling.
+_C3D_SPORTS1M = Preprocessing(
+    (101.41 / 255, 97.66 / 255, 90.25 / 255),
+    (1 / 255, 1 / 255, 1 / 255),
+    112,
+    16,
+    frame_size=(128, 171),
+    channel_order="bgr",
 )
 
 
@@ -451,6 +599,19 @@ BACKBONES: dict[str, BackboneSpec] = _registry(
         description="torchvision R3D-18, Kinetics-400 (small motion backbone for tests and demos)",
         torchvision_weights=("R3D_18_Weights.KINETICS400_V1",),
     ),
+    BackboneSpec(
+        name="c3d_sports1m",
+        kind="video",
+        feature_dim=4096,
+        build=partial(c3d, num_classes=487, pool5="caffe"),
+        feature_map=_c3d_map,
+        weight_format="c3d",
+        preprocessing=_C3D_SPORTS1M,
+        description="C3D (Tran et al. 2015), Sports-1M, fc7 or fc6 (the ActivityNet C3D release)",
+        checkpoint_hint="c3d.pickle, the converted Sports-1M weights of DavideA/c3d-pytorch",
+        layers=C3D_LAYERS,
+        layer_output=_c3d_layer,
+    ),
 )
 
 
@@ -465,7 +626,8 @@ class LoadedBackbone:
     Attributes:
         name, kind ("image" | "video"), feature_dim, weights_sha256 ("random" for random init),
         module (eval mode), preprocessing, device, weights_file (file name or None), precision (the
-        resolved autocast: "bf16" or "fp32").
+        resolved autocast: "bf16" or "fp32"), layer (the fully-connected output ``features`` returns for
+        a backbone with ``spec.layers``, else None).
     """
 
     def __init__(
@@ -478,8 +640,10 @@ class LoadedBackbone:
         weights_source: str,
         device: str | torch.device,
         precision: str = "auto",
+        layer: str | None = None,
     ):
         self.spec = spec
+        self.layer = check_layer(spec, layer)
         self.name = spec.name
         self.kind = spec.kind
         self.feature_dim = spec.feature_dim
@@ -501,9 +665,12 @@ class LoadedBackbone:
             frames: image backbones (N, H, W, 3); video backbones (N, T, H, W, 3); uint8.
             size: input side S (default: the backbone's ``input_size``). The shorter side is resized
                 to S (bilinear, antialiased) unless it already is, then the centre S x S is cropped.
+                A backbone with a ``frame_size`` (C3D) resizes the whole frame to it instead, unless the
+                frames already have that size or are S x S crops.
 
         Returns:
-            (N, 3, S, S) for images, (N, 3, T, S, S) for videos, float32.
+            (N, 3, S, S) for images, (N, 3, T, S, S) for videos, float32; channels in the backbone's
+            ``channel_order``.
         """
         size = size or self.preprocessing.input_size
         x = torch.as_tensor(frames)
@@ -514,18 +681,35 @@ class LoadedBackbone:
         lead = x.shape[:-3]
         x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2).float()  # (M, 3, H, W)
         h, w = x.shape[-2:]
-        if min(h, w) != size:
-            scale = size / min(h, w)
-            new = (max(size, round(h * scale)), max(size, round(w * scale)))
+        new = self._resized(h, w, size)
+        if new != (h, w):
             x = F.interpolate(x, size=new, mode="bilinear", align_corners=False, antialias=True)
             h, w = new
         top, left = (h - size) // 2, (w - size) // 2
         x = x[:, :, top : top + size, left : left + size]
         x = (x / 255.0 - self._mean) / self._std  # (M, 3, S, S)
+        if self.preprocessing.channel_order == "bgr":
+            x = x.flip(1)  # (M, 3, S, S) in B, G, R order
         x = x.reshape(*lead, 3, size, size)
         if self.kind == "video":
             x = x.permute(0, 2, 1, 3, 4)  # (N, 3, T, S, S)
         return self.accel.layout(x, self.kind)
+
+    def _resized(self, h: int, w: int, size: int) -> tuple[int, int]:
+        """The (H, W) frames of (h, w) are resized to before the centre ``size`` crop."""
+        frame = self.preprocessing.frame_size
+        if frame is not None:
+            return (h, w) if (h, w) in (tuple(frame), (size, size)) else tuple(frame)
+        if min(h, w) == size:
+            return h, w
+        scale = size / min(h, w)
+        return max(size, round(h * scale)), max(size, round(w * scale))
+
+    def layer_features(self, x: Tensor) -> Tensor:
+        """The fully-connected ``layer`` of a preprocessed input: (N, D) float32."""
+        with torch.inference_mode(), self.accel.autocast():
+            out = self.spec.layer_output(self.module, x, self.layer)
+        return out.float()
 
     def feature_map(self, x: Tensor) -> Tensor:
         """Last convolutional map: images (N, D, h, w); videos (N, D, t, h, w). float32."""
@@ -549,11 +733,18 @@ class LoadedBackbone:
             return_map: also return the conv maps.
 
         Returns:
-            (N, D) float32, or ((N, D), (N, D, ...)) float32 numpy arrays.
+            (N, D) float32, or ((N, D), (N, D, ...)) float32 numpy arrays. A backbone read at a
+            fully-connected ``layer`` (C3D) returns that layer and has no map.
         """
+        if return_map and self.layer is not None:
+            raise ValueError(f"{self.name} gives its {self.layer} vectors, not a convolutional map")
         pooled, maps = [], []
         for start in range(0, len(frames), max(1, batch_size)):
-            fmap = self.feature_map(self.preprocess(frames[start : start + batch_size], size))
+            x = self.preprocess(frames[start : start + batch_size], size)
+            if self.layer is not None:
+                pooled.append(self.layer_features(x).cpu().numpy())
+                continue
+            fmap = self.feature_map(x)
             pooled.append(self.pool(fmap).cpu().numpy())
             if return_map:
                 maps.append(fmap.cpu().numpy())
@@ -566,11 +757,30 @@ class LoadedBackbone:
 
     def provenance(self) -> dict:
         """JSON-able description: architecture, weights (sha256 or "random") and preprocessing."""
-        return _provenance_dict(self.spec, self.weights_source, self.weights_file, self.weights_sha256)
+        return _provenance_dict(
+            self.spec, self.weights_source, self.weights_file, self.weights_sha256, self.layer
+        )
 
 
-def _provenance_dict(spec: BackboneSpec, source: str, file: str | None, sha: str) -> dict:
-    return {
+def check_layer(spec: BackboneSpec, layer: str | None) -> str | None:
+    """The output layer ``spec`` is read at: ``layer`` (one of ``spec.layers``), its first layer when None,
+    None for backbones read at their pooled conv map.
+
+    Raises:
+        ValueError: a layer the backbone does not offer.
+    """
+    if layer is None:
+        return spec.layers[0] if spec.layers else None
+    if layer not in spec.layers:
+        offers = f"offers {', '.join(spec.layers)}" if spec.layers else "is read at its pooled conv map only"
+        raise ValueError(f"backbone {spec.name} has no layer {layer!r}; it {offers}")
+    return layer
+
+
+def _provenance_dict(
+    spec: BackboneSpec, source: str, file: str | None, sha: str, layer: str | None = None
+) -> dict:
+    out = {
         "name": spec.name,
         "kind": spec.kind,
         "description": spec.description,
@@ -579,8 +789,11 @@ def _provenance_dict(spec: BackboneSpec, source: str, file: str | None, sha: str
         "weights_file": file,
         "weights_sha256": sha,
         "weight_format": spec.weight_format,
-        "preprocessing": asdict(spec.preprocessing),
+        "preprocessing": spec.preprocessing.record(),
     }
+    if layer is not None:  # only backbones with layers (C3D): the others' records read as before
+        out["layer"] = layer
+    return out
 
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
@@ -595,18 +808,25 @@ def _cached_sha256(path: Path) -> str:
 
 
 def backbone_provenance(
-    name: str, *, weights: str = "pretrained", checkpoint: str | os.PathLike | None = None
+    name: str,
+    *,
+    weights: str = "pretrained",
+    checkpoint: str | os.PathLike | None = None,
+    layer: str | None = None,
 ) -> dict:
     """What ``build_backbone(name, ...).provenance()`` would return, without building the network.
 
     Raises:
         WeightsError: as ``build_backbone`` when pretrained weights are not available.
+        ValueError: a layer the backbone does not offer.
     """
     if name not in BACKBONES:
         raise KeyError(f"unknown backbone {name!r}; available: {sorted(BACKBONES)}")
+    spec = BACKBONES[name]
+    layer = check_layer(spec, layer)
     path, source = resolve_weights(name, weights=weights, checkpoint=checkpoint)
     sha = "random" if path is None else _cached_sha256(path)
-    return _provenance_dict(BACKBONES[name], source, None if path is None else path.name, sha)
+    return _provenance_dict(spec, source, None if path is None else path.name, sha, layer)
 
 
 def _build_module(spec: BackboneSpec, seed: int = RANDOM_SEED) -> nn.Module:
@@ -623,6 +843,7 @@ def build_backbone(
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     precision: str = "auto",
+    layer: str | None = None,
 ) -> LoadedBackbone:
     """Build a registered backbone with its weights.
 
@@ -633,17 +854,21 @@ def build_backbone(
         checkpoint: a local weight file in the backbone's native layout (see ``extract.weights``).
         device: "cpu", "cuda", "cuda:1", ...
         precision: ``auto`` | ``bf16`` | ``fp32`` (``extract.accel.resolve_precision``).
+        layer: for a backbone with ``layers`` (C3D: ``fc7`` | ``fc6``), the one its features come from
+            (None: the first); must stay None for the others.
 
     Returns:
         The loaded backbone in eval mode on ``device``.
 
     Raises:
         KeyError: unknown name.
+        ValueError: a layer the backbone does not offer.
         WeightsError: pretrained weights missing (the message says which file to put where) or not fitting.
     """
     if name not in BACKBONES:
         raise KeyError(f"unknown backbone {name!r}; available: {sorted(BACKBONES)}")
     spec = BACKBONES[name]
+    layer = check_layer(spec, layer)
     if weights not in ("random", "pretrained"):
         raise ValueError(f"weights must be 'random' or 'pretrained', got {weights!r}")
     path, source = resolve_weights(name, weights=weights, checkpoint=checkpoint)  # fails before building
@@ -657,6 +882,7 @@ def build_backbone(
         weights_source=source,
         device=device,
         precision=precision,
+        layer=layer,
     )
 
 
@@ -703,12 +929,15 @@ def resolve_weights(
 
 __all__ = [
     "BACKBONES",
+    "C3D",
     "BackboneSpec",
     "LoadedBackbone",
     "Preprocessing",
     "ResNet3d",
     "backbone_provenance",
     "build_backbone",
+    "c3d",
+    "check_layer",
     "resolve_weights",
     "hara_resnet3d",
     "hara_resnext3d",

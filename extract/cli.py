@@ -116,12 +116,15 @@ def _ignored_options(given, resolved) -> list[str]:
     """The flags the user gave that the feature set does not use (cleared by the resolution)."""
     from dataclasses import fields
 
+    from extract.pca import PCA_NAME
+
     out = []
     for f in fields(given):
         value = getattr(given, f.name)
         if f.name == "checkpoints":
             kept = {name for name, _ in resolved.checkpoints}
-            out += [f"--checkpoint {name}=..." for name, _ in value if name not in kept]
+            out += ["--pca" if name == PCA_NAME else f"--checkpoint {name}=..." for name, _ in value
+                    if name not in kept]
         elif value != f.default and getattr(resolved, f.name) == f.default:
             out.append("--" + _FLAG.get(f.name, f.name.replace("_", "-")))
     return out
@@ -184,6 +187,22 @@ def _random_banner(echo) -> None:
     default=None,
     help="Backbone autocast: auto = bf16 where the device computes bf16 natively (CUDA with bf16, CPUs "
     "with AVX-512 BF16 or AMX), else fp32 [auto]. The resolved value is recorded; the detector runs in fp32.",
+)
+@click.option(
+    "--motion-layer",
+    type=click.Choice(["fc7", "fc6"]),
+    default=None,
+    help="C3D (c3d_sports1m): the fully-connected layer the features come from [fc7].",
+)
+@click.option(
+    "--pca",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="cmin: project the clip features with this PCA file: the ActivityNet release's "
+    "PCA_activitynet_v1-3.hdf5 (data/U, data/x_mean) or an .npz with mean and components.",
+)
+@click.option(
+    "--pca-dim", type=click.IntRange(min=1), default=None, help="cmin with --pca: components kept [500]."
 )
 @click.option("--num-frames", type=click.IntRange(min=1), default=None, help="Frames per video (mspan N).")
 @click.option("--clip-len", type=click.IntRange(min=1), default=None, help="Motion window / clip length.")
@@ -311,6 +330,7 @@ def _extract(**kw) -> int:
 
     from extract.featuresets import FEATURE_SETS, FeatureOptions, build_feature_set
     from extract.objects import DETECTORS
+    from extract.pca import PCA_NAME
 
     if kw["feature_set"] not in FEATURE_SETS:
         raise click.UsageError(f"unknown --features {kw['feature_set']!r}; one of {', '.join(FEATURE_SETS)}")
@@ -344,10 +364,18 @@ def _extract(**kw) -> int:
         "detector_max_size": kw["detector_max_size"],
         "num_proposals": kw["num_proposals"],
         "max_pixels": kw["max_pixels"],
+        "motion_layer": kw["motion_layer"],
+        "pca_dim": kw["pca_dim"],
     }
     options_kw = {k: v for k, v in option_fields.items() if v is not None}
-    if kw["checkpoints"]:
-        options_kw["checkpoints"] = _parse_checkpoints(kw["checkpoints"])
+    checkpoints = _parse_checkpoints(kw["checkpoints"]) if kw["checkpoints"] else ()
+    if kw["pca"] is not None:
+        pca = kw["pca"].expanduser()
+        if not pca.is_file():
+            raise click.UsageError(f"--pca {kw['pca']}: file {pca} does not exist")
+        checkpoints += ((PCA_NAME, str(pca.resolve())),)
+    if checkpoints:
+        options_kw["checkpoints"] = checkpoints
     if kw["appearance_map"]:
         options_kw["appearance_map"] = True
     try:
@@ -358,8 +386,9 @@ def _extract(**kw) -> int:
         options = built.options
     except (TypeError, ValueError) as err:
         raise click.UsageError(f"invalid feature options: {err}") from err
-    if options.weights == "random" and options.checkpoints:
-        names = ", ".join(name for name, _ in options.checkpoints)
+    networks = [name for name, _ in options.checkpoints if name != PCA_NAME]  # a projection is no network
+    if options.weights == "random" and networks:
+        names = ", ".join(networks)
         raise click.UsageError(f"--checkpoint ({names}) cannot be combined with --weights random")
     ignored = _ignored_options(given, options)
 
@@ -631,8 +660,9 @@ def info_cmd(out: Path, as_json: bool) -> None:
         click.echo("  source: " + ", ".join(f"{k}={v}" for k, v in source.items() if v is not None))
     provenance = manifest.get("provenance", {})
     for role, backbone in sorted(provenance.get("backbones", {}).items()):
+        layer = f" ({backbone['layer']})" if backbone.get("layer") else ""
         click.echo(
-            f"  {role} backbone: {backbone.get('name')} weights={backbone.get('weights')} "
+            f"  {role} backbone: {backbone.get('name')}{layer} weights={backbone.get('weights')} "
             f"sha256={backbone.get('weights_sha256')}"
         )
     imported = provenance.get("imported")
@@ -643,6 +673,12 @@ def info_cmd(out: Path, as_json: bool) -> None:
             what = rec.get("file") or f"{rec.get('directory')}/ ({rec.get('files')} files)"
             digest = rec.get("sha256") or f"listing {rec.get('listing_sha256')}"
             click.echo(f"    {role}: {what}, {rec.get('bytes')} bytes, sha256 {digest}")
+    projection = provenance.get("projection")
+    if projection:
+        click.echo(
+            f"  projection: {projection.get('weights_file')} ({projection.get('format')}) "
+            f"{projection.get('in_dim')} -> {projection.get('dim')} sha256={projection.get('weights_sha256')}"
+        )
     if "samplers" in provenance:
         click.echo("  samplers: " + json.dumps(provenance["samplers"], sort_keys=True))
     scalars = {k: v for k, v in provenance.items() if not isinstance(v, dict | list)}

@@ -1073,7 +1073,9 @@ def _jsonable(obj: Any, what: str) -> Any:
 
 
 def _options_json(options: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(options):
+    if hasattr(options, "record"):  # FeatureOptions: leaves out later fields while unset
+        data = options.record()
+    elif dataclasses.is_dataclass(options):
         data = dataclasses.asdict(options)
     elif isinstance(options, Mapping):
         data = dict(options)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from extract.accel import PRECISIONS, resolve_precision
-from extract.backbones import BACKBONES, LoadedBackbone, backbone_provenance, build_backbone
-from extract.video import DEFAULT_MAX_PIXELS
+from extract.backbones import BACKBONES, LoadedBackbone, backbone_provenance, build_backbone, check_layer
+from extract.video import DEFAULT_MAX_PIXELS, Video
 
 MAX_CHUNK_FRAMES = 256  # frames held by one decoded chunk (long videos are split into several)
 
@@ -35,7 +35,8 @@ class FeatureOptions:
         image_size: appearance input side; None = the appearance backbone's own (224).
         motion_size: motion input side; None = the motion backbone's own (112; i3d_r50: 224).
         weights: ``"pretrained"`` (torchvision cache / given checkpoints) or ``"random"``.
-        checkpoints: (backbone or detector name, local checkpoint path) pairs.
+        checkpoints: (backbone or detector name, local checkpoint path) pairs; cmin also takes
+            ``("pca", path)``, a projection file (``extract.pca``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
         precision: the backbones' autocast: ``auto`` (bf16 where the device computes it natively, else
             fp32), ``bf16`` or ``fp32``; resolved for ``device`` by ``FeatureSet.resolve_options``, so
@@ -46,6 +47,10 @@ class FeatureOptions:
         max_frames: masn's T (20).
         batch_frames: images per backbone forward (video backbones: ``batch_frames // clip_len`` clips).
         appearance_map: also store conv5 maps where the set supports it (mspan).
+        motion_layer: for a motion backbone read at a fully-connected layer (``c3d_sports1m``: ``fc7`` or
+            ``fc6``), which one; None = its first (fc7). Other backbones take none.
+        pca_dim: cmin with a projection file (``checkpoints`` entry ``"pca"``, ``vqa-extract --pca``): the
+            components kept (None = 500, the ActivityNet release's).
         dtype: stored feature dtype, ``"float32"`` or ``"float16"``.
         max_pixels: a video whose declared frame size (width x height) exceeds this is recorded as
             failed before decoding (``extract.video.DEFAULT_MAX_PIXELS``, 40 M: 8K UHD passes); None: no
@@ -80,6 +85,8 @@ class FeatureOptions:
     detector_max_size: int | None = None
     num_proposals: int | None = None
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    motion_layer: str | None = None
+    pca_dim: int | None = None
 
     def __post_init__(self):
         if self.batch_frames < 1:
@@ -96,6 +103,7 @@ class FeatureOptions:
             "detector_max_size",
             "num_proposals",
             "max_pixels",
+            "pca_dim",
         ):
             value = getattr(self, field)
             if value is not None and value < 1:
@@ -120,11 +128,28 @@ class FeatureOptions:
         """The local checkpoint path given for ``backbone`` (or a detector), or None."""
         return dict(self.checkpoints).get(backbone)
 
+    def record(self) -> dict:
+        """The options as manifests and provenance record them (JSON-able once tuples become lists).
+
+        Fields added later (``motion_layer``, ``pca_dim``) appear only when set, so the records of
+        feature directories extracted before them stay the same and those directories still resume.
+        """
+        out = asdict(self)
+        for name in _LATER_FIELDS:
+            if out[name] is None:
+                del out[name]
+        return out
+
+
+_LATER_FIELDS = ("motion_layer", "pca_dim")
+
 
 #: FeatureOptions fields every set uses.
 COMMON_FIELDS = ("weights", "checkpoints", "device", "precision", "batch_frames", "dtype", "max_pixels")
 #: role -> (backbone field, input-side field) of FeatureOptions.
 ROLE_FIELDS = {"appearance": ("appearance", "image_size"), "motion": ("motion", "motion_size")}
+#: role -> the FeatureOptions field choosing a fully-connected layer of its backbone (C3D's fc7 / fc6).
+ROLE_LAYER = {"motion": "motion_layer"}
 _ROLE_KIND = {"appearance": "image", "motion": "video"}
 
 
@@ -136,6 +161,17 @@ class OutputSpec:
     dtype: str  # "float32" | "float16" | "bool" | "int64"
 
 
+def video_for(path: Path, backbone: str, size: int, max_pixels: int | None) -> Video:
+    """``path`` opened to decode frames for ``backbone`` at input side ``size``: the shorter side resized
+    to ``size``, or, for a backbone with a ``frame_size`` (C3D: 128x171), the whole frame resized to it
+    (aspect not kept, as C3D's Caffe data layer does). ``center_crop(frames, size)`` then gives the input.
+    """
+    frame = BACKBONES[backbone].preprocessing.frame_size
+    if frame is None:
+        return Video(path, size=size, max_pixels=max_pixels)
+    return Video(path, shape=frame, max_pixels=max_pixels)
+
+
 def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     """Centre ``size`` x ``size`` crop of (..., H, W, 3) frames whose shorter side is ``size``."""
     h, w = frames.shape[-3:-1]
@@ -143,20 +179,34 @@ def center_crop(frames: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(frames[..., top : top + size, left : left + size, :])
 
 
-_LOADED: dict[tuple[str, str, str | None, str, str], LoadedBackbone] = {}
+_LOADED: dict[tuple[str, str, str | None, str, str, str | None], LoadedBackbone] = {}
 
 
 def _shared_backbone(
-    name: str, weights: str, checkpoint: str | None, device: str, precision: str
+    name: str, weights: str, checkpoint: str | None, device: str, precision: str, layer: str | None = None
 ) -> LoadedBackbone:
-    """One loaded backbone per (name, weights, checkpoint, device, precision) per process: feature sets
-    that share a backbone (or a set rebuilt in the same worker) do not load it twice. Inference only
+    """One loaded backbone per (name, weights, checkpoint, device, precision, layer) per process: feature
+    sets that share a backbone (or a set rebuilt in the same worker) do not load it twice. Inference only
     reads the modules, so sharing them is safe."""
-    key = (name, weights, checkpoint, device, precision)
+    key = (name, weights, checkpoint, device, precision, layer)
     if key not in _LOADED:
         _LOADED[key] = build_backbone(name, weights=weights, checkpoint=checkpoint, device=device,
-                                      precision=precision)
+                                      precision=precision, layer=layer)
     return _LOADED[key]
+
+
+def _check_geometry(name: str, size: int, clip_len: int | None, role: str) -> None:
+    """A backbone read at a fully-connected layer (C3D) takes exactly its own clip length and input side."""
+    spec = BACKBONES[name]
+    if not spec.layers:
+        return
+    p = spec.preprocessing
+    if size != p.input_size or (clip_len is not None and clip_len != p.clip_len):
+        raise ValueError(
+            f"{role} backbone {name} ends in fully-connected layers and takes exactly {p.clip_len} frames of "
+            f"{p.input_size}x{p.input_size}; got {clip_len or p.clip_len} frames of {size}x{size} "
+            f"(leave --{ROLE_FIELDS[role][1].replace('_', '-')} and --clip-len at their defaults)"
+        )
 
 
 def _check_backbone(name: str, kind: str, role: str) -> None:
@@ -184,6 +234,9 @@ class FeatureSet:
     defaults: dict[str, object] = {}
     #: FeatureOptions fields this set reads besides ``COMMON_FIELDS`` and its roles' backbone / size.
     uses: tuple[str, ...] = ()
+    #: roles whose convolutional maps the set reads (masn's RoIAlign): no backbone read at a
+    #: fully-connected layer (C3D) there
+    map_roles: tuple[str, ...] = ()
 
     def __init__(self, options: FeatureOptions):
         self.options = self.resolve_options(options)
@@ -199,13 +252,16 @@ class FeatureSet:
         """``options`` with this set's defaults filled in and the fields it does not use cleared.
 
         Backbones left None take ``defaults``; input sides left None take the backbone's own input
-        size (``BACKBONES[name].preprocessing.input_size``); the fields of ``uses`` left None take
-        ``defaults`` (or stay None); checkpoints are kept only for the networks this set loads;
-        ``precision`` ``auto`` becomes ``bf16`` or ``fp32`` for ``device``; every other field returns to
-        its FeatureOptions default. Resolving twice changes nothing.
+        size (``BACKBONES[name].preprocessing.input_size``); a backbone with fully-connected ``layers``
+        (C3D) gets its layer (``motion_layer``, default its first) and must keep its own clip length and
+        input side; the fields of ``uses`` left None take ``defaults`` (or stay None); checkpoints are
+        kept only for the networks this set loads; ``precision`` ``auto`` becomes ``bf16`` or ``fp32``
+        for ``device``; every other field returns to its FeatureOptions default. Resolving twice changes
+        nothing.
 
         Raises:
-            ValueError: an unknown backbone, or one of the wrong kind for its role.
+            ValueError: an unknown backbone, one of the wrong kind for its role, a layer it does not
+                offer, or another geometry than a fully-connected backbone takes.
         """
         values: dict[str, object] = {}
         networks: set[str] = set()
@@ -213,12 +269,21 @@ class FeatureSet:
             backbone_field, size_field = ROLE_FIELDS[role]
             backbone = getattr(options, backbone_field) or self.defaults[backbone_field]
             _check_backbone(backbone, kind, role)
+            if role in self.map_roles and BACKBONES[backbone].layers:
+                raise ValueError(f"--features {self.name} reads the {role} backbone's convolutional map; "
+                                 f"{backbone} gives fully-connected vectors only")
             values[backbone_field] = backbone
             values[size_field] = getattr(options, size_field) or BACKBONES[backbone].preprocessing.input_size
+            if role in ROLE_LAYER:
+                layer = check_layer(BACKBONES[backbone], getattr(options, ROLE_LAYER[role]))
+                values[ROLE_LAYER[role]] = layer
             networks.add(backbone)
         for field in self.uses:
             value = getattr(options, field)
             values[field] = self.defaults.get(field) if value is None else value
+        for role in self.roles:
+            backbone_field, size_field = ROLE_FIELDS[role]
+            _check_geometry(values[backbone_field], values[size_field], values.get("clip_len"), role)
         networks |= self.extra_networks(values)
         values["precision"] = resolve_precision(options.precision, options.device)
         values["checkpoints"] = tuple((n, p) for n, p in options.checkpoints if n in networks)
@@ -238,6 +303,10 @@ class FeatureSet:
     def feature_dim(self, role: str) -> int:
         return BACKBONES[self.backbone_name(role)].feature_dim
 
+    def backbone_layer(self, role: str) -> str | None:
+        """The fully-connected layer ``role``'s backbone is read at (C3D: fc7 / fc6), else None."""
+        return getattr(self.options, ROLE_LAYER[role]) if role in ROLE_LAYER else None
+
     def backbone(self, role: str) -> LoadedBackbone:
         """The loaded backbone for ``role``; all of them load on the first call."""
         if self._backbones is None:
@@ -245,7 +314,7 @@ class FeatureSet:
             self._backbones = {
                 role: _shared_backbone(
                     self.backbone_name(role), o.weights, o.checkpoint_for(self.backbone_name(role)), o.device,
-                    o.precision,
+                    o.precision, self.backbone_layer(role),
                 )
                 for role in self.roles
             }
@@ -350,6 +419,7 @@ class FeatureSet:
                         self.backbone_name(role),
                         weights=o.weights,
                         checkpoint=o.checkpoint_for(self.backbone_name(role)),
+                        layer=self.backbone_layer(role),
                     )
                     for role in self.roles
                 },
@@ -360,7 +430,7 @@ class FeatureSet:
                 "dtype": o.dtype,
                 "outputs": {k: {"shape": list(v.shape), "dtype": v.dtype} for k, v in self.outputs.items()},
                 "options": {
-                    k: (list(map(list, v)) if k == "checkpoints" else v) for k, v in asdict(o).items()
+                    k: (list(map(list, v)) if k == "checkpoints" else v) for k, v in o.record().items()
                 },
             }
         return self._provenance

@@ -16,12 +16,12 @@ Sets (shapes per video; Da / Dm = appearance / motion feature size, 2048 with th
 | ``mspan`` | ``appearance`` (16, Da), ``motion`` (16, Dm) | 16 uniform frames; 16-frame window on each |
 | ``hcrn`` | ``appearance_clips`` (8, 16, Da), ``motion_clips`` (8, Dm) | HCRN's 8 clips of 16 frames |
 | ``siasamrea`` | ``frames`` (T, Da), ``frame_times`` (T,) | frames at 4 fps (or every ``stride`` frames) |
-| ``cmin`` | ``clips`` (T, Dm), ``clip_times`` (T,) | a 16-frame clip every 8 frames |
+| ``cmin`` | ``clips`` (T, Dm) or (T, pca_dim), ``clip_times`` (T,) | a 16-frame clip every 8 frames |
 | ``masn`` | see ``extract/masn.py`` (global, object and motion-object features, masks) | 6 fps, 1 in 4 kept |
 
 Each set has its paper's backbones as defaults (``FeatureOptions`` fields left None): mspan ResNet-152
 + 3D ResNet-152 (Kinetics-700), hcrn ResNet-101 + 3D ResNeXt-101 (HCRN's), masn ResNet-152 + I3D
-ResNet-50, siasamrea ResNet-152, cmin 3D ResNet-152 (Kinetics-700). Input sides default to the chosen
+ResNet-50, siasamrea ResNet-152, cmin C3D fc7 (Sports-1M). Input sides default to the chosen
 backbone's own (224 for the image backbones and I3D, 112 for the other 3D CNNs). A set's ``options`` are
 the *resolved* options (``FeatureSet.resolve_options``): every default filled in, every field the set
 does not use cleared; provenance records them, so two runs that differ only in spelling a default out
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -46,8 +47,10 @@ from extract.featurebase import (  # noqa: F401 - re-exported: the names users i
     FeatureSet,
     OutputSpec,
     center_crop,
+    video_for,
 )
 from extract.masn import build_masn_feature_set
+from extract.pca import DEFAULT_PCA_DIM, PCA_NAME, Projection, inspect_pca, load_pca, pca_provenance
 from extract.samplers import (
     centered_windows,
     clip_centre_times,
@@ -107,7 +110,7 @@ class MspanFeatures(FeatureSet):
             idx = uniform_indices(t, self.n)  # (N,)
             frames = center_crop(video.read(idx), o.image_size)  # (N, S, S, 3)
         windows = centered_windows(idx, t, self.w)  # (N, W)
-        with Video(path, size=o.motion_size, max_pixels=o.max_pixels) as video:
+        with video_for(path, o.motion, o.motion_size, o.max_pixels) as video:
             clips = center_crop(video.read(windows.reshape(-1)), o.motion_size)  # (N*W, s, s, 3)
         yield {"frames": frames, "clips": clips.reshape(self.n, self.w, *clips.shape[1:])}
 
@@ -227,21 +230,49 @@ class SiasamreaFeatures(FeatureSet):
 class CminFeatures(FeatureSet):
     """Clip features at a fixed stride for moment retrieval (CMIN, Zhang et al., SIGIR 2019).
 
-    CMIN used the ActivityNet C3D release: a 16-frame clip every 8 frames. We run the chosen video
-    backbone on ``dense_clips(T, clip_len=16, stride=8)`` (``clip_len`` / ``stride`` options) at
-    ``motion_size``. ``clips`` (T, Dm) and ``clip_times`` (T,) clip centre seconds. (CMIN's PCA to
-    500-d and resampling to 200 steps happen at training time, not here.)
+    CMIN used the ActivityNet challenge's C3D release: fc7 of a 16-frame clip every 8 frames, reduced
+    by PCA to 500-d. We run the video backbone on ``dense_clips(T, clip_len=16, stride=8)``
+    (``clip_len`` / ``stride`` options) at ``motion_size``: ``clips`` (T, Dm) and ``clip_times`` (T,),
+    clip centre seconds at the video's own frame rate (clip i covers frames 8i .. 8i+15), which training
+    maps to steps by the video's duration as CMIN's ``fps = T / duration`` does.
 
-    Default backbone (our choice; C3D weights are not among the backbones): ``r3d152_k700``, which takes
-    C3D's input geometry (16 frames at 112 px), is the strongest Kinetics 3D CNN offered, and is the
-    checkpoint mspan already needs. ``--motion resnext101_k400`` gives HCRN's Kinetics-400 network.
+    Default backbone: ``c3d_sports1m``, C3D's fc7 (``motion_layer`` fc6 for fc6), 16 frames of
+    128x171 frames centre-cropped to 112: the network of the ActivityNet C3D release. With a
+    projection file (``checkpoints`` entry ``"pca"``, ``vqa-extract --pca FILE``: the release's
+    ``PCA_activitynet_v1-3.hdf5``, ``extract.pca``) ``clips`` are projected to ``pca_dim`` (500)
+    components, as the ActivityNet release's (T, 500). Without it they stay (T, 4096) and ``vqa-train
+    cmin`` fits its PCA-500 on the training split (``model.pca_dim``); train on projected features with
+    ``model.pca_dim=null``, as the official code trains on the release.
     """
 
     name = "cmin"
     roles = {"motion": "video"}
-    defaults = {"motion": "r3d152_k700", "clip_len": 16, "stride": 8}
-    uses = ("clip_len", "stride")
+    defaults = {"motion": "c3d_sports1m", "clip_len": 16, "stride": 8}
+    uses = ("clip_len", "stride", "pca_dim")
     _time_keys = ("clip_times",)
+
+    def __init__(self, options: FeatureOptions):
+        super().__init__(options)
+        self._projection: Projection | None = None
+        if self.pca_file is not None:  # shapes only: a wrong file fails here, before any video
+            inspect_pca(self.pca_file, in_dim=self.feature_dim("motion"), dim=self.options.pca_dim)
+
+    def resolve_options(self, options: FeatureOptions) -> FeatureOptions:
+        """As ``FeatureSet.resolve_options``; ``pca_dim`` defaults to 500 with a projection file and is
+        refused without one."""
+        o = super().resolve_options(options)
+        if o.checkpoint_for(PCA_NAME) is None:
+            if o.pca_dim is not None:
+                raise ValueError("--pca-dim needs a projection file (--pca FILE)")
+            return o
+        return o if o.pca_dim is not None else replace(o, pca_dim=DEFAULT_PCA_DIM)
+
+    def extra_networks(self, values):
+        return {PCA_NAME}
+
+    @property
+    def pca_file(self) -> str | None:
+        return self.options.checkpoint_for(PCA_NAME)
 
     @property
     def w(self) -> int:
@@ -252,18 +283,30 @@ class CminFeatures(FeatureSet):
         return self.options.stride or 8
 
     def _outputs(self):
+        dim = self.options.pca_dim if self.pca_file is not None else self.feature_dim("motion")
         return {
-            "clips": OutputSpec((None, self.feature_dim("motion")), self.options.dtype),
+            "clips": OutputSpec((None, dim), self.options.dtype),
             "clip_times": OutputSpec((None,), "float32"),
         }
 
     def sampler_provenance(self):
         return {"clips": {"sampler": "dense_clips", "clip_len": self.w, "stride": self.stride}}
 
+    def provenance(self) -> dict:
+        prov = super().provenance()
+        if self.pca_file is not None and "projection" not in prov:
+            prov["projection"] = pca_provenance(self.pca_file, self.options.pca_dim)
+        return prov
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_projection"] = None  # reloaded from the file in the receiving process
+        return state
+
     def decode(self, video_id, path):
         o = self.options
         per_chunk = max(1, MAX_CHUNK_FRAMES // self.w)
-        with Video(path, size=o.motion_size, max_pixels=o.max_pixels) as video:
+        with video_for(path, o.motion, o.motion_size, o.max_pixels) as video:
             clips = dense_clips(video.info.num_frames, self.w, self.stride)  # (K, W)
             times = clip_centre_times(clips, video.info.fps).astype(np.float32)
             for start in range(0, len(clips), per_chunk):
@@ -275,7 +318,11 @@ class CminFeatures(FeatureSet):
                 }
 
     def _infer(self, chunks):
-        feats = self.run_backbone("motion", [c["clips"] for c in chunks], self.options.motion_size)
+        feats = self.run_backbone("motion", [c["clips"] for c in chunks], self.options.motion_size)  # (k, Dm)
+        if self.pca_file is not None:
+            if self._projection is None:
+                self._projection = load_pca(self.pca_file, self.options.pca_dim)
+            feats = [self._projection(f) for f in feats]  # (k, pca_dim)
         return [{"clips": f, "clip_times": c["clip_times"]} for f, c in zip(feats, chunks, strict=True)]
 
 

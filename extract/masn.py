@@ -191,6 +191,7 @@ class MasnFeatures(FeatureSet):
 
     name = "masn"
     roles = {"appearance": "image", "motion": "video"}
+    map_roles = ("appearance", "motion")  # RoIAlign on both maps
     defaults = {
         "appearance": DEFAULT_APPEARANCE,
         "motion": DEFAULT_MOTION,

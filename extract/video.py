@@ -125,6 +125,7 @@ class Video:
     Args:
         path: the video file.
         size: shorter side of the returned frames (aspect kept); None keeps the source size.
+        shape: (H, W) of the returned frames instead, aspect not kept (C3D's 128x171); overrides ``size``.
         num_threads: FFmpeg decoding threads (1 suits one decode worker per CPU core).
         max_pixels: refuse frames larger than this (declared width x height) before decoding; None: no
             limit.
@@ -140,6 +141,7 @@ class Video:
         size: int | None = None,
         num_threads: int = 1,
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        shape: tuple[int, int] | None = None,
     ):
         self.path = Path(path)
         _check_file(self.path)
@@ -160,7 +162,10 @@ class Video:
         height, width = first.shape[:2]
         self.info = VideoInfo(num_frames=num_frames, fps=fps, height=int(height), width=int(width))
         self.size = size
-        self.out_height, self.out_width = resized_shape(self.info.height, self.info.width, size)
+        if shape is not None:
+            self.out_height, self.out_width = (int(shape[0]), int(shape[1]))
+        else:
+            self.out_height, self.out_width = resized_shape(self.info.height, self.info.width, size)
         if (self.out_height, self.out_width) != (self.info.height, self.info.width):
             reader = _open_reader(
                 self.path, width=self.out_width, height=self.out_height, num_threads=num_threads

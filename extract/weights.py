@@ -11,6 +11,9 @@ Three native checkpoint layouts are read, each as its authors publish it:
 - ``"detectron2"``: detectron2 checkpoints (the bottom-up-attention conversion
   ``bua-caffe-frcn-r101_with_attributes.pth``): ``{'model': {...}, ...}`` or a plain state dict; BN
   ``num_batches_tracked`` counters are dropped (frozen BN has none).
+- ``"c3d"``: the converted Sports-1M C3D weights of DavideA/c3d-pytorch (``c3d.pickle``, saved with
+  ``torch.save``): a plain state dict ``conv1.weight`` (64, 3, 3, 3, 3) ... ``conv5b.bias``,
+  ``fc6.weight`` (4096, 8192), ``fc7``, ``fc8.bias`` (487,); a ``module.`` prefix is stripped.
 
 Every file is read with ``torch.load(path, map_location="cpu", weights_only=True)``: no pickled code
 runs. Loading is strict: a missing or unexpected key, or a shape mismatch, is an error that names the
@@ -31,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-WEIGHT_FORMATS = ("torchvision", "hara", "pytorchvideo", "detectron2")
+WEIGHT_FORMATS = ("torchvision", "hara", "pytorchvideo", "detectron2", "c3d")
 
 
 class WeightsError(RuntimeError):
@@ -132,7 +135,7 @@ def convert_checkpoint(
 
     Args:
         obj: what ``read_checkpoint`` returned.
-        fmt: ``"torchvision"``, ``"hara"``, ``"pytorchvideo"`` or ``"detectron2"``.
+        fmt: ``"torchvision"``, ``"hara"``, ``"pytorchvideo"``, ``"detectron2"`` or ``"c3d"``.
         path: the file, for error messages.
 
     Returns:
@@ -162,7 +165,15 @@ def convert_checkpoint(
             state = _tensor_dict(obj, path, "(detectron2 layout)")
         state = _strip_prefix(state, "module.")
         return {k: v for k, v in state.items() if not k.endswith(".num_batches_tracked")}
+    if fmt == "c3d":
+        return _strip_prefix(_tensor_dict(obj, path, "(C3D c3d.pickle layout)"), "module.")
     raise ValueError(f"unknown weight format {fmt!r}; expected one of {WEIGHT_FORMATS}")
+
+
+def _named(items: list[str], *, sep: str = ", ", limit: int = 24) -> str:
+    """Every item, or the first ``limit`` and how many more (a whole 3D ResNet-152 would fill pages)."""
+    shown = sep.join(items[:limit])
+    return shown if len(items) <= limit else f"{shown}{sep}... and {len(items) - limit} more"
 
 
 def load_into(module: nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike) -> None:
@@ -172,17 +183,14 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], path: str | os.
     unexpected = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
     if missing or unexpected or wrong:
+        shapes = [f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}" for k in wrong]
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing (e.g. {missing[:3]})")
+            parts.append(f"{len(missing)} missing ({_named(missing)})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})")
+            parts.append(f"{len(unexpected)} unexpected ({_named(unexpected)})")
         if wrong:
-            k = wrong[0]
-            parts.append(
-                f"{len(wrong)} with other shapes (e.g. {k}: file {tuple(state[k].shape)}, "
-                f"model {tuple(own[k].shape)})"
-            )
+            parts.append(f"{len(wrong)} with other shapes ({_named(shapes, sep='; ')})")
         raise WeightsError(
             f"weight file {path} does not fit {type(module).__name__}: "
             + "; ".join(parts)

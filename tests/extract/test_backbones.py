@@ -98,12 +98,16 @@ def test_registry_metadata_matches_the_architectures():
     for name, spec in BACKBONES.items():
         with torch.device("meta"):
             net = spec.build()
-        head = net.blocks[-1].proj if name == "i3d_r50" else net.fc
-        assert head.in_features == spec.feature_dim, name
+        if spec.layers:  # C3D: read at fc7 or fc6, both feature_dim wide
+            dims = {getattr(net, layer).out_features for layer in spec.layers}
+        else:
+            dims = {(net.blocks[-1].proj if name == "i3d_r50" else net.fc).in_features}
+        assert dims == {spec.feature_dim}, name
         assert spec.kind in ("image", "video") and spec.weight_format in (
             "torchvision",
             "hara",
             "pytorchvideo",
+            "c3d",
         )
         assert (spec.preprocessing.clip_len is None) == (spec.kind == "image")
     with torch.device("meta"):

@@ -178,7 +178,7 @@ def test_each_set_resolves_its_papers_backbones_and_provenance_records_them():
         "mspan": ("resnet152", 224, "r3d152_k700", 112),
         "hcrn": ("resnet101", 224, "resnext101_k400", 112),
         "siasamrea": ("resnet152", 224, None, None),
-        "cmin": (None, None, "r3d152_k700", 112),
+        "cmin": (None, None, "c3d_sports1m", 112),
         "masn": ("resnet152", 224, "i3d_r50", 224),
     }
     assert set(FEATURE_SETS) == set(expected)
