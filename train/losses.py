@@ -424,11 +424,12 @@ def _gt_steps(batch: Mapping[str, Any], num_steps: Tensor, rule: str = "continuo
 
 
 def moment_labels(windows: Tensor, window_mask: Tensor, gt: Tensor, *, min_ratio: float = 0.3) -> Tensor:
-    """Alignment labels of every window (the slides' and the official code's rule).
+    """Alignment labels of every window.
 
-    y = IoU(window, ground truth) / max IoU over the video's valid windows, set to 0 where the IoU is
-    below ``min_ratio`` * max and on invalid windows. The ground truth is widened to at least one step
-    so a zero-length moment still has a best window (the official ground truth is always a step or more).
+    The slides train each window's confidence against its IoU with the ground truth; the official code
+    (followed) scales it: y = IoU(window, ground truth) / max IoU over the video's valid windows, set to 0
+    where the IoU is below ``min_ratio`` * max and on invalid windows. The ground truth is widened to at
+    least one step so a zero-length moment still has a best window (the official one always spans a step).
 
     Args:
         windows: (N, 2) steps; window_mask: (B, N) bool; gt: (B, 2) steps.
