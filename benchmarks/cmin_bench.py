@@ -84,7 +84,7 @@ def _time(step, steps: int, warmup: int) -> float:
 def measure_ours(*, batch_size: int, steps: int, warmup: int, profile: bool = False) -> dict:
     torch.manual_seed(0)
     entry = get_model("cmin")
-    cfg = entry.config_cls(clips_dim=D_IN, pca_dim=D_IN)
+    cfg = entry.config_cls(video_dim=D_IN)  # PCA-500 clips; the official run's concat fusion (the default)
     model = entry.build(cfg, vocab_size=5000, num_answers=0, task_type="moment").train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=8e-4, weight_decay=1e-7)
     batch = _ours_batch(batch_size, cfg, torch.Generator().manual_seed(0))

@@ -87,11 +87,10 @@ TINY = {
                  glimpses=2, ban_rank=2),
     "siasamrea": dict(frames_dim=12, hidden_dim=16, num_heads=2, num_layers=1, word_dim=8, clip_frames=4,
                       frame_interval=2, siamese_shift=2, num_siamese=3, affinity_dim=8),
-    "cmin": dict(clips_dim=12, pca_dim=None, d_model=16, word_dim=8, num_heads=2, num_dep_labels=5,
-                 num_steps=8, window_widths=(2, 4)),
+    "cmin": dict(video_dim=12, d_model=16, word_dim=8, num_heads=2, num_dep_labels=5, window_widths=(2, 4)),
 }  # fmt: skip
 #: the paper sizes cmin_bench uses (500-d C3D clip features, PCA to 500)
-PAPER = {"cmin": dict(clips_dim=500, pca_dim=500)}
+PAPER = {"cmin": dict(video_dim=500)}
 
 
 # ============================================================================================ precision

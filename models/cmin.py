@@ -13,41 +13,66 @@ What this file computes (T time steps, L query words, K window widths, d model s
              o_i = g_i + h_i
              dir is "along the edge" (head -> dependent) or "against it" (dependent -> head); every
              (direction, label) pair has its own bias.
-    video    v_1..v_T (PCA-reduced clip features)
+    video    v_1..v_T (PCA-reduced clip features, resampled to T steps: train.moments)
     Eq. (2)  multi-head self-attention with residual: V^S = MultiHead(V, V, V) + V, n layers
     Eq. (3)  BiGRU over V^S                               h^v_t in R^d
     Eq. (4)  attentive aggregation of the words for each step:
              m_ti = w^T tanh(W_1 h^v_t + W_2 o_i + b),  a_t = softmax_i(m_t),  s_t = sum_i a_ti o_i
     Eq. (5)  cross gate: h~^v_t = h^v_t * sigma(W_s s_t),  s~_t = s_t * sigma(W_v h^v_t)
-    Eq. (6)  bilinear fusion: f_t = ReLU-ed low-rank bilinear P( ReLU(U h~^v_t * V s~_t) ), then a BiGRU
-             over f_1..f_T gives the step features h^f_t (the next interaction stage's video input)
+    Eq. (6)  fusion: f_t = [h~^v_t; s~_t] (concat, the official run's default) or the slides' low-rank
+             bilinear P( ReLU(U h~^v_t * V s~_t) ); then a BiGRU over f_1..f_T gives the step
+             features h^f_t (the next interaction stage's video input)
     Eq. (7)  localisation: at every step t and width w_k, the window centred on t with width w_k gets a
              confidence c_tk = sigma(w_c^T h^f_t) and offsets (d^s_tk, d^e_tk) = W_o h^f_t
-    Eq. (8)  loss = alignment BCE(c_tk, y_tk) over the valid windows + lambda * regression
+    Eq. (8)  loss = alignment BCE(c_tk, y_tk) over the windows + lambda * regression (train.losses)
 
-Readings of the paper, and where the official code differs:
+Readings of the paper, and where the official code differs (the CMIN paper we have is a slide deck:
+unnumbered equations, few hyper-parameters; the equation numbers above are ours):
 
-- Clip centring (``center_clips``, off by default) is ours, not the paper's or the official code's:
-  each video's mean clip is subtracted before the PCA (``train.moments.model_view``).
+- Input: the paper's PCA-500 of C3D clip features on T = 200 resampled steps. The PCA, the resampling and
+  clip centring (``moment.center_clips``: ours, off by default) are data preparation, not the network:
+  the ``moment:`` settings (``train.moments.MomentConfig``); the network only reads ``video_dim``.
 - Order of the query encoder: the paper runs the BiGRU first and the GCN on its outputs (followed
   here); the official code runs the GCN on the word vectors and the BiGRU after it.
-- Syntactic GCN: the official code also gates every edge message with a sigmoid of a per-label gate
-  (``gcn_edge_gates=True`` reproduces it; off by default as the paper's equation has no gate) and
+- Syntactic GCN: the official code also gates every message per dimension after its projection,
+  ``(W h_j + b) * sigma(G (W h_j) + c_label)`` (``gcn_edge_gates=True`` computes exactly that: checked
+  against the official module on random inputs; off by default as the paper's equation has no gate) and
   uses about 40 dependency labels (``num_dep_labels``). The self-loop has its own weight and bias.
 - Self-attention: the official code restricts each step to a local window of +-3 steps
   (``attn_window=3``, followed); the paper does not state a window. Padded steps are never attended.
-- Interaction: the paper stacks aggregation, cross gate and bilinear fusion; the official run uses one
-  stage and concatenates the gated features instead of the bilinear fusion (its bilinear module is
-  commented out). Defaults: one stage (official) with the bilinear fusion (paper); the bilinear fusion
-  is low-rank, P(U x * V y), as the official (unused) module, since a full d x d x d tensor is 134M
-  weights.
+- Interaction: the slides stack aggregation, cross gate and bilinear fusion; the official run uses one
+  stage and concatenates the gated features (its bilinear module is commented out). Defaults: the
+  official run's (one stage, ``fusion="concat"``), which produced the published numbers;
+  ``fusion="bilinear"`` is the slides' variant, low-rank P(U x * V y) as the official (unused) module,
+  since a full d x d x d tensor is 134M weights (on the small demo data it stayed at the prior).
 - Windows: official widths (ActivityNet [16, 32, 64, 96, 128, 160, 192] steps, TACoS [6, 18, 32]) on
-  T = 200 resampled steps. A window centred on step t with width w covers [t + 1/2 - w/2, t + 1/2 + w/2]
-  in continuous step units (the official inclusive integer box [t - (w-1)/2, t + (w-1)/2]); windows
+  T = 200 resampled steps. A window centred on step t with width w covers [t + 1/2 - w/2, t + 1/2 + w/2)
+  in continuous step units, which is the official inclusive proposal [t - (w-1)/2, t + (w-1)/2]; windows
   reaching outside the video's valid steps are masked out of the loss and the predictions (official).
-- Labels and loss weights (the paper is silent on both; official followed, in ``train/losses.py``):
-  y = IoU / max IoU over the valid windows, zeroed below 0.3 * max; regression SmoothL1 of the refined
-  box (window + offsets) of the best-labelled window against the ground truth, weight 1e-3, in steps.
+  The labels are the windows' IoU. ``official_boxes=True`` (default) follows two quirks of the official
+  code: the offsets refine ``anchors``, its proposals cast to int32 before the offsets are added
+  (truncating the half-step bounds of even widths toward zero: a valid window's anchor is
+  [t - w/2, t + w/2) here, half a step left of the window), and a window is valid when its inclusive
+  proposal starts at or after 0 and ends before T (an even width may end half a step past the video).
+  False: the offsets refine the windows themselves, valid inside [0, T] (checkpoints from before).
+- Loss (``train.losses.moment_loss``, settings ``moment.*``): the slides train each window's confidence
+  with BCE against its IoU with the ground truth and the offsets with a regression loss. The official
+  code, followed by default: labels IoU / max IoU, zeroed below 0.3 * max (``label_min_ratio``); the BCE
+  averaged over every window of the batch, invalid ones counting 0 (``align_norm=all``; ``valid`` averages
+  over valid windows only, about 2x on ActivityNet); SmoothL1 of the best-labelled window's refined box,
+  weight 1e-3 (``reg_weight``); the ground truth in whole steps, from the step the start falls in to the
+  one the end falls in (``gt_rule=official``; ``continuous`` uses the moment as it is).
+- Evaluation: the published R@1 are the official code's protocol (``train.moment_iou=official``, the
+  default): the arg-max window after regression, no NMS, on its inclusive-step IoU, thresholds 0.1-0.9.
+  The paper's R@5 are not computed by the official code; ours rank the top 5 after NMS at IoU m - 0.05
+  (its unused ``compute_IoU_recall``), which the paper's R@5 most likely follow (unverified).
+- Published numbers (ActivityNet Captions R@1 IoU 0.3/0.5/0.7 = 63.61/43.40/23.88, R@5 = 80.54/67.95/
+  50.73; TACoS R@1 IoU 0.1/0.3/0.5 = 32.48/24.64/18.05, R@5 = 62.13/38.46/27.02) need every default:
+  C3D clip features, ``moment.*`` (PCA-500, 200 steps resampled ``always``, the official loss), this
+  config (TACoS widths from ``train.config.paper_model_defaults``), the official run scripts' training
+  (``paper_train_defaults``: AdamW, warm-up + inverse square root, no gradient clipping, fp32) and
+  ``train.moment_iou=official``; R@1 is then the official computation, R@5 the convention above. The
+  official data files carry Stanford CoreNLP parses (read when present); spaCy or the chain otherwise.
 
 Outputs (``forward`` returns a dict; B batch, T steps, K widths, N = T * K windows, step-major)::
 
@@ -56,6 +81,7 @@ Outputs (``forward`` returns a dict; B batch, T steps, K widths, N = T * K windo
     window_offsets  (B, N, 2)  start/end offsets in steps
     window_mask     (B, N)     True where the window lies inside the video's valid steps
     windows         (N, 2)     window [start, end) in steps (the same for every video)
+    anchors         (N, 2)     the boxes the offsets refine, [start, end) in steps (``official_boxes``)
     step_scores     (B, T)     evaluation mode only: per-time-step relevance, the best confidence logit
                                of the valid windows covering each step (padded steps -inf); for
                                explaining predictions (:func:`step_relevance`)
@@ -64,13 +90,12 @@ Outputs (``forward`` returns a dict; B batch, T steps, K widths, N = T * K windo
 
 Ablations (config switches, the paper's study): ``use_gcn=False`` (no syntactic GCN),
 ``use_self_attention=False``, ``num_interactions`` (stages), ``use_aggregation=False`` (mean of the
-words instead of the attention), ``use_cross_gate=False``, ``fusion="concat"`` (no bilinear fusion,
-the official run's choice).
+words instead of the attention), ``use_cross_gate=False``, ``fusion="bilinear"`` (the slides' fusion;
+the default ``concat`` is the official run's).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -82,7 +107,8 @@ from torch import Tensor, nn
 from models.layers import as_embedding_tensor
 
 __all__ = [
-    "ACTIVITYNET_WIDTHS", "CMIN", "CMINConfig", "TACOS_WIDTHS", "cmin", "step_relevance", "window_layout",
+    "ACTIVITYNET_WIDTHS", "CMIN", "CMINConfig", "TACOS_WIDTHS", "cmin", "integer_anchors", "step_relevance",
+    "valid_windows", "window_layout",
 ]
 
 ACTIVITYNET_WIDTHS = (16, 32, 64, 96, 128, 160, 192)
@@ -94,18 +120,8 @@ class CMINConfig:
     """CMIN hyper-parameters: the official run scripts' values (ActivityNet Captions unless noted).
 
     Attributes:
-        clips_dim: input clip feature size (filled from the feature directory).
-        pca_dim: PCA components fitted on the training split's features (500, the paper's PCA-500); the
-            video encoder's input size (``video_dim``); None = no PCA, the features' own size.
-        pca_whiten: also scale each component to unit variance on the training split (off: the paper's
-            plain PCA).
-        center_clips: subtract each video's mean clip feature (over its own clips, after the
-            standardisation, before the PCA), so that the model sees how each step differs from the rest of
-            its video. Not in the paper nor in the official code (off by default). The demo turns it on: its
-            random-weight features are dominated by each video's static content.
-        num_steps: T, every video resampled to this many steps (200).
-        resample: ``"always"`` (official: mean-pool longer and repeat shorter videos to exactly T) or
-            ``"longer"`` (pool only longer videos; shorter ones are zero-padded and masked).
+        video_dim: size of the clip features the network reads (500: the paper's PCA-500). ``vqa-train``
+            fills it from its data settings: ``moment.pca_dim``, or the features' own size without PCA.
         d_model: d (512).
         word_dim: word-vector size (300, GloVe).
         freeze_embeddings: keep the word vectors fixed (official: fixed word2vec lookup).
@@ -114,7 +130,9 @@ class CMINConfig:
         attn_window: each step attends to +- this many steps (3, official); None = all steps.
         num_gcn_layers: l (2).
         num_dep_labels: dependency label ids (40, official; id 0 = unknown label).
-        gcn_edge_gates: gate each edge message (official code; not in the paper's equation).
+        gcn_edge_gates: the official code's edge gates (``modules_/graph_convolution.py``): each message
+            (W h_j + b) is multiplied per dimension by sigma(G (W h_j) + g_label); not in the paper's
+            equation (off).
         num_interactions: interaction stages (1, official).
         window_widths: K window widths in steps (ActivityNet's; TACoS (6, 18, 32)).
         dropout: 0.2 (run scripts).
@@ -122,17 +140,14 @@ class CMINConfig:
         use_self_attention: ablation switch: the video self-attention layers (False: skip them).
         use_aggregation: ablation switch: attentive word aggregation per step (False: mean of the words).
         use_cross_gate: ablation switch: the cross gate between the modalities (False: no gating).
-        fusion: ``"bilinear"`` (the paper's fusion) or ``"concat"`` (ablation: no bilinear fusion).
-        label_min_ratio: labels below this fraction of the best IoU are zeroed (0.3, official).
-        reg_weight: weight of the boundary regression (1e-3, official).
+        fusion: concat (the official run's: the gated features concatenated, its bilinear module commented
+            out) or bilinear (the slides' bilinear fusion, low-rank).
+        official_boxes: the official code's box conventions: the offsets refine its int32-cast proposals
+            and a window is valid when its inclusive proposal lies in [0, T); False: the offsets refine the
+            windows themselves, valid inside [0, T] (checkpoints from before).
     """
 
-    clips_dim: int = 500
-    pca_dim: int | None = 500
-    pca_whiten: bool = False
-    center_clips: bool = False
-    num_steps: int = 200
-    resample: Literal["always", "longer"] = "always"
+    video_dim: int = 500
     d_model: int = 512
     word_dim: int = 300
     freeze_embeddings: bool = True
@@ -149,47 +164,31 @@ class CMINConfig:
     use_self_attention: bool = True
     use_aggregation: bool = True
     use_cross_gate: bool = True
-    fusion: Literal["bilinear", "concat"] = "bilinear"
-    label_min_ratio: float = 0.3
-    reg_weight: float = 1e-3
+    fusion: Literal["bilinear", "concat"] = "concat"
+    official_boxes: bool = True
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"CMINConfig.{name}={getattr(self, name)!r} is invalid: {why}")
 
-        for name in ("clips_dim", "num_steps", "d_model", "word_dim", "num_heads",
-                     "num_dep_labels", "num_interactions"):
+        for name in ("video_dim", "d_model", "word_dim", "num_heads", "num_dep_labels", "num_interactions"):
             if isinstance(getattr(self, name), bool) or getattr(self, name) < 1:
                 raise bad(name, "must be an integer >= 1")
         for name in ("num_attn_layers", "num_gcn_layers"):
             if getattr(self, name) < 0:
                 raise bad(name, "must be >= 0")
-        if self.pca_dim is not None and self.pca_dim < 1:
-            raise bad("pca_dim", "must be >= 1 or null")
         if self.attn_window is not None and self.attn_window < 0:
             raise bad("attn_window", "must be >= 0 or null")
         if self.d_model % 2:
             raise bad("d_model", "must be even (two GRU directions)")
         if self.use_self_attention and self.num_attn_layers and self.video_dim % self.num_heads:
-            raise bad("num_heads", f"must divide the video size {self.video_dim} (pca_dim or clips_dim)")
+            raise bad("num_heads", f"must divide the video size {self.video_dim} (video_dim)")
         if not self.window_widths or any(w < 1 for w in self.window_widths):
             raise bad("window_widths", "must be a non-empty list of widths >= 1 (steps)")
-        if self.resample not in ("always", "longer"):
-            raise bad("resample", "choose always or longer")
         if self.fusion not in ("bilinear", "concat"):
             raise bad("fusion", "choose bilinear or concat")
         if not 0.0 <= self.dropout < 1.0:
             raise bad("dropout", "must be in [0, 1)")
-        if not 0.0 <= self.label_min_ratio <= 1.0:
-            raise bad("label_min_ratio", "must be in [0, 1]")
-        if not (math.isfinite(self.reg_weight) and self.reg_weight >= 0):
-            raise bad("reg_weight", "must be >= 0")
-
-
-    @property
-    def video_dim(self) -> int:
-        """Size of the clip features the model reads: ``pca_dim``, or ``clips_dim`` without PCA."""
-        return self.pca_dim if self.pca_dim is not None else self.clips_dim
 
 
 def window_layout(num_steps: int, widths: tuple[int, ...]) -> Tensor:
@@ -207,6 +206,11 @@ def window_layout(num_steps: int, widths: tuple[int, ...]) -> Tensor:
 class SyntacticGCN(nn.Module):
     """One syntactic graph-convolution layer (Eq. 1) with direction weights and label biases.
 
+    Without edge gates (the paper's equation) a word receives ``W_self h_i + b_self`` and, over its edges,
+    ``W_dir h_j + b_lab``. With ``edge_gates`` (the official ``modules_/graph_convolution.py``) every such
+    message is gated per dimension after its projection: ``(W h_j + b) * sigma(G (W h_j) + c)``, with a gate
+    matrix G per direction (self, along, against) and a gate bias c per (direction, label) (self: one).
+
     Forward:
         h: (B, L, D) word features; edges: (B, L, L) int64, ``edges[b, i, j] = label + 1`` when token i is
         the head of token j (0 = no edge); mask: (B, L) bool.
@@ -223,28 +227,37 @@ class SyntacticGCN(nn.Module):
         self.b_lab = nn.Parameter(torch.zeros(2, num_labels, dim))  # (direction, label, D)
         self.edge_gates = edge_gates
         if edge_gates:
-            self.g_self = nn.Linear(dim, 1)
-            self.g_dir = nn.ModuleList([nn.Linear(dim, 1, bias=False) for _ in range(2)])
-            self.g_lab = nn.Parameter(torch.zeros(2, num_labels))
+            self.g_self = nn.Linear(dim, dim)  # G_self, c_self
+            nn.init.zeros_(self.g_self.bias)  # the official gate biases start at 0
+            self.g_dir = nn.ModuleList([nn.Linear(dim, dim, bias=False) for _ in range(2)])
+            self.g_lab = nn.Parameter(torch.zeros(2, num_labels, dim))  # (direction, label, D)
 
     def forward(self, h: Tensor, edges: Tensor, mask: Tensor) -> Tensor:
         labels = (edges - 1).clamp(min=0, max=self.num_labels - 1)  # (B, L, L)
         present = edges > 0  # (B, L, L), [b, head, dep]
-        out = self.w_self(h)  # (B, L, D)
-        if self.edge_gates:
-            out = out * torch.sigmoid(self.g_self(h))
         # direction 0: a dependent receives from its head; direction 1: a head receives from its dependents
-        directions = ((present.transpose(1, 2), labels.transpose(1, 2)), (present, labels))
-        for d, (adj, lab) in enumerate(directions):
-            a = adj.to(h.dtype)  # (B, L_recv, L_send)
-            msg = self.w_dir[d](h)  # (B, L, D)
-            onehot = F.one_hot(lab, self.num_labels).to(h.dtype) * a.unsqueeze(-1)  # (B, L, L, NL)
-            if self.edge_gates:
-                gate = torch.sigmoid(self.g_dir[d](h).squeeze(-1).unsqueeze(1) + onehot @ self.g_lab[d])
-                a = a * gate  # (B, L, L) gated edges
-                onehot = onehot * gate.unsqueeze(-1)
-            out = out + a @ msg + onehot.sum(2) @ self.b_lab[d]  # (B, L, D)
+        directions = ((present.transpose(1, 2), labels.transpose(1, 2)), (present, labels))  # [b, recv, send]
+        if self.edge_gates:
+            out = self._gated(h, directions)
+        else:
+            out = self.w_self(h)  # (B, L, D)
+            for d, (adj, lab) in enumerate(directions):
+                a = adj.to(h.dtype)  # (B, L_recv, L_send)
+                onehot = F.one_hot(lab, self.num_labels).to(h.dtype) * a.unsqueeze(-1)  # (B, L, L, NL)
+                out = out + a @ self.w_dir[d](h) + onehot.sum(2) @ self.b_lab[d]  # (B, L, D)
         return F.relu(out) * mask.unsqueeze(-1).to(h.dtype)
+
+    def _gated(self, h: Tensor, directions: tuple[tuple[Tensor, Tensor], ...]) -> Tensor:
+        """The official gated sum of messages, label by label (only the labels present are computed)."""
+        proj = F.linear(h, self.w_self.weight)  # (B, L, D) W_self h
+        out = (proj + self.w_self.bias) * torch.sigmoid(self.g_self(proj))
+        for d, (adj, lab) in enumerate(directions):
+            proj = self.w_dir[d](h)  # (B, L_send, D)
+            gate = self.g_dir[d](proj)  # (B, L_send, D) G (W h_j)
+            for r in torch.unique(lab[adj]).tolist():
+                a = (adj & (lab == r)).to(h.dtype)  # (B, L_recv, L_send) edges of label r
+                out = out + a @ ((proj + self.b_lab[d, r]) * torch.sigmoid(gate + self.g_lab[d, r]))
+        return out
 
 
 class SelfAttention(nn.Module):
@@ -434,18 +447,49 @@ class CMIN(nn.Module):
         scores = self.score(h)  # (B, T, K)
         offsets = self.offset(h).view(B, T, K, 2)
         windows = window_layout(T, self.cfg.window_widths).to(clips.device)  # (T*K, 2)
-        wmask = (windows[:, 0].unsqueeze(0) >= 0) & (windows[:, 1].unsqueeze(0) <= lengths.unsqueeze(1))
+        wmask = valid_windows(windows, lengths, official=self.cfg.official_boxes)  # (B, T*K)
+        anchors = integer_anchors(windows) if self.cfg.official_boxes else windows  # (T*K, 2)
         out = {
             "window_scores": scores.reshape(B, T * K),
             "window_offsets": offsets.reshape(B, T * K, 2),
             "window_mask": wmask,  # (B, T*K)
             "windows": windows,
+            "anchors": anchors,
             "word_attention": attn,
             "num_steps": lengths,
         }
         if not self.training:
             out["step_scores"] = step_relevance(out["window_scores"], windows, wmask, mask)
         return out
+
+
+def valid_windows(windows: Tensor, lengths: Tensor, *, official: bool = True) -> Tensor:
+    """Which windows each video's valid steps hold.
+
+    Args:
+        windows: (N, 2) [start, end) in steps; lengths: (B,) valid steps.
+        official: the official rule (the inclusive proposal ``[start, end - 1]`` starts at or after 0 and
+            ends before the length: an even width may end half a step past the video); else the window
+            lies inside ``[0, length]``.
+
+    Returns:
+        (B, N) bool.
+    """
+    last = windows[:, 1] - (1.0 if official else 0.5)  # ends are multiples of 1/2
+    return (windows[:, 0] >= 0).unsqueeze(0) & (last.unsqueeze(0) < lengths.unsqueeze(1))
+
+
+def integer_anchors(windows: Tensor) -> Tensor:
+    """The official code's anchors: its inclusive proposals ``[s, e - 1]`` cast to int32 (toward zero).
+
+    Args:
+        windows: (N, 2) [start, end) in steps (:func:`window_layout`).
+
+    Returns:
+        (N, 2) [start, end) in steps: ``[trunc(s), trunc(e - 1) + 1]``.
+    """
+    inclusive = torch.trunc(windows - torch.tensor([0.0, 1.0], device=windows.device))
+    return inclusive + torch.tensor([0.0, 1.0], device=windows.device)
 
 
 def step_relevance(window_scores: Tensor, windows: Tensor, window_mask: Tensor, step_mask: Tensor) -> Tensor:

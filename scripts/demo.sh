@@ -124,8 +124,9 @@ echo
 echo "== CMIN (moment retrieval) on the ActivityNet-Captions layout: cmin clip features (r3d_18 @32px, RANDOM"
 echo "   weights, 8-frame clips every 8 frames), then CMIN with small widths, 32 steps, each video's clips minus"
 echo "   their mean (not in the paper: the random features are dominated by each video's static content),"
-echo "   PCA-64, concatenation fusion (the official run's), lr 1e-3 constant, 30 epochs, one thread;"
-echo "   selected on val_1, reported on val_2 beside a random window and the training split's best prior"
+echo "   PCA-64, the official run's concatenation fusion and loss, lr 1e-3 constant, 30 epochs, one thread;"
+echo "   selected on val_1, reported on val_2 beside a random window and the training split's best prior, by"
+echo "   the official evaluation protocol (arg-max window, no NMS, official step IoU; [official] in the report)"
 CMIN_FEATURES="$OUT/features/anet-cmin"
 set +e
 vqa-extract --dataset activitynet-captions --root "$DATA/activitynet-captions" --out "$CMIN_FEATURES" \
@@ -141,9 +142,9 @@ rm -rf "$RUNS/cmin-captions"
 vqa-train cmin --dataset activitynet-captions --root "$DATA/activitynet-captions" --features "$CMIN_FEATURES" \
     --out "$RUNS/cmin-captions" --device cpu --threads 1 --no-progress --epochs 30 --batch-size 16 --seed 0 \
     --set train.lr=1e-3 --set train.scheduler=none --set train.feature_norm=standardize \
-    --set model.center_clips=true --set model.pca_dim=64 --set model.num_steps=32 \
+    --set moment.center_clips=true --set moment.pca_dim=64 --set moment.num_steps=32 \
     --set "model.window_widths=[2,3,4,6,8]" --set model.d_model=64 --set model.word_dim=32 \
-    --set model.num_heads=2 --set model.freeze_embeddings=false --set model.dropout=0 --set model.fusion=concat
+    --set model.num_heads=2 --set model.freeze_embeddings=false --set model.dropout=0
 
 echo
 echo "== All test metrics beside chance level"

@@ -54,10 +54,17 @@ from models import get_model
 from pipelines.deps import SpacyUnavailable, new_query_parser
 from pipelines.text import encode_tokens, tokenize
 from train.checkpoint import CheckpointError, load_checkpoint
-from train.config import build_config
+from train.config import ConfigError, build_config
 from train.data import QACollate
 from train.losses import count_rounded, moment_predictions
-from train.moments import MomentCollate, Projection, encode_edges, model_view
+from train.moments import (
+    MomentCollate,
+    MomentConfig,
+    Projection,
+    checkpoint_configs,
+    encode_edges,
+    model_view,
+)
 from train.provenance import CHECKPOINT_FORMAT, RANDOM_WEIGHTS_BANNER
 from train.text_encoder import TextEncoderError, for_checkpoint
 
@@ -456,11 +463,12 @@ class Answerer:
 
     def _init_moments(self) -> None:
         """Moment models: the batch, the clips' view, the decoding and the query parser of the run."""
-        model_cfg, train_cfg = json.loads(self.meta["model_config"]), json.loads(self.meta["train_config"])
+        train_cfg = json.loads(self.meta["train_config"])
+        view = build_config(MomentConfig, checkpoint_configs(self.meta, source=str(self.path))[1],
+                            section="moment")  # the clips' view: moment_config, or older model_config keys
         self.collate = MomentCollate()
         self.projection = Projection.from_meta(self.meta)
-        self.num_steps, self.resample = int(model_cfg["num_steps"]), str(model_cfg.get("resample", "always"))
-        self.center = bool(model_cfg.get("center_clips", False))
+        self.num_steps, self.resample, self.center = view.num_steps, view.resample, view.center_clips
         self.nms_threshold = float(train_cfg.get("moment_nms", 0.5))
         parse = self.meta["query_parse"]
         self.dep_labels = {str(k): int(v) for k, v in parse["labels"].items()}
@@ -509,7 +517,11 @@ class Answerer:
             entry = get_model(meta["model_name"])
         except KeyError as exc:
             raise AnswerError(f"{path}: {exc.args[0]}") from None
-        cfg = build_config(entry.config_cls, json.loads(meta["model_config"]), section="model")
+        try:
+            values = checkpoint_configs(meta, source=str(path))[0]  # older CMIN ones: data keys moved
+            cfg = build_config(entry.config_cls, values, section="model")
+        except ConfigError as exc:
+            raise AnswerError(str(exc)) from None
         try:
             text = for_checkpoint(cfg, meta, text_encoder, source=str(path))
         except TextEncoderError as exc:

@@ -13,8 +13,10 @@ Usage::
 One subcommand per entry of ``models.MODELS``, made by an explicit loop in :func:`build_cli` when the
 command runs (importing this module parses nothing and registers nothing). Settings are layered:
 the paper's per-dataset defaults, then the run's saved config (``--resume``), the ``--config`` YAML
-file (sections ``train:`` and ``model:``), ``--set`` items, and finally the dedicated flags
-(``--epochs`` etc.). Unknown keys and invalid values stop the command before anything runs.
+file (sections ``train:``, ``model:`` and, for moment retrieval, ``moment:``), ``--set`` items, and
+finally the dedicated flags (``--epochs`` etc.). Older CMIN configs and checkpoints that carry the
+``moment`` settings as ``model.*`` keys are read with those keys moved (``train.moments.upgrade_sections``).
+Unknown keys and invalid values stop the command before anything runs.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from train.config import (
 )
 from train.data import FeatureMismatchError, check_feature_set
 from train.loop import NonFiniteLossError, RunDirError
+from train.moments import MomentConfig, checkpoint_configs, fill_video_dim, upgrade_sections
 from train.runner import (
     RunSpec,
     effective_config,
@@ -77,10 +80,14 @@ def _datasets_epilog() -> str:
 def _keys_epilog(entry: ModelEntry) -> str:
     """Every train.* and model.* key with its type, default and meaning (pre-formatted: ``\\b``)."""
     parts = []
-    for section, cls, note in (
-        ("train", TrainConfig, "per-dataset paper values (batch size, lr schedule) replace some defaults"),
+    sections = [
+        ("train", TrainConfig, "each model's paper values (batch size, lr schedule, clipping, precision) "
+                               "replace some defaults"),
         ("model", entry.config_cls, "the paper's defaults; *_dim and num_frames come from the features"),
-    ):
+    ]
+    if "moment" in entry.task_types:
+        sections.append(("moment", MomentConfig, "data preparation and loss of moment retrieval"))
+    for section, cls, note in sections:
         lines = [f"\b\n{section}.* keys (--set {section}.KEY=VALUE or section {section}: of --config; "
                  f"{note}):"]
         for key, type_name, default, meaning in describe_fields(cls):
@@ -201,36 +208,47 @@ def _make_spec(
     except FeatureMismatchError as exc:
         raise click.ClickException(str(exc)) from exc
 
+    moment_model = "moment" in entry.task_types
     try:
         defaults = {"train": paper_train_defaults(name, dataset, task, task_type),
                     "model": {} if eval_only else paper_model_defaults(name, dataset, task, task_type)}
-        layers: list[dict[str, dict[str, Any]]] = [defaults]
+        layers: list[tuple[str, dict[str, dict[str, Any]]]] = [("defaults", defaults)]
         saved_path = out / "config.yaml"
         if resume and saved_path.exists():
             saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-            layers.append({"train": saved.get("train") or {}, "model": saved.get("model") or {}})
+            layers.append((str(saved_path), {k: saved.get(k) or {} for k in ("train", "model", "moment")}))
         if config_file is not None:
-            layers.append(load_yaml_config(str(config_file), model=name))
-        layers.append(parse_overrides(overrides))
+            layers.append((str(config_file), load_yaml_config(str(config_file), model=name)))
+        layers.append(("--set", parse_overrides(overrides)))
         flags = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "num_workers": num_workers}
-        layers.append({"train": {k: v for k, v in flags.items() if v is not None}})
-        merged = merge_sections(*layers)
+        layers.append(("flags", {"train": {k: v for k, v in flags.items() if v is not None}}))
+        sections = [upgrade_sections(layer, source=src) if moment_model else layer for src, layer in layers]
+        merged = merge_sections(*sections)
+        if merged["moment"] and not moment_model:
+            raise ConfigError(f"moment.* settings ({', '.join('moment.' + k for k in merged['moment'])}) are "
+                              f"moment retrieval's; {name} does not retrieve moments")
         train_cfg = build_config(TrainConfig, merged["train"], section="train")
         if eval_only:
             moved = {k: v for k, v in merged["model"].items() if k == "text_encoder_path"}  # sha256 checked
-            if set(merged["model"]) - set(moved):
+            if set(merged["model"]) - set(moved) or merged["moment"]:
+                given = [f"model.{k}" for k in merged["model"] if k not in moved]
                 raise ConfigError(
-                    "--eval-only takes the model config from the checkpoint; drop the model.* settings "
-                    f"({', '.join('model.' + k for k in merged['model'] if k not in moved)})"
+                    "--eval-only takes the model and moment configs from the checkpoint; drop the settings "
+                    f"({', '.join(given + ['moment.' + k for k in merged['moment']])})"
                 )
             meta = load_checkpoint(checkpoint).get("meta", {})
-            model_values = {**json.loads(meta.get("model_config", "{}")), **moved}
+            model_values, moment_values = checkpoint_configs(meta, source=str(checkpoint))
+            model_values = {**model_values, **moved}
             if "train_config" in meta:  # every result-affecting train.* setting comes from the checkpoint
-                explicit = merge_sections(*layers[1:])["train"]
+                explicit = merge_sections(*sections[1:])["train"]
                 saved_train = json.loads(meta["train_config"])
                 train_cfg = eval_train_config(saved_train, explicit, source=str(checkpoint))
         else:
             model_values = fill_from_features(entry.config_cls, merged["model"], reader.outputs)
+            moment_values = merged["moment"]
+        moment_cfg = build_config(MomentConfig, moment_values, section="moment") if moment_model else None
+        if moment_cfg is not None and not eval_only:
+            model_values = fill_video_dim(model_values, moment_cfg, reader.outputs["clips"].shape[-1])
         model_cfg = build_config(entry.config_cls, model_values, section="model")
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
@@ -238,7 +256,8 @@ def _make_spec(
         raise click.ClickException(str(exc)) from exc
     return RunSpec(
         model=name, dataset=dataset, task=task, root=root, features=features, out=out, train=train_cfg,
-        model_config=model_cfg, glove=glove, device=device, resume=resume, eval_only=eval_only,
+        model_config=model_cfg, moment=moment_cfg, glove=glove, device=device, resume=resume,
+        eval_only=eval_only,
         checkpoint=checkpoint, allow_missing_features=allow_missing_features,
         show_progress=sys.stderr.isatty() if progress is None else progress,
         allow_feature_change=allow_feature_change, eval_name=eval_name,
@@ -283,8 +302,9 @@ def _execute(spec: RunSpec) -> None:
     metric = result["selection_metric"]
     base = ", ".join(f"{k} {v:.4f}" for k, v in result["baselines_test"].items()
                      if result["task_type"] != "moment" or k.endswith((metric, "mIoU")))
+    protocol = f" [{result['moment_protocol']['name']} protocol]" if "moment_protocol" in result else ""
     click.echo(
-        f"{spec.model} {spec.dataset}{'/' + spec.task if spec.task else ''}: val {metric} "
+        f"{spec.model} {spec.dataset}{'/' + spec.task if spec.task else ''}{protocol}: val {metric} "
         f"{result['val'][metric]:.4f}, test {metric} {result['test'][metric]:.4f} ({base}); "
         f"best checkpoint {result['best_checkpoint']}; outputs in {eval_out_dir(spec)}"
     )

@@ -1,8 +1,9 @@
 """Training configuration: the frozen ``TrainConfig`` and validated building of any config dataclass.
 
 A run's settings come from three layers, later ones winning: the dataclass defaults (the papers'
-values), a YAML file (``--config``) with the sections ``train:`` and ``model:``, and ``--set`` overrides
-with dotted keys (``train.lr=3e-4``, ``model.num_scales=4``). Every layer goes through
+values), a YAML file (``--config``) with the sections ``train:`` and ``model:`` (and, for moment
+retrieval, ``moment:``: ``train.moments.MomentConfig``), and ``--set`` overrides with dotted keys
+(``train.lr=3e-4``, ``model.num_scales=4``, ``moment.pca_dim=64``). Every layer goes through
 :func:`build_config`, which rejects unknown keys (listing the valid ones) and values of the wrong type;
 the dataclass's own ``__post_init__`` rejects values out of range. Nothing here reads the command line.
 """
@@ -20,7 +21,9 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "CLIP_AND_PRECISION",
     "ConfigError",
+    "SECTIONS",
     "TrainConfig",
     "build_config",
     "config_to_dict",
@@ -35,6 +38,11 @@ __all__ = [
 
 class ConfigError(ValueError):
     """A configuration key is unknown or a value is invalid; the message says which and what is allowed."""
+
+
+#: the sections of a config (``--config`` YAML, ``--set section.key=value``, a run's config.yaml); ``moment``
+#: holds moment retrieval's data and loss settings (``train.moments.MomentConfig``)
+SECTIONS = ("train", "model", "moment")
 
 
 TASK_TYPES = ("open", "mc", "count")
@@ -62,8 +70,18 @@ class TrainConfig:
             then stay random, and the run records it).
         warmup_updates: inverse_sqrt scheduler: updates of linear warm-up before the 1/sqrt decay.
         warmup_init_lr: inverse_sqrt scheduler: learning rate at the first update of the warm-up.
-        moment_nms: moment retrieval: NMS IoU threshold over the candidate windows (>= 1 disables it).
-        moment_iou: moment retrieval metrics' IoU: ``continuous`` (seconds) or ``steps`` (official CMIN).
+        grad_clip: max global gradient norm; None disables it. Each model's default is its paper's or
+            official code's (``paper_train_defaults``: none for MSPAN, MASN and CMIN); 12 is HCRN's.
+        amp: autocast of training and evaluation, on CPU and CUDA: auto (bf16 where the device computes
+            bf16 natively: CUDA with bf16, CPUs with AVX-512 BF16 or AMX; else fp32), bf16, fp32, fp16
+            (CUDA only, with a gradient scaler), none (older configs: same as fp32); the resolved one is
+            recorded. Each model's default is its official code's (``paper_train_defaults``).
+        moment_nms: moment retrieval: NMS IoU threshold over the candidate windows of the listed top-5
+            moments (predictions files, vqa-answer, the continuous and steps protocols; >= 1 disables it).
+        moment_iou: moment retrieval metrics' protocol: official (CMIN's evaluation: the arg-max window,
+            no NMS, its step IoU; R@5 after NMS at m - 0.05), continuous (top moments after NMS at
+            moment_nms, IoU in seconds) or steps (the same on the official step IoU, both sides mapped
+            alike); see train.losses.MOMENT_PROTOCOLS.
     """
 
     epochs: int = 30
@@ -77,10 +95,7 @@ class TrainConfig:
     step_size: int = 5  # StepLR period in epochs
     milestones: tuple[int, ...] = (10, 15, 19, 23, 27)  # MultiStepLR epochs
     gamma: float = 0.5
-    grad_clip: float | None = 12.0  # max global gradient norm; None disables (toolkit default)
-    # autocast of training and evaluation, on CPU and CUDA: auto (bf16 where the device computes bf16
-    # natively: CUDA with bf16, CPUs with AVX-512 BF16 or AMX; else fp32) | bf16 | fp32 | fp16 (CUDA only,
-    # with a gradient scaler) | none (older configs: same as fp32); the resolved one is recorded
+    grad_clip: float | None = 12.0
     amp: str = "auto"
     seed: int = 0
     num_workers: int = 0
@@ -102,10 +117,8 @@ class TrainConfig:
     # inverse_sqrt: lr rises linearly from warmup_init_lr to lr over warmup_updates, then lr*sqrt(w/step)
     warmup_updates: int = 0
     warmup_init_lr: float = 0.0
-    # moment retrieval: NMS IoU threshold over the candidates (>= 1 disables it) and the IoU formula of the
-    # metrics: continuous (seconds) or steps (the official CMIN code's inclusive step indices with a +1 term)
     moment_nms: float = 0.5
-    moment_iou: str = "continuous"
+    moment_iou: str = "official"
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -128,8 +141,8 @@ class TrainConfig:
             raise bad("warmup_updates", "warmup_updates and warmup_init_lr must be >= 0")
         if not (math.isfinite(self.moment_nms) and self.moment_nms > 0):
             raise bad("moment_nms", "must be an IoU threshold > 0 (>= 1 disables NMS)")
-        if self.moment_iou not in ("continuous", "steps"):
-            raise bad("moment_iou", "choose continuous or steps")
+        if self.moment_iou not in ("official", "continuous", "steps"):
+            raise bad("moment_iou", "choose official, continuous or steps")
         if self.feature_norm not in ("none", "standardize"):
             raise bad("feature_norm", "choose none or standardize")
         if self.amp not in ("auto", "bf16", "fp32", "fp16", "none"):
@@ -156,6 +169,19 @@ class TrainConfig:
         return self.eval_batch_size or self.batch_size
 
 
+#: gradient clipping and autocast of each model (train.grad_clip, train.amp), from its paper or official code:
+#: MSPAN (gzcsudo/MSPAN-VideoQA train.py), MASN (MASN-pytorch main*.py) and CMIN (runners/runner_final.py)
+#: step the optimizer on unclipped fp32 gradients. SiaSamRea has no code and its paper gives neither: the
+#: values of ClipBERT's fine-tuning configs (grad_norm 5.0, mixed precision), the model it builds on.
+#: (The toolkit's earlier 12 for every model is HCRN's clip_grad_norm_.)
+CLIP_AND_PRECISION = {
+    "mspan": {"grad_clip": None, "amp": "fp32"},
+    "masn": {"grad_clip": None, "amp": "fp32"},
+    "cmin": {"grad_clip": None, "amp": "fp32"},
+    "siasamrea": {"grad_clip": 5.0, "amp": "auto"},
+}
+
+
 def paper_train_defaults(model: str, dataset: str, task: str | None, task_type: str) -> dict[str, Any]:
     """Per-dataset training defaults of a paper model, applied below the YAML file and ``--set``.
 
@@ -164,7 +190,7 @@ def paper_train_defaults(model: str, dataset: str, task: str | None, task_type: 
     20 epochs for Count and MSRVTT-QA, 30 otherwise; the top 4000 training answers on MSVD-QA and
     MSRVTT-QA. (Elsewhere the answer vocabulary is the dataset adapter's ``default_answer_vocab_size``.)
     MASN (paper and official code): batch 32 (Count, FrameQA, MSVD/MSRVTT-QA) or 16 (Action, Transition),
-    constant lr, no weight decay.
+    constant lr, no weight decay. Every model: gradient clipping and autocast of :data:`CLIP_AND_PRECISION`.
 
     Args:
         model: registry name (``"mspan"``).
@@ -175,7 +201,7 @@ def paper_train_defaults(model: str, dataset: str, task: str | None, task_type: 
     Returns:
         A dict of ``TrainConfig`` field overrides (possibly empty).
     """
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = dict(CLIP_AND_PRECISION.get(model, {}))
     msvd_like = dataset in ("msvd-qa", "msrvtt-qa")
     if model == "mspan":
         out["batch_size"] = 128 if msvd_like else 64
@@ -409,12 +435,12 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, A
     """Parse ``--set`` items ``section.key=value`` (value read as a YAML scalar or flow list).
 
     Returns:
-        ``{"train": {...}, "model": {...}}``.
+        ``{"train": {...}, "model": {...}, "moment": {...}}``.
 
     Raises:
-        ConfigError: on a malformed item or a section other than ``train`` / ``model``.
+        ConfigError: on a malformed item or a section other than those of :data:`SECTIONS`.
     """
-    out: dict[str, dict[str, Any]] = {"train": {}, "model": {}}
+    out: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip()
@@ -423,7 +449,8 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, A
         section, dot, name = key.partition(".")
         if not dot or section not in out or not name or "." in name:
             raise ConfigError(
-                f"--set {item!r}: the key must be train.<field> or model.<field> (e.g. model.dropout=0.1)"
+                f"--set {item!r}: the key must be train.<field>, model.<field> or moment.<field> (e.g. "
+                "model.dropout=0.1)"
             )
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
@@ -434,12 +461,13 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, dict[str, A
 
 
 def merge_sections(*layers: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Merge ``{"train": {...}, "model": {...}}`` layers, later ones winning key by key."""
-    out: dict[str, dict[str, Any]] = {"train": {}, "model": {}}
+    """Merge ``{"train": {...}, "model": {...}, "moment": {...}}`` layers, later ones winning key by key."""
+    out: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     for layer in layers:
         for section, values in layer.items():
             if section not in out:
-                raise ConfigError(f"unknown config section {section!r}; valid sections: train, model")
+                raise ConfigError(f"unknown config section {section!r}; valid sections: "
+                                  f"{', '.join(SECTIONS)}")
             if values is None:
                 continue
             if not isinstance(values, Mapping):
@@ -455,7 +483,7 @@ RUN_CONFIG_KEYS = frozenset(
 
 
 def load_yaml_config(path: str, *, model: str | None = None) -> dict[str, dict[str, Any]]:
-    """Read a ``--config`` YAML file with the optional sections ``train`` and ``model``.
+    """Read a ``--config`` YAML file with the optional sections ``train``, ``model`` and ``moment``.
 
     A run's own ``config.yaml`` is accepted too: its other top-level keys (``model_name``, paths, ...)
     describe that run and are not settings; ``model`` given, its ``model_name`` must be ``model``.
@@ -471,7 +499,7 @@ def load_yaml_config(path: str, *, model: str | None = None) -> dict[str, dict[s
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the config file: {exc}") from exc
     if data is None:
-        return {"train": {}, "model": {}}
+        return {name: {} for name in SECTIONS}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping with the sections 'train' and 'model'")
     if "model_name" in data:  # a run's own config.yaml
@@ -481,8 +509,9 @@ def load_yaml_config(path: str, *, model: str | None = None) -> dict[str, dict[s
                 f"use it with `vqa-train {data['model_name']}`"
             )
         data = {k: v for k, v in data.items() if k not in RUN_CONFIG_KEYS and k != "provenance"}
-    unknown = sorted(set(data) - {"train", "model"})
+    unknown = sorted(set(data) - set(SECTIONS))
     if unknown:
-        raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; valid sections: train, model")
+        raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; valid sections: "
+                          f"{', '.join(SECTIONS)}")
     return merge_sections(data)
 

@@ -13,9 +13,16 @@ key                       shape / dtype         meaning
 ``edges``                 (B, L, L) int64       ``[b, head, dependent] = label id + 1``, 0 = no edge
 ``clips``                 (B, T, D) float32     PCA-projected clip features resampled to T steps
 ``clips_mask``            (B, T) bool           valid steps (all True with ``resample="always"``)
-``duration``              (B,) float32          video duration in seconds
-``moment``                (B, 2) float32        ground truth (start, end) in seconds
+``duration``              (B,) float64          video duration in seconds
+``moment``                (B, 2) float64        ground truth (start, end) in seconds (float64: the
+                                                official step rule truncates seconds * steps / duration)
 ========================  ====================  ===============================================
+
+Settings: :class:`MomentConfig`, the ``moment:`` section of a run's config (``--set moment.KEY=VALUE``):
+how the clips become the model's input (PCA, centring, steps) and how the windows are trained (labels,
+regression weight, normalisation, ground truth). They are not the network's (``models.cmin.CMINConfig``);
+configs and checkpoints written before they moved carry them as ``model.*`` keys, which
+:func:`split_legacy_keys` maps.
 
 PCA (the paper's PCA-500): fitted on the clips of the training split's videos only (covariance of the
 centred clips, top eigenvectors), and cached as ``<cache_dir>/pca-<key>.npz`` where the key hashes
@@ -28,10 +35,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -39,22 +48,174 @@ from torch.utils.data import Dataset
 
 from pipelines.atomic import atomic_path
 from pipelines.deps import Edge
+from train.config import ConfigError
 
 __all__ = [
+    "LEGACY_MODEL_KEYS",
     "MomentCollate",
+    "MomentConfig",
     "MomentDataset",
     "Projection",
     "best_prior_moments",
+    "checkpoint_configs",
     "dependency_label_index",
     "encode_edges",
+    "fill_video_dim",
     "fit_pca",
     "load_or_fit_pca",
     "model_view",
     "random_moments",
     "resample_steps",
+    "split_legacy_keys",
+    "upgrade_sections",
+    "video_dim",
 ]
 
 log = logging.getLogger("train")
+
+
+@dataclass(frozen=True)
+class MomentConfig:
+    """Moment retrieval's data preparation and loss: the ``moment:`` section (``--set moment.KEY=VALUE``).
+
+    Defaults reproduce the published numbers: the paper's PCA-500, the official code's 200 steps, labels,
+    regression weight, loss normalisation and ground truth.
+
+    Attributes:
+        pca_dim: PCA components fitted on the training split's features (500, the paper's PCA-500); the
+            size of the model's input (``model.video_dim``); None = no PCA, the features' own size.
+        pca_whiten: also scale each component to unit variance on the training split (off: the paper's
+            plain PCA).
+        center_clips: subtract each video's mean clip feature (over its own clips, after the
+            standardisation, before the PCA), so that the model sees how each step differs from the rest of
+            its video. Not in the paper nor in the official code (off by default). The demo turns it on: its
+            random-weight features are dominated by each video's static content.
+        num_steps: T, every video resampled to this many steps (200, official).
+        resample: always (official: mean-pool longer and repeat shorter videos to exactly T) or longer
+            (pool only longer videos; shorter ones are zero-padded and masked).
+        label_min_ratio: alignment labels below this fraction of the best IoU are zeroed (0.3: the slides'
+            and the official code's rule).
+        reg_weight: weight of the boundary regression (1e-3, official).
+        align_norm: all (official: the alignment BCE averaged over every window of the batch, invalid ones
+            counting 0) or valid (averaged over the valid windows only: about twice the weight on
+            ActivityNet Captions, where about half the windows reach outside the video).
+        gt_rule: the ground truth the loss trains towards: official (the steps the moment's start and
+            end fall in, inclusive, as the official data loader computes it) or continuous (the moment
+            itself in fractional steps).
+    """
+
+    pca_dim: int | None = 500
+    pca_whiten: bool = False
+    center_clips: bool = False
+    num_steps: int = 200
+    resample: Literal["always", "longer"] = "always"
+    label_min_ratio: float = 0.3
+    reg_weight: float = 1e-3
+    align_norm: Literal["all", "valid"] = "all"
+    gt_rule: Literal["official", "continuous"] = "official"
+
+    def __post_init__(self) -> None:
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"moment.{name}={getattr(self, name)!r} is invalid: {why}")
+
+        if isinstance(self.num_steps, bool) or self.num_steps < 1:
+            raise bad("num_steps", "must be an integer >= 1")
+        if self.pca_dim is not None and self.pca_dim < 1:
+            raise bad("pca_dim", "must be >= 1 or null")
+        for name, choices in (("resample", ("always", "longer")), ("align_norm", ("all", "valid")),
+                              ("gt_rule", ("official", "continuous"))):
+            if getattr(self, name) not in choices:
+                raise bad(name, f"choose {' or '.join(choices)}")
+        if not 0.0 <= self.label_min_ratio <= 1.0:
+            raise bad("label_min_ratio", "must be in [0, 1]")
+        if not (math.isfinite(self.reg_weight) and self.reg_weight >= 0):
+            raise bad("reg_weight", "must be >= 0")
+
+    def loss_settings(self) -> dict[str, Any]:
+        """The keyword arguments of ``train.losses.moment_loss``."""
+        return {"label_min_ratio": self.label_min_ratio, "reg_weight": self.reg_weight,
+                "align_norm": self.align_norm, "gt_rule": self.gt_rule}
+
+
+#: CMIN ``model.*`` keys that moved to the ``moment`` section (older config.yaml files and checkpoints)
+LEGACY_MODEL_KEYS = ("pca_dim", "pca_whiten", "center_clips", "num_steps", "resample", "label_min_ratio",
+                     "reg_weight")
+
+
+def split_legacy_keys(model: Mapping[str, Any], *, source: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Model values written before the data and loss settings moved -> ``(model, moment)`` values.
+
+    A partial section (a YAML file, ``--set model.pca_dim=64``) only has its moved keys renamed. A complete
+    one (a run's ``config.yaml`` or a checkpoint's ``model_config`` from before: every moved key present)
+    is that run as it ran: ``model.video_dim`` from its ``pca_dim`` (or ``clips_dim``), its offsets on the
+    windows themselves (``model.official_boxes: false``) and the loss it trained with
+    (``align_norm: valid``, ``gt_rule: continuous``).
+
+    Raises:
+        ConfigError: a complete section with ``gcn_edge_gates`` on (those scalar gates were replaced by the
+            official per-dimension gate; such a checkpoint cannot be loaded).
+    """
+    model = dict(model)
+    moment = {k: model.pop(k) for k in LEGACY_MODEL_KEYS if k in model}
+    if len(moment) < len(LEGACY_MODEL_KEYS):
+        return model, moment
+    clips_dim = model.pop("clips_dim", None)
+    if "video_dim" not in model and (moment["pca_dim"] or clips_dim):
+        model["video_dim"] = moment["pca_dim"] or clips_dim
+    model.setdefault("official_boxes", False)  # its offsets refine the windows, valid inside [0, T]
+    moment.update(align_norm="valid", gt_rule="continuous")
+    if model.get("gcn_edge_gates"):
+        raise ConfigError(f"{source}: trained with CMIN's earlier scalar edge gates (model.gcn_edge_gates), "
+                          "which the official per-dimension gate replaced; retrain it with this version")
+    return model, moment
+
+
+def upgrade_sections(sections: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    """A config's sections with the moved ``model.*`` keys in a ``moment`` section (see
+    :func:`split_legacy_keys`); other keys and sections unchanged.
+
+    Raises:
+        ConfigError: the same key given both ways.
+    """
+    out = dict(sections)
+    model, moved = split_legacy_keys(out.get("model") or {}, source=source)
+    if not moved:
+        return out
+    given = dict(out.get("moment") or {})
+    both = sorted(set(moved) & set(given))
+    if both:
+        raise ConfigError(f"{source}: {', '.join(both)} given both as model.* (the older spelling) and "
+                          f"moment.*; keep the moment.* ones")
+    out["model"], out["moment"] = model, {**moved, **given}
+    return out
+
+
+def video_dim(cfg: MomentConfig, clips_dim: int) -> int:
+    """The clip size the model reads: the PCA's ``pca_dim``, or the features' ``clips_dim`` without PCA."""
+    return cfg.pca_dim if cfg.pca_dim is not None else clips_dim
+
+
+def fill_video_dim(values: Mapping[str, Any], cfg: MomentConfig, clips_dim: int) -> dict[str, Any]:
+    """The model values with ``video_dim`` set from the data settings (:func:`video_dim`).
+
+    Raises:
+        ConfigError: an explicit ``model.video_dim`` that contradicts them.
+    """
+    dim, out = video_dim(cfg, clips_dim), dict(values)
+    if "video_dim" in out and out["video_dim"] != dim:
+        raise ConfigError(f"model.video_dim={out['video_dim']} but the model reads {dim}-d clips "
+                          f"(moment.pca_dim={cfg.pca_dim}, features of size {clips_dim}); drop the setting")
+    out["video_dim"] = dim
+    return out
+
+
+def checkpoint_configs(meta: Mapping[str, Any], *, source: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A checkpoint's ``(model, moment)`` values: its ``moment_config``, or, from a checkpoint written
+    before the move, the ``model_config`` keys :func:`split_legacy_keys` moves."""
+    model = json.loads(meta.get("model_config", "{}"))
+    if "moment_config" in meta:
+        return model, json.loads(meta["moment_config"])
+    return split_legacy_keys(model, source=source)
 
 
 class Projection:
@@ -137,7 +298,7 @@ def fit_pca(reader: Any, video_ids: Sequence[str], dim: int, *, key: str = "clip
     if total is None or dim > min(count, total.shape[0]):
         channels = 0 if total is None else total.shape[0]
         raise ValueError(f"PCA to {dim} components needs at least {dim} training clips and channels (have "
-                         f"{count} clips of {channels} channels); set model.pca_dim lower or null")
+                         f"{count} clips of {channels} channels); set moment.pca_dim lower or null")
     mean = total / count
     cov = outer / count - np.outer(mean, mean)
     values, vectors = np.linalg.eigh(cov)  # ascending
@@ -270,8 +431,8 @@ class MomentCollate:
             "edges": edges,
             "clips": clips,
             "clips_mask": mask,
-            "duration": torch.tensor([it["duration"] for it in items], dtype=torch.float32),
-            "moment": torch.tensor([it["moment"] for it in items], dtype=torch.float32),
+            "duration": torch.tensor([it["duration"] for it in items], dtype=torch.float64),
+            "moment": torch.tensor([it["moment"] for it in items], dtype=torch.float64),
         }
 
 

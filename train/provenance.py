@@ -252,7 +252,7 @@ def self_contained_meta(
         extracted); ``backbone_random_seed``: the seed random-weight backbones were initialised from
         (``extract.backbones.RANDOM_SEED``), so their features can be recomputed; ``max_question_len``;
         ``feature_projection``: ``{feature: {"mean": (D,), "components": (D, k)}}`` float32 tensors of
-        the fitted PCA of moment runs (``model.pca_dim``; ``train.moments.Projection``, empty: none),
+        the fitted PCA of moment runs (``moment.pca_dim``; ``train.moments.Projection``, empty: none),
         applied after the standardisation; ``query_parse`` (moment runs, else absent): ``{"parser": the
         ``pipelines.deps`` parser identity (``"chain"``, ``"spacy:<model>@..."`` or ``"file:<sha256>"``
         for stored parses), "labels": {dependency label: id}}``, so a new query gets its edges the way

@@ -21,6 +21,8 @@ def format_report(run_dirs: list[Path]) -> str:
     The features column shows the start of the feature fingerprint (the run's provenance record) and
     ``RANDOM WEIGHTS`` when the backbones had random weights, ``released (FORMAT)`` for features imported from
     the authors' release (``vqa-extract import``); GloVe coverage is shown when a file was used.
+    A moment metric names the protocol that produced it and its baselines (``[official]``: CMIN's own
+    evaluation, ``train.losses.MOMENT_PROTOCOLS``; ``[protocol not recorded]`` for older runs).
 
     Raises:
         FileNotFoundError: a run directory without ``metrics.json`` (the run did not finish).
@@ -39,7 +41,9 @@ def format_report(run_dirs: list[Path]) -> str:
             base = {k: v for k, v in m.get("baselines_test", {}).items()
                     if not moment or k.endswith("/" + metric)}
             chance = ", ".join(f"{k} {v:.3f}" for k, v in sorted(base.items()))
-            rows.append((m["model"], name, f"{metric} ({better})", f"{m['val'][metric]:.3f}",
+            protocol = (m.get("moment_protocol") or {}).get("name", "protocol not recorded")
+            label = f"{metric} [{protocol}]" if moment else metric
+            rows.append((m["model"], name, f"{label} ({better})", f"{m['val'][metric]:.3f}",
                          f"{m['test'][metric]:.3f}", chance, _features(m.get("provenance")), str(run)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]

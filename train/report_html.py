@@ -204,6 +204,12 @@ def _metrics_html(m: dict[str, Any], metric: str, better: str) -> list[str]:
     return body
 
 
+def _protocol_text(m: dict[str, Any]) -> str:
+    """The protocol that produced a moment run's numbers (``metrics.json``), or that it is not recorded."""
+    p = m.get("moment_protocol")
+    return f"{p['name']}: {p['description']}" if p else "not recorded (a run from before the record)"
+
+
 def _moment_metrics_html(m: dict[str, Any]) -> list[str]:
     """Every moment metric on val and test beside the same metric of each baseline (test)."""
     e = html.escape
@@ -216,7 +222,8 @@ def _moment_metrics_html(m: dict[str, Any]) -> list[str]:
         "<h2>Metrics beside chance level</h2><p>R@n,IoU=m: share of test queries with one of the top n "
         "moments at temporal IoU &ge; m with the true moment; mIoU: mean IoU of the top moment (higher "
         f"is better; the checkpoint is selected on val {e(metric)}). Queries: "
-        f"{int(m['val'].get('num_questions', 0))} val, {int(m['test'].get('num_questions', 0))} test.</p>",
+        f"{int(m['val'].get('num_questions', 0))} val, {int(m['test'].get('num_questions', 0))} test. "
+        f"Protocol (model and baselines): {e(_protocol_text(m))}.</p>",
         "<table><tr><th>metric</th><th>val</th><th>test</th>"
         + "".join(f"<th>chance: {e(n)} (test)</th>" for n in names) + "</tr>",
     ]

@@ -90,6 +90,7 @@ from train.loop import (
 from train.losses import (
     COUNT_MAX,
     COUNT_MIN,
+    MOMENT_PROTOCOLS,
     PredictionRecord,
     compute_losses,
     moment_metrics,
@@ -98,11 +99,14 @@ from train.losses import (
 )
 from train.moments import (
     MomentCollate,
+    MomentConfig,
     MomentDataset,
     best_prior_moments,
+    checkpoint_configs,
     dependency_label_index,
     load_or_fit_pca,
     random_moments,
+    upgrade_sections,
 )
 from train.provenance import (
     RANDOM_WEIGHTS_BANNER,
@@ -162,6 +166,8 @@ class RunSpec:
         dataset: the DATASETS key; ``task`` its task or None.
         root: dataset root; ``features``: feature directory; ``out``: run directory.
         train: the training config; ``model_config``: the model's config dataclass instance.
+        moment: moment retrieval's data and loss settings (``train.moments.MomentConfig``; None: the
+            defaults); ``--eval-only`` takes the checkpoint's.
         glove: GloVe file for the question embeddings, or None (random init).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         resume: continue from the newest checkpoint in ``out/checkpoints``.
@@ -185,6 +191,7 @@ class RunSpec:
     out: Path
     train: TrainConfig
     model_config: Any
+    moment: Any = None
     glove: Path | None = None
     device: str = "auto"
     resume: bool = False
@@ -342,6 +349,7 @@ def effective_config(spec: RunSpec, task_type: str) -> dict[str, Any]:
         "toolkit_version": toolkit_version(),
         "train": config_to_dict(spec.train),
         "model": config_to_dict(spec.model_config),
+        **({"moment": config_to_dict(spec.moment or MomentConfig())} if task_type == "moment" else {}),
     }
 
 
@@ -513,11 +521,14 @@ def _baselines(task_type: str, data: _Data, prepared: Any, cfg: TrainConfig | No
 
 def _moment_baselines(data: _Data, cfg: TrainConfig) -> dict[str, float]:
     """``random_window/<metric>`` (5 uniform random windows, seed 0) and ``best_prior/<metric>`` (the
-    training split's 5 most frequent normalised moments), evaluated like the model (NMS, IoU formula)."""
+    training split's 5 most frequent normalised moments), evaluated like the model: the same protocol
+    (``train.moment_iou``; the listed moments after NMS at ``train.moment_nms``, the official protocol's
+    R@5 re-ranking the 5 by its own NMS)."""
     tr, te = data.datasets["train"], data.datasets["test"]
     rows, s = te.indices, te.split
-    dur = np.asarray(s.duration_s)[rows]
-    gt = torch.as_tensor(np.stack([np.asarray(s.start_s)[rows], np.asarray(s.end_s)[rows]], 1))
+    dur = np.asarray(s.duration_s, dtype=np.float64)[rows]
+    gt = torch.as_tensor(np.stack([np.asarray(s.start_s)[rows], np.asarray(s.end_s)[rows]], 1),
+                         dtype=torch.float64)
     qids, vids = [s.qids[i] for i in rows], [s.video_ids[i] for i in rows]
     t = tr.split
     prior, freq = best_prior_moments(np.asarray(t.start_s)[tr.indices], np.asarray(t.end_s)[tr.indices],
@@ -525,16 +536,22 @@ def _moment_baselines(data: _Data, cfg: TrainConfig) -> dict[str, float]:
     from train.losses import nms_top_k
 
     keep = nms_top_k(torch.as_tensor(prior), torch.as_tensor(freq), threshold=cfg.moment_nms).numpy()
-    prior, freq = prior[keep], freq[keep]
     steps = getattr(te, "num_steps", 200)
     out: dict[str, float] = {}
-    for name, moments, scores in (
-        ("random_window", random_moments(dur), [np.linspace(1, 0.5, 5)] * len(rows)),
-        ("best_prior", [prior * d for d in dur], [freq] * len(rows)),
+    for name, moments, scores, listed in (
+        ("random_window", random_moments(dur), [np.linspace(1, 0.5, 5)] * len(rows), None),
+        ("best_prior", [prior * d for d in dur], [freq] * len(rows), keep),
     ):
-        recs = moment_records(qids, vids, [torch.as_tensor(m) for m in moments],
-                              [torch.as_tensor(c) for c in scores], gt, torch.as_tensor(dur),
-                              iou=cfg.moment_iou, num_steps=steps)
+        moments = [torch.as_tensor(m, dtype=torch.float64) for m in moments]
+        scores = [torch.as_tensor(c, dtype=torch.float64) for c in scores]
+        cands = None
+        if cfg.moment_iou == "official":  # R@5 ranks all 5 with its own NMS; the steps of each moment
+            cands = [(m * steps / d - torch.tensor([0.0, 1.0], dtype=torch.float64), c)
+                     for m, c, d in zip(moments, scores, dur, strict=True)]
+        if listed is not None:
+            moments, scores = [m[listed] for m in moments], [c[listed] for c in scores]
+        recs = moment_records(qids, vids, moments, scores, gt, torch.as_tensor(dur), iou=cfg.moment_iou,
+                              num_steps=steps, candidates=cands)
         for k, v in moment_metrics(recs).items():
             if k != "num_questions":
                 out[f"{name}/{k}"] = v
@@ -608,8 +625,9 @@ def _check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: P
     for key in ("model_name", "dataset", "task"):
         if saved.get(key) != current.get(key):
             diffs.append(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}")
-    for section in ("train", "model"):
-        a, b = saved.get(section, {}), current.get(section, {})
+    saved = upgrade_sections(saved, source=str(path)) if current.get("task_type") == "moment" else saved
+    for section in ("train", "model", "moment"):
+        a, b = saved.get(section) or {}, current.get(section) or {}
         for k in sorted(set(a) | set(b)):
             if section == "train" and (k in RESUMABLE_KEYS or k == "amp"):
                 continue  # amp: its resolved precision is compared (check_precision)
@@ -624,14 +642,15 @@ def _check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: P
         )
 
 
-def _prepare_moments_data(spec: RunSpec, adapter: Any, reader: Any, dist: DistInfo) -> tuple[Any, _Data]:
+def _prepare_moments_data(spec: RunSpec, adapter: Any, reader: Any, dist: DistInfo, mc: MomentConfig
+                          ) -> tuple[Any, _Data]:
     """Queries, dependency edges, the PCA projection and the three splits of a moment-retrieval run.
 
     ActivityNet Captions: train / val (val_1, model selection) / test (val_2); TACoS: train / val / test.
     Edges: the stored parses of the official ``*_gcn.json`` files when the adapter read those, else
     spaCy when installed, else the chain fallback (``pipelines.deps``).
     """
-    cfg, mc = spec.train, spec.model_config
+    cfg = spec.train
     cache = spec.out / "text_cache"
 
     def prepare() -> tuple[Any, Any]:
@@ -649,7 +668,7 @@ def _prepare_moments_data(spec: RunSpec, adapter: Any, reader: Any, dist: DistIn
     splits = prepared.splits
     if not {"train", "val", "test"} <= set(splits):
         raise FeatureMismatchError(f"{spec.dataset}: needs train, val and test splits, has {sorted(splits)}")
-    labels = dependency_label_index(parsed.edges["train"], getattr(mc, "num_dep_labels", 40))
+    labels = dependency_label_index(parsed.edges["train"], getattr(spec.model_config, "num_dep_labels", 40))
     data = _Data()
     data.query_parse = {"parser": parsed.parser, "labels": labels}  # carried by checkpoints
     rows: dict[str, np.ndarray] = {}
@@ -766,8 +785,9 @@ def run(spec: RunSpec) -> dict[str, Any]:
         vocab_size_cfg = cfg.answer_vocab_size if cfg.answer_vocab_size is not None else "default"
         prep_kwargs = dict(cache_dir=out / "text_cache", answer_vocab_size=vocab_size_cfg,
                            glove=spec.glove, max_question_len=cfg.max_question_len)
-        if task_type == "moment":
-            prepared, data = _prepare_moments_data(spec, adapter, reader, dist)
+        moment_cfg = _moment_config(spec) if task_type == "moment" else None
+        if moment_cfg is not None:
+            prepared, data = _prepare_moments_data(spec, adapter, reader, dist, moment_cfg)
         else:
             if dist.is_main:
                 prepared = prepare_qa(adapter, **prep_kwargs)
@@ -788,7 +808,8 @@ def run(spec: RunSpec) -> dict[str, Any]:
                 raise CheckpointError(
                     f"{spec.checkpoint}: a checkpoint of model {meta.get('model_name')!r}, not {spec.model!r}"
                 )
-            model_cfg = build_config(entry.config_cls, json.loads(meta["model_config"]), section="model")
+            model_values = checkpoint_configs(meta, source=str(spec.checkpoint))[0]
+            model_cfg = build_config(entry.config_cls, model_values, section="model")
             feature_change = check_features(meta.get("provenance"), features, what="--eval-only",
                                             source=str(spec.checkpoint), allow=spec.allow_feature_change)
             if "converted_from" in meta:  # a released checkpoint: the official vocabularies and tokens
@@ -850,6 +871,8 @@ def run(spec: RunSpec) -> dict[str, Any]:
             **self_contained_meta(data.feature_stats, cfg.max_question_len, data.feature_projection,
                                   data.query_parse),
         }
+        if moment_cfg is not None:  # the clips' view and the loss (vqa-answer and --eval-only read it)
+            meta["moment_config"] = json.dumps(config_to_dict(moment_cfg), sort_keys=True)
         metric, mode = selection_metric(task_type)
 
         eval_bs = cfg.effective_eval_batch_size
@@ -912,7 +935,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
                 ddp_model, optimizer, train_loader, task_type=task_type, device=device, amp=precision,
                 grad_clip=cfg.grad_clip, margin=cfg.hinge_margin, hooks=hooks, loader_generator=gen,
                 seed=cfg.seed, show_progress=spec.show_progress and dist.is_main,
-                loss_fn=_moment_loss_fn(model_cfg) if task_type == "moment" else None,
+                loss_fn=_moment_loss_fn(moment_cfg) if moment_cfg is not None else None,
             )
             if resume_from is not None:
                 ck = load_checkpoint(resume_from)
@@ -962,6 +985,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
             "val": val_metrics,
             "test": test_metrics,
             "baselines_test": _baselines(task_type, data, prepared, cfg),
+            **({"moment_protocol": _protocol_record(cfg)} if task_type == "moment" else {}),
             "dropped_questions": data.dropped,
             "eval_only": spec.eval_only,
             "provenance": record,
@@ -1068,11 +1092,25 @@ def _official_text(spec: RunSpec, adapter: Any, meta: Mapping[str, Any], task_ty
     return prepared
 
 
-def _moment_loss_fn(model_cfg: Any):
-    """The moment loss with the model config's label rule and regression weight."""
-    weights = {"label_min_ratio": getattr(model_cfg, "label_min_ratio", 0.3),
-               "reg_weight": getattr(model_cfg, "reg_weight", 1e-3)}
-    return lambda outputs, batch: compute_losses("moment", outputs, batch, **weights)
+def _moment_config(spec: RunSpec) -> MomentConfig:
+    """The run's moment settings: the evaluated checkpoint's (``--eval-only``), else the spec's."""
+    if spec.eval_only and spec.checkpoint is not None:
+        meta = load_checkpoint(spec.checkpoint).get("meta", {})
+        return build_config(MomentConfig, checkpoint_configs(meta, source=str(spec.checkpoint))[1],
+                            section="moment")
+    return spec.moment if spec.moment is not None else MomentConfig()
+
+
+def _moment_loss_fn(moment: MomentConfig):
+    """The moment loss with the run's label rule, regression weight, normalisation and ground truth."""
+    settings = moment.loss_settings()
+    return lambda outputs, batch: compute_losses("moment", outputs, batch, **settings)
+
+
+def _protocol_record(cfg: TrainConfig) -> dict[str, Any]:
+    """Which protocol produced a moment run's metrics (``metrics.json``: ``moment_protocol``)."""
+    return {"name": cfg.moment_iou, "description": MOMENT_PROTOCOLS[cfg.moment_iou],
+            "listed_nms": cfg.moment_nms}
 
 
 def _finite(obj: Any) -> Any:

@@ -14,12 +14,14 @@ from models.cmin import (
     SyntacticGCN,
     WordAggregation,
     cmin,
+    integer_anchors,
+    valid_windows,
     window_layout,
 )
 from train.losses import compute_losses
 
-SMALL = dict(clips_dim=12, pca_dim=None, d_model=16, word_dim=8, num_heads=2, num_dep_labels=5,
-             window_widths=(2, 4), dropout=0.0)
+SMALL = dict(video_dim=12, d_model=16, word_dim=8, num_heads=2, num_dep_labels=5, window_widths=(2, 4),
+             dropout=0.0)
 
 
 def _batch(B=3, T=10, L=5, D=12, seed=0):
@@ -33,8 +35,8 @@ def _batch(B=3, T=10, L=5, D=12, seed=0):
         "question_len": torch.tensor([L, L - 1, 2][:B]),
         "edges": edges, "clips": torch.randn(B, T, D, generator=g),
         "clips_mask": torch.ones(B, T, dtype=torch.bool),
-        "duration": torch.tensor([20.0, 35.0, 10.0][:B]),
-        "moment": torch.tensor([[2.0, 6.0], [10.0, 20.0], [0.0, 4.0]][:B]),
+        "duration": torch.tensor([20.0, 35.0, 10.0][:B], dtype=torch.float64),
+        "moment": torch.tensor([[2.0, 6.0], [10.0, 20.0], [0.0, 4.0]][:B], dtype=torch.float64),
     }
 
 
@@ -121,7 +123,8 @@ def test_padded_steps_do_not_change_the_valid_windows():
 
 @pytest.mark.parametrize("switch", [
     {"use_gcn": False}, {"use_self_attention": False}, {"num_interactions": 2}, {"use_aggregation": False},
-    {"use_cross_gate": False}, {"fusion": "concat"}, {"gcn_edge_gates": True}, {"attn_window": None},
+    {"use_cross_gate": False}, {"fusion": "bilinear"}, {"gcn_edge_gates": True}, {"attn_window": None},
+    {"official_boxes": False},
 ])
 def test_each_ablation_trains_a_step(switch):
     torch.manual_seed(0)
@@ -150,12 +153,15 @@ def test_overfits_a_small_batch():
         loss.backward()
         opt.step()
     assert float(loss.detach()) < 0.5 * first
-    from train.losses import moment_predictions, temporal_iou
+    from train.losses import moment_predictions, official_steps, temporal_iou
 
     model.eval()
     with torch.no_grad():
         ranked = moment_predictions(model(batch), durations=batch["duration"], nms_threshold=0.5)
-    ious = [float(temporal_iou(m[0], batch["moment"][b])) for b, (m, _) in enumerate(ranked)]
+    # the official ground truth it learns: from the step the start falls in to the one the end falls in
+    cells = official_steps(batch["moment"], batch["duration"], 10) + torch.tensor([0.0, 1.0]).double()
+    target = cells * batch["duration"].view(-1, 1) / 10
+    ious = [float(temporal_iou(m[0].double(), target[b])) for b, (m, _) in enumerate(ranked)]
     assert min(ious) > 0.4 and sum(ious) / 3 > 0.7, ious  # widths 2 and 4 steps: coarse on purpose
 
 
@@ -163,7 +169,74 @@ def test_config_validation():
     with pytest.raises(ValueError, match="window_widths"):
         CMINConfig(window_widths=())
     with pytest.raises(ValueError, match="num_heads"):
-        CMINConfig(pca_dim=10, num_heads=4)
+        CMINConfig(video_dim=10, num_heads=4)
     with pytest.raises(ValueError, match="moment"):
         cmin(CMINConfig(), vocab_size=5, task_type="open")
     assert isinstance(cmin(CMINConfig(**SMALL), vocab_size=5), CMIN)
+
+
+def test_defaults_are_the_official_runs():
+    """The official run concatenates the gated features (its bilinear module is commented out) and refines
+    int32-cast proposals; the network config holds no data or loss settings (train.moments.MomentConfig)."""
+    cfg = CMINConfig()
+    assert cfg.fusion == "concat" and cfg.official_boxes and cfg.video_dim == 500
+    assert not {"pca_dim", "num_steps", "resample", "center_clips", "label_min_ratio", "reg_weight",
+                "pca_whiten", "clips_dim"} & set(CMINConfig.__dataclass_fields__)
+    model = cmin(cfg, vocab_size=5)
+    assert not any(".u." in n or ".p." in n for n, _ in model.named_parameters())  # no bilinear weights
+
+
+def test_integer_anchors_are_the_official_int32_proposals():
+    """Official gcn_final.py: proposals [t - (w-1)/2, t + (w-1)/2] cast with type_as(int32 gt), i.e. truncated
+    toward zero; ours are [start, end) so the official inclusive end is end - 1."""
+    widths = (2, 3, 16)
+    windows = window_layout(20, widths)
+    t = torch.arange(20, dtype=torch.float64).view(-1, 1)
+    w = torch.tensor(widths, dtype=torch.float64).view(1, -1)
+    official = torch.stack([t - (w - 1) / 2, t + (w - 1) / 2], -1).view(-1, 2).to(torch.int32).float()
+    anchors = integer_anchors(windows)
+    torch.testing.assert_close(anchors - torch.tensor([0.0, 1.0]), official, rtol=0, atol=0)
+    # validity: the official illegal = start < 0 or end >= T on the float proposals (before the cast)
+    float_official = torch.stack([t - (w - 1) / 2, t + (w - 1) / 2], -1).view(-1, 2)
+    legal = (float_official[:, 0] >= 0) & (float_official[:, 1] < 20)
+    assert torch.equal(valid_windows(windows, torch.tensor([20]))[0], legal)
+    exact = valid_windows(windows, torch.tensor([20]), official=False)[0]
+    assert bool(legal[19 * 3]) and not bool(exact[19 * 3])  # t=19, w=2: ends half a step past the video
+    torch.testing.assert_close(anchors[1], windows[1])  # odd widths: already whole steps
+    torch.testing.assert_close(anchors[10 * 3 + 2], torch.tensor([2.0, 18.0]))  # t=10, w=16: [t - 8, t + 8)
+
+
+def _official_gate_layer(layer, h, edges, mask):
+    """The official GraphConvolution's sum, re-expressed: for each direction (self; dependent <- head;
+    head <- dependent) x = W h, messages (x_j + b_label) * sigmoid(G x_j + c_label), summed per receiver."""
+    B, L, D = h.shape
+    out = torch.zeros(B, L, D)
+    x = h @ layer.w_self.weight.T
+    out += (x + layer.w_self.bias) * torch.sigmoid(x @ layer.g_self.weight.T + layer.g_self.bias)
+    for b in range(B):
+        for head in range(L):
+            for dep in range(L):
+                lab = int(edges[b, head, dep])
+                if lab == 0:
+                    continue
+                for d, (recv, send) in enumerate(((dep, head), (head, dep))):
+                    xs = layer.w_dir[d].weight @ h[b, send]
+                    gate = torch.sigmoid(layer.g_dir[d].weight @ xs + layer.g_lab[d, lab - 1])
+                    out[b, recv] += (xs + layer.b_lab[d, lab - 1]) * gate
+    return torch.relu(out) * mask.unsqueeze(-1)
+
+
+def test_edge_gates_gate_each_dimension_after_the_projection():
+    torch.manual_seed(0)
+    layer = SyntacticGCN(6, num_labels=4, edge_gates=True)
+    with torch.no_grad():
+        for p in (layer.b_lab, layer.g_lab, layer.g_self.bias):
+            p.normal_()
+    assert layer.g_lab.shape == (2, 4, 6) and layer.g_dir[0].weight.shape == (6, 6)  # per dimension
+    h = torch.randn(2, 5, 6)
+    edges = torch.zeros(2, 5, 5, dtype=torch.int64)
+    edges[0, 1, 0], edges[0, 1, 2], edges[0, 2, 3] = 1, 3, 4
+    edges[1, 0, 1], edges[1, 0, 2] = 2, 2
+    mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], dtype=torch.bool)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(h, edges, mask), _official_gate_layer(layer, h, edges, mask))

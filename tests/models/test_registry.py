@@ -16,13 +16,12 @@ TINY = {
               "word_dim": 4, "lstm_layers": 1, "num_scales": 3, "iterations": 1},
     "siasamrea": {"frames_dim": 8, "hidden_dim": 8, "num_heads": 2, "num_layers": 1, "word_dim": 4,
                   "clip_frames": 3, "num_siamese": 2, "affinity_dim": 4},
-    "cmin": {"clips_dim": 8, "pca_dim": None, "d_model": 8, "word_dim": 4, "num_heads": 2,
-             "window_widths": (2, 3)},
+    "cmin": {"video_dim": 8, "d_model": 8, "word_dim": 4, "num_heads": 2, "window_widths": (2, 3)},
     "masn": {"num_frames": 6, "appearance_dim": 8, "motion_dim": 6, "hidden_dim": 8, "word_dim": 4,
              "position_dim": 4, "glimpses": 2},
 }
 OUTPUT_KEY = {"open": "logits", "mc": "scores", "count": "count", "moment": "window_scores"}
-FEATURE_DIMS = {"appearance": "appearance_dim", "motion": "motion_dim", "clips": "clips_dim"}
+FEATURE_DIMS = {"appearance": "appearance_dim", "motion": "motion_dim", "clips": "video_dim"}
 # per-frame shapes of features that are not (T, <name>_dim): name -> (trailing shape, dtype)
 OBJECTS = 3
 OTHER_FEATURES = {

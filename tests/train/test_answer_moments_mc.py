@@ -27,10 +27,10 @@ pytestmark = pytest.mark.slow
 
 CMIN_OPTIONS = FeatureOptions(motion="r3d_18", motion_size=16, clip_len=4, stride=4, weights="random")
 SIA_OPTIONS = FeatureOptions(appearance="resnet18", image_size=32, stride=4, weights="random")
-CMIN_ARGS = ("--set", "train.lr=1e-2", "--set", "model.pca_dim=8", "--set", "model.num_steps=16",
+CMIN_ARGS = ("--set", "train.lr=1e-2", "--set", "moment.pca_dim=8", "--set", "moment.num_steps=16",
              "--set", "model.window_widths=[2,4,8]", "--set", "model.d_model=16", "--set", "model.word_dim=8",
              "--set", "model.num_heads=2", "--set", "model.freeze_embeddings=false",
-             "--set", "model.center_clips=true")  # as the demo: vqa-answer must centre the same way
+             "--set", "moment.center_clips=true")  # as the demo: vqa-answer must centre the same way
 SIA_ARGS = ("--set", "train.lr=3e-3", "--set", "model.hidden_dim=16", "--set", "model.num_heads=2",
             "--set", "model.num_layers=1", "--set", "model.word_dim=16", "--set", "model.clip_frames=4",
             "--set", "model.affinity_dim=8", "--set", "model.num_siamese=2")

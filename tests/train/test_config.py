@@ -25,7 +25,8 @@ def test_defaults_are_the_papers():
     assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.batch_size) == ("adam", 1e-4, 5e-6, 64)
     assert cfg.milestones == (10, 15, 19, 23, 27) and cfg.gamma == 0.5 and cfg.step_size == 5
     msrvtt = paper_train_defaults("mspan", "msrvtt-qa", None, "open")
-    assert msrvtt == {"batch_size": 128, "scheduler": "step", "epochs": 20, "answer_vocab_size": 4000}
+    assert msrvtt == {"batch_size": 128, "scheduler": "step", "epochs": 20, "answer_vocab_size": 4000,
+                      "grad_clip": None, "amp": "fp32"}
     assert paper_train_defaults("mspan", "tgif", "count", "count")["scheduler"] == "step"
     assert paper_train_defaults("mspan", "tgif", "frameqa", "open")["scheduler"] == "multistep"
 
@@ -48,6 +49,21 @@ def test_mspan_per_task_defaults(dataset, task, task_type, dropout, epochs, answ
     assert train["epochs"] == epochs and train.get("answer_vocab_size") == answers
     cfg = build_config(MSPANConfig, model, section="model")
     assert cfg.dropout == dropout and cfg.readout_dropout == 0.2
+
+
+@pytest.mark.parametrize("model, task_type, clip, amp", [
+    ("mspan", "open", None, "fp32"),  # official train.py: optimizer.step() on unclipped fp32 gradients
+    ("masn", "mc", None, "fp32"),  # official main*.py: the same
+    ("cmin", "moment", None, "fp32"),  # official runners/runner_final.py: the same
+    ("siasamrea", "open", 5.0, "auto"),  # no code: ClipBERT's fine-tuning (grad_norm 5, mixed precision)
+])
+def test_gradient_clipping_and_autocast_are_each_models_own(model, task_type, clip, amp):
+    """Not HCRN's clip at 12 and bf16 autocast for every model: each model's paper or official code."""
+    dataset = "activitynet-captions" if model == "cmin" else "tgif"
+    train = paper_train_defaults(model, dataset, None if model == "cmin" else "action", task_type)
+    assert (train["grad_clip"], train["amp"]) == (clip, amp)
+    cfg = build_config(TrainConfig, train, section="train")
+    assert (cfg.grad_clip, cfg.amp) == (clip, amp)
 
 
 def test_no_per_task_model_defaults_without_an_official_script():
@@ -124,7 +140,10 @@ def test_parse_overrides_and_layers(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("train:\n  lr: 0.01\n  epochs: 4\nmodel:\n  pool: avg\n")
     merged = merge_sections(load_yaml_config(str(path)), parse_overrides(["train.lr=0.5"]))
-    assert merged == {"train": {"lr": 0.5, "epochs": 4}, "model": {"pool": "avg"}}
+    assert merged == {"train": {"lr": 0.5, "epochs": 4}, "model": {"pool": "avg"}, "moment": {}}
+    path.write_text("moment:\n  pca_dim: 64\n")  # moment retrieval's data and loss settings
+    merged = merge_sections(load_yaml_config(str(path)), parse_overrides(["moment.num_steps=32"]))
+    assert merged["moment"] == {"pca_dim": 64, "num_steps": 32}
     path.write_text("optimizer:\n  lr: 0.01\n")
     with pytest.raises(ConfigError, match="c.yaml: unknown top-level key"):
         load_yaml_config(str(path))

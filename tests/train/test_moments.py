@@ -8,6 +8,7 @@ import logging
 import numpy as np
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 from extract.manifest import write_feature_dir
@@ -70,12 +71,14 @@ def test_iou_thresholds_and_formulas():
     assert float(iou) == pytest.approx(0.5)
     m = compute_metrics("moment", _records([[[0, 10]]], [[5, 10]]))
     assert m["R@1,IoU=0.5"] == 1.0 and m["R@1,IoU=0.7"] == 0.0
-    # the official step formula: 10 steps over 10 s, [0, 10) -> steps 0..9, gt [5, 10] -> 5..9 (clipped): 5/10
+    # the official step formula: 10 steps over 10 s, [0, 10) -> steps 0..9, gt [5, 10] -> 5..9 (capped): 5/10
     s = step_iou(torch.tensor([[0.0, 10.0]]), torch.tensor([5.0, 10.0]), 10.0, 10)
     assert float(s) == pytest.approx(0.5)
-    # a one-step prediction touching the gt by one step gets 1/(n+1) credit from the +1 term
+    # [4, 5] s holds steps 4 and 5 (the official rule takes the step each time falls in); gt [4, 4] s step 4
     s = step_iou(torch.tensor([[4.0, 5.0]]), torch.tensor([4.0, 4.0]), 10.0, 10)
-    assert float(s) == pytest.approx(1.0)
+    assert float(s) == pytest.approx(0.5)
+    assert set(compute_metrics("moment", _records([[[0, 10]]], [[5, 10]], iou="steps"))) >= {
+        f"R@{k},IoU={t}" for k in (1, 5) for t in (0.1, 0.3, 0.5, 0.7, 0.9)}
 
 
 def test_nms_suppresses_a_near_duplicate():
@@ -178,7 +181,7 @@ def tiny_captions(tmp_path_factory):
     return root, feats
 
 
-TINY = ["--set", "model.pca_dim=4", "--set", "model.num_steps=16", "--set", "model.d_model=16",
+TINY = ["--set", "moment.pca_dim=4", "--set", "moment.num_steps=16", "--set", "model.d_model=16",
         "--set", "model.word_dim=8", "--set", "model.num_heads=2", "--set", "model.window_widths=[2,3,4,6]",
         "--set", "model.freeze_embeddings=false", "--set", "train.warmup_updates=5",
         "--set", "train.lr=1e-2", "--set", "train.scheduler=none", "--set", "model.dropout=0.0",
@@ -234,6 +237,7 @@ def test_step_formula_switch_and_eval_only(tiny_captions, tmp_path):
     got, _ = _train(tiny_captions, run, "--epochs", "1", "--set", "train.moment_iou=steps",
                     "--set", "train.moment_nms=0.3")
     assert 0.0 <= got["test"]["mIoU"] <= 1.0 and "random_window/R@5,IoU=0.5" in got["baselines_test"]
+    assert got["moment_protocol"]["name"] == "steps" and got["moment_protocol"]["listed_nms"] == 0.3
     root, feats = tiny_captions
     res = CliRunner().invoke(build_cli(), [
         "cmin", "--dataset", "activitynet-captions", "--root", str(root), "--features", str(feats),
@@ -298,10 +302,10 @@ def test_center_clips_subtracts_each_videos_mean_before_the_pca(tiny_captions, t
 
 
 def test_center_clips_is_recorded_and_eval_only_uses_it(tiny_captions, tmp_path):
-    """A run with ``model.center_clips`` evaluates its checkpoint the same way (the view is in the config;
+    """A run with ``moment.center_clips`` evaluates its checkpoint the same way (the view is in the config;
     ``vqa-answer`` is checked in test_answer_moments_mc.py, whose CMIN run centres too)."""
     run = tmp_path / "run"
-    got, _ = _train(tiny_captions, run, "--epochs", "1", "--set", "model.center_clips=true")
+    got, _ = _train(tiny_captions, run, "--epochs", "1", "--set", "moment.center_clips=true")
     assert "center_clips: true" in (run / "config.yaml").read_text()
     root, feats = tiny_captions
     res = CliRunner().invoke(build_cli(), [
@@ -367,3 +371,101 @@ def test_checkpoints_carry_the_fitted_pca(tiny_captions, tmp_path):
     np.testing.assert_allclose(proj(x), (x - proj.mean) @ proj.components, rtol=1e-6)
     assert Projection.from_meta({"feature_projection": {}}) is None
     assert Projection.from_meta({}) is None  # checkpoints from before: no projection recorded
+
+
+# ----------------------------------------------------------------------------- the moment: section
+def _cli(*args):
+    return CliRunner().invoke(build_cli(), [str(a) for a in args], catch_exceptions=False)
+
+
+def test_moment_settings_have_their_own_section(tiny_captions, tmp_path):
+    """Data and loss settings live in ``moment:`` (``--set moment.KEY``), not in the network's config."""
+    root, feats = tiny_captions
+    base = ["cmin", "--dataset", "activitynet-captions", "--root", root, "--features", feats, "--out",
+            tmp_path / "run"]
+    res = _cli(*base, *TINY, "--print-config")
+    assert res.exit_code == 0, res.output
+    conf = yaml.safe_load(res.output)
+    assert conf["moment"] == {"pca_dim": 4, "pca_whiten": False, "center_clips": False, "num_steps": 16,
+                              "resample": "always", "label_min_ratio": 0.3, "reg_weight": 0.001,
+                              "align_norm": "all", "gt_rule": "official"}
+    assert conf["model"]["video_dim"] == 4 and "pca_dim" not in conf["model"]  # filled from moment.pca_dim
+    assert conf["model"]["fusion"] == "concat" and conf["train"]["moment_iou"] == "official"
+    assert conf["train"]["grad_clip"] is None and conf["train"]["amp"] == "fp32"  # the official code's
+    # the older spelling still sets them; given both ways in one layer it is refused
+    res = _cli(*base, "--set", "model.num_steps=12", "--set", "model.pca_dim=null",
+               "--set", "model.num_heads=2", "--print-config")
+    assert res.exit_code == 0, res.output
+    conf = yaml.safe_load(res.output)
+    assert conf["moment"]["num_steps"] == 12 and conf["model"]["video_dim"] == 6  # no PCA: the features' 6
+    res = CliRunner().invoke(build_cli(), [str(a) for a in base] + ["--set", "model.pca_dim=4", "--set",
+                                                                     "moment.pca_dim=5", "--print-config"])
+    assert res.exit_code == 2 and "pca_dim given both as model.*" in res.output
+    res = CliRunner().invoke(build_cli(), [str(a) for a in base] + ["--set", "moment.gt_rule=exact",
+                                                                     "--print-config"])
+    assert res.exit_code == 2 and "moment.gt_rule='exact' is invalid" in res.output
+    res = _cli("cmin", "--help")
+    assert "moment.align_norm" in res.output and "moment.pca_dim" in res.output
+
+
+def test_moment_settings_are_refused_for_other_models(tiny_tgif, tmp_path):
+    res = CliRunner().invoke(build_cli(), [
+        "mspan", "--dataset", "tgif", "--task", "frameqa", "--root", str(tiny_tgif.root), "--features",
+        str(tiny_tgif.features), "--out", str(tmp_path / "run"), "--set", "moment.pca_dim=8",
+        "--print-config"])
+    assert res.exit_code == 2 and "moment.pca_dim" in res.output and "does not retrieve moments" in res.output
+
+
+def _to_older_layout(run):
+    """Rewrite a run's config.yaml and checkpoints as the toolkit wrote them before the moment section:
+    the data and loss settings as model.* keys, model.clips_dim, no integer anchors, no moment_config."""
+    conf = yaml.safe_load((run / "config.yaml").read_text())
+    moment = conf.pop("moment")
+    assert (moment["align_norm"], moment["gt_rule"]) == ("valid", "continuous")  # what older runs did
+    del moment["align_norm"], moment["gt_rule"]
+    model = conf["model"]
+    assert model.pop("official_boxes") is False
+    model["clips_dim"] = 6
+    del model["video_dim"]
+    model.update(moment)
+    (run / "config.yaml").write_text(yaml.safe_dump(conf, sort_keys=False))
+    for path in (run / "checkpoints").glob("*.pt"):
+        ck = torch.load(path, weights_only=True)
+        meta = ck["meta"]
+        values = json.loads(meta.pop("moment_config"))
+        del values["align_norm"], values["gt_rule"]
+        old = json.loads(meta["model_config"])
+        del old["video_dim"], old["official_boxes"]
+        meta["model_config"] = json.dumps({**old, **values, "clips_dim": 6}, sort_keys=True)
+        torch.save(ck, path)
+
+
+def test_runs_from_before_the_moment_section_resume_and_evaluate(tiny_captions, tmp_path):
+    """An older run's config.yaml (``model.pca_dim`` ...) resumes as an uninterrupted run with the same
+    settings, and its checkpoint (``model_config`` holding them) evaluates to the same numbers."""
+    root, feats = tiny_captions
+    older = [a.replace("moment.", "model.") for a in TINY]  # the older spelling, still accepted by --set
+    then = ["--set", "moment.align_norm=valid", "--set", "moment.gt_rule=continuous",
+            "--set", "model.official_boxes=false", "--set", "train.moment_iou=continuous"]
+    first, _ = _train(tiny_captions, tmp_path / "old", "--epochs", "1", *then)  # TINY spells moment.*
+    _to_older_layout(tmp_path / "old")
+    res = _cli("cmin", "--dataset", "activitynet-captions", "--root", root, "--features", feats,
+               "--out", tmp_path / "eval", "--no-progress", "--eval-only", "--checkpoint",
+               tmp_path / "old" / "checkpoints" / "best.pt")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["test"] == first["test"]
+    res = _cli("cmin", "--dataset", "activitynet-captions", "--root", root, "--features", feats,
+               "--out", tmp_path / "old", "--no-progress", *older, *then, "--epochs", "2", "--resume")
+    assert res.exit_code == 0, res.output
+    want, _ = _train(tiny_captions, tmp_path / "new", "--epochs", "2", *then)
+    got = json.loads((tmp_path / "old" / "metrics.json").read_text())
+    assert got["test"] == want["test"] and got["val"] == want["val"]
+    gated = json.loads(torch.load(tmp_path / "new" / "checkpoints" / "best.pt",
+                                  weights_only=True)["meta"]["model_config"])
+    from train.config import ConfigError
+    from train.moments import LEGACY_MODEL_KEYS, checkpoint_configs
+
+    older_meta = {"model_config": json.dumps({**gated, "gcn_edge_gates": True, "clips_dim": 6,
+                                              **{k: 1 for k in LEGACY_MODEL_KEYS}})}
+    with pytest.raises(ConfigError, match="earlier scalar edge gates"):
+        checkpoint_configs(older_meta, source="old.pt")

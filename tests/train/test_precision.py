@@ -56,7 +56,7 @@ def test_amp_values_resolve_per_device_and_old_spellings_still_read(monkeypatch)
 
 def test_precision_is_recorded_compared_on_resume_and_kept_by_eval_only(tiny_tgif, tmp_path, monkeypatch):
     out = tmp_path / "run"
-    res = _invoke(tiny_tgif, out, "--epochs", "1")
+    res = _invoke(tiny_tgif, out, "--epochs", "1", "--set", "train.amp=auto")  # MSPAN's default: fp32
     assert res.exit_code == 0, res.output
     conf = yaml.safe_load((out / "config.yaml").read_text())
     assert conf["train"]["amp"] == "auto" and conf["provenance"]["precision"] == "fp32"

@@ -142,7 +142,7 @@ def test_per_task_defaults_are_in_config_yaml(tiny_tgif, tmp_path):
         (["--set", "model.pool=median"], "model.pool='median' is invalid"),
         (["--set", "train.scheduler=cosine"], "choose none, step, multistep or inverse_sqrt"),
         (["--epochs", "0"], "train.epochs=0 is invalid"),
-        (["--set", "lr=1"], "train.<field> or model.<field>"),
+        (["--set", "lr=1"], "train.<field>, model.<field> or moment.<field>"),
         (["--set", "model.appearance_dim=2048"], "features' 'appearance' have size 8"),
         (["--eval-only"], "--eval-only needs --checkpoint"),
     ],
