@@ -1,46 +1,55 @@
-"""CMIN training throughput at the official sizes, ours beside the official model.
+"""CMIN's inputs for ``benchmarks/train_bench.py --model cmin``: ours, and the official model beside it.
 
-Run as ``python benchmarks/train_bench.py --model cmin [--official-dir DIR] [--profile]``.
-
-One training step = forward + loss + backward + Adam step on one random batch: T = 200 steps of 500-d
-(PCA) clip features, queries of 20 words (GloVe-300, fixed), 2 self-attention layers with 4 heads,
+One training step = forward + loss + backward + optimizer step on one random batch: T = 200 steps of
+500-d (PCA) clip features, queries of 20 words (GloVe-300, fixed), 2 self-attention layers with 4 heads,
 2 syntactic GCN layers over 40 dependency labels, d = 512, the 7 ActivityNet window widths (1400
-candidates), batch 64, CPU with ``--threads`` intra-op threads.
+candidates), batch 64. Ours trains with AdamW (lr 8e-4, weight decay 1e-7: the official run's values).
 
-With ``--official-dir DIR`` the official model's step (ikuinen/CMIN_moment_retrieval, ``models_/`` and
-``modules_/``) runs on random inputs of the same sizes in the same process, right after ours, so the
-ratio holds under any load. Get the code with ``git clone
-https://github.com/ikuinen/CMIN_moment_retrieval DIR``. Nothing there is modified: its modules are
-copied into a temporary directory and patched there for torch 2.14 on CPU: (1) its multi-head attention
-scales ``q`` in place (``q *= self.scaling``) on a view returned by ``chunk``, which autograd refuses in
-every training step; the copy writes ``q = q * self.scaling``; (2) ``.cuda()`` calls are removed for CPU.
-(The third known problem, ``main.py`` importing ``optim.lr_scheduler`` instead of
-``optimizer.lr_scheduler``, does not matter here: main.py is not imported.) Its imports of ``fairseq``
-(only ``utils.softmax``), ``nltk`` and ``gensim`` (used only for data loading) are stubbed when those
-packages are missing.
+The official step (ikuinen/CMIN_moment_retrieval: ``models_.gcn_final.Model``, its ``AdamOptimizer`` and
+``InverseSquareRootSchedule``, configured by its own ``main.parse_args`` with the README's ActivityNet
+arguments) runs on random inputs of the same sizes. Its code is imported from the clone as it is; three
+problems of it under torch 2.14 on a CPU are worked around in this process, while it runs:
+
+1. ``main.py`` imports ``optim.lr_scheduler``, a package that does not exist (it is ``optimizer``): the
+   ``optim`` names are registered in ``sys.modules`` as aliases of the ``optimizer`` modules;
+2. its multi-head attention scales ``q`` in place (``q *= self.scaling``) where ``q`` is one of the views
+   ``chunk`` returns, which autograd refuses in every training step: its ``in_proj_qkv`` is wrapped so
+   that it returns ``q`` as a copy (the other projections return fresh tensors already);
+3. it moves masks to CUDA in ``forward``: ``Tensor.cuda`` returns the tensor itself during a CPU step.
+
+Its imports of ``fairseq`` (only ``utils.softmax``), ``nltk`` and ``gensim`` (data loading only) are
+stubbed while it is imported when those packages are missing.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import shutil
+import contextlib
+import importlib
+import importlib.util
 import sys
-import tempfile
-import time
 import types
-from argparse import Namespace
-from pathlib import Path
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 
 from models import get_model
-from train.losses import compute_losses
 
-T, D_IN, L, B_DEFAULT = 200, 500, 20, 64
+T, D_IN, L = 200, 500, 20
+
+#: the README's ActivityNet training command (its data paths left out: nothing is read)
+OFFICIAL_ARGS = ["--dataset", "ActivityNet", "--dropout", "0.2", "--warmup-updates", "300",
+                 "--warmup-init-lr", "1e-06", "--lr", "8e-4", "--num-heads", "4", "--num-gcn-layers", "2",
+                 "--num-attn-layers", "2", "--weight-decay", "1e-7"]  # fmt: skip
+
+
+def setting(batch_size: int) -> str:
+    return (f"CMIN train step (fwd+loss+bwd+optimizer), T={T} steps x {D_IN}-d, {L} words, 7 widths (1400 "
+            f"windows), d=512, 4 heads, 2 attn + 2 GCN layers, batch {batch_size}")
 
 
 def _ours_batch(batch_size: int, cfg, g: torch.Generator) -> dict:
+    """A random moment batch of the official sizes (dependency trees of random heads and labels)."""
     lens = torch.randint(6, L + 1, (batch_size,), generator=g)
     question = torch.randint(2, 5000, (batch_size, L), generator=g) * (torch.arange(L) < lens[:, None])
     edges = torch.zeros(batch_size, L, L, dtype=torch.int64)
@@ -59,150 +68,110 @@ def _ours_batch(batch_size: int, cfg, g: torch.Generator) -> dict:
     }
 
 
-def _measure(step, model, *, batch_size: int, steps: int, warmup: int, profile: bool) -> dict:
-    """Time ``step`` and summarise: samples/s, seconds per step, trainable parameters (and a profile)."""
-    elapsed = _time(step, steps, warmup)
-    out = {"samples_per_s": steps * batch_size / elapsed, "step_s": elapsed / steps,
-           "params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    if profile:
-        out["profile"] = _profile(step)
-    return out
-
-
-def _time(step, steps: int, warmup: int) -> float:
-    for _ in range(warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    elapsed = time.perf_counter() - start
-    if not torch.isfinite(loss):
-        raise RuntimeError(f"non-finite loss {float(loss)} during the benchmark")
-    return elapsed
-
-
-def measure_ours(*, batch_size: int, steps: int, warmup: int, profile: bool = False) -> dict:
-    torch.manual_seed(0)
-    entry = get_model("cmin")
-    cfg = entry.config_cls(video_dim=D_IN)  # PCA-500 clips; the official run's concat fusion (the default)
-    model = entry.build(cfg, vocab_size=5000, num_answers=0, task_type="moment").train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=8e-4, weight_decay=1e-7)
+def ours_inputs(batch_size: int, device: str) -> tuple[object, dict]:
+    """Our config (PCA-500 clips; the official run's concat fusion, the default) and a batch on ``device``."""
+    cfg = get_model("cmin").config_cls(video_dim=D_IN)
     batch = _ours_batch(batch_size, cfg, torch.Generator().manual_seed(0))
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = sum(compute_losses("moment", model(batch), batch).values())
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    return _measure(step, model, batch_size=batch_size, steps=steps, warmup=warmup, profile=profile)
+    return cfg, {k: v.to(device) for k, v in batch.items()}
 
 
-def _official_modules(official_dir: Path, tmp: Path) -> None:
-    """Copy the official model code into ``tmp`` and patch it there (see the module docstring)."""
-    for sub in ("models_", "modules_"):
-        shutil.copytree(official_dir / sub, tmp / sub)
-    shutil.copy(official_dir / "utils.py", tmp / "utils.py")
-    for path in list((tmp / "models_").glob("*.py")) + list((tmp / "modules_").glob("*.py")):
-        text = path.read_text(encoding="utf-8")
-        text = text.replace("q *= self.scaling", "q = q * self.scaling").replace(".cuda()", "")
-        path.write_text(text, encoding="utf-8")
-    for name in ("nltk", "gensim", "gensim.models"):
-        if name not in sys.modules:
-            try:
-                __import__(name)
-            except ImportError:
-                stub = types.ModuleType(name)
-                stub.KeyedVectors = None
-                sys.modules[name] = stub
+def _official_inputs(batch_size: int, n_prop: int, device: str) -> dict:
+    g = torch.Generator().manual_seed(0)
+    lens = torch.randint(6, L + 1, (batch_size,), generator=g)
+    word_mask = (torch.arange(L) < lens[:, None]).to(torch.uint8)
+    sparse = torch.rand(batch_size, L, L, generator=g) < 0.05
+    adj = torch.randint(2, 41, (batch_size, L, L), generator=g) * sparse + torch.eye(L, dtype=torch.int64)
+    start = torch.randint(0, 150, (batch_size,), generator=g)
+    inputs = {
+        "frames": torch.randn(batch_size, T, D_IN, generator=g),
+        "frame_mask": torch.ones(batch_size, T, dtype=torch.uint8),
+        "words": torch.randn(batch_size, L, 300, generator=g) * word_mask[..., None],
+        "word_mask": word_mask, "label": torch.rand(batch_size, n_prop, generator=g),
+        "label_mask": torch.ones(batch_size, n_prop, dtype=torch.uint8),
+        "gt": torch.stack([start, start + 20], 1), "node_pos": torch.arange(L).repeat(batch_size, 1),
+        "node_mask": word_mask, "adj_mat": adj * word_mask[:, :, None] * word_mask[:, None, :],
+    }
+    return {k: v.to(device) for k, v in inputs.items()}
+
+
+@contextlib.contextmanager
+def _stubs_for_missing() -> Iterator[None]:
+    """``fairseq`` (its ``utils.softmax``), ``nltk`` and ``gensim`` stand-ins while they are imported, where
+    those packages are not installed."""
+    missing = {root for root in ("nltk", "gensim", "fairseq")
+               if root not in sys.modules and importlib.util.find_spec(root) is None}  # fmt: skip
+    added = []
+    for name in ("nltk", "gensim", "gensim.models", "fairseq"):
+        if name.split(".")[0] not in missing:
+            continue
+        stub = types.ModuleType(name)
+        stub.KeyedVectors = None
+        stub.utils = types.SimpleNamespace(softmax=lambda x, dim, onnx_trace=False: F.softmax(x.float(), dim))
+        sys.modules[name] = stub
+        added.append(name)
     try:
-        import fairseq.utils  # noqa: F401
-    except ImportError:
-        fairseq = types.ModuleType("fairseq")
-        fairseq.utils = types.SimpleNamespace(
-            softmax=lambda x, dim, onnx_trace=False: F.softmax(x.float(), dim))
-        sys.modules["fairseq"] = fairseq
+        yield
+    finally:
+        for name in added:
+            del sys.modules[name]
 
 
-def measure_official(official_dir: Path, *, batch_size: int, steps: int, warmup: int,
-                     profile: bool = False) -> dict:
-    official_dir = Path(official_dir)
-    if not (official_dir / "models_" / "gcn_final.py").is_file():
-        raise SystemExit(f"--official-dir {official_dir}: no models_/gcn_final.py; clone "
-                         f"https://github.com/ikuinen/CMIN_moment_retrieval there")
-    with tempfile.TemporaryDirectory(prefix="cmin-official-") as tmp:
-        _official_modules(official_dir, Path(tmp))
-        sys.path.insert(0, tmp)
-        try:
-            from models_.gcn_final import Model
-            from utils import generate_anchors
-
-            args = Namespace(dropout=0.2, max_num_frames=T, frame_dim=D_IN, num_heads=4, num_attn_layers=2,
-                             d_model=512, max_num_words=L, word_dim=300, num_gcn_layers=2,
-                             dataset="ActivityNet")
-            torch.manual_seed(0)
-            model = Model(args).train()
-            g = torch.Generator().manual_seed(0)
-            n_prop = T * len(generate_anchors("ActivityNet"))
-            lens = torch.randint(6, L + 1, (batch_size,), generator=g)
-            word_mask = (torch.arange(L) < lens[:, None]).to(torch.uint8)
-            sparse = torch.rand(batch_size, L, L, generator=g) < 0.05
-            adj = torch.randint(2, 41, (batch_size, L, L), generator=g) * sparse
-            adj = adj + torch.eye(L, dtype=torch.int64)
-            start = torch.randint(0, 150, (batch_size,), generator=g)
-            inputs = {
-                "frames": torch.randn(batch_size, T, D_IN, generator=g),
-                "frame_mask": torch.ones(batch_size, T, dtype=torch.uint8),
-                "words": torch.randn(batch_size, L, 300, generator=g) * word_mask[..., None],
-                "word_mask": word_mask, "label": torch.rand(batch_size, n_prop, generator=g),
-                "label_mask": torch.ones(batch_size, n_prop, dtype=torch.uint8),
-                "gt": torch.stack([start, start + 20], 1), "node_pos": torch.arange(L).repeat(batch_size, 1),
-                "node_mask": word_mask, "adj_mat": adj * word_mask[:, :, None] * word_mask[:, None, :],
-            }
-            opt = torch.optim.AdamW(model.parameters(), lr=8e-4, weight_decay=1e-7)
-
-            def step():
-                opt.zero_grad(set_to_none=True)
-                _, loss = model(**inputs)
-                loss.backward()
-                opt.step()
-                return loss.detach()
-
-            return _measure(step, model, batch_size=batch_size, steps=steps, warmup=warmup, profile=profile)
-        finally:
-            sys.path.remove(tmp)
-            for name in [m for m in sys.modules if m.split(".")[0] in ("models_", "modules_", "utils")]:
-                del sys.modules[name]
+def _alias_optim() -> None:
+    """Workaround 1: ``optim.*`` names for the ``optimizer.*`` modules (imported from the clone)."""
+    importlib.import_module("optimizer.lr_scheduler")  # imports every scheduler module of the package
+    for name, module in list(sys.modules.items()):
+        if name == "optimizer" or name.startswith("optimizer."):
+            sys.modules["optim" + name[len("optimizer"):]] = module
 
 
-def _profile(step) -> str:
-    from torch.profiler import ProfilerActivity, profile
+def _copy_q_of_qkv(attention_cls: type) -> None:
+    """Workaround 2: ``q`` leaves ``in_proj_qkv`` as a tensor of its own, so ``q *= scaling`` is allowed."""
+    original = attention_cls.in_proj_qkv
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
-    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+    def in_proj_qkv(self, query):
+        q, k, v = original(self, query)
+        return q.clone(), k, v
+
+    attention_cls.in_proj_qkv = in_proj_qkv
 
 
-def run(args) -> None:
-    """``train_bench.py --model cmin``: print one markdown row (ours, official, ratio)."""
-    torch.set_num_threads(args.threads)
-    bs = args.batch_size
-    ours = measure_ours(batch_size=bs, steps=args.steps, warmup=args.warmup, profile=args.profile)
-    setting = (f"CMIN train step (fwd+loss+bwd+AdamW), T={T} steps x {D_IN}-d, {L} words, 7 widths "
-               f"(1400 windows), d=512, 4 heads, 2 attn + 2 GCN layers, batch {bs}, {args.threads} threads")
-    row = (f"| {dt.date.today().isoformat()} | CPU, {args.threads} threads | benchmarks/train_bench.py "
-           f"--model cmin | {setting}; ours {ours['params'] / 1e6:.2f}M params")
-    if args.official_dir:
-        off = measure_official(Path(args.official_dir), batch_size=bs, steps=args.steps, warmup=args.warmup,
-                               profile=args.profile)
-        ratio = ours["samples_per_s"] / off["samples_per_s"]
-        row += (f", official {off['params'] / 1e6:.2f}M | ours {ours['samples_per_s']:.2f} samples/s, "
-                f"official {off['samples_per_s']:.2f} samples/s (same run): {ratio:.2f}x |")
-    else:
-        row += f" | {ours['samples_per_s']:.2f} samples/s ({ours['step_s']:.2f} s/step) |"
-    print(row, flush=True)
-    if args.profile:
-        print("\nours:\n" + ours["profile"])
-        if args.official_dir:
-            print("\nofficial:\n" + off["profile"])
+def official_contender(batch_size: int, device: str):
+    """The official model's step, imported from the clone on ``sys.path`` (``train_bench.official_code``).
+
+    Returns:
+        a ``train_bench.Contender`` whose step runs under the autocast it is given.
+    """
+    from train_bench import Contender, cuda_moves_are_noops, official_step
+
+    with _stubs_for_missing():
+        _alias_optim()
+        main = importlib.import_module("main")
+        _copy_q_of_qkv(importlib.import_module("modules_.multihead_attention").MultiHeadAttention)
+        model_cls = importlib.import_module("models_.gcn_final").Model
+        anchors = importlib.import_module("utils").generate_anchors
+        adam = importlib.import_module("optimizer.adam_optimizer").AdamOptimizer
+        schedule = importlib.import_module("optimizer.lr_scheduler.inverse_square_root_schedule")
+    saved, sys.argv = sys.argv, ["main.py", *OFFICIAL_ARGS]
+    try:
+        args = main.parse_args()
+    finally:
+        sys.argv = saved
+    args.max_num_frames, args.frame_dim, args.batch_size = T, D_IN, batch_size
+    torch.manual_seed(0)
+    with cuda_moves_are_noops(not device.startswith("cuda")):
+        model = model_cls(args).to(device).train()
+    opt = adam(args, list(model.parameters()))
+    lr = schedule.InverseSquareRootSchedule(args, opt)
+    inputs = _official_inputs(batch_size, T * len(anchors(args.dataset)), device)
+    updates = [0]
+
+    def step_and_schedule() -> None:  # its runner's order: step, then the schedule's per-update rate
+        opt.step()
+        updates[0] += 1
+        lr.step_update(updates[0])
+
+    def loss_of() -> torch.Tensor:
+        return model(**inputs)[1].mean().float()  # its runner: torch.mean of the loss
+
+    runner_optimizer = types.SimpleNamespace(zero_grad=opt.zero_grad, step=step_and_schedule)
+    return Contender("official", model, official_step(model, loss_of, runner_optimizer, device))

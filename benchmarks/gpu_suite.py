@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_suite.py                # needs a CUDA device; sized for under 8 minutes
     python benchmarks/gpu_suite.py --dry-run      # CPU, tiny sizes: every step builds and runs once
-    python benchmarks/gpu_suite.py --only train   # one step (appearance, motion, objects, train)
+    python benchmarks/gpu_suite.py --only train   # one step (appearance, motion, objects, train, data)
 
 Each step runs in fp32 and in bf16 (``torch.autocast(device, dtype=torch.bfloat16)`` around the forward
 passes, applied here so the suite does not depend on a toolkit option), random weights, on data made here:
@@ -17,9 +17,14 @@ passes, applied here so the suite does not depend on a toolkit option), random w
   fp32 in both rows, as the toolkit runs it); and bottom-up attention's Visual Genome network
   (``bottomup_r101_vg``, 600 px, 300 proposals, 10 regions kept), images/s;
 - **train**: a training step (forward, backward, Adam) of every model of ``models.MODELS`` at its
-  paper's sizes on a synthetic batch (``benchmarks/train_bench.py`` / ``cmin_bench.py``), samples/s.
+  paper's sizes on a synthetic batch (``benchmarks/train_bench.py`` / ``cmin_bench.py``), samples/s;
+- **data**: the training data path beside it (``benchmarks/data_bench.py``): samples/s ``QADataset``
+  delivers from an ``mspan`` feature directory of TGIF-QA size (40,000 videos, float16, 5 GiB, generated
+  under ``--workdir`` and kept there) through the training run's DataLoader with one worker and with one
+  per CPU, pinned and copied to the GPU, against the MSPAN bf16 training step of the same run.
 
-It prints markdown rows (date, device, step, setting, fp32, bf16, bf16/fp32) for docs/benchmarks.md.
+It prints markdown rows (date, device, step, setting, fp32, bf16, bf16/fp32) for docs/benchmarks.md, and
+the data path's rows in a second table.
 Without a CUDA device it stops at once with one line and exit status 2, unless ``--dry-run``.
 """
 
@@ -29,6 +34,7 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import os
 import sys
 import tempfile
 import time
@@ -42,7 +48,7 @@ import torch
 # where they are used, so that a machine without CUDA is told so at once.
 
 PRECISIONS = ("fp32", "bf16")
-STEPS = ("appearance", "motion", "objects", "train")
+STEPS = ("appearance", "motion", "objects", "train", "data")
 VOCAB, ANSWERS = 5000, 1000  # train_bench's sizes (cmin_bench's questions draw words below 5000)
 
 
@@ -69,6 +75,8 @@ class Sizes:
     warmup: int = 2
     train_batch: int | None = None  # None: each model's benchmark batch (MASN 32, the others 64)
     tiny_models: bool = False
+    data: str = "real"  # data_bench's sizes: "real" (TGIF-QA size) or "dry"
+    data_workers: int | None = None  # None: one per CPU
 
 
 #: the dry run: the same code on the small sibling architectures (the real ones are checked to exist) and
@@ -77,7 +85,7 @@ DRY = Sizes(appearance="resnet18", motion=("r3d_18", "i3d_r50"),
             detector="fasterrcnn_mobilenet_v3_large_320_fpn", bottomup_side=48, bottomup_proposals=4,
             bottomup_batch=1, videos=1, video_frames=2, image_batch=2,
             image_size=32, clip_batch=1, clip_len=2, detector_side=64, detector_batch=1, repeats=1, warmup=1,
-            train_batch=2, tiny_models=True)  # fmt: skip
+            train_batch=2, tiny_models=True, data="dry", data_workers=1)  # fmt: skip
 
 #: dry-run model sizes (as the models' unit tests use)
 TINY = {
@@ -266,6 +274,24 @@ def train(name: str, device: str, sizes: Sizes) -> Iterator[tuple[str, str, dict
         yield precision, setting, {"value": r["samples_per_s"], "unit": "samples/s"}
 
 
+def data_path(device: str, sizes: Sizes, workdir: Path, step_rate: float | None) -> Iterator[str]:
+    """Rows of the data path: QADataset from TGIF-QA-sized shards through the training loader, 1 worker and
+    one per CPU, pinned and copied to ``device``; beside the MSPAN bf16 step of this run (``step_rate``)."""
+    import data_bench
+
+    dsizes = data_bench.DRY if sizes.data == "dry" else dataclasses.replace(data_bench.Sizes(), batches=100)
+    out = data_bench.make_qa_features(workdir / "data-qa", dsizes)
+    ds, collate = data_bench.qa_dataset(out, dsizes, standardize=True)
+    setting = (f"QADataset + QACollate, mspan {dsizes.qa_videos:,} videos x 2 x ({dsizes.frames}, "
+               f"{dsizes.dims[0]}) float16 shards, standardised, batch {dsizes.batch}, pinned + copied to "
+               "the device")  # fmt: skip
+    for workers in sorted({1, sizes.data_workers or os.cpu_count() or 1}):
+        r = data_bench.loader_rate(ds, collate, workers=workers, sizes=dsizes, seed=workers, device=device)
+        rate = r["samples_per_s"]
+        versus = f"{step_rate:.1f} | {rate / step_rate:.1f}x" if step_rate else "not measured | –"
+        yield f"{setting} | {workers} | {_figure(rate)} | {_figure(rate / workers)} | {versus}"
+
+
 # ============================================================================================ main
 def jobs(device: str, sizes: Sizes, videos: list[Path], only: set[str]) -> Iterator[tuple[str, Iterator]]:
     """(step, iterator of (precision, setting, result)) for every measurement of the selected steps."""
@@ -307,7 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes, one iteration per step")
     parser.add_argument("--device", default="cuda", help="CUDA device (default: cuda)")
     parser.add_argument("--only", nargs="+", choices=STEPS, default=list(STEPS), help="steps to run")
-    parser.add_argument("--workdir", type=Path, default=None, help="where the generated videos go")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where the generated videos and the data step's feature directory go (kept)")
     args = parser.parse_args(argv)
     if args.dry_run:
         device, sizes = "cpu", DRY
@@ -336,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|---|---|", flush=True)
     if args.dry_run:
         check_names()
+    step_rate = None  # the MSPAN bf16 training step, for the data path's table
     for step, measurements in jobs(device, sizes, videos, set(args.only)):
         rows = {precision: (setting, result) for precision, setting, result in measurements}
         setting = rows["fp32"][0]
@@ -345,8 +373,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {today} | {name} | {step} | {setting}{f' ({notes})' if notes else ''} | "
               f"{_figure(fp32['value'])} {fp32['unit']} | {_figure(bf16['value'])} {bf16['unit']} | "
               f"{bf16['value'] / fp32['value']:.2f}x |", flush=True)  # fmt: skip
+        if setting.startswith("mspan train step"):
+            step_rate = bf16["value"]
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
+    if "data" in args.only:
+        print("\n| date | device | data path | workers | samples/s | per worker | MSPAN bf16 step samples/s "
+              "| data / step |")  # fmt: skip
+        print("|---|---|---|---|---|---|---|---|", flush=True)
+        for row in data_path(device, sizes, workdir, step_rate):
+            print(f"| {today} | {name} | {row} |", flush=True)
     print(f"\nwall time {time.perf_counter() - start:.0f} s", flush=True)
     return 0
 

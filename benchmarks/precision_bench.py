@@ -8,9 +8,9 @@ For each precision, on the same inputs and in alternation, it measures:
    cmin's) on the same clips, clips/s (random weights: the cost is the same as with the pretrained ones);
 2. parity: the per-frame (per-clip) cosine similarity of the bf16 features to the fp32 ones, and the
    largest absolute difference relative to the largest fp32 feature;
-3. MSPAN training samples/s (``train_bench.measure``: forward + backward + Adam on a synthetic batch at
-   the paper's model sizes) in fp32 and bf16, beside the official code's step (fp32, as it ships) when
-   ``--official-dir`` is given (``git clone https://github.com/gzcsudo/MSPAN-VideoQA``; nothing of it is
+3. MSPAN training samples/s (``train_bench``: forward + backward + Adam on a synthetic batch at the
+   paper's model sizes) in fp32 and bf16, beside the official code's step in both when ``--official-dir``
+   is given (``git clone https://github.com/gzcsudo/MSPAN-VideoQA``; nothing of it is
    part of this repository).
 
 bf16 is emulated on a CPU without AVX-512 BF16 / AMX, and then many times slower: keep ``--frames``,
@@ -26,6 +26,7 @@ Prints markdown rows for docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import sys
@@ -84,30 +85,25 @@ def bench_backbone(name: str, x: np.ndarray, *, size: int, batch: int, frames_pe
 
 
 def bench_training(args: argparse.Namespace) -> list[str]:
-    """MSPAN training samples/s, fp32 and bf16 (ours) and the official code (fp32), same sizes."""
+    """MSPAN training samples/s, ours and the official code (when given), fp32 and bf16, same sizes, the
+    timed steps alternating (``train_bench.race``)."""
     import train_bench
 
-    from models import get_model
-
-    cfg = get_model("mspan").config_cls()
-    sizes = dict(cfg=cfg, batch_size=args.train_batch, steps=args.train_steps, warmup=1,
-                 vocab_size=5000, num_answers=1000)
-    rows, rate = [], {}
-    for precision in PRECISIONS:
-        r = train_bench.measure("cpu", precision=precision, **sizes)
-        rate[precision] = r["samples_per_s"]
-        rows.append(f"MSPAN (paper sizes, per-iteration weights) train step, batch {args.train_batch}, "
-                    f"{precision}: {r['samples_per_s']:.2f} samples/s ({r['step_s']:.2f} s/step)")
-        print(rows[-1], flush=True)
+    official = None
     if args.official_dir is not None:
-        o = train_bench.measure_official(args.official_dir, "cpu", **sizes)
-        rate["official"] = o["samples_per_s"]
-        rows.append(f"official MSPAN code, same sizes, fp32: {o['samples_per_s']:.2f} samples/s "
-                    f"({o['step_s']:.2f} s/step)")
-        print(rows[-1], flush=True)
-        rows.append(f"ours / official: fp32 {rate['fp32'] / rate['official']:.2f}x, "
-                    f"bf16 {rate['bf16'] / rate['official']:.2f}x")
-    rows.append(f"MSPAN bf16 / fp32: {rate['bf16'] / rate['fp32']:.2f}x")
+        official = train_bench.find_official(train_bench.BENCHES["mspan"], [str(args.official_dir)])
+        if official is None:
+            raise SystemExit(f"--official-dir {args.official_dir}: no clone of gzcsudo/MSPAN-VideoQA there")
+    sizes = argparse.Namespace(batch_size=args.train_batch, shared_weights=False, variant="paper")
+    with train_bench.official_code(official) if official else contextlib.nullcontext():
+        lineup = train_bench.mspan_contenders(sizes, "cpu", official)
+        results = train_bench.race(lineup.contenders, list(PRECISIONS), device="cpu", steps=args.train_steps,
+                                   warmup=1)
+    rate = {k: args.train_batch / r["step_s"] for k, r in results.items()}
+    rows = [f"MSPAN (paper sizes, per-iteration weights) train step, batch {args.train_batch}, {label} {p}: "
+            f"{rate[label, p]:.2f} samples/s ({results[label, p]['step_s']:.2f} s/step)" for label, p in rate]
+    labels = [c.label for c in lineup.contenders]
+    rows += train_bench.summary("MSPAN", rate, list(PRECISIONS), labels)
     return rows
 
 
@@ -146,8 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         for row in bench_backbone("c3d_sports1m", clips, size=112, batch=args.clips, frames_per_item=16):
             print(row, flush=True)
     if "train" not in args.skip:
-        rows = bench_training(args)  # each measurement was printed as it finished
-        for row in rows[-(2 if args.official_dir is not None else 1):]:  # the ratios
+        for row in bench_training(args):
             print(row, flush=True)
     print(f"load average at the end {os.getloadavg()[0]:.1f}", flush=True)
 

@@ -1,42 +1,42 @@
-"""MSPAN training throughput at the paper's sizes (run by hand; never part of the test suite).
+"""Training-step throughput of every model in fp32 and bf16, beside its official code (run by hand).
 
-One training step = forward + backward + Adam step on a synthetic batch: N = 16 frames of 2048-d
-appearance and 2048-d motion, K = 8 scales, T = 3 iterations, batch 64, FrameQA-style open-ended head
-(5000-word question vocabulary, ``--num-answers`` classes), one weight set per iteration (the default).
-CPU runs use ``--threads`` intra-op threads (2 by default); CUDA runs use bf16 autocast like the
-training loop.
+One training step = forward (under the autocast being measured) + loss + backward + optimizer step on a
+synthetic batch at the paper's sizes, 2 CPU threads by default:
 
-    python benchmarks/train_bench.py                       # CPU, 2 threads, and CUDA when present
-    python benchmarks/train_bench.py --device cuda --steps 20
-    python benchmarks/train_bench.py --shared-weights      # one weight set for all iterations
-    python benchmarks/train_bench.py --device cpu --official-dir /path/to/MSPAN-VideoQA
+- **mspan**: N = 16 frames of 2048-d appearance and motion, K = 8 scales, T = 3 iterations, one weight set
+  per iteration (the default), batch 64, FrameQA-style open head (5000-word vocabulary, 1000 answers),
+  Adam; official code: gzcsudo/MSPAN-VideoQA (its ``VideoQANetwork``, cross-entropy, Adam);
+- **masn**: batch 32, T = 20 frames, 10 objects a frame, 2048-d appearance / motion / object features,
+  d = 512, 4 BAN glimpses, open head, Adam; official code: ahjeongseo/MASN-pytorch (``model.masn.MASN``;
+  GitHub also serves it as ajseo95/MASN-pytorch);
+- **cmin**: ``benchmarks/cmin_bench.py``: T = 200 steps of 500-d clips, 20-word queries, the 7
+  ActivityNet widths, d = 512, batch 64, AdamW; official code: ikuinen/CMIN_moment_retrieval (its model,
+  its Adam and its inverse-sqrt schedule, with the run-time workarounds cmin_bench describes);
+- **siasamrea**: paper defaults (H = 768, 2 layers, 8 frames a clip, N = 8 siamese clips), 64 feature
+  frames a video, batch 16; no public code, so the base network (N = 0) runs beside it instead.
 
-``--official-dir`` times the official code's training step (its ``VideoQANetwork``, same sizes, same
-batch, cross-entropy, Adam) in the same run, right after ours, and prints the ratio. Get the official
-code with ``git clone https://github.com/gzcsudo/MSPAN-VideoQA`` (nothing of it is part of this
-repository). Its ``SSP.MSPAN`` moves its adjacency matrices to CUDA when built; on a CPU run the
-benchmark makes that move a no-op while the model is built.
+Every contender of a model (ours, the official code) runs in every precision (``--precision``, default
+``fp32,bf16``: ``torch.autocast`` in bf16 around the forward and the loss, applied here to the official
+code as well), and the timed steps alternate round by round (ours fp32, ours bf16, official fp32, ...),
+so that all of them see the same machine load and the ratios hold on a shared machine. The header says
+whether this CPU computes bf16 natively (``extract.accel.bf16_native``: AVX-512 BF16 or AMX); where it
+does not, bf16 is emulated and many times slower.
 
-Prints one markdown row per device (and per model) for docs/benchmarks.md.
+    python benchmarks/train_bench.py --official-dir /tmp/official      # every model, fp32 and bf16
+    python benchmarks/train_bench.py --model masn --official-dir /tmp/official/MASN-pytorch
+    python benchmarks/train_bench.py --model mspan --precision fp32 --steps 1
+    python benchmarks/train_bench.py --device cuda --steps 20 --warmup 3
 
-``--model siasamrea`` measures SiaSamRea instead (see :func:`siasamrea_bench`): samples/s of a training
-step with N = 8 siamese clips and with N = 0 (the base network), their ratio (the training-time cost of
-siamese sampling and reasoning), and the same for an evaluation forward (which uses the anchor only, so
-the ratio is ~1). SiaSamRea has no public code, so there is no official figure to run beside it.
+``--official-dir`` (repeatable) is either a model's clone or a directory holding clones under their
+GitHub names (``MSPAN-VideoQA``, ``MASN-pytorch``, ``CMIN_moment_retrieval``); a model whose official
+code is not found there is timed alone. Get them with ``git clone https://github.com/gzcsudo/MSPAN-VideoQA``
+(and the other two) into a directory of your own; nothing of them is part of this repository, and
+nothing in the clones is modified (the workarounds are applied in this process while the benchmark
+runs). Each directory is put on ``sys.path`` as a string for as long as its model is measured, and its
+modules are removed from ``sys.modules`` afterwards (MSPAN's and CMIN's both have a ``utils``).
 
-    python benchmarks/train_bench.py --model siasamrea --device cpu --threads 2
-
-``--model cmin`` runs CMIN's benchmark instead (``benchmarks/cmin_bench.py``; with ``--official-dir``
-beside the official model).
-
-``--model masn``: MASN's training step at the paper's sizes (batch 32, T = 20 frames, 10 objects per frame,
-2048-d appearance / motion / object features, d = 512, 4 BAN glimpses), FrameQA-style open-ended head. With
-``--official-dir DIR`` (a checkout of https://github.com/ahjeongseo/MASN-pytorch, e.g.
-``git clone https://github.com/ahjeongseo/MASN-pytorch /tmp/MASN-pytorch``; nothing of it is shipped here)
-the official model's training step runs on the same random inputs in the same process, alternating with
-ours round by round, and the row reports both figures and their ratio::
-
-    python benchmarks/train_bench.py --model masn --official-dir /tmp/MASN-pytorch --device cpu
+Prints a header (machine, native bf16, load), one markdown row per model and precision for
+docs/benchmarks.md, and a closing summary of the ratios.
 """
 
 from __future__ import annotations
@@ -46,22 +46,30 @@ import contextlib
 import dataclasses
 import datetime as dt
 import importlib
+import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from extract.accel import autocast
-from models import get_model
-from train.losses import open_ended_loss
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # cmin_bench beside this file
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repository (when not installed)
+
+from extract.accel import autocast, bf16_native, cpu_flags  # noqa: E402
+from models import get_model  # noqa: E402
+from train.losses import compute_losses, open_ended_loss  # noqa: E402
+
+VOCAB, ANSWERS = 5000, 1000
+MODELS = ("mspan", "masn", "cmin", "siasamrea")
 
 
+# ============================================================================================ batches
 def synthetic_batch(cfg, *, batch_size: int, vocab_size: int, num_answers: int, device: str) -> dict:
-    """A random batch following the batch contract (open-ended task)."""
+    """A random MSPAN batch following the batch contract (open-ended task)."""
     g = torch.Generator().manual_seed(0)
     lens = torch.randint(4, 15, (batch_size,), generator=g)
     question = torch.randint(2, vocab_size, (batch_size, 14), generator=g)
@@ -76,159 +84,23 @@ def synthetic_batch(cfg, *, batch_size: int, vocab_size: int, num_answers: int, 
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def measure(
-    device: str,
-    *,
-    cfg,
-    batch_size: int,
-    steps: int,
-    warmup: int,
-    vocab_size: int,
-    num_answers: int,
-    precision: str | None = None,
-) -> dict:
-    """Time ``steps`` training steps after ``warmup`` untimed ones.
-
-    ``precision``: the autocast (``extract.accel``: ``bf16`` or ``fp32``, on CPU or CUDA); None: bf16 on
-    CUDA, fp32 on CPU.
-
-    Returns:
-        dict with ``samples_per_s``, ``step_s`` (mean seconds per step), ``params`` (trainable count),
-        ``step_gflop`` (matmul GFLOP of one step, forward + backward, counted on the first warm-up step).
-    """
-    torch.manual_seed(0)
-    entry = get_model("mspan")
-    model = entry.build(cfg, vocab_size=vocab_size, num_answers=num_answers, task_type="open").to(device)
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=5e-6)
-    batch = synthetic_batch(cfg, batch_size=batch_size, vocab_size=vocab_size, num_answers=num_answers,
-                            device=device)
-    cuda = device.startswith("cuda")
-    precision = precision or ("bf16" if cuda else "fp32")
-
-    def step() -> float:
-        opt.zero_grad(set_to_none=True)
-        with autocast(device, precision):
-            loss = open_ended_loss(model(batch)["logits"], batch["answer"])
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    return time_steps(step, model, device=device, batch_size=batch_size, steps=steps, warmup=warmup)
-
-
-@contextlib.contextmanager
-def _cuda_moves_are_noops(enabled: bool):
-    """While the official model is built on a CPU run: ``Tensor.cuda()`` returns the tensor itself."""
-    if not enabled:
-        yield
-        return
-    original = torch.Tensor.cuda
-    torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        torch.Tensor.cuda = original  # type: ignore[method-assign]
-
-
-def measure_official(
-    official_dir: Path,
-    device: str,
-    *,
-    cfg,
-    batch_size: int,
-    steps: int,
-    warmup: int,
-    vocab_size: int,
-    num_answers: int,
-) -> dict:
-    """Time the official code's FrameQA training step at the sizes of ``cfg`` (like :func:`measure`)."""
-    official_dir = Path(official_dir).resolve()
-    if not (official_dir / "network.py").is_file() or not (official_dir / "SSP.py").is_file():
-        raise SystemExit(f"--official-dir {official_dir}: no network.py / SSP.py; clone "
-                         f"https://github.com/gzcsudo/MSPAN-VideoQA there")
-    sys.path.insert(0, str(official_dir))
-    try:
-        network = importlib.import_module("network")
-        utils = importlib.import_module("utils")
-    finally:
-        sys.path.remove(str(official_dir))
-    args = argparse.Namespace(num_scale=cfg.num_scales, num_frames=cfg.num_frames)
-    gcn_adj, gat_adj = utils.make_adjacency(args)
-    torch.manual_seed(0)
-    with _cuda_moves_are_noops(not device.startswith("cuda")):
-        model = network.VideoQANetwork(
-            app_pool5_dim=cfg.appearance_dim, motion_dim=cfg.motion_dim, num_frames=cfg.num_frames,
-            word_dim=cfg.word_dim, vocab_size=vocab_size, module_dim=cfg.hidden_dim, question_type="frameqa",
-            num_answers=num_answers, num_scale=cfg.num_scales, dropout=cfg.dropout, GCN_adj=gcn_adj,
-            GAT_adj=gat_adj, K=cfg.iterations, T=cfg.gcn_layers,
-        ).to(device)
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=5e-6)
-    b = synthetic_batch(cfg, batch_size=batch_size, vocab_size=vocab_size, num_answers=num_answers,
-                        device=device)
-    zeros = torch.zeros(batch_size, 5, device=device)
-    qlen = b["question_len"].cpu()  # its pack_padded_sequence needs CPU lengths
-    cuda = device.startswith("cuda")
-
-    def step() -> float:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            logits = model(b["appearance"], b["motion"], b["question"], qlen, zeros, zeros)
-            loss = torch.nn.functional.cross_entropy(logits.float(), b["answer"])
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    return time_steps(step, model, device=device, batch_size=batch_size, steps=steps, warmup=warmup)
-
-
-def time_steps(step: Callable[[], torch.Tensor], model: torch.nn.Module, *, device: str, batch_size: int,
-               steps: int, warmup: int) -> dict:
-    """Run ``warmup`` untimed steps (FLOPs counted on the first) and ``steps`` timed ones."""
-    cuda = device.startswith("cuda")
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step()
-    for _ in range(warmup - 1):
-        step()
-    if cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    if cuda:
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
-    if not torch.isfinite(loss):
-        raise RuntimeError(f"non-finite loss {float(loss)} during the benchmark on {device}")
+def masn_batch(cfg, *, batch_size: int, objects: int, vocab_size: int, num_answers: int) -> dict:
+    """A random ``masn``-layout batch (every frame and object real, questions of 4..14 words)."""
+    g = torch.Generator().manual_seed(0)
+    B, T, M = batch_size, cfg.num_frames, objects
+    lens = torch.randint(4, 15, (B,), generator=g)
     return {
-        "samples_per_s": steps * batch_size / elapsed,
-        "step_s": elapsed / steps,
-        "params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "step_gflop": counter.get_total_flops() / 1e9,
+        "appearance": torch.randn(B, T, cfg.appearance_dim, generator=g),
+        "motion": torch.randn(B, T, cfg.motion_dim, generator=g),
+        "objects": torch.randn(B, T, M, cfg.appearance_dim, generator=g),
+        "object_boxes": torch.rand(B, T, M, 6, generator=g),
+        "motion_objects": torch.randn(B, T, M, cfg.motion_dim, generator=g),
+        "frame_mask": torch.ones(B, T, dtype=torch.bool),
+        "object_mask": torch.ones(B, T, M, dtype=torch.bool),
+        "question": torch.randint(2, vocab_size, (B, 20), generator=g) * (torch.arange(20) < lens[:, None]),
+        "question_len": lens,
+        "answer": torch.randint(0, num_answers, (B,), generator=g),
     }
-
-
-def matmul_gflops(device: str, *, size: int = 2048, rows: int = 4096, repeats: int = 5) -> float:
-    """Dense float32 matmul throughput of this device: a yardstick for the step throughput."""
-    a = torch.randn(rows, size, device=device)
-    w = torch.randn(size, size, device=device)
-    a @ w
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ w
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return 2 * rows * size * size * repeats / (time.perf_counter() - start) / 1e9
-
-
-def device_name(device: str, threads: int) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"CPU {platform.processor() or platform.machine()}, {threads} threads"
 
 
 def siasamrea_batch(cfg, *, batch_size: int, num_frames: int, vocab_size: int, num_answers: int,
@@ -251,263 +123,416 @@ def siasamrea_batch(cfg, *, batch_size: int, num_frames: int, vocab_size: int, n
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def siasamrea_bench(device: str, *, num_siamese: int, batch_size: int, num_frames: int, steps: int,
-                    warmup: int, vocab_size: int, num_answers: int) -> dict:
-    """Training steps/s and evaluation forwards/s of SiaSamRea (paper defaults but ``num_siamese``).
+# ============================================================================================ contenders
+@dataclasses.dataclass
+class Contender:
+    """One side of a comparison: a model and its training step (``step(precision)`` -> detached loss)."""
+
+    label: str
+    model: torch.nn.Module
+    step: Callable[[str], torch.Tensor]
+
+    @property
+    def params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+
+
+@dataclasses.dataclass
+class Lineup:
+    """What one model's rows compare: the setting in words, the batch size, ours first, then its peers."""
+
+    setting: str
+    batch_size: int
+    contenders: list[Contender]
+
+
+def ours(name: str, cfg, batch: dict, *, task: str, device: str, label: str = "ours", lr: float = 1e-4,
+         weight_decay: float = 0.0, adamw: bool = False) -> Contender:
+    """Our registered model's step: forward and the shared loss under the autocast, backward, Adam(W)."""
+    torch.manual_seed(0)
+    model = get_model(name).build(cfg, vocab_size=VOCAB, num_answers=0 if task == "moment" else ANSWERS,
+                                  task_type=task).to(device).train()  # fmt: skip
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = (torch.optim.AdamW if adamw else torch.optim.Adam)(params, lr=lr, weight_decay=weight_decay)
+
+    def step(precision: str) -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        with autocast(device, precision):
+            loss = sum(compute_losses(task, model(batch), batch).values())
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return Contender(label, model, step)
+
+
+@contextlib.contextmanager
+def official_code(path: str | os.PathLike) -> Iterator[str]:
+    """``path`` (as a string: the import system skips other entries) first on ``sys.path`` meanwhile; the
+    modules imported from it are dropped afterwards, so the next official code may reuse their names."""
+    root = str(Path(path).resolve())
+    sys.path.insert(0, root)
+    try:
+        yield root
+    finally:
+        sys.path.remove(root)
+        ours = [name for name, module in list(sys.modules.items())
+                if any(str(p).startswith(root + os.sep) for p in _places(module))]  # fmt: skip
+        for name in ours:  # found first: a namespace package's path is computed from its parent's
+            del sys.modules[name]
+
+
+def _places(module) -> list[str]:
+    """A module's file, or its package's directories (a namespace package has no file)."""
+    places = [getattr(module, "__file__", None) or ""]
+    path = getattr(module, "__path__", None)
+    if isinstance(path, list | tuple) or type(path).__name__ == "_NamespacePath":
+        places += [str(p) for p in path]
+    return places
+
+
+@contextlib.contextmanager
+def cuda_moves_are_noops(enabled: bool) -> Iterator[None]:
+    """While official code built for CUDA runs on a CPU: ``Tensor.cuda()`` returns the tensor itself."""
+    if not enabled:
+        yield
+        return
+    original = torch.Tensor.cuda
+    torch.Tensor.cuda = lambda self, *a, **k: self  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        torch.Tensor.cuda = original  # type: ignore[method-assign]
+
+
+def official_step(model: torch.nn.Module, loss_of: Callable[[], torch.Tensor], opt, device: str
+                  ) -> Callable[[str], torch.Tensor]:
+    """The step of an official model: ``loss_of()`` under the autocast, backward, ``opt.step()``."""
+    cpu = not device.startswith("cuda")
+
+    def step(precision: str) -> torch.Tensor:
+        opt.zero_grad()
+        with cuda_moves_are_noops(cpu), autocast(device, precision):
+            loss = loss_of()
+        loss.backward()
+        opt.step()
+        return loss.detach()
+
+    return step
+
+
+# --------------------------------------------------------------------------------------------- mspan
+def mspan_config(args: argparse.Namespace):
+    cfg = get_model("mspan").config_cls()
+    return dataclasses.replace(cfg, share_iteration_weights=args.shared_weights, variant=args.variant)
+
+
+def mspan_contenders(args: argparse.Namespace, device: str, official: str | None) -> Lineup:
+    cfg = mspan_config(args)
+    bs = args.batch_size or 64
+    batch = synthetic_batch(cfg, batch_size=bs, vocab_size=VOCAB, num_answers=ANSWERS, device=device)
+    weights = "shared" if args.shared_weights else "per-iteration"
+    setting = (f"MSPAN ({args.variant}, {weights} weights) train step (fwd+bwd+Adam), N={cfg.num_frames} "
+               f"K={cfg.num_scales} T={cfg.iterations} D={cfg.node_dim}, batch {bs}, open head {ANSWERS} "
+               f"answers, vocab {VOCAB}")  # fmt: skip
+    out = [ours("mspan", cfg, batch, task="open", device=device, weight_decay=5e-6)]
+    if official:
+        out.append(mspan_official(cfg, batch, device=device))
+    return Lineup(setting, bs, out)
+
+
+def mspan_official(cfg, b: dict, *, device: str) -> Contender:
+    """The official ``VideoQANetwork`` (FrameQA head) at the sizes of ``cfg``; cross-entropy, Adam."""
+    network = importlib.import_module("network")
+    utils = importlib.import_module("utils")
+    sizes = argparse.Namespace(num_scale=cfg.num_scales, num_frames=cfg.num_frames)
+    gcn_adj, gat_adj = utils.make_adjacency(sizes)
+    torch.manual_seed(0)
+    with cuda_moves_are_noops(not device.startswith("cuda")):  # its SSP.MSPAN moves its adjacency to CUDA
+        model = network.VideoQANetwork(
+            app_pool5_dim=cfg.appearance_dim, motion_dim=cfg.motion_dim, num_frames=cfg.num_frames,
+            word_dim=cfg.word_dim, vocab_size=VOCAB, module_dim=cfg.hidden_dim, question_type="frameqa",
+            num_answers=ANSWERS, num_scale=cfg.num_scales, dropout=cfg.dropout, GCN_adj=gcn_adj,
+            GAT_adj=gat_adj, K=cfg.iterations, T=cfg.gcn_layers,
+        ).to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=5e-6)
+    zeros = torch.zeros(len(b["answer"]), 5, device=device)
+    qlen = b["question_len"].cpu()  # its pack_padded_sequence needs CPU lengths
+
+    def loss_of() -> torch.Tensor:
+        logits = model(b["appearance"], b["motion"], b["question"], qlen, zeros, zeros)
+        return torch.nn.functional.cross_entropy(logits.float(), b["answer"])
+
+    return Contender("official", model, official_step(model, loss_of, opt, device))
+
+
+# --------------------------------------------------------------------------------------------- masn
+def masn_contenders(args: argparse.Namespace, device: str, official: str | None) -> Lineup:
+    cfg = get_model("masn").config_cls()
+    bs = args.batch_size or 32
+    batch = masn_batch(cfg, batch_size=bs, objects=args.objects, vocab_size=VOCAB, num_answers=ANSWERS)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    setting = (f"MASN train step (fwd+bwd+Adam), T={cfg.num_frames} M={args.objects} 2048-d, "
+               f"d={cfg.hidden_dim}, g={cfg.glimpses}, batch {bs}, open head {ANSWERS} answers, "
+               f"vocab {VOCAB}")  # fmt: skip
+    out = [ours("masn", cfg, batch, task="open", device=device)]
+    if official:
+        out.append(masn_official(cfg, batch, device=device))
+    return Lineup(setting, bs, out)
+
+
+def masn_official(cfg, b: dict, *, device: str) -> Contender:
+    """The official ``model.masn.MASN`` (FrameQA) on the same batch; cross-entropy, Adam."""
+    import numpy as np
+
+    official = importlib.import_module("model.masn").MASN
+    torch.manual_seed(0)
+    glove = np.random.default_rng(0).standard_normal((VOCAB, cfg.word_dim)).astype("float32")
+    model = official(VOCAB, 1, glove, cfg.appearance_dim, cfg.motion_dim, cfg.hidden_dim,
+                     dropout_p=cfg.dropout, gcn_layers=2, answer_vocab_size=ANSWERS, q_max_len=20,
+                     v_max_len=cfg.num_frames).to(device).train()  # fmt: skip
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    inputs = (b["appearance"], b["motion"], b["objects"], b["object_boxes"], b["motion_objects"],
+              b["frame_mask"].sum(1), b["question"], b["question_len"], b["answer"], None)
+
+    def loss_of() -> torch.Tensor:
+        return open_ended_loss(model("FrameQA", *inputs)[0].float(), b["answer"])
+
+    return Contender("official", model, official_step(model, loss_of, opt, device))
+
+
+# --------------------------------------------------------------------------------------------- cmin
+def cmin_contenders(args: argparse.Namespace, device: str, official: str | None) -> Lineup:
+    import cmin_bench
+
+    bs = args.batch_size or 64
+    cfg, batch = cmin_bench.ours_inputs(bs, device)
+    out = [ours("cmin", cfg, batch, task="moment", device=device, lr=8e-4, weight_decay=1e-7, adamw=True)]
+    if official:
+        out.append(cmin_bench.official_contender(bs, device))
+    return Lineup(cmin_bench.setting(bs), bs, out)
+
+
+# --------------------------------------------------------------------------------------------- siasamrea
+def siasamrea_contenders(args: argparse.Namespace, device: str, official: str | None) -> Lineup:
+    entry = get_model("siasamrea")
+    cfg = entry.config_cls()
+    bs = args.batch_size or 16
+    batch = siasamrea_batch(cfg, batch_size=bs, num_frames=args.num_frames, vocab_size=VOCAB,
+                            num_answers=ANSWERS, device=device)  # fmt: skip
+    base = dataclasses.replace(cfg, num_siamese=0)
+    setting = (f"SiaSamRea train step (fwd + loss incl. L_siamese + bwd + Adam), paper defaults "
+               f"H={cfg.hidden_dim}, {cfg.num_layers} layers, Bf={cfg.clip_frames} frames/clip, "
+               f"N={cfg.num_siamese}; {args.num_frames} feature frames/video, batch {bs}, open head "
+               f"{ANSWERS} answers; no public code: the base network (N=0) beside it")  # fmt: skip
+    return Lineup(setting, bs, [ours("siasamrea", cfg, batch, task="open", device=device),
+                                ours("siasamrea", base, batch, task="open", device=device, label="base N=0")])
+
+
+@dataclasses.dataclass(frozen=True)
+class Bench:
+    """How one model is measured: its contenders, and where its official code is."""
+
+    contenders: Callable[[argparse.Namespace, str, str | None], Lineup]
+    repo: str | None  # the official code's GitHub name (None: no public code)
+    marker: tuple[str, ...] = ()  # files that identify a clone of it
+
+
+BENCHES = {
+    "mspan": Bench(mspan_contenders, "gzcsudo/MSPAN-VideoQA", ("network.py", "SSP.py")),
+    "masn": Bench(masn_contenders, "ahjeongseo/MASN-pytorch", ("model/masn.py",)),
+    "cmin": Bench(cmin_contenders, "ikuinen/CMIN_moment_retrieval", ("models_/gcn_final.py", "modules_")),
+    "siasamrea": Bench(siasamrea_contenders, None),
+}
+
+
+def find_official(bench: Bench, dirs: list[str]) -> str | None:
+    """The first of ``dirs`` that is a clone of the model's official code, or holds one (any name)."""
+    if bench.repo is None:
+        return None
+    for d in map(Path, dirs):
+        for candidate in (d, *sorted(p for p in d.iterdir() if p.is_dir())) if d.is_dir() else ():
+            if all((candidate / m).exists() for m in bench.marker):
+                return str(candidate.resolve())
+    return None
+
+
+# ============================================================================================ timing
+def race(contenders: list[Contender], precisions: list[str], *, device: str, steps: int, warmup: int
+         ) -> dict[tuple[str, str], dict]:
+    """Warm every (contender, precision), then time ``steps`` rounds, each running them one after another.
 
     Returns:
-        ``train_samples_per_s``, ``eval_samples_per_s``, ``params``; the loss is the shared loss
-        function's (cross-entropy + alpha * L_siamese), so the step is the training loop's.
+        ``{(label, precision): {"step_s", "gflop"}}``: mean seconds per step, and the step's matmul GFLOP
+        (counted on the first warm-up step of each pair).
     """
-    from train.losses import compute_losses
-
-    entry = get_model("siasamrea")
-    cfg = dataclasses.replace(entry.config_cls(), num_siamese=num_siamese)
-    torch.manual_seed(0)
-    model = entry.build(cfg, vocab_size=vocab_size, num_answers=num_answers, task_type="open").to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    batch = siasamrea_batch(cfg, batch_size=batch_size, num_frames=num_frames, vocab_size=vocab_size,
-                            num_answers=num_answers, device=device)
-    cuda = device.startswith("cuda")
-
-    def train_step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            losses = compute_losses("open", model(batch), batch)
-        sum(losses.values()).backward()
-        opt.step()
-
-    def eval_step() -> None:
-        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            model(batch)
-
-    out = {"params": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-    for name, fn, mode in (("train", train_step, True), ("eval", eval_step, False)):
-        model.train(mode)
-        for _ in range(warmup):
-            fn()
-        if cuda:
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        if cuda:
-            torch.cuda.synchronize()
-        out[f"{name}_samples_per_s"] = steps * batch_size / (time.perf_counter() - start)
-    return out
-
-
-def siasamrea_main(args: argparse.Namespace, devices: list[str]) -> None:
-    today = dt.date.today().isoformat()
-    for device in devices:
-        if device == "cpu":
-            torch.set_num_threads(args.threads)
-        kw = dict(batch_size=args.batch_size, num_frames=args.num_frames, steps=args.steps,
-                  warmup=args.warmup, vocab_size=args.vocab_size, num_answers=args.num_answers)
-        base = siasamrea_bench(device, num_siamese=0, **kw)
-        full = siasamrea_bench(device, num_siamese=8, **kw)
-        name = device_name(device, args.threads) + (" bf16 autocast" if device == "cuda" else "")
-        setting = (f"SiaSamRea (paper defaults: H=768, 2 layers, Bf=8 frames/clip) batch {args.batch_size}, "
-                   f"{args.num_frames} feature frames/video, open head {args.num_answers} answers, "
-                   f"{full['params'] / 1e6:.1f}M params, {args.steps} timed steps")
-        b, f = base, full
-        print(f"| {today} | {name} | benchmarks/train_bench.py --model siasamrea | {setting} | "
-              f"train: N=0 {b['train_samples_per_s']:.1f}, N=8 {f['train_samples_per_s']:.1f} samples/s "
-              f"(N=8 costs {b['train_samples_per_s'] / f['train_samples_per_s']:.2f}x N=0); "
-              f"eval (anchor only): N=0 {b['eval_samples_per_s']:.1f}, "
-              f"N=8 {f['eval_samples_per_s']:.1f} samples/s |", flush=True)
-
-
-def masn_batch(cfg, *, batch_size: int, objects: int, vocab_size: int, num_answers: int) -> dict:
-    """A random ``masn``-layout batch (every frame and object real, questions of 4..14 words)."""
-    g = torch.Generator().manual_seed(0)
-    B, T, M = batch_size, cfg.num_frames, objects
-    lens = torch.randint(4, 15, (B,), generator=g)
-    return {
-        "appearance": torch.randn(B, T, cfg.appearance_dim, generator=g),
-        "motion": torch.randn(B, T, cfg.motion_dim, generator=g),
-        "objects": torch.randn(B, T, M, cfg.appearance_dim, generator=g),
-        "object_boxes": torch.rand(B, T, M, 6, generator=g),
-        "motion_objects": torch.randn(B, T, M, cfg.motion_dim, generator=g),
-        "frame_mask": torch.ones(B, T, dtype=torch.bool),
-        "object_mask": torch.ones(B, T, M, dtype=torch.bool),
-        "question": torch.randint(2, vocab_size, (B, 20), generator=g) * (torch.arange(20) < lens[:, None]),
-        "question_len": lens,
-        "answer": torch.randint(0, num_answers, (B,), generator=g),
-    }
-
-
-def _official_masn_step(official_dir: str, cfg, batch: dict, *, vocab_size: int, num_answers: int):
-    """The official model (``model.masn.MASN`` of ahjeongseo/MASN-pytorch) and a closure running its step."""
-    sys.path.insert(0, official_dir)
-    import numpy as np
-    from model.masn import MASN as Official  # noqa: N814  (the official class)
-
-    torch.manual_seed(0)
-    glove = np.random.default_rng(0).standard_normal((vocab_size, cfg.word_dim)).astype("float32")
-    model = Official(vocab_size, 1, glove, cfg.appearance_dim, cfg.motion_dim, cfg.hidden_dim,
-                     dropout_p=cfg.dropout, gcn_layers=2, answer_vocab_size=num_answers, q_max_len=20,
-                     v_max_len=cfg.num_frames)
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    b = batch
-    vlen = b["frame_mask"].sum(1)
-    args = (b["appearance"], b["motion"], b["objects"], b["object_boxes"], b["motion_objects"], vlen,
-            b["question"], b["question_len"], b["answer"], None)
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        loss = open_ended_loss(model("FrameQA", *args)[0], b["answer"])
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    return model, step
-
-
-def bench_masn(args) -> None:
-    """Our MASN beside the official one (``--official-dir``) on the same random batch, CPU."""
-    torch.set_num_threads(args.threads)
-    entry = get_model("masn")
-    cfg = entry.config_cls()
-    batch_size = args.batch_size or 32
-    batch = masn_batch(cfg, batch_size=batch_size, objects=args.objects, vocab_size=args.vocab_size,
-                       num_answers=args.num_answers)
-    torch.manual_seed(0)
-    model = entry.build(cfg, vocab_size=args.vocab_size, num_answers=args.num_answers, task_type="open")
-    model.train()
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-    def ours():
-        opt.zero_grad(set_to_none=True)
-        loss = open_ended_loss(model(batch)["logits"], batch["answer"])
-        loss.backward()
-        opt.step()
-        return loss.detach()
-
-    runs = {"ours": ours}
-    official = None
-    if args.official_dir:
-        official, runs["official"] = _official_masn_step(
-            args.official_dir, cfg, batch, vocab_size=args.vocab_size, num_answers=args.num_answers)
-    elapsed = dict.fromkeys(runs, 0.0)
-    for _ in range(args.warmup):
-        for fn in runs.values():
-            fn()
-    for _ in range(args.steps):  # alternate, so both see the same machine load
-        for name, fn in runs.items():
+    runs = [(c, p) for c in contenders for p in precisions]
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    gflop = {}
+    for c, p in runs:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            c.step(p)
+        gflop[c.label, p] = counter.get_total_flops() / 1e9
+        for _ in range(warmup - 1):
+            c.step(p)
+    elapsed = dict.fromkeys(gflop, 0.0)
+    for _ in range(steps):
+        for c, p in runs:
+            sync()
             start = time.perf_counter()
-            loss = fn()
-            elapsed[name] += time.perf_counter() - start
+            loss = c.step(p)
+            sync()
+            elapsed[c.label, p] += time.perf_counter() - start
             if not torch.isfinite(loss):
-                raise RuntimeError(f"non-finite loss in the {name} MASN step")
-    rate = {k: args.steps * batch_size / v for k, v in elapsed.items()}
-    params = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    setting = (f"MASN train step (fwd+bwd+Adam), T={cfg.num_frames} M={args.objects} 2048-d, "
-               f"d={cfg.hidden_dim}, g={cfg.glimpses}, batch {batch_size}, open head {args.num_answers} "
-               f"answers, "
-               f"vocab {args.vocab_size}; {params / 1e6:.1f}M params ({trainable / 1e6:.1f}M trainable)")
-    cell = f"ours {rate['ours']:.2f} samples/s ({elapsed['ours'] / args.steps:.2f} s/step)"
-    if official is not None:
-        off_params = sum(p.numel() for p in official.parameters())
-        cell += (f"; official {rate['official']:.2f} samples/s ({off_params / 1e6:.1f}M params); "
-                 f"ratio {rate['ours'] / rate['official']:.2f}x")
-    print(f"| {dt.date.today().isoformat()} | {device_name('cpu', args.threads)} | benchmarks/train_bench.py "
-          f"--model masn | {setting}, {args.steps} alternating timed steps | {cell} |", flush=True)
+                raise RuntimeError(f"non-finite loss {float(loss)} in the {c.label} step ({p})")
+    return {k: {"step_s": elapsed[k] / steps, "gflop": gflop[k]} for k in gflop}
+
+
+def time_steps(step: Callable[[], torch.Tensor], model: torch.nn.Module, *, device: str, batch_size: int,
+               steps: int, warmup: int) -> dict:
+    """One step function alone (``benchmarks/gpu_suite.py``): samples/s, s/step, params, GFLOP/step."""
+    contender = Contender("it", model, lambda _precision: step())
+    r = race([contender], ["given"], device=device, steps=steps, warmup=warmup)["it", "given"]
+    return {"samples_per_s": batch_size / r["step_s"], "step_s": r["step_s"], "params": contender.params,
+            "step_gflop": r["gflop"]}
+
+
+def matmul_gflops(device: str, dtype: torch.dtype = torch.float32, *, size: int = 2048, rows: int = 4096,
+                  repeats: int = 5) -> float:
+    """Dense matmul throughput of this device in ``dtype``: a yardstick for the step throughput."""
+    a = torch.randn(rows, size, device=device).to(dtype)
+    w = torch.randn(size, size, device=device).to(dtype)
+    a @ w
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ w
+    sync()
+    return 2 * rows * size * size * repeats / (time.perf_counter() - start) / 1e9
+
+
+def device_name(device: str, threads: int) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"CPU {cpu_model()}, {threads} threads"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            names = (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name"))
+            return next(names, "unknown CPU")
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def machine_line(device: str, threads: int) -> str:
+    """What a figure depends on: the processor, its bf16 support, torch, threads, the load right now."""
+    flags = sorted(f for f in cpu_flags() if f.startswith(("avx512_bf16", "amx")) or f in ("avx2", "avx512f"))
+    where = torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else cpu_model()
+    return (f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {where} ({os.cpu_count()} CPUs; flags "
+            f"{' '.join(flags) or 'none of avx2/avx512f/avx512_bf16/amx'}), native bf16: "
+            f"{bf16_native(device)}, torch {torch.__version__}, {threads} threads, load average "
+            f"{os.getloadavg()[0]:.1f}")
+
+
+# ============================================================================================ main
+def run_model(name: str, args: argparse.Namespace, device: str, precisions: list[str]) -> list[str]:
+    """Measure one model's contenders; print its rows; return its summary lines."""
+    bench = BENCHES[name]
+    official = find_official(bench, args.official_dir)
+    if bench.repo and args.official_dir and official is None:
+        where = ", ".join(args.official_dir)
+        print(f"({name}: no clone of {bench.repo} under {where}; timed alone)", flush=True)
+    with official_code(official) if official else contextlib.nullcontext():
+        lineup = bench.contenders(args, device, official)
+        contenders = lineup.contenders
+        results = race(contenders, precisions, device=device, steps=args.steps, warmup=args.warmup)
+    rate = {k: lineup.batch_size / r["step_s"] for k, r in results.items()}
+    today, native = dt.date.today().isoformat(), "native" if bf16_native(device) else "emulated"
+    where = f"{device_name(device, args.threads)}, bf16 {native}"
+    me, peers = contenders[0], contenders[1:]
+    for p in precisions:
+        r = results[me.label, p]
+        cells = [f"ours {rate[me.label, p]:.2f} samples/s ({r['step_s']:.2f} s/step, {r['gflop']:.0f} "
+                 f"GFLOP/step, {me.params / 1e6:.1f}M params)"]  # fmt: skip
+        for peer in peers:
+            cells.append(f"{peer.label} {rate[peer.label, p]:.2f} samples/s ({peer.params / 1e6:.1f}M "
+                         f"params); ours / {peer.label} {rate[me.label, p] / rate[peer.label, p]:.2f}x")
+        if not peers:
+            cells.append("official code not run" if bench.repo else "no public code")
+        print(f"| {today} | {where} | {name} | {lineup.setting}, {args.steps} alternating timed steps | "
+              f"{p} | {'; '.join(cells)} |", flush=True)  # fmt: skip
+    return summary(name, rate, precisions, [c.label for c in contenders])
+
+
+def summary(name: str, rate: dict, precisions: list[str], labels: list[str]) -> list[str]:
+    """Ratios of one model: each contender's bf16 / fp32; ours / each peer, in each precision and ours
+    in bf16 against the peer as it ships (fp32)."""
+    lines = []
+    if {"fp32", "bf16"} <= set(precisions):
+        lines += [f"{name} {lab}: bf16 / fp32 {rate[lab, 'bf16'] / rate[lab, 'fp32']:.2f}x" for lab in labels]
+    for peer in labels[1:]:
+        same = ", ".join(f"{p} {rate[labels[0], p] / rate[peer, p]:.2f}x" for p in precisions)
+        line = f"{name} ours / {peer}: {same}"
+        if {"fp32", "bf16"} <= set(precisions):
+            line += f"; ours bf16 / {peer} fp32 {rate[labels[0], 'bf16'] / rate[peer, 'fp32']:.2f}x"
+        lines.append(line)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=["mspan", "masn", "cmin", "siasamrea"], default="mspan",
-                        help="which model's benchmark to run (default: MSPAN)")
-    parser.add_argument("--profile", action="store_true", help="cmin: print a torch profile of one step")
+    parser.add_argument("--model", choices=["all", *MODELS], default="all", help="which model (default: all)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                        help="auto: CPU, then CUDA when available")
+                        help="auto (default): CPU, then CUDA when available")
     parser.add_argument("--threads", type=int, default=2, help="CPU intra-op threads")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 32 (masn), 64 (the others)")
-    parser.add_argument("--objects", type=int, default=10, help="masn: objects per frame")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps (CUDA: use 20+)")
+    parser.add_argument("--precision", default="fp32,bf16", help="comma-separated autocasts (fp32, bf16)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="default: each model's (mspan 64, masn 32, cmin 64, siasamrea 16)")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per contender and precision")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps (>= 1; the first counts FLOPs)")
-    parser.add_argument("--vocab-size", type=int, default=5000)
-    parser.add_argument("--num-answers", type=int, default=1000)
-    parser.add_argument("--shared-weights", action="store_true",
-                        help="one weight set for all iterations (default: one per iteration, as the official "
-                        "code)")
-    parser.add_argument("--variant", choices=["paper", "official"], default="paper",
-                        help="MSPAN setting (models/mspan.py)")
-    parser.add_argument("--official-dir", type=Path, default=None,
-                        help="a clone of the model's official code (mspan: gzcsudo/MSPAN-VideoQA, masn: "
-                        "ahjeongseo/MASN-pytorch, cmin: ikuinen/CMIN_moment_retrieval): also time its "
-                        "training step in this run")
-    parser.add_argument("--precision", default=None,
-                        help="mspan: comma-separated autocasts to time, e.g. fp32,bf16 (default: bf16 "
-                        "on CUDA, fp32 on CPU); with --official-dir the official step (as its code: fp32 "
-                        "on CPU) runs once beside them")
+    parser.add_argument("--official-dir", action="append", default=[], metavar="DIR",
+                        help="a clone of a model's official code, or a directory holding the clones "
+                        "(repeatable)")
+    parser.add_argument("--objects", type=int, default=10, help="masn: objects per frame")
     parser.add_argument("--num-frames", type=int, default=64,
-                        help="siasamrea: feature frames per video (64 = 16 s at 4 fps)")
+                        help="siasamrea: feature frames per video (4 fps)")
+    parser.add_argument("--shared-weights", action="store_true",
+                        help="mspan: one weight set for all iterations (default: one per iteration, as "
+                        "the official code)")
+    parser.add_argument("--variant", choices=["paper", "official"], default="paper", help="mspan setting")
     args = parser.parse_args(argv)
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be >= 1")
-    args.batch_size = args.batch_size or (32 if args.model == "masn" else 64)
-    if args.model == "siasamrea":
-        devices = ["cpu", "cuda"] if args.device == "auto" else [args.device]
-        if "cuda" in devices and not torch.cuda.is_available():
-            if args.device == "cuda":
-                raise SystemExit("--device cuda: no CUDA device is available")
-            devices.remove("cuda")
-        siasamrea_main(args, devices)
-        return
-    if args.model == "cmin":
-        from cmin_bench import run as run_cmin  # beside this file (sys.path[0] when run as a script)
-
-        run_cmin(args)
-        return
-    if args.model == "masn":
-        bench_masn(args)
-        return
-
-    cfg = get_model("mspan").config_cls()
-    cfg = dataclasses.replace(cfg, share_iteration_weights=args.shared_weights, variant=args.variant)
+    precisions = [p.strip() for p in args.precision.split(",") if p.strip()]
+    if not precisions or set(precisions) - {"fp32", "bf16"}:
+        parser.error(f"--precision {args.precision!r}: choose from fp32, bf16")
+    for d in args.official_dir:
+        if not Path(d).is_dir():
+            parser.error(f"--official-dir {d}: not a directory")
     devices = ["cpu", "cuda"] if args.device == "auto" else [args.device]
-    if "cuda" in devices and not torch.cuda.is_available():
+    if not torch.cuda.is_available() and "cuda" in devices:
         if args.device == "cuda":
             raise SystemExit("--device cuda: no CUDA device is available")
         devices.remove("cuda")
-    today = dt.date.today().isoformat()
-    weights = "shared" if args.shared_weights else "per-iteration"
-    setting = (f"train step (fwd+bwd+Adam), N={cfg.num_frames} K={cfg.num_scales} T={cfg.iterations} "
-               f"D={cfg.node_dim} batch {args.batch_size}, open head {args.num_answers} answers, "
-               f"vocab {args.vocab_size}")
-    sizes = dict(cfg=cfg, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup,
-                 vocab_size=args.vocab_size, num_answers=args.num_answers)
+    names = list(MODELS) if args.model == "all" else [args.model]
     for device in devices:
-        if device == "cpu":
-            torch.set_num_threads(args.threads)
-        precisions = args.precision.split(",") if args.precision else ["bf16" if device == "cuda" else "fp32"]
-        ours = {}
-        for precision in precisions:
-            name = f"{device_name(device, args.threads)} {precision} autocast"
-            ours[precision] = measure(device, **sizes, precision=precision)
-            _row(today, name, f"MSPAN ({args.variant}, {weights} weights) {setting}", ours[precision],
-                 args.steps, matmul_gflops(device))
-        if args.official_dir is not None:
-            o = measure_official(args.official_dir, device, **sizes)
-            theirs = "bf16" if device == "cuda" else "fp32"
-            where = device_name(device, args.threads)
-            _row(today, f"{where} {theirs} autocast", f"official MSPAN code {setting}", o, args.steps, None)
-            for precision, r in ours.items():
-                print(f"ours ({precision}) / official ({theirs}) samples/s on {where}: "
-                      f"{r['samples_per_s'] / o['samples_per_s']:.2f}", flush=True)
-
-
-def _row(today: str, name: str, setting: str, r: dict, steps: int, matmul: float | None) -> None:
-    yardstick = f"; plain fp32 matmul here: {matmul:.0f} GFLOP/s" if matmul is not None else ""
-    print(f"| {today} | {name} | benchmarks/train_bench.py | {setting}, "
-          f"{r['params'] / 1e6:.1f}M params, {steps} timed steps | "
-          f"{r['samples_per_s']:.2f} samples/s ({r['step_s']:.2f} s/step; "
-          f"{r['step_gflop']:.0f} GFLOP/step = {r['step_gflop'] / r['step_s']:.0f} GFLOP/s{yardstick}) |",
-          flush=True)
+        torch.set_num_threads(args.threads)
+        yard = ", ".join(f"{d} {matmul_gflops(device, t):.0f}" for d, t in
+                         (("fp32", torch.float32), ("bf16", torch.bfloat16)) if d in precisions)
+        print(f"\n{machine_line(device, args.threads)}; plain 4096x2048x2048 matmul GFLOP/s: {yard}\n")
+        print("| date | device | model | setting | autocast | samples/s |")
+        print("|---|---|---|---|---|---|", flush=True)
+        lines = []
+        for name in names:
+            lines += run_model(name, args, device, precisions)
+        print(f"\nSummary ({device}, native bf16: {bf16_native(device)}, load average now "
+              f"{os.getloadavg()[0]:.1f}):")
+        for line in lines:
+            print(f"- {line}", flush=True)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from torch.utils.data import Dataset
 from pipelines.atomic import atomic_path
 from pipelines.deps import Edge
 from train.config import ConfigError
+from train.data import batch_tensor, to_float32
 
 __all__ = [
     "LEGACY_MODEL_KEYS",
@@ -272,7 +273,7 @@ def model_view(x: np.ndarray, *, num_steps: int, resample: str = "always",
 
     The one place a training run (:class:`MomentDataset`) and ``vqa-answer`` turn clips into model input.
     """
-    x = _prepared(np.asarray(x, dtype=np.float32), feature_stats, center)
+    x = _prepared(to_float32(np.asarray(x)), feature_stats, center)
     if projection is not None:
         x = projection(x)
     return resample_steps(x, num_steps, resample)
@@ -415,7 +416,7 @@ class MomentCollate:
         D = int(items[0]["clips"].shape[1])
         question = torch.zeros(B, L, dtype=torch.int64)
         edges = torch.zeros(B, L, L, dtype=torch.int64)
-        clips = torch.zeros(B, T, D, dtype=torch.float32)
+        clips = batch_tensor((B, T, D), torch.float32).zero_()  # shared memory in a DataLoader worker
         mask = torch.zeros(B, T, dtype=torch.bool)
         for b, it in enumerate(items):
             n, t = it["question"].shape[0], it["clips"].shape[0]

@@ -1,5 +1,6 @@
 """``benchmarks/gpu_suite.py``: refuses at once without CUDA; ``--dry-run`` builds and runs every step once
-on CPU (tiny sizes), so the suite cannot rot before a GPU is lent."""
+on CPU (tiny sizes), the data path beside the MSPAN step included, so the suite cannot rot before a GPU
+is lent."""
 
 from __future__ import annotations
 
@@ -36,12 +37,18 @@ def test_without_cuda_it_stops_at_once_with_one_line(monkeypatch, capsys):
 
 
 @pytest.mark.slow
-def test_dry_run_runs_every_step_in_both_precisions(tmp_path):
+def test_dry_run_runs_every_step_in_both_precisions_and_the_data_path(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.getcwd())
     proc = subprocess.run([sys.executable, str(SUITE), "--dry-run", "--workdir", str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line for line in proc.stdout.splitlines() if re.match(r"\| \d{4}-\d\d-\d\d \|", line)]
+    data = [row.split(" | ") for row in rows if " | QADataset + QACollate" in row]
+    rows = [row for row in rows if " | QADataset + QACollate" not in row]
+    assert len(data) == 1 and data[0][3] == "1", proc.stdout  # the data path, one worker (dry run)
+    samples, per_worker, step, ratio = (float(cell.strip(" |x")) for cell in data[0][4:8])
+    assert samples > 0 and per_worker == samples and step > 0
+    assert ratio == pytest.approx(samples / step, rel=0.1)
     steps = [row.split(" | ")[2] for row in rows]
     expected = ["appearance", "motion", "motion", "objects", "objects", *["train"] * len(MODELS)]
     assert steps == expected, proc.stdout

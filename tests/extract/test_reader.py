@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import pickle
+from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -102,3 +104,107 @@ def test_manifest_problems_are_clear(tmp_path, feature_dir):
     reader = FeatureReader(out)
     with pytest.raises(ManifestError, match="shard-00001.h5.*cannot be opened"):
         reader[reader.ids[5]]
+
+
+# ---------------------------------------------------------------------------------------- direct reads
+def mixed_items(n: int) -> dict[str, dict[str, np.ndarray]]:
+    """Every dtype a shard stores, and ragged rows of length 0..3."""
+    rng = np.random.default_rng(1)
+    return {
+        f"v{i:02d}": {
+            "half": rng.standard_normal((4, 6)).astype(np.float16),
+            "single": rng.standard_normal((3,)).astype(np.float32),
+            "double": rng.standard_normal((2, 2)),
+            "count": rng.integers(-5, 5, (2,)),
+            "small": rng.integers(0, 255, (5,)).astype(np.uint8),
+            "mask": rng.random((4,)) > 0.5,
+            "clips": rng.standard_normal((i % 4, 6)).astype(np.float16),
+        }
+        for i in range(n)
+    }
+
+
+def _h5py_values(path, name, row, offsets=None):
+    with h5py.File(path, "r") as f:
+        if offsets is None:
+            return f[name][row]
+        start, stop = f[name + "__offsets"][row : row + 2]
+        return f[name][start:stop]
+
+
+def test_direct_reads_equal_h5py_for_every_dtype_and_ragged_rows(tmp_path):
+    items = mixed_items(9)
+    out = write_feature_dir(tmp_path / "f", "toy", items, provenance={}, shard_size=4, ragged=["clips"])
+    reader = FeatureReader(out)
+    for vid in reversed(reader.ids):
+        got = reader[vid]
+        shard, row = reader._index[vid]
+        path = reader._shard_paths[shard]
+        for name, want in items[vid].items():
+            assert got[name].dtype == want.dtype and got[name].flags.writeable, name
+            np.testing.assert_array_equal(got[name], want)
+            h5 = _h5py_values(path, name, row, offsets=name == "clips" or None)
+            assert got[name].dtype == h5.dtype and got[name].shape == h5.shape
+            np.testing.assert_array_equal(got[name], h5)
+    assert all(all(k.extents.values()) for k in reader._known.values())  # no feature went through h5py
+
+
+def _rewrite_chunked(path):
+    """The shard rewritten as other HDF5 writers may store it: chunked, gzip-compressed datasets."""
+    tmp = path.with_suffix(".tmp")
+    with h5py.File(path, "r") as src, h5py.File(tmp, "w") as dst:
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        for name, ds in src.items():
+            kw = {} if name == "ids" or ds.size == 0 else {"chunks": True, "compression": "gzip"}
+            new = dst.create_dataset(name, data=ds[()], dtype=ds.dtype, **kw)
+            for key, value in ds.attrs.items():
+                new.attrs[key] = value
+    tmp.replace(path)
+
+
+def test_chunked_compressed_shards_are_read_through_h5py_with_the_same_values(tmp_path):
+    items = mixed_items(9)
+    out = write_feature_dir(tmp_path / "f", "toy", items, provenance={}, shard_size=4, ragged=["clips"])
+    _rewrite_chunked(out / SHARD_DIR / "shard-00001.h5")
+    reader = FeatureReader(out)
+    for vid in reader.ids:
+        for name, want in reader[vid].items():
+            np.testing.assert_array_equal(want, items[vid][name])
+    assert not any(reader._known[1].extents.values())  # every dataset of the rewritten shard: h5py
+    assert all(reader._known[0].extents.values())
+
+
+def test_contiguous_features_are_read_without_h5py(feature_dir, monkeypatch):
+    out, items = feature_dir
+    reader = FeatureReader(out)
+    for vid in reader.ids:  # opens and checks every shard
+        reader[vid]
+    calls = []
+    original = h5py.Dataset.__getitem__
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", lambda ds, key: calls.append(key) or original(ds, key))
+    for vid in reader.ids:
+        np.testing.assert_array_equal(reader[vid]["appearance"], items[vid]["appearance"])
+    assert calls == []
+
+
+def test_an_unchanged_shard_is_checked_once_per_process_a_replaced_one_again(feature_dir, monkeypatch):
+    out, _ = feature_dir
+    opened = []
+    original = h5py.File
+
+    def counting(path, *a, **k):
+        opened.append(Path(path).name)
+        return original(path, *a, **k)
+
+    monkeypatch.setattr("extract.reader.h5py.File", counting)
+    reader = FeatureReader(out, max_open=1)
+    first, second = reader.ids[0], reader.ids[5]  # shards 0 and 1
+    for _ in range(3):  # each read evicts the other shard's handle
+        reader[first], reader[second]
+    assert opened == ["shard-00000.h5", "shard-00001.h5"]
+    shards = out / SHARD_DIR
+    (shards / "shard-00000.h5").rename(shards / "kept.h5")
+    (shards / "shard-00002.h5").rename(shards / "shard-00000.h5")  # another shard's file in its place
+    with pytest.raises(ManifestError, match="shard-00000.h5.*holds the videos of another shard"):
+        reader[first]
