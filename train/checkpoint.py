@@ -14,10 +14,13 @@ epoch's own ``epoch-NNNN.pt``, so a crash between the two leaves a missing or ol
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import pickle
 import random
 import re
+import shutil
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -44,6 +47,8 @@ __all__ = [
 ]
 
 _EPOCH_RE = re.compile(r"^epoch-(\d{4,})\.pt$")
+#: torch's writer failing with less free space than this is a full disk (its message does not say so)
+_FULL = 64 << 20
 
 
 class CheckpointError(RuntimeError):
@@ -96,6 +101,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             with open(tmp, "wb") as fh:
                 torch.save(state, fh)
         except RuntimeError as exc:  # torch's zip writer; an OSError of the file object passes through
+            if shutil.disk_usage(path.parent).free < _FULL:  # e.g. "[enforce fail ...] unexpected pos"
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
             first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise CheckpointError(f"cannot write checkpoint {path} ({first}); check the free space and "
                                   f"permissions of {path.parent}") from None
