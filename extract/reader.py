@@ -7,11 +7,15 @@ time per process; the reader is picklable and drops its open handles when it cro
 
 Whenever a shard is opened its stored ``ids`` are compared with the manifest's (cheap: one small
 dataset), so a swapped, replaced or foreign shard stops the reader with an error naming the file
-instead of giving videos other videos' features. Full checksums: ``vqa-extract verify OUT``.
+instead of giving videos other videos' features. :meth:`FeatureReader.verify_checksums` (run once by
+every training run) compares each shard's bytes with the manifest's sha256, hashing only the files whose
+size or modification time changed since they were last checked. Full checksums: ``vqa-extract verify OUT``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -21,7 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from extract.manifest import check_stored_ids, load_manifest, write_feature_dir
+from extract.manifest import check_checksums, check_stored_ids, load_manifest, write_feature_dir
 from extract.shards import (
     OFFSETS_SUFFIX,
     SHARD_DIR,
@@ -30,6 +34,7 @@ from extract.shards import (
     decode_ids,
     normalize_outputs,
 )
+from pipelines.atomic import write_json_atomic
 
 __all__ = ["FeatureReader", "ManifestError", "write_feature_dir"]
 
@@ -113,6 +118,18 @@ class FeatureReader:
                 out[name] = f[name][row]
         return out
 
+    def feature(self, video_id: str, name: str) -> np.ndarray:
+        """One feature of one video (``self[video_id][name]`` without reading the others)."""
+        try:
+            shard_idx, row = self._index[video_id]
+        except KeyError:
+            raise KeyError(self._missing_message(video_id)) from None
+        f = self._file(shard_idx)
+        if self.outputs[name].ragged:
+            start, stop = self._offsets(shard_idx, f, name)[row : row + 2]
+            return f[name][int(start) : int(stop)]
+        return f[name][row]
+
     def get(self, video_id: str, default: Any = None) -> dict[str, np.ndarray] | Any:
         """``self[video_id]`` or ``default`` when the id is absent."""
         return self[video_id] if video_id in self._index else default
@@ -176,6 +193,38 @@ class FeatureReader:
         for shard_idx in range(len(self._shard_paths)):
             self._file(shard_idx)
         self.close()
+
+    def verify_checksums(self, cache: str | os.PathLike | None = None) -> int:
+        """Check every complete shard's bytes against the manifest's sha256 (``manifest.check_checksums``).
+
+        Args:
+            cache: a JSON file of the shards checked before (path -> size, mtime, sha256); read, and
+                rewritten with this check's records (best effort: a file that cannot be written is skipped).
+
+        Returns:
+            The number of shards checked.
+
+        Raises:
+            ManifestError: one line naming the first damaged shard (and how many more) and what to do.
+        """
+        known = {}
+        if cache is not None and Path(cache).is_file():
+            try:
+                known = json.loads(Path(cache).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                known = {}
+        known = known if isinstance(known, dict) else {}
+        problems, checked = check_checksums(self.out_dir, self.manifest, known)
+        if problems:
+            more = f" (and {len(problems) - 1} more shard(s))" if len(problems) > 1 else ""
+            raise ManifestError(
+                f"{problems[0]}{more}; these features are not the ones the manifest records. Run "
+                f"`vqa-extract verify {self.out_dir}`, then the extraction command again to re-extract them"
+            )
+        if cache is not None and checked != known:
+            with contextlib.suppress(OSError):
+                write_json_atomic(cache, checked)
+        return len(checked)
 
     def _offsets(self, shard_idx: int, f: h5py.File, name: str) -> np.ndarray:
         key = (shard_idx, name)

@@ -33,6 +33,7 @@ its HDF5 files in each worker).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,6 +51,8 @@ __all__ = [
     "feature_statistics",
     "find_missing_videos",
     "seed_worker",
+    "segments_after_video",
+    "video_end",
 ]
 
 
@@ -81,6 +84,30 @@ def check_feature_set(reader: Any, expected: str, *, model: str) -> None:
 def find_missing_videos(video_ids: Sequence[str], reader: Any) -> list[str]:
     """The distinct ids in ``video_ids`` that have no features in ``reader`` (sorted)."""
     return sorted({v for v in video_ids if v not in reader})
+
+
+def video_end(frame_times: np.ndarray) -> float:
+    """The latest time a video with these sampled frame start times can end: the last time plus one
+    sampling step (frames are sampled every ``stride`` frames or at a fixed rate); inf for one frame."""
+    times = np.asarray(frame_times, dtype=np.float64)
+    if len(times) < 2:
+        return math.inf
+    return float(times[-1] + np.median(np.diff(times)))
+
+
+def segments_after_video(questions: Sequence[tuple[str, str, tuple[float, float]]], reader: Any
+                         ) -> list[tuple[str, str, tuple[float, float], float]]:
+    """The questions whose segment starts after their video ends (judged by the features' ``frame_times``,
+    :func:`video_end`): ``(qid, video_id, segment, end)`` each. Such a segment holds no frame; the model
+    would look at the nearest one instead, silently."""
+    ends: dict[str, float] = {}
+    out = []
+    for qid, video_id, segment in questions:
+        if video_id not in ends:
+            ends[video_id] = video_end(reader.feature(video_id, "frame_times"))
+        if segment[0] >= ends[video_id]:
+            out.append((qid, video_id, segment, ends[video_id]))
+    return out
 
 
 def feature_statistics(

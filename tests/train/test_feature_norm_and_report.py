@@ -76,3 +76,22 @@ def test_run_with_standardised_features_reports_baselines(tiny_tgif, tmp_path):
 def test_report_names_an_unfinished_run(tmp_path, capsys):
     assert main([str(tmp_path)]) == 1
     assert "metrics.json" in capsys.readouterr().err
+
+
+def test_report_gives_the_documented_range_beside_each_figure(tmp_path, capsys):
+    for name, test in (("mspan-action", 0.775), ("mspan-count", 2.5)):
+        run = tmp_path / name
+        run.mkdir()
+        metric, mode = ("accuracy", "max") if name.endswith("action") else ("mse", "min")
+        (run / "metrics.json").write_text(json.dumps({
+            "model": "mspan", "dataset": "tgif", "task": name.split("-")[1], "task_type": "mc",
+            "selection_metric": metric, "selection_mode": mode, "val": {metric: 0.5}, "test": {metric: test},
+            "baselines_test": {}, "provenance": None}))
+    ranges = tmp_path / "ranges.json"
+    ranges.write_text(json.dumps({"ranges": {"mspan-action": {"accuracy": [0.7, 0.8]},
+                                             "mspan-count": {"mse": [1.4, 1.6]}}}))
+    runs = [str(tmp_path / "mspan-action"), str(tmp_path / "mspan-count")]
+    assert main([*runs, "--expected", str(ranges)]) == 0
+    table = capsys.readouterr().out
+    assert "documented range" in table.splitlines()[0]
+    assert "0.775  0.700-0.800 ok" in table and "2.500  1.400-1.600 OUTSIDE" in table
