@@ -55,7 +55,7 @@ from pipelines.deps import SpacyUnavailable, new_query_parser
 from pipelines.text import encode_tokens, tokenize
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import build_config
-from train.data import QACollate
+from train.data import QACollate, standardize
 from train.losses import count_rounded, moment_predictions
 from train.moments import MomentCollate, Projection, encode_edges, model_view
 from train.provenance import CHECKPOINT_FORMAT, RANDOM_WEIGHTS_BANNER
@@ -574,10 +574,7 @@ class Answerer:
         for key in self.feature_keys:
             arr = np.asarray(feats.features[key])
             if arr.dtype.kind == "f":
-                arr = arr.astype(np.float32, copy=False)
-                if key in self.stats:
-                    mean, std = self.stats[key]
-                    arr = (arr - mean) / std  # as train.data.QADataset
+                arr = standardize(feats.features, key, self.stats)  # as train.data.QADataset
             item[key] = torch.from_numpy(np.ascontiguousarray(arr))
         return item
 
