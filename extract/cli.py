@@ -190,6 +190,12 @@ def _random_banner(echo) -> None:
     "--stride", type=click.IntRange(min=1), default=None, help="Dense clip stride (cmin, siasamrea)."
 )
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Maximum frames (masn T).")
+@click.option(
+    "--frame-sampling",
+    type=click.Choice(["uniform", "first"]),
+    default=None,
+    help="masn: T frames of a longer video spread over all of it, or its first T (official loader) [uniform]",
+)
 @click.option("--detector", default=None, help="masn: object detector (see the list below).")
 @click.option(
     "--max-objects", type=click.IntRange(min=1), default=None, help="masn: object rows per frame [10]."
@@ -328,6 +334,7 @@ def _extract(**kw) -> int:
         "clip_len": kw["clip_len"],
         "stride": kw["stride"],
         "max_frames": kw["max_frames"],
+        "frame_sampling": kw["frame_sampling"],
         "batch_frames": kw["batch_frames"],
         "dtype": kw["dtype"],
         "detector": kw["detector"],

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -318,7 +318,12 @@ def rebuild_feature_set(
     options["device"] = device
     known = set(FeatureOptions.__dataclass_fields__)
     try:
-        return build_feature_set(name, FeatureOptions(**{k: v for k, v in options.items() if k in known}))
+        fs = build_feature_set(name, FeatureOptions(**{k: v for k, v in options.items() if k in known}))
+        older = {k: v for k, v in fs.legacy_options().items()  # recorded before the option existed
+                 if k not in options and getattr(fs.options, k) != v}
+        if older:
+            fs = build_feature_set(name, replace(fs.options, **older))
+        return fs
     except (KeyError, ValueError) as exc:
         raise AnswerError(f"cannot rebuild feature set {name!r} from the checkpoint: {exc}") from exc
 
