@@ -299,3 +299,21 @@ def test_python_dash_m_runs_the_command(tmp_path):
     res = subprocess.run([sys.executable, "-m", "train.answer", "--checkpoint", str(tmp_path / "none.pt"),
                           "--video", "v.mp4", "--question", "q"], capture_output=True, text=True)
     assert res.returncode == 1 and "none.pt does not exist" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_masn_record_from_before_frame_sampling_rebuilds_with_first():
+    """A checkpoint's feature record written before ``frame_sampling`` existed ran the first T frames:
+    vqa-answer rebuilds it so; a record that names the option keeps it."""
+    from extract.backbones import RANDOM_SEED
+    from extract.featuresets import build_feature_set
+    from train.answer import rebuild_feature_set
+
+    fs = build_feature_set("masn", FeatureOptions(weights="random", appearance="resnet18", motion="r3d_18"))
+    prov = json.loads(json.dumps(fs.provenance()))
+    assert prov["options"]["frame_sampling"] == "uniform"
+    rebuilt = rebuild_feature_set(prov, files=(), device="cpu", seed=RANDOM_SEED)
+    assert rebuilt.options.frame_sampling == "uniform"
+    del prov["options"]["frame_sampling"]
+    rebuilt = rebuild_feature_set(prov, files=(), device="cpu", seed=RANDOM_SEED)
+    assert rebuilt.options.frame_sampling == "first"
+    assert rebuilt.options.max_frames == 20 and rebuilt.options.motion == "r3d_18"
