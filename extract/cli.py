@@ -211,6 +211,12 @@ def _random_banner(echo) -> None:
 )
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Maximum frames (masn T).")
 @click.option(
+    "--frame-sampling",
+    type=click.Choice(["uniform", "first"]),
+    default=None,
+    help="masn: T frames of a longer video spread over all of it, or its first T (official loader) [uniform]",
+)
+@click.option(
     "--detector",
     default=None,
     help="masn: object detector (see the list below); bottomup_r101_vg gives MASN's own kind of objects.",
@@ -353,6 +359,7 @@ def _extract(**kw) -> int:
         "clip_len": kw["clip_len"],
         "stride": kw["stride"],
         "max_frames": kw["max_frames"],
+        "frame_sampling": kw["frame_sampling"],
         "batch_frames": kw["batch_frames"],
         "dtype": kw["dtype"],
         "detector": kw["detector"],

@@ -1171,7 +1171,8 @@ def run_extraction(job: ExtractionJob, config: EngineConfig = EngineConfig()) ->
         rebuilt = False
         if (out_dir / MANIFEST_NAME).exists():
             manifest = load_manifest(out_dir)
-            diffs = identity_differences(manifest, fresh)
+            legacy = fs.legacy_options() if hasattr(fs, "legacy_options") else None
+            diffs = identity_differences(manifest, fresh, legacy=legacy)
             if diffs:
                 raise ResumeMismatchError(
                     f"{out_dir} already holds features made differently:\n  "

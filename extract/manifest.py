@@ -444,15 +444,31 @@ def identity(manifest: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def identity_differences(existing: Mapping[str, Any], fresh: Mapping[str, Any]) -> list[str]:
+def identity_differences(existing: Mapping[str, Any], fresh: Mapping[str, Any], *,
+                         legacy: Mapping[str, Any] | None = None) -> list[str]:
     """The differences between an existing manifest and a fresh one that forbid resuming, one per line.
 
     A manifest written before ``precision`` was an option gets the precision that ran then (bf16 autocast
-    on CUDA, fp32 on CPU), so it resumes with that precision and is refused with another.
+    on CUDA, fp32 on CPU), so it resumes with that precision and is refused with another. Likewise an
+    option of ``legacy`` (name -> the value that ran before the option existed, from the feature set's
+    ``legacy_options``) missing from the existing manifest takes that value.
     """
     if "precision" in fresh.get("options", {}):  # a feature set without the option (e.g. a test's) has none
         existing = _with_legacy_precision(existing)
+    for name, value in (legacy or {}).items():
+        existing = _with_legacy_option(existing, name, value)
     return _differences(identity(existing), identity(fresh))
+
+
+def _with_legacy_option(manifest: Mapping[str, Any], name: str, value: Any) -> Mapping[str, Any]:
+    options = manifest.get("options", {})
+    if name in options:
+        return manifest
+    out = {**manifest, "options": {**options, name: value}}
+    prov_options = manifest.get("provenance", {}).get("options")
+    if isinstance(prov_options, Mapping) and name not in prov_options:
+        out["provenance"] = {**manifest["provenance"], "options": {**prov_options, name: value}}
+    return out
 
 
 def _with_legacy_precision(manifest: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -40,7 +40,7 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ from pipelines.deps import SpacyUnavailable, new_query_parser
 from pipelines.text import encode_tokens, tokenize
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import ConfigError, build_config
-from train.data import QACollate, video_end
+from train.data import QACollate, standardize, video_end
 from train.losses import count_rounded, moment_predictions
 from train.moments import (
     MomentCollate,
@@ -423,7 +423,12 @@ def rebuild_feature_set(
     options["device"] = device
     known = set(FeatureOptions.__dataclass_fields__)
     try:
-        return build_feature_set(name, FeatureOptions(**{k: v for k, v in options.items() if k in known}))
+        fs = build_feature_set(name, FeatureOptions(**{k: v for k, v in options.items() if k in known}))
+        older = {k: v for k, v in fs.legacy_options().items()  # recorded before the option existed
+                 if k not in options and getattr(fs.options, k) != v}
+        if older:
+            fs = build_feature_set(name, replace(fs.options, **older))
+        return fs
     except (KeyError, ValueError) as exc:
         raise AnswerError(f"cannot rebuild feature set {name!r} from the checkpoint: {exc}") from exc
 
@@ -726,10 +731,7 @@ class Answerer:
         for key in self.feature_keys:
             arr = np.asarray(feats.features[key])
             if arr.dtype.kind == "f":
-                arr = arr.astype(np.float32, copy=False)
-                if key in self.stats:
-                    mean, std = self.stats[key]
-                    arr = (arr - mean) / std  # as train.data.QADataset
+                arr = standardize(feats.features, key, self.stats)  # as train.data.QADataset
             item[key] = torch.from_numpy(np.ascontiguousarray(arr))
         return item
 

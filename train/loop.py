@@ -126,6 +126,7 @@ class Trainer:
         amp: the resolved precision: ``"bf16"``, ``"fp32"`` or ``"fp16"`` (CUDA only).
         grad_clip: max global gradient norm, or None.
         margin: hinge margin (multiple choice).
+        hinge_reduction: ``"sum"`` or ``"mean"`` (multiple choice, ``train.losses.hinge_loss``).
         hooks: called in order.
         loader_generator: reseeded with ``seed + epoch`` before each epoch (DataLoader worker seeds).
         seed: base seed for shuffling and workers.
@@ -143,6 +144,7 @@ class Trainer:
         amp: str = "none",
         grad_clip: float | None = None,
         margin: float = 1.0,
+        hinge_reduction: str = "sum",
         hooks: Sequence[HookBase] = (),
         loader_generator: torch.Generator | None = None,
         seed: int = 0,
@@ -159,7 +161,8 @@ class Trainer:
         self.seed = seed
         self.loader_generator = loader_generator
         self.show_progress = show_progress
-        self.loss_fn = loss_fn or (lambda out, batch: compute_losses(task_type, out, batch, margin=margin))
+        self.loss_fn = loss_fn or (lambda out, batch: compute_losses(task_type, out, batch, margin=margin,
+                                                                     hinge_reduction=hinge_reduction))
         use_scaler = device.type == "cuda" and amp == "fp16"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.state = TrainState()

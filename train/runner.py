@@ -410,8 +410,16 @@ class _Data:
         self.query_parse: dict[str, Any] | None = None  # moment: dependency parser and label ids
 
 
+def _recorded_stats(path: Path | None, ckpt: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The ``train.feature_norm=standardize`` statistics a checkpoint was trained with (None: none)."""
+    if ckpt is None and path is not None:
+        ckpt = load_checkpoint(path)
+    stats = ((ckpt or {}).get("meta") or {}).get("feature_stats") or {}
+    return {k: (v["mean"].numpy(), v["std"].numpy()) for k, v in stats.items()} or None
+
+
 def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: Any, task_type: str,
-                text_encoder: LoadedTextEncoder | None = None) -> _Data:
+                text_encoder: LoadedTextEncoder | None = None, recorded_stats: dict | None = None) -> _Data:
     splits = prepared.splits
     feature_keys = tuple(getattr(entry, "feature_keys", ()) or ()) or None
     data = _Data()
@@ -432,7 +440,10 @@ def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: 
     plan["test"] = (splits["test"], np.arange(len(splits["test"].qids)))
 
     stats = None
-    if spec.train.feature_norm == "standardize":
+    if spec.train.feature_norm == "standardize" and recorded_stats is not None:
+        stats = data.feature_stats = recorded_stats  # --resume / --eval-only: what the checkpoint saw
+        log.info("features standardised per channel with the statistics the checkpoint records")
+    elif spec.train.feature_norm == "standardize":
         train_split, train_rows = plan["train"]
         keys = feature_keys if feature_keys is not None else tuple(reader.outputs)
         keys = tuple(k for k in keys if not k.endswith("_times"))  # timestamps stay in seconds
@@ -889,7 +900,8 @@ def run(spec: RunSpec) -> dict[str, Any]:
         if dist.is_main:
             _write_yaml(out / ("eval_config.yaml" if spec.eval_only else "config.yaml"), conf)
         if task_type != "moment":
-            data = _build_data(spec, adapter, prepared, reader, entry, task_type, text_enc)
+            data = _build_data(spec, adapter, prepared, reader, entry, task_type, text_enc,
+                               recorded_stats=_recorded_stats(resume_from, eval_ckpt))
         for name, ds in data.datasets.items():
             log.info("%s: %d questions", name, len(ds))
 
@@ -987,7 +999,8 @@ def run(spec: RunSpec) -> dict[str, Any]:
             ]
             trainer = Trainer(
                 ddp_model, optimizer, train_loader, task_type=task_type, device=device, amp=precision,
-                grad_clip=cfg.grad_clip, margin=cfg.hinge_margin, hooks=hooks, loader_generator=gen,
+                grad_clip=cfg.grad_clip, margin=cfg.hinge_margin, hinge_reduction=cfg.hinge_reduction,
+                hooks=hooks, loader_generator=gen,
                 seed=cfg.seed, show_progress=spec.show_progress and dist.is_main,
                 loss_fn=_moment_loss_fn(moment_cfg) if moment_cfg is not None else None,
             )

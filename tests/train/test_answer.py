@@ -395,3 +395,21 @@ def test_output_locations_are_checked_before_the_work(demo_run, tmp_path, capsys
     assert err.strip().splitlines()[-1].endswith(f"cannot write --output {tmp_path / 'b.jsonl'}: No space "
                                                   "left on device; free some space or give --output another "
                                                   "path; the answers were written to stdout instead"), err
+
+
+def test_a_masn_record_from_before_frame_sampling_rebuilds_with_first():
+    """A checkpoint's feature record written before ``frame_sampling`` existed ran the first T frames:
+    vqa-answer rebuilds it so; a record that names the option keeps it."""
+    from extract.backbones import RANDOM_SEED
+    from extract.featuresets import build_feature_set
+    from train.answer import rebuild_feature_set
+
+    fs = build_feature_set("masn", FeatureOptions(weights="random", appearance="resnet18", motion="r3d_18"))
+    prov = json.loads(json.dumps(fs.provenance()))
+    assert prov["options"]["frame_sampling"] == "uniform"
+    rebuilt = rebuild_feature_set(prov, files=(), device="cpu", seed=RANDOM_SEED)
+    assert rebuilt.options.frame_sampling == "uniform"
+    del prov["options"]["frame_sampling"]
+    rebuilt = rebuild_feature_set(prov, files=(), device="cpu", seed=RANDOM_SEED)
+    assert rebuilt.options.frame_sampling == "first"
+    assert rebuilt.options.max_frames == 20 and rebuilt.options.motion == "r3d_18"
