@@ -211,6 +211,12 @@ def _random_banner(echo) -> None:
 )
 @click.option("--max-frames", type=click.IntRange(min=1), default=None, help="Maximum frames (masn T).")
 @click.option(
+    "--frame-sampling",
+    type=click.Choice(["uniform", "first"]),
+    default=None,
+    help="masn: T frames of a longer video spread over all of it, or its first T (official loader) [uniform]",
+)
+@click.option(
     "--detector",
     default=None,
     help="masn: object detector (see the list below); bottomup_r101_vg gives MASN's own kind of objects.",
@@ -353,6 +359,7 @@ def _extract(**kw) -> int:
         "clip_len": kw["clip_len"],
         "stride": kw["stride"],
         "max_frames": kw["max_frames"],
+        "frame_sampling": kw["frame_sampling"],
         "batch_frames": kw["batch_frames"],
         "dtype": kw["dtype"],
         "detector": kw["detector"],
@@ -645,7 +652,7 @@ def info_cmd(out: Path, as_json: bool) -> None:
         click.echo(json.dumps(manifest, indent=2, sort_keys=True))
         return
     counts = manifest.get("counts", {})
-    click.echo(f"{out}: feature set {manifest['feature_set']!r}, status {manifest.get('status')}")
+    click.echo(f"{out}: feature set {manifest['feature_set']!r}, status {_state(out, manifest)}")
     click.echo(
         f"  videos: {counts.get('done', 0)} done, {counts.get('failed', 0)} failed, "
         f"{counts.get('pending', 0)} pending of {counts.get('planned', 0)}; "
@@ -707,14 +714,16 @@ def info_cmd(out: Path, as_json: bool) -> None:
 def verify_cmd(out: Path) -> None:
     """Check every complete shard of OUT against the manifest: ids, size and sha256 (reads every byte).
 
-    Exit status 0 when all agree, 1 when a shard is damaged (listed; re-running the extraction command
-    extracts those shards again).
+    Exit status 0 when every shard of the plan is complete and agrees, 1 when a shard is damaged (listed;
+    re-running the extraction command extracts those shards again) or the extraction is incomplete (the
+    message says whether a run is writing OUT now, was killed, or failed).
     """
-    from extract.manifest import verify
+    from extract.manifest import load_manifest, verify
     from extract.shards import ManifestError
 
     try:
         checked, problems = verify(out)
+        manifest = load_manifest(out)
     except ManifestError as err:
         raise click.ClickException(str(err)) from err
     for problem in problems:
@@ -724,7 +733,19 @@ def verify_cmd(out: Path) -> None:
             f"{len(problems)} of {checked} shard(s) failed verification; re-run the vqa-extract command "
             f"that made {out} to extract them again"
         )
-    click.echo(f"{out}: {checked} shard(s) verified (ids, size, sha256)")
+    total = len(manifest["shards"])
+    click.echo(f"{out}: {checked} of {total} shard(s) complete and verified (ids, size, sha256)")
+    if checked < total:
+        raise click.ClickException(f"{out} is {_state(out, manifest)}")
+
+
+def _state(out: Path, manifest: dict) -> str:
+    """``complete``, or what is missing and whether a run writes it now, was killed or failed."""
+    from extract.engine import LOCK_NAME
+    from extract.manifest import describe_state
+    from pipelines.atomic import directory_locked
+
+    return describe_state(manifest, writing=directory_locked(out, LOCK_NAME))
 
 
 @cli.command("repair")

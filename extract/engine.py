@@ -56,6 +56,7 @@ from extract.manifest import (
     new_manifest,
     plan_shards,
     reconcile,
+    record_run,
     refresh_counts,
     remove_temporaries,
     save_manifest,
@@ -1108,6 +1109,15 @@ def _build_plan(job: ExtractionJob) -> tuple[list[list[str]], dict[str, VideoIte
     return plan_shards(list(items), job.shard_size), items
 
 
+def _record_end(out_dir: Path, manifest: dict[str, Any], err: BaseException) -> None:
+    """Record in the manifest how a run ended early (best effort: on a full disk the manifest keeps saying
+    the run never ended, which ``vqa-extract info`` reports as killed)."""
+    interrupted = isinstance(err, KeyboardInterrupt | SystemExit)
+    record_run(manifest, "interrupted" if interrupted else "failed", None if interrupted else err)
+    with contextlib.suppress(OSError):
+        save_manifest(out_dir, manifest)
+
+
 @contextlib.contextmanager
 def _output_lock(out_dir: Path) -> Iterator[None]:
     message = f"{out_dir} is being written by another vqa-extract process; wait for it or use another --out"
@@ -1161,7 +1171,8 @@ def run_extraction(job: ExtractionJob, config: EngineConfig = EngineConfig()) ->
         rebuilt = False
         if (out_dir / MANIFEST_NAME).exists():
             manifest = load_manifest(out_dir)
-            diffs = identity_differences(manifest, fresh)
+            legacy = fs.legacy_options() if hasattr(fs, "legacy_options") else None
+            diffs = identity_differences(manifest, fresh, legacy=legacy)
             if diffs:
                 raise ResumeMismatchError(
                     f"{out_dir} already holds features made differently:\n  "
@@ -1178,6 +1189,7 @@ def run_extraction(job: ExtractionJob, config: EngineConfig = EngineConfig()) ->
         remove_temporaries(out_dir)
         redo = reconcile(manifest, out_dir)
         skipped = manifest["counts"]["complete_shards"]
+        record_run(manifest, "running")  # ended below; `vqa-extract info` tells a killed run by its absence
         save_manifest(out_dir, manifest)
 
         # A finished output needs no workers: do not start Ray just to find nothing to do.
@@ -1208,9 +1220,13 @@ def run_extraction(job: ExtractionJob, config: EngineConfig = EngineConfig()) ->
                     f"lost the Ray cluster ({_short(err)}); the {scheduler.shards_written} shard(s) written "
                     f"by this run are saved in {out_dir}: run the same command again to resume"
                 ) from err
+        except BaseException as err:
+            _record_end(out_dir, manifest, err)
+            raise
         finally:
             backend.shutdown()
         refresh_counts(manifest)
+        record_run(manifest, "finished")
         save_manifest(out_dir, manifest)
     counts = manifest["counts"]
     return RunSummary(

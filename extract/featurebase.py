@@ -18,6 +18,10 @@ from extract.backbones import BACKBONES, LoadedBackbone, backbone_provenance, bu
 from extract.video import DEFAULT_MAX_PIXELS, Video
 
 MAX_CHUNK_FRAMES = 256  # frames held by one decoded chunk (long videos are split into several)
+FRAME_SAMPLINGS = ("uniform", "first")  # FeatureOptions.frame_sampling
+#: FeatureOptions fields added after feature directories and checkpoints were recorded without them, and
+#: the value that ran before (where a set uses the field; see ``FeatureSet.legacy_options``)
+LEGACY_OPTION_VALUES: dict[str, object] = {"frame_sampling": "first"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,10 @@ class FeatureOptions:
         clip_len: the motion window / clip length W (16; masn: 8).
         stride: frame stride for ``cmin`` (8) and ``siasamrea`` (default: 4 fps instead of a stride).
         max_frames: masn's T (20).
+        frame_sampling: masn: which T frames of a video with more: ``uniform`` (spread over the whole
+            video, the paper's) or ``first`` (the first T, as the official loader truncates); None = the
+            set's (uniform). Records made before the option existed ran with ``first``
+            (``LEGACY_OPTION_VALUES``).
         batch_frames: images per backbone forward (video backbones: ``batch_frames // clip_len`` clips).
         appearance_map: also store conv5 maps where the set supports it (mspan).
         motion_layer: for a motion backbone read at a fully-connected layer (``c3d_sports1m``: ``fc7`` or
@@ -73,6 +81,7 @@ class FeatureOptions:
     clip_len: int | None = None
     stride: int | None = None
     max_frames: int | None = None
+    frame_sampling: str | None = None
     batch_frames: int = 64
     appearance_map: bool = False
     dtype: str = "float32"
@@ -114,6 +123,9 @@ class FeatureOptions:
             value = getattr(self, field)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{field} must lie in [0, 1] when given, got {value}")
+        if self.frame_sampling not in (None, *FRAME_SAMPLINGS):
+            raise ValueError(f"frame_sampling must be one of {', '.join(FRAME_SAMPLINGS)}, got "
+                             f"{self.frame_sampling!r}")
         if self.weights not in ("pretrained", "random"):
             raise ValueError(f"weights must be 'pretrained' or 'random', got {self.weights!r}")
         if self.precision not in PRECISIONS:
@@ -290,6 +302,13 @@ class FeatureSet:
         keep = set(COMMON_FIELDS) | set(values)
         cleared = {f.name: f.default for f in fields(FeatureOptions) if f.name not in keep}
         return replace(options, **cleared, **values)
+
+    def legacy_options(self) -> dict[str, object]:
+        """The values of ``LEGACY_OPTION_VALUES``' fields for a record made before they existed: the legacy
+        value where this set uses the field, the field's default (what ``resolve_options`` leaves) where
+        it does not."""
+        resolved = self.resolve_options(replace(self.options, **LEGACY_OPTION_VALUES))
+        return {name: getattr(resolved, name) for name in LEGACY_OPTION_VALUES}
 
     def extra_networks(self, values: dict[str, object]) -> set[str]:
         """Names of networks besides the backbones that take checkpoints (masn: its detector)."""

@@ -12,8 +12,9 @@ format, ``extract/engine.py`` the scheduler):
   (``sha256``, ``bytes``, ``mtime_ns``) and updates the counts (:func:`refresh_counts`);
 - **integrity**: :func:`check_stored_ids` (cheap: the ids a shard stores equal the manifest's; run by
   ``FeatureReader`` whenever it opens a shard and by every re-run), :func:`check_shard` (also size and,
-  when the file changed or ``full``, the checksum), :func:`verify` (``vqa-extract verify``: every
-  checksum);
+  when the file changed or ``full``, the checksum), :func:`check_checksums` (what training checks
+  once per run: every shard's sha256 unless size and mtime show the file unchanged since a check),
+  :func:`verify` (``vqa-extract verify``: every checksum);
 - **repair**: :func:`rebuild_manifest` (``vqa-extract repair``) rebuilds a lost ``manifest.json`` from
   the shards' own attributes; a re-run of the extraction command rebuilds it from its plan instead;
 - :func:`load_manifest` / :func:`save_manifest` (atomic) and :func:`write_feature_dir` (a complete
@@ -52,9 +53,11 @@ from pipelines.version import toolkit_version
 
 __all__ = [
     "ShardProblem",
+    "check_checksums",
     "check_shard",
     "check_stored_ids",
     "clean_output",
+    "describe_state",
     "fingerprint",
     "identity_differences",
     "load_manifest",
@@ -63,6 +66,7 @@ __all__ = [
     "plan_shards",
     "rebuild_manifest",
     "reconcile",
+    "record_run",
     "refresh_counts",
     "remove_temporaries",
     "save_manifest",
@@ -204,7 +208,9 @@ def save_manifest(out_dir: str | os.PathLike, manifest: Mapping[str, Any]) -> No
 
 
 def refresh_counts(manifest: dict[str, Any]) -> None:
-    """Recompute ``manifest["counts"]`` (planned / done / failed / pending videos, complete shards)."""
+    """Recompute ``manifest["counts"]`` (planned / done / failed / pending videos, complete shards) and
+    ``status`` (``complete`` or ``incomplete``; whether a run is writing it now is the output lock's to
+    say, see :func:`describe_state`)."""
     shards = manifest["shards"]
     done = sum(s["count"] for s in shards if s["complete"])
     failed = len(manifest["failures"])
@@ -217,7 +223,47 @@ def refresh_counts(manifest: dict[str, Any]) -> None:
         "shards": len(shards),
         "complete_shards": sum(1 for s in shards if s["complete"]),
     }
-    manifest["status"] = "complete" if manifest["counts"]["complete_shards"] == len(shards) else "running"
+    manifest["status"] = "complete" if manifest["counts"]["complete_shards"] == len(shards) else "incomplete"
+
+
+def describe_state(manifest: Mapping[str, Any], *, writing: bool) -> str:
+    """One line on what state a feature directory is in, for ``vqa-extract info`` and ``verify``.
+
+    Args:
+        manifest: the directory's manifest (``last_run`` records how the last extraction ended).
+        writing: whether a ``vqa-extract`` process holds the directory's lock now.
+    """
+    counts = manifest.get("counts", {})
+    if manifest.get("status") == "complete":
+        return "complete"
+    left = (f"{counts.get('complete_shards', 0)} of {counts.get('shards', 0)} shards complete, "
+            f"{counts.get('pending', 0)} of {counts.get('planned', 0)} videos not extracted yet")
+    last = manifest.get("last_run") or {}
+    if writing:
+        started = last.get("started", "?")
+        return f"incomplete, being written now by a vqa-extract process (started {started}): {left}"
+    outcome = last.get("outcome")
+    if outcome == "running":  # started, never recorded an end: killed (SIGKILL, power loss) or crashed hard
+        why = f"the run started {last.get('started')} was killed before it finished"
+    elif outcome in ("failed", "interrupted"):
+        why = f"the run {outcome} at {last.get('ended')}"
+        why += f" ({last['error']})" if last.get("error") else ""
+    else:
+        why = "no run is writing it"
+    return f"INCOMPLETE: {why}; {left}. Re-run the same vqa-extract command to resume"
+
+
+def record_run(manifest: dict[str, Any], outcome: str, error: BaseException | None = None) -> None:
+    """Record in ``manifest["last_run"]`` that a run started (``running``) or how it ended (``finished``,
+    ``failed`` with its error, ``interrupted``)."""
+    if outcome == "running":
+        manifest["last_run"] = {"started": utc_now(), "outcome": "running"}
+        return
+    last = dict(manifest.get("last_run") or {})
+    last.update(ended=utc_now(), outcome=outcome)
+    if error is not None:
+        last["error"] = (f"{type(error).__name__}: {error}".splitlines() or [""])[0][:300]
+    manifest["last_run"] = last
 
 
 # ============================================================================================ completion
@@ -322,6 +368,53 @@ def verify(out_dir: str | os.PathLike) -> tuple[int, list[ShardProblem]]:
     return checked, problems
 
 
+def check_checksums(
+    out_dir: str | os.PathLike,
+    manifest: Mapping[str, Any],
+    known: Mapping[str, Mapping[str, Any]] | None = None,
+) -> tuple[list[ShardProblem], dict[str, dict[str, Any]]]:
+    """Check the bytes of every complete shard against the manifest's sha256, reading each file only when
+    needed (what a reader of the features runs once before trusting them).
+
+    A shard whose size and modification time equal the manifest's record, or a record in ``known`` (a
+    copy checked before), is taken as checked; any other shard is read and hashed.
+
+    Args:
+        out_dir: the feature directory.
+        manifest: its manifest.
+        known: shard path -> ``{"bytes", "mtime_ns", "sha256"}`` of earlier checks (a cache).
+
+    Returns:
+        ``(problems, checked)``: the shards that differ (or are missing), and the records of the shards
+        checked now or before (``known`` updated; store it for the next run).
+    """
+    out_dir, known = Path(out_dir), dict(known or {})
+    problems, checked = [], {}
+    for entry in manifest["shards"]:
+        if not entry.get("complete") or "sha256" not in entry:
+            continue
+        path = out_dir / SHARD_DIR / entry["name"]
+        try:
+            stat = path.stat()
+        except OSError as err:
+            problems.append(ShardProblem(path, f"cannot be read ({err.strerror})"))
+            continue
+        stamp = {"bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": entry["sha256"]}
+        recorded = {k: entry.get(k) for k in stamp}
+        if stamp == recorded or known.get(str(path)) == stamp:
+            checked[str(path)] = stamp
+            continue
+        if stat.st_size != entry.get("bytes", stat.st_size):
+            problems.append(ShardProblem(path, f"has {stat.st_size} bytes, {entry['bytes']} recorded: "
+                                               "truncated or replaced"))
+        elif shard_stamp(path)["sha256"] != entry["sha256"]:
+            problems.append(ShardProblem(path, "its checksum (sha256) differs from the manifest's: the file "
+                                               "was modified or damaged"))
+        else:
+            checked[str(path)] = stamp
+    return problems, checked
+
+
 def fingerprint(manifest: Mapping[str, Any]) -> str:
     """``sha256:<hex>`` of a feature directory's content: its identity, each complete shard's ids and sha256.
 
@@ -351,15 +444,31 @@ def identity(manifest: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def identity_differences(existing: Mapping[str, Any], fresh: Mapping[str, Any]) -> list[str]:
+def identity_differences(existing: Mapping[str, Any], fresh: Mapping[str, Any], *,
+                         legacy: Mapping[str, Any] | None = None) -> list[str]:
     """The differences between an existing manifest and a fresh one that forbid resuming, one per line.
 
     A manifest written before ``precision`` was an option gets the precision that ran then (bf16 autocast
-    on CUDA, fp32 on CPU), so it resumes with that precision and is refused with another.
+    on CUDA, fp32 on CPU), so it resumes with that precision and is refused with another. Likewise an
+    option of ``legacy`` (name -> the value that ran before the option existed, from the feature set's
+    ``legacy_options``) missing from the existing manifest takes that value.
     """
     if "precision" in fresh.get("options", {}):  # a feature set without the option (e.g. a test's) has none
         existing = _with_legacy_precision(existing)
+    for name, value in (legacy or {}).items():
+        existing = _with_legacy_option(existing, name, value)
     return _differences(identity(existing), identity(fresh))
+
+
+def _with_legacy_option(manifest: Mapping[str, Any], name: str, value: Any) -> Mapping[str, Any]:
+    options = manifest.get("options", {})
+    if name in options:
+        return manifest
+    out = {**manifest, "options": {**options, name: value}}
+    prov_options = manifest.get("provenance", {}).get("options")
+    if isinstance(prov_options, Mapping) and name not in prov_options:
+        out["provenance"] = {**manifest["provenance"], "options": {**prov_options, name: value}}
+    return out
 
 
 def _with_legacy_precision(manifest: Mapping[str, Any]) -> Mapping[str, Any]:

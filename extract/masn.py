@@ -24,11 +24,16 @@ the four class / attribute outputs exist only with it.
 
 How each part is computed:
 
-- Frames: the video resampled to 6 fps and one of every 4 samples kept (``fixed_fps_indices``), at most
-  T; shorter videos are padded with zero rows and ``frame_mask`` False. Padding is not failure: a video
-  that does not decode raises ``VideoDecodeError`` and is recorded as failed, never written as zeros.
+- Frames: the video resampled to 6 fps and one of every 4 samples kept (``fixed_fps_indices``). A video
+  with more than T kept samples gives T of them spread uniformly over the whole video
+  (``frame_sampling="uniform"``, the default: ``round(linspace(0, n - 1, T))`` of its n kept samples) or
+  its first T (``"first"``: what the official loader does with the released features, and what this set
+  did before the option existed; such a video loses its tail). Shorter videos are padded with zero rows
+  and ``frame_mask`` False. Padding is not failure: a video that does not decode raises
+  ``VideoDecodeError`` and is recorded as failed, never written as zeros.
 - Motion window: the 8 consecutive samples of the 6 fps stream around each kept frame (kept sample
-  ``4k`` takes samples ``4k - 4 .. 4k + 3``, clamped at the ends), so neighbouring windows tile the stream.
+  ``4k`` takes samples ``4k - 4 .. 4k + 3``, clamped at the ends), so neighbouring windows tile the stream
+  (with uniform selection the windows of a long video are spaced further apart).
 - Objects: ``extract.objects`` (torchvision Faster R-CNN, class-agnostic top-M after per-class NMS,
   bottom-up-attention's threshold / minimum-count rule, padding with a mask). The detector sees the frame
   at its own resolution (shorter side at most ``min_size``); boxes are mapped back to the original frame.
@@ -49,7 +54,8 @@ per call (see ``LoadedDetector.detect``), so a video's features are the same alo
 with other videos (tested bit for bit).
 
 Options: ``FeatureOptions`` fields left None take this set's defaults (``MasnFeatures.defaults``):
-``resnet152`` at 224 px, ``i3d_r50`` at its own 224 px (the paper's 7x7 map), T = 20, 8-frame windows.
+``resnet152`` at 224 px, ``i3d_r50`` at its own 224 px (the paper's 7x7 map), T = 20, 8-frame windows,
+uniform frame selection.
 The detector fields (``DETECTOR_OPTION_FIELDS``) left None take ``DetectorSettings``' defaults, except
 ``num_proposals``: 300 RPN proposals per image as bottom-up-attention's test and extraction configs
 (``RPN.POST_NMS_TOPK_TEST: 300``; torchvision's own default is 1000). The resolved options, detector
@@ -70,7 +76,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from extract.featurebase import FeatureOptions, FeatureSet, OutputSpec
+from extract.featurebase import FRAME_SAMPLINGS, FeatureOptions, FeatureSet, OutputSpec
 from extract.objects import (
     DETECTORS,
     DetectorSettings,
@@ -85,7 +91,7 @@ from extract.objects import (
     select_batch,
     spatial_features,
 )
-from extract.samplers import centered_windows, fixed_fps_indices
+from extract.samplers import centered_windows, fixed_fps_indices, uniform_indices
 from extract.video import Video
 
 __all__ = [
@@ -101,6 +107,7 @@ TARGET_FPS = 6.0  # Sec. 4.2: frames sampled at 6 fps ...
 KEEP_EVERY = 4  # ... and one of every 4 kept for appearance
 DEFAULT_MAX_FRAMES = 20  # TGIF-QA (30 for MSVD-QA / MSRVTT-QA)
 DEFAULT_CLIP_LEN = 8  # I3D input: 8 frames around each kept frame
+DEFAULT_FRAME_SAMPLING = "uniform"  # T of a longer video's kept frames spread over all of it
 DEFAULT_APPEARANCE = "resnet152"  # Sec. 4.2: ResNet-152 pool5
 DEFAULT_MOTION = "i3d_r50"  # features.md: a ResNet-50 I3D (2048 channels), Kinetics-400
 # bottom-up-attention (MILVLG/bottom-up-attention.pytorch, extract-bua-caffe-r101.yaml):
@@ -136,6 +143,7 @@ def masn_frame_indices(
     clip_len: int = DEFAULT_CLIP_LEN,
     target_fps: float = TARGET_FPS,
     keep_every: int = KEEP_EVERY,
+    sampling: str = DEFAULT_FRAME_SAMPLING,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The kept frames and their motion windows (Sec. 4.2).
 
@@ -144,17 +152,26 @@ def masn_frame_indices(
         max_frames: T.
         clip_len: samples of the ``target_fps`` stream per motion window.
         target_fps, keep_every: the stream rate and the thinning.
+        sampling: when the video has more than T kept samples: ``"uniform"`` (T of them spread over the
+            whole video, first and last included) or ``"first"`` (the first T).
 
     Returns:
-        frames: (n,) int64 source frame indices of the real (unpadded) kept frames, 1 <= n <= T.
+        frames: (n,) int64 source frame indices of the real (unpadded) kept frames, 1 <= n <= T, in order.
         windows: (n, clip_len) int64 source frame indices of each kept frame's motion window.
     """
-    kept, mask = fixed_fps_indices(num_frames, fps, target_fps, keep_every, max_frames)
-    n = int(mask.sum())
+    if sampling not in FRAME_SAMPLINGS:
+        raise ValueError(f"frame sampling must be one of {FRAME_SAMPLINGS}, got {sampling!r}")
+    kept, _ = fixed_fps_indices(num_frames, fps, target_fps, keep_every, None)  # (N,) every kept sample
+    if len(kept) <= max_frames:
+        chosen = np.arange(len(kept), dtype=np.int64)
+    elif sampling == "uniform":
+        chosen = uniform_indices(len(kept), max_frames)  # (T,) distinct, as N > T
+    else:
+        chosen = np.arange(max_frames, dtype=np.int64)
     stream, _ = fixed_fps_indices(num_frames, fps, target_fps, 1, None)  # (L,) the 6 fps stream
-    positions = np.arange(n, dtype=np.int64) * keep_every  # kept sample k is stream sample k * keep_every
+    positions = chosen * keep_every  # kept sample k is stream sample k * keep_every
     windows = stream[centered_windows(positions, len(stream), clip_len)]  # (n, clip_len)
-    return kept[:n], windows
+    return kept[chosen], windows
 
 
 def squash_frames(frames: np.ndarray, size: int) -> np.ndarray:
@@ -181,8 +198,9 @@ class MasnFeatures(FeatureSet):
         options: the shared ``FeatureOptions``. Used: ``appearance`` / ``image_size`` (default
             resnet152 at 224), ``motion`` / ``motion_size`` (default i3d_r50 at 224), ``weights``,
             ``checkpoints`` (the detector's name is accepted as a key), ``device``, ``max_frames``
-            (T, default 20), ``clip_len`` (default 8), ``batch_frames``, ``dtype`` (object boxes and
-            masks keep float32 / bool) and the detector fields of ``DETECTOR_OPTION_FIELDS``.
+            (T, default 20), ``frame_sampling`` (default uniform), ``clip_len`` (default 8),
+            ``batch_frames``, ``dtype`` (object boxes and masks keep float32 / bool) and the detector
+            fields of ``DETECTOR_OPTION_FIELDS``.
         detector: detector and box selection; default: from the options' detector fields
             (``detector_settings_from_options``). When given it wins over those fields, and the
             resolved options carry its values.
@@ -197,8 +215,9 @@ class MasnFeatures(FeatureSet):
         "motion": DEFAULT_MOTION,
         "max_frames": DEFAULT_MAX_FRAMES,
         "clip_len": DEFAULT_CLIP_LEN,
+        "frame_sampling": DEFAULT_FRAME_SAMPLING,
     }
-    uses = ("max_frames", "clip_len")
+    uses = ("max_frames", "clip_len", "frame_sampling")
     # outputs that keep their dtype whatever ``options.dtype`` says (boxes, class ids and scores)
     _time_keys = ("object_boxes", "object_labels", *(out for out, _ in REGION_OUTPUTS.values()))
 
@@ -316,7 +335,8 @@ class MasnFeatures(FeatureSet):
         with Video(path, max_pixels=o.max_pixels) as native:
             info = native.info
             frames, windows = masn_frame_indices(
-                info.num_frames, info.fps, max_frames=self.t, clip_len=self.w
+                info.num_frames, info.fps, max_frames=self.t, clip_len=self.w,
+                sampling=self.options.frame_sampling or DEFAULT_FRAME_SAMPLING,
             )
             det_size = det.min_size if min(info.height, info.width) > det.min_size else None
             with (
@@ -446,14 +466,17 @@ class MasnFeatures(FeatureSet):
     # -- provenance -------------------------------------------------------------------------------
 
     def sampler_provenance(self) -> dict:
+        frames = {
+            "sampler": "fixed_fps_indices",
+            "target_fps": TARGET_FPS,
+            "keep_every": KEEP_EVERY,
+            "max_len": self.t,
+            "padding": "zero rows, frame_mask False",
+        }
+        if (self.options.frame_sampling or DEFAULT_FRAME_SAMPLING) == "uniform":  # "first": as before
+            frames["longer"] = "max_len of the kept samples, uniform_indices (spread over the whole video)"
         return {
-            "frames": {
-                "sampler": "fixed_fps_indices",
-                "target_fps": TARGET_FPS,
-                "keep_every": KEEP_EVERY,
-                "max_len": self.t,
-                "padding": "zero rows, frame_mask False",
-            },
+            "frames": frames,
             "motion": {
                 "sampler": "centered_windows over the 6 fps stream (kept sample 4k: samples 4k-4 .. 4k+3)",
                 "w": self.w,

@@ -11,7 +11,9 @@ The first time a process opens a shard, the shard's stored ``ids`` are compared 
 the file instead of giving videos other videos' features. The reader then remembers the file's identity
 (device, inode, size, modification time): reopening it after it left the ``max_open`` handles is one
 ``open`` while that identity holds, and the full check again when it changed. Full checksums:
-``vqa-extract verify OUT``.
+``vqa-extract verify OUT``. :meth:`FeatureReader.verify_checksums` (run once by every training run) compares
+each shard's bytes with the manifest's sha256, hashing only the files whose size or modification time
+changed since they were last checked.
 
 Reads. A feature stored as one plain run of bytes (HDF5's contiguous layout, which ``ShardWriter``
 writes: no chunks, no filters) is read with one positioned read (``preadv``) of its rows straight into
@@ -24,7 +26,9 @@ docs/benchmarks.md, "Training data path").
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
 import os
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -34,7 +38,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from extract.manifest import check_stored_ids, load_manifest, write_feature_dir
+from extract.manifest import check_checksums, check_stored_ids, load_manifest, write_feature_dir
 from extract.shards import (
     OFFSETS_SUFFIX,
     SHARD_DIR,
@@ -43,6 +47,7 @@ from extract.shards import (
     decode_ids,
     normalize_outputs,
 )
+from pipelines.atomic import write_json_atomic
 
 __all__ = ["FeatureReader", "ManifestError", "write_feature_dir"]
 
@@ -112,21 +117,31 @@ class FeatureReader:
             KeyError: the id has no features here (the message names the id and the directory, and says
                 whether the extraction recorded it as failed).
         """
+        shard_idx, row = self._locate(video_id)
+        return {name: self._read(shard_idx, row, name) for name in self.outputs}
+
+    def feature(self, video_id: str, name: str) -> np.ndarray:
+        """One feature of one video (``self[video_id][name]`` without reading the others)."""
+        shard_idx, row = self._locate(video_id)
+        return self._read(shard_idx, row, name)
+
+    def _locate(self, video_id: str) -> tuple[int, int]:
         try:
-            shard_idx, row = self._index[video_id]
+            return self._index[video_id]
         except KeyError:
             raise KeyError(self._missing_message(video_id)) from None
+
+    def _read(self, shard_idx: int, row: int, name: str) -> np.ndarray:
+        """Feature ``name`` of row ``row`` of a shard: one positioned read, or h5py for other layouts."""
         shard = self._open(shard_idx)
-        out: dict[str, np.ndarray] = {}
-        for name, spec in self.outputs.items():
-            start, stop = (shard.offsets[name][row : row + 2] if spec.ragged else (row, row + 1))
-            extent = shard.extents.get(name)
-            if extent is not None:
-                rows = _read_rows(shard, extent, int(start), int(stop), self._shard_paths[shard_idx])
-            else:  # a layout h5py has to decode
-                rows = self._h5(shard_idx, shard)[name][int(start) : int(stop)]
-            out[name] = rows if spec.ragged else rows[0]
-        return out
+        ragged = self.outputs[name].ragged
+        start, stop = (shard.offsets[name][row : row + 2] if ragged else (row, row + 1))
+        extent = shard.extents.get(name)
+        if extent is not None:
+            rows = _read_rows(shard, extent, int(start), int(stop), self._shard_paths[shard_idx])
+        else:  # a layout h5py has to decode
+            rows = self._h5(shard_idx, shard)[name][int(start) : int(stop)]
+        return rows if ragged else rows[0]
 
     def get(self, video_id: str, default: Any = None) -> dict[str, np.ndarray] | Any:
         """``self[video_id]`` or ``default`` when the id is absent."""
@@ -231,6 +246,38 @@ class FeatureReader:
         for shard_idx in range(len(self._shard_paths)):
             self._open(shard_idx)
         self.close()
+
+    def verify_checksums(self, cache: str | os.PathLike | None = None) -> int:
+        """Check every complete shard's bytes against the manifest's sha256 (``manifest.check_checksums``).
+
+        Args:
+            cache: a JSON file of the shards checked before (path -> size, mtime, sha256); read, and
+                rewritten with this check's records (best effort: a file that cannot be written is skipped).
+
+        Returns:
+            The number of shards checked.
+
+        Raises:
+            ManifestError: one line naming the first damaged shard (and how many more) and what to do.
+        """
+        known = {}
+        if cache is not None and Path(cache).is_file():
+            try:
+                known = json.loads(Path(cache).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                known = {}
+        known = known if isinstance(known, dict) else {}
+        problems, checked = check_checksums(self.out_dir, self.manifest, known)
+        if problems:
+            more = f" (and {len(problems) - 1} more shard(s))" if len(problems) > 1 else ""
+            raise ManifestError(
+                f"{problems[0]}{more}; these features are not the ones the manifest records. Run "
+                f"`vqa-extract verify {self.out_dir}`, then the extraction command again to re-extract them"
+            )
+        if cache is not None and checked != known:
+            with contextlib.suppress(OSError):
+                write_json_atomic(cache, checked)
+        return len(checked)
 
     def close(self) -> None:
         """Close the shard files this process opened."""

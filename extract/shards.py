@@ -228,7 +228,11 @@ class ShardWriter:
         planned = self.planned if self.planned is not None else list(ids)
         weights = "random" if mentions_random_weights(self.provenance) else "pretrained"
         with atomic_path(self.path) as tmp:
-            with h5py.File(tmp, "w") as f:
+            # HDF5 writes through a Python file object: a full disk is then a plain OSError from Python's
+            # write, raised once, and the HDF5 file is closed cleanly. Written by HDF5's own driver, the
+            # error came back from the close as "Can't decrement id ref count" and the process crashed
+            # (SIGSEGV) at exit.
+            with open(tmp, "w+b") as fh, h5py.File(fh, "w") as f:
                 f.attrs["format"] = FORMAT
                 f.attrs["feature_set"] = self.feature_set
                 f.attrs["provenance"] = _json(self.provenance)

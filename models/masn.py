@@ -68,10 +68,25 @@ normalisation is folded into plain weights (the converter computes g * v / ||v||
 dropout of the input projections keeps its gradient (the official gradient cut is a bug, not a
 design). Parameters the official forward never uses (``compress_hn_layers*`` of its encoder) are not built.
 
-Ablations of the paper's Table (config switches): ``streams="appearance"`` / ``"motion"`` (one stream,
-its H pooled directly); ``fusion="none"`` (concatenate H^a and H^m without fusion, U pooled directly);
-``fusion="single"`` (P^all only) and ``fusion="dual"`` (P^a and P^m); ``fusion="full"`` is the model.
-Which attentions the single and dual variants keep is our reading of the ablation's names.
+The six rows of the paper's ablation table (Table 3) are config switches (``--set model.KEY=VALUE``):
+
+| row | switches |
+|---|---|
+| appearance only | ``streams="appearance"``, ``fusion="none"`` (the one stream's H pooled directly) |
+| motion only | ``streams="motion"``, ``fusion="none"`` |
+| concatenation without fusion | ``fusion="none"`` (U = [H^a; H^m] pooled directly) |
+| single-attention fusion | ``fusion="single"`` (P^all only; alpha = 1) |
+| dual-attention fusion | ``fusion="dual"`` (P^a and P^m) |
+| MASN | the defaults (``streams="both"``, ``fusion="full"``) |
+
+Which attentions the single and dual variants keep is our reading of the ablation's names; the official
+code has an ``ablation`` argument that its network never reads, so it gives no guidance.
+
+Published numbers and what they need (docs/reproduce.md, "MASN"): the official setting
+(``official=True``) with the released checkpoints; training from scratch follows the paper (Adam 1e-4,
+batch 32 / 16, dropout 0.3) and the official loss scale (the hinge averaged over (question, negative)
+pairs, ``train.hinge_reduction=mean``, a per-model training default). The official code picked its
+reported epochs on the test split; the toolkit selects on validation.
 
 Returned attention weights (for explanations): ``appearance_attention`` / ``motion_attention`` (B, T, M),
 the BAN attention of Eq. (5) averaged over glimpses and summed over words (sums to 1 over the valid

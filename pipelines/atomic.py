@@ -22,7 +22,9 @@ from typing import Any
 def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; on success fsync and rename it onto ``final``.
 
-    On an exception the temporary file is removed and ``final`` is left untouched.
+    On an exception the temporary file is removed and ``final`` is left untouched. An ``OSError`` about
+    the temporary file (or about no file: a failed flush) is raised again naming ``final``, the file the
+    user asked for (a full disk reports ``final``, never ``.tmp-final.XXXX``).
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -36,9 +38,20 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.replace(tmp_path, final)
         _fsync_dir(final.parent)
+    except OSError as err:
+        if err.filename is not None and str(err.filename) != str(tmp_path):
+            raise
+        raise OSError(err.errno, _strerror(err), str(final)) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def _strerror(err: OSError) -> str:
+    """The system's short text for ``err`` (HDF5 wraps it in a paragraph naming the temporary file)."""
+    if err.errno:
+        return os.strerror(err.errno)
+    return (err.strerror or str(err)).splitlines()[0]
 
 
 def current_umask() -> int:
@@ -85,6 +98,21 @@ def directory_lock(
         yield
     finally:
         fh.close()
+
+
+def directory_locked(directory: str | os.PathLike, name: str) -> bool:
+    """Whether a process holds :func:`directory_lock` on ``directory/name`` now (the lock is not taken)."""
+    try:
+        fd = os.open(Path(directory) / name, os.O_RDONLY)
+    except OSError:  # no lock file: nobody ever locked it (or it cannot be read: assume not)
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor drops a lock taken here
+    return False
 
 
 def _fsync_dir(directory: Path) -> None:

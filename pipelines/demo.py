@@ -98,6 +98,9 @@ DEMO_FORMAT = 1  # bump when the generated data change for the same seed and sca
 # Bumped instead of DEMO_FORMAT (which seeds every layout's random stream) when only the
 # ActivityNet-Captions layout changes: 2 = val_2 an independent second annotation of val_1's videos.
 ANET_FORMAT = 2
+# Bumped when the videos' encoding changes (same frames, other bytes): 2 = mp4 written byte-deterministically
+# (pipelines.videowrite: x264 without mbtree, one thread, bit-exact muxing).
+VIDEO_FORMAT = 2
 FRAME_SIZE = 64
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -1027,7 +1030,8 @@ def generate_demo(out_dir: str | os.PathLike, *, seed: int = 0, scale: float = 1
     paths = _video_paths(out, plan)
     all_videos = [p for ps in paths.values() for p in ps]
     header = {"generator": "pipelines.demo", "format": DEMO_FORMAT,
-              "activitynet_captions_format": ANET_FORMAT, "seed": seed, "scale": scale}
+              "activitynet_captions_format": ANET_FORMAT, "video_format": VIDEO_FORMAT, "seed": seed,
+              "scale": scale}
     if (isinstance(previous, dict) and previous.get("complete") is True
             and all(previous.get(k) == v for k, v in header.items())
             and all(p.is_file() for p in all_videos)):

@@ -35,7 +35,7 @@ EXIT_INTERRUPTED = 130
 #: ``OSError`` numbers that describe the user's files or machine, not a bug
 _USER_ERRNOS = frozenset(
     {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOENT, errno.ENOTDIR,
-     errno.EISDIR, errno.ENAMETOOLONG, errno.EMFILE}
+     errno.EISDIR, errno.ENAMETOOLONG, errno.EMFILE, errno.EFBIG}
 )
 
 
@@ -63,6 +63,7 @@ def user_error_message(exc: BaseException, user_errors: tuple[type[BaseException
             errno.EROFS: "the file system is read-only; choose another --out",
             errno.ENOSPC: "free some space or choose another --out",
             errno.EDQUOT: "the disk quota is exhausted; free some space or choose another --out",
+            errno.EFBIG: "the file system (or `ulimit -f`) allows no larger file; choose another --out",
         }.get(exc.errno, "check the path")
         return f"cannot use {target}: {exc.strerror}; {advice}"
     return None

@@ -35,9 +35,12 @@ for ``--explain`` (``train/explain.py``).
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +58,7 @@ from pipelines.deps import SpacyUnavailable, new_query_parser
 from pipelines.text import encode_tokens, tokenize
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import ConfigError, build_config
-from train.data import QACollate
+from train.data import QACollate, standardize, video_end
 from train.losses import count_rounded, moment_predictions
 from train.moments import (
     MomentCollate,
@@ -74,6 +77,7 @@ __all__ = [
     "Answerer",
     "BackboneMismatchError",
     "ImportedFeaturesError",
+    "BadRequest",
     "OldCheckpointError",
     "VideoFeatures",
     "named_attention",
@@ -145,6 +149,9 @@ class Answer:
         frames: the frames of :class:`VideoFeatures` (for ``--explain``).
         object_names: (T, M) names of the stored objects when the feature set names them (masn with
             ``--detector bottomup_r101_vg``: "<attribute> <class>"), else None (for ``--explain``).
+        unknown_words: the words the model's vocabulary lacks (each read as ``<unk>``): ``question`` (or
+            the query) -> words, ``candidates`` -> one list per candidate; empty when every word is known
+            (and for transformer question encoders, which have no word vocabulary).
     """
 
     video: str
@@ -160,6 +167,29 @@ class Answer:
     frames: np.ndarray | None = None
     features: dict[str, np.ndarray] = field(default_factory=dict)
     object_names: np.ndarray | None = None
+    unknown_words: dict[str, Any] = field(default_factory=dict)
+
+    def notes(self) -> list[str]:
+        """One line per text with words the model does not know (what ``vqa-answer`` prints on stderr)."""
+        words = self.unknown_words
+        if not words:
+            return []
+        label = "query" if self.task_type == "moment" else "question"
+        out = []
+        if words.get(label):
+            n, total = len(words[label]), words[f"{label}_words"]
+            out.append(f"{n} of the {total} words of the {label} are not in the model's vocabulary "
+                       f"({', '.join(words[label][:8])}): each is read as <unk>"
+                       + ("; the answer does not depend on its words" if n == total else ""))
+        cands = words.get("candidates") or []
+        blind = [i for i, (unk, n) in enumerate(zip(cands, words.get("candidate_words", []), strict=False))
+                 if unk and len(unk) == n]
+        partly = sum(1 for c in cands if c)
+        if partly:
+            out.append(f"{partly} of {len(cands)} candidates have words not in the model's vocabulary"
+                       + (f"; candidate(s) {', '.join(map(str, blind))} are made only of such words and "
+                          f"score alike" if blind else ""))
+        return out
 
     @property
     def prediction(self) -> Any:
@@ -191,6 +221,8 @@ class Answer:
             out["moments"] = [
                 {"start": _round(a), "end": _round(b), "score": _round(s)} for a, b, s in self.moments
             ]
+        if self.unknown_words:
+            out["unknown_words"] = {k: v for k, v in self.unknown_words.items() if not k.endswith("words")}
         return out
 
 
@@ -391,7 +423,12 @@ def rebuild_feature_set(
     options["device"] = device
     known = set(FeatureOptions.__dataclass_fields__)
     try:
-        return build_feature_set(name, FeatureOptions(**{k: v for k, v in options.items() if k in known}))
+        fs = build_feature_set(name, FeatureOptions(**{k: v for k, v in options.items() if k in known}))
+        older = {k: v for k, v in fs.legacy_options().items()  # recorded before the option existed
+                 if k not in options and getattr(fs.options, k) != v}
+        if older:
+            fs = build_feature_set(name, replace(fs.options, **older))
+        return fs
     except (KeyError, ValueError) as exc:
         raise AnswerError(f"cannot rebuild feature set {name!r} from the checkpoint: {exc}") from exc
 
@@ -603,6 +640,40 @@ class Answerer:
 
     # -- questions ----------------------------------------------------------------------------------
 
+    def unknown_words(self, question: str, candidates: Sequence[str] | None = None) -> dict[str, Any]:
+        """The words of ``question`` (and ``candidates``) outside the model's vocabulary, as the model reads
+        them (tokenized, truncated to the run's length); ``{}`` when there are none.
+
+        Keys: ``question`` (``query`` for moment models) and ``question_words`` (the number of words read);
+        with candidates also ``candidates`` (per candidate) and ``candidate_words``.
+        """
+        if self.text_encoder is not None:  # sub-word tokens: no word is unknown
+            return {}
+        label = "query" if self.task_type == "moment" else "question"
+
+        def unknown(text: str) -> tuple[list[str], int]:
+            tokens = tokenize(text)[: self.max_len] if self.max_len else tokenize(text)
+            return [t for t in tokens if t not in self.index], len(tokens)
+
+        words, total = unknown(question)
+        found: dict[str, Any] = {label: words, f"{label}_words": total}
+        if candidates:
+            per = [unknown(c) for c in candidates]
+            found["candidates"], found["candidate_words"] = [u for u, _ in per], [n for _, n in per]
+        has_any = words or any(found.get("candidates", []))
+        return found if has_any else {}
+
+    def _check_segment(self, feats: VideoFeatures, segment: tuple[float, float] | None) -> None:
+        """A segment must overlap the video (its frames' times); else the model would look at an arbitrary
+        nearest frame."""
+        times = feats.features.get("frame_times")
+        if segment is None or times is None or len(times) == 0:
+            return
+        end = video_end(np.asarray(times, dtype=np.float64))
+        if segment[0] >= end:
+            raise AnswerError(f"segment {segment[0]:g}-{segment[1]:g} s starts after the end of "
+                              f"{feats.video} (it ends by {end:.2f} s); give a segment inside the video")
+
     def _moment_item(self, feats: VideoFeatures, query: str) -> dict[str, Any]:
         """One ``MomentDataset`` item for a new query (no ground truth: moment (0, 0))."""
         tokens = tokenize(query)
@@ -660,10 +731,7 @@ class Answerer:
         for key in self.feature_keys:
             arr = np.asarray(feats.features[key])
             if arr.dtype.kind == "f":
-                arr = arr.astype(np.float32, copy=False)
-                if key in self.stats:
-                    mean, std = self.stats[key]
-                    arr = (arr - mean) / std  # as train.data.QADataset
+                arr = standardize(feats.features, key, self.stats)  # as train.data.QADataset
             item[key] = torch.from_numpy(np.ascontiguousarray(arr))
         return item
 
@@ -688,12 +756,13 @@ class Answerer:
         feats = video if isinstance(video, VideoFeatures) else self.extract(video)
         if not question or not question.strip():
             raise AnswerError("the question is empty")
+        self._check_segment(feats, segment)
         batch = self.collate([self._item(feats, question, candidates, segment)])
         batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with torch.no_grad():
             out = self.model(batch)
         result = Answer(feats.video, question, self.task_type, frames=feats.frames, features=feats.features,
-                        duration=feats.duration)
+                        duration=feats.duration, unknown_words=self.unknown_words(question, candidates))
         result.attention = named_attention(out)
         result.object_names = self.feature_set.object_names(feats.features)
         if self.task_type == "open":
@@ -729,17 +798,21 @@ class Answerer:
         Args:
             requests: dicts with ``video``, ``question`` (or ``query``) and optional ``candidates``
                 (list, or one ``"a|b|c"`` string) and ``segment`` ([start, end] seconds); other keys (e.g.
-                ``id``) are copied to the output.
+                ``id``) are copied to the output. A :class:`BadRequest` (a malformed line of
+                :func:`read_requests`) gives its error line.
 
         Returns:
             One JSON-able dict per request, in order: :meth:`Answer.to_json` plus the copied keys, or
-            ``{"video", "question" (moment models: "query"), "error"}``.
+            ``{"video", "question" (moment models: "query"), "error"}``, or ``{"line", "error"}``.
         """
         requests = list(requests)
         by_video: dict[str, list[int]] = {}
-        for i, req in enumerate(requests):
-            by_video.setdefault(str(req.get("video", "")), []).append(i)
         results: list[dict[str, Any] | None] = [None] * len(requests)
+        for i, req in enumerate(requests):
+            if isinstance(req, BadRequest):  # a malformed line: its error line, in its place
+                results[i] = {"line": req.line, "error": req.error}
+                continue
+            by_video.setdefault(str(req.get("video", "")), []).append(i)
         text_key = "query" if self.task_type == "moment" else "question"
         for video, rows in by_video.items():
             try:
@@ -783,31 +856,45 @@ def parse_backbones(items: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def read_requests(path: str | Path) -> list[dict[str, Any]]:
-    """The lines of a ``--questions`` JSONL file (blank lines skipped).
+@dataclass(frozen=True)
+class BadRequest:
+    """A line of a ``--questions`` file that is not a question: its number and what is wrong (named)."""
+
+    line: int
+    error: str
+
+
+def read_requests(path: str | Path) -> list[dict[str, Any] | BadRequest]:
+    """The lines of a ``--questions`` JSONL file (blank lines skipped), a malformed line as a
+    :class:`BadRequest` in its place (the other lines are still answered).
 
     Raises:
-        AnswerError: unreadable file, or a line that is not a JSON object with ``video`` and ``question``
-            (or ``query``); the message names the file and line.
+        AnswerError: the file cannot be read at all.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AnswerError(f"{path}: cannot read the questions file ({exc})") from None
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise AnswerError(f"{path}: cannot read the questions file ({exc.strerror})") from None
+    out: list[dict[str, Any] | BadRequest] = []
+    for n, data in enumerate(raw.split(b"\n"), 1):
+        try:
+            line = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            out.append(BadRequest(n, f"{path}:{n}: not UTF-8 text (byte {exc.start + 1})"))
+            continue
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise AnswerError(
-                f"{path}:{n}: not JSON ({exc.msg}); expected one object per line like "
-                '{"video": "clip.mp4", "question": "what is the man riding ?"}'
-            ) from None
+            out.append(BadRequest(n, f"{path}:{n}: not JSON ({exc.msg}); expected one object per line like "
+                                     '{"video": "clip.mp4", "question": "what is the man riding ?"}'))
+            continue
         if not isinstance(obj, dict) or "video" not in obj or not ("question" in obj or "query" in obj):
-            raise AnswerError(f'{path}:{n}: expected an object with "video" and "question" (or "query")')
+            out.append(BadRequest(n, f'{path}:{n}: expected an object with "video" and "question" '
+                                     '(or "query")'))
+            continue
         out.append(obj)
     return out
 
@@ -890,6 +977,9 @@ def _cli(
         raise AnswerError("give --video and --question (or --query), or a --questions FILE.jsonl")
     if questions is not None and (video or question or query):
         raise AnswerError("--questions FILE answers the file's lines; drop --video/--question/--query")
+    for option, target in (("--output", output), ("--explain", explain)):
+        if target is not None:  # before any work: a whole batch is not lost to an unwritable output
+            check_writable(Path(target), option)
     requests = read_requests(questions) if questions is not None else None
     answerer = Answerer.from_checkpoint(
         checkpoint, backbones=parse_backbones(backbone), checkpoint_dir=checkpoint_dir, device=device,
@@ -906,8 +996,13 @@ def _cli(
         results = answerer.answer_many(requests, top_k=top_k)
         text = "".join(json.dumps(r) + "\n" for r in results)
         if output:
-            with atomic_path(Path(output)) as tmp:
-                tmp.write_text(text, encoding="utf-8")
+            try:
+                with atomic_path(Path(output)) as tmp:
+                    tmp.write_text(text, encoding="utf-8")
+            except OSError as exc:  # e.g. the disk filled during the work: the answers go to stdout
+                sys.stdout.write(text)
+                raise AnswerError(_cannot_write(Path(output), "--output", exc)
+                                  + "; the answers were written to stdout instead") from None
         else:
             sys.stdout.write(text)
         failed = [r for r in results if "error" in r]
@@ -929,6 +1024,8 @@ def _cli(
     result = answerer.answer(
         video, text, candidates=cands, segment=_parse_segment(segment, "--segment"), top_k=top_k
     )
+    for note in result.notes():
+        click.echo(f"note: {note}", err=True)
     if as_json:
         line = result.to_json()
         if answerer.random_weights:
@@ -939,9 +1036,48 @@ def _cli(
     if explain:
         from train.explain import render_explanation
 
-        render_explanation(result, answerer, explain, ground_truth=_parse_segment(ground_truth))
+        try:
+            render_explanation(result, answerer, explain, ground_truth=_parse_segment(ground_truth))
+        except OSError as exc:
+            raise AnswerError(_cannot_write(Path(explain), "--explain", exc)) from None
         click.echo(f"explanation figure: {explain}", err=True)
     return 0
+
+
+def _cannot_write(path: Path, option: str, exc: OSError) -> str:
+    """``cannot write OPTION PATH: <reason>; <what to do>`` for an output that failed."""
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    advice = {
+        errno.ENOSPC: f"free some space or give {option} another path",
+        errno.EDQUOT: f"the disk quota is exhausted; free some space or give {option} another path",
+        errno.EROFS: f"the file system is read-only; give {option} a path on another one",
+        errno.EACCES: f"check the permissions of {path.parent} or give {option} another path",
+        errno.EPERM: f"check the permissions of {path.parent} or give {option} another path",
+    }.get(exc.errno, f"give {option} another path")
+    return f"cannot write {option} {path}: {reason}; {advice}"
+
+
+def check_writable(path: Path, option: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: a directory, a missing or read-only
+    directory, a full disk (a 64 KiB probe file is written, synced and removed next to ``path``).
+
+    Raises:
+        AnswerError: naming ``option`` and ``path`` and what to do.
+    """
+    if path.is_dir():
+        raise AnswerError(f"{option} {path} is a directory; give a file name")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise AnswerError(f"cannot write {option} {path}: {parent} is not a directory; give {option} "
+                          "another path")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".tmp-{path.name}.") as probe:
+            probe.write(bytes(64 << 10))
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        raise AnswerError(_cannot_write(path, option, exc)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:

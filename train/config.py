@@ -101,6 +101,9 @@ class TrainConfig:
     num_workers: int = 0
     patience: int | None = None  # early stopping after this many epochs without val improvement
     hinge_margin: float = 1.0  # multiple choice: max(0, margin + s_neg - s_pos)
+    # multiple choice: sum (summed over the negative candidates, averaged over questions) | mean (averaged
+    # over the (question, negative) pairs: MASN's official scale)
+    hinge_reduction: str = "sum"
     answer_vocab_size: int | None = None  # open-ended: most frequent training answers; None = dataset default
     max_question_len: int | None = None
     val_fraction: float = 0.1  # held out of train (fixed seed) when a dataset has no val split
@@ -108,7 +111,7 @@ class TrainConfig:
     log_every: int = 20  # steps between TensorBoard scalars
     ddp_find_unused_parameters: bool = False
     # none (the papers): features as extracted; standardize: per-channel z-score with the mean and std of
-    # the training split's videos (recomputed identically for --resume and --eval-only)
+    # the training split's videos' real rows (padding left out; --resume / --eval-only use the checkpoint's)
     feature_norm: str = "none"
     # GloVe: warn when fewer than this share of the question words are in the file; a file matching no word
     # at all is refused unless allow_zero_glove_coverage (then the embeddings are random, and recorded so)
@@ -143,6 +146,8 @@ class TrainConfig:
             raise bad("moment_nms", "must be an IoU threshold > 0 (>= 1 disables NMS)")
         if self.moment_iou not in ("official", "continuous", "steps"):
             raise bad("moment_iou", "choose official, continuous or steps")
+        if self.hinge_reduction not in ("sum", "mean"):
+            raise bad("hinge_reduction", "choose sum (over the negatives) or mean (over the pairs)")
         if self.feature_norm not in ("none", "standardize"):
             raise bad("feature_norm", "choose none or standardize")
         if self.amp not in ("auto", "bf16", "fp32", "fp16", "none"):
@@ -190,7 +195,9 @@ def paper_train_defaults(model: str, dataset: str, task: str | None, task_type: 
     20 epochs for Count and MSRVTT-QA, 30 otherwise; the top 4000 training answers on MSVD-QA and
     MSRVTT-QA. (Elsewhere the answer vocabulary is the dataset adapter's ``default_answer_vocab_size``.)
     MASN (paper and official code): batch 32 (Count, FrameQA, MSVD/MSRVTT-QA) or 16 (Action, Transition),
-    constant lr, no weight decay. Every model: gradient clipping and autocast of :data:`CLIP_AND_PRECISION`.
+    constant lr, no weight decay, the hinge loss averaged over (question, negative) pairs (official
+    ``embed_loss.py``; the paper does not give the normalisation). Every model: gradient clipping and
+    autocast of :data:`CLIP_AND_PRECISION`.
 
     Args:
         model: registry name (``"mspan"``).
@@ -218,6 +225,7 @@ def paper_train_defaults(model: str, dataset: str, task: str | None, task_type: 
         out["batch_size"] = 16 if task_type == "mc" else 32
         out["scheduler"] = "none"  # official default (change_lr='none'), no weight decay
         out["weight_decay"] = 0.0
+        out["hinge_reduction"] = "mean"  # official embed_loss.py: size_average over the pairs
     return out
 
 

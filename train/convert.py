@@ -106,8 +106,11 @@ def build_cli() -> click.Group:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point ``vqa-convert``."""
-    build_cli().main(args=argv, prog_name="vqa-convert")
+    """Console entry point ``vqa-convert`` (exit statuses as ``pipelines.errors``: a bad file is one line)."""
+    from pipelines.errors import run_cli
+
+    run_cli(build_cli(), argv, prog_name="vqa-convert",
+            user_errors=lambda: (ConvertError, ConversionError, OfficialFileError))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,12 @@ from models.mspan import MSPANConfig, mspan
 from pipelines.version import toolkit_version
 from train.checkpoint import save_checkpoint
 from train.config import config_to_dict
-from train.official_weights import OfficialFileError, read_answer_vocabulary, read_question_vocabulary
+from train.official_weights import (
+    OfficialFileError,
+    describe_file,
+    read_answer_vocabulary,
+    read_question_vocabulary,
+)
 
 __all__ = ["ConvertError", "OFFICIAL_SAFE_GLOBALS", "convert_official_mspan", "official_key_map",
            "read_official_checkpoint"]
@@ -128,6 +133,10 @@ def official_key_map(our_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[
     return out
 
 
+_EXPECTED = ("expected a checkpoint saved by the official MSPAN training script: torch.save of "
+             "{'args': argparse.Namespace, 'model': state dict, ...}")
+
+
 def read_official_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a released checkpoint with ``weights_only=True`` and :data:`OFFICIAL_SAFE_GLOBALS`.
 
@@ -140,19 +149,23 @@ def read_official_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[
     except pickle.UnpicklingError as exc:
         found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
         if found is None:
-            raise ConvertError(f"{path}: not a readable torch checkpoint (the unpickler stopped at data it "
-                               f"does not accept)") from None
+            raise ConvertError(f"{path} {describe_file(path)}; {_EXPECTED}") from None
         raise ConvertError(
             f"{path}: holds a {found.group(1)} object, which the official MSPAN checkpoints do not (they "
             f"hold an argparse.Namespace, scores and a state dict); refused without unpickling it"
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise ConvertError(f"{path}: not a readable torch checkpoint: {exc}") from None
-    if not isinstance(obj, dict) or "model" not in obj or "args" not in obj:
-        keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+    except Exception:  # noqa: BLE001 - whatever torch's reader trips on, say what the file is
+        raise ConvertError(f"{path} {describe_file(path)}; {_EXPECTED}") from None
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ConvertError(
-            f"{path}: expected the official format, a dict with 'model' and 'args'; got {keys}"
+            f"{path} holds a bare state dict ({len(obj)} tensors, e.g. {sorted(obj)[0]!r}) without the "
+            f"official training script's 'args' (the model's sizes and question type); {_EXPECTED}"
         )
+    if not isinstance(obj, dict) or "model" not in obj or "args" not in obj:
+        keys = sorted(map(str, obj)) if isinstance(obj, dict) else []
+        what = (f"a dict with the keys {', '.join(keys[:6])}{', ...' if len(keys) > 6 else ''}" if keys
+                else f"a {type(obj).__name__}")
+        raise ConvertError(f"{path} holds {what}; {_EXPECTED}")
     state, args = obj["model"], obj["args"]
     if not isinstance(args, argparse.Namespace):
         raise ConvertError(f"{path}: 'args' should be the training script's argparse.Namespace, got "

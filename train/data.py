@@ -33,6 +33,7 @@ its HDF5 files in each worker).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,9 +51,13 @@ __all__ = [
     "check_feature_set",
     "feature_statistics",
     "find_missing_videos",
+    "padding_mask",
     "seed_worker",
+    "segments_after_video",
     "stack",
+    "standardize",
     "to_float32",
+    "video_end",
 ]
 
 
@@ -86,13 +91,74 @@ def find_missing_videos(video_ids: Sequence[str], reader: Any) -> list[str]:
     return sorted({v for v in video_ids if v not in reader})
 
 
+def video_end(frame_times: np.ndarray) -> float:
+    """The latest time a video with these sampled frame start times can end: the last time plus one
+    sampling step (frames are sampled every ``stride`` frames or at a fixed rate); inf for one frame."""
+    times = np.asarray(frame_times, dtype=np.float64)
+    if len(times) < 2:
+        return math.inf
+    return float(times[-1] + np.median(np.diff(times)))
+
+
+def segments_after_video(questions: Sequence[tuple[str, str, tuple[float, float]]], reader: Any
+                         ) -> list[tuple[str, str, tuple[float, float], float]]:
+    """The questions whose segment starts after their video ends (judged by the features' ``frame_times``,
+    :func:`video_end`): ``(qid, video_id, segment, end)`` each. Such a segment holds no frame; the model
+    would look at the nearest one instead, silently."""
+    ends: dict[str, float] = {}
+    out = []
+    for qid, video_id, segment in questions:
+        if video_id not in ends:
+            ends[video_id] = video_end(reader.feature(video_id, "frame_times"))
+        if segment[0] >= ends[video_id]:
+            out.append((qid, video_id, segment, ends[video_id]))
+    return out
+
+
+def padding_mask(feats: Mapping[str, Any], key: str) -> np.ndarray | None:
+    """The valid rows of float feature ``key`` of one video, or None when it has no padding mask.
+
+    A feature's mask is the boolean feature of the same video whose shape is the feature's shape without
+    its channel axis (the ``masn`` set: ``frame_mask`` (T,) for ``appearance`` / ``motion`` (T, D),
+    ``object_mask`` (T, M) for ``objects`` / ``object_boxes`` / ``motion_objects`` (T, M, D)). Several
+    such masks are combined with AND.
+
+    Returns:
+        A bool array of the feature's leading shape (True = a real row), or None.
+    """
+    lead = tuple(np.shape(feats[key])[:-1])
+    masks = [np.asarray(v) for k, v in feats.items()
+             if k != key and np.asarray(v).dtype == bool and tuple(np.shape(v)) == lead]
+    if not masks or not lead:
+        return None
+    return np.logical_and.reduce(masks)
+
+
+def standardize(feats: Mapping[str, Any], key: str, stats: Mapping[str, tuple[np.ndarray, np.ndarray]]
+                ) -> np.ndarray:
+    """Feature ``key`` of one video as float32, per channel ``(x - mean) / std`` when ``stats`` has it;
+    padded rows (:func:`padding_mask`) stay zero, so padding looks the same standardised or not."""
+    arr = to_float32(np.asarray(feats[key]))
+    if key not in stats:
+        return arr
+    mean, std = stats[key]
+    out = (arr - mean) / std  # per channel (last axis)
+    valid = padding_mask(feats, key)
+    if valid is not None:
+        out = out * valid[..., None]
+    return out.astype(np.float32, copy=False)
+
+
 def feature_statistics(
     reader: Any, video_ids: Sequence[str], keys: Sequence[str], *, eps: float = 1e-6
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-channel mean and std of float features over the distinct ``video_ids``.
 
-    Statistics run over every leading position (frames, clips, objects) of every video, channel =
-    last axis; accumulated in float64 in sorted video order, so they are reproducible.
+    Statistics run over every real leading position (frames, clips, objects) of every video, channel =
+    last axis: rows that a padding mask marks as padding (:func:`padding_mask`) are left out, so a video
+    padded to T frames weighs as much as the same video unpadded (with 3 real frames of 20, counting the
+    zero rows moved the mean of the real rows by 1.7 standard deviations and stalled MASN). Accumulated
+    in float64 in sorted video order, so they are reproducible.
 
     Returns:
         ``{key: (mean (D,) float32, std (D,) float32)}`` with std floored at ``eps``.
@@ -109,6 +175,9 @@ def feature_statistics(
             if arr.dtype.kind != "f":
                 continue
             _check_finite(arr, vid, key, reader)
+            valid = padding_mask(feats, key)
+            if valid is not None:
+                arr = arr[valid]  # (n_valid, D)
             flat = arr.reshape(-1, arr.shape[-1]).astype(np.float64)
             sums[key] = sums.get(key, 0.0) + flat.sum(0)
             squares[key] = squares.get(key, 0.0) + (flat**2).sum(0)
@@ -237,9 +306,7 @@ class QADataset(Dataset):
             if arr.dtype.kind == "f":
                 arr = to_float32(arr)
                 _check_finite(arr, video_id, key, self.reader)
-                if key in self.feature_stats:
-                    mean, std = self.feature_stats[key]
-                    arr = (arr - mean) / std  # per channel (last axis)
+                arr = standardize({**feats, key: arr}, key, self.feature_stats)
             out[key] = torch.from_numpy(np.ascontiguousarray(arr))
         size = sum(t.numel() * t.element_size() for t in out.values())
         if self._cached_bytes + size <= self.cache_bytes:

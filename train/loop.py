@@ -27,7 +27,13 @@ from tqdm import tqdm
 from extract.accel import autocast as accel_autocast
 from extract.accel import resolve_precision
 from pipelines.atomic import atomic_path
-from train.checkpoint import capture_rng_state, checkpoint_path, prune_checkpoints, save_checkpoint
+from train.checkpoint import (
+    capture_rng_state,
+    checkpoint_path,
+    model_digest,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from train.distributed import all_gather_objects, any_flag
 from train.losses import Evaluation, PredictionRecord, compute_losses
 
@@ -66,6 +72,7 @@ class TrainState:
     global_step: int = 0
     best_metric: float | None = None
     best_epoch: int | None = None
+    best_sha256: str | None = None  # train.checkpoint.model_digest of the best epoch's weights
     bad_epochs: int = 0
     improved: bool = False
     stop: bool = False
@@ -119,6 +126,7 @@ class Trainer:
         amp: the resolved precision: ``"bf16"``, ``"fp32"`` or ``"fp16"`` (CUDA only).
         grad_clip: max global gradient norm, or None.
         margin: hinge margin (multiple choice).
+        hinge_reduction: ``"sum"`` or ``"mean"`` (multiple choice, ``train.losses.hinge_loss``).
         hooks: called in order.
         loader_generator: reseeded with ``seed + epoch`` before each epoch (DataLoader worker seeds).
         seed: base seed for shuffling and workers.
@@ -136,6 +144,7 @@ class Trainer:
         amp: str = "none",
         grad_clip: float | None = None,
         margin: float = 1.0,
+        hinge_reduction: str = "sum",
         hooks: Sequence[HookBase] = (),
         loader_generator: torch.Generator | None = None,
         seed: int = 0,
@@ -152,7 +161,8 @@ class Trainer:
         self.seed = seed
         self.loader_generator = loader_generator
         self.show_progress = show_progress
-        self.loss_fn = loss_fn or (lambda out, batch: compute_losses(task_type, out, batch, margin=margin))
+        self.loss_fn = loss_fn or (lambda out, batch: compute_losses(task_type, out, batch, margin=margin,
+                                                                     hinge_reduction=hinge_reduction))
         use_scaler = device.type == "cuda" and amp == "fp16"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.state = TrainState()
@@ -409,8 +419,11 @@ class MetricsLogHook(HookBase):
             "seconds": round(time.time() - self.t0, 3),
         }
         self.t0 = time.time()
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row, sort_keys=True) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row, sort_keys=True) + "\n")
+        except OSError as err:  # a full disk: name the file (the error of a failed flush names none)
+            raise OSError(err.errno, err.strerror, str(self.path)) from None
         if self.writer is not None:
             for k, v in st.last_train.items():
                 self.writer.add_scalar(f"epoch/train_{k}", v, st.epoch)
@@ -447,7 +460,10 @@ def keep_epochs(jsonl_path: Path, epoch: int) -> None:
 
 
 class CheckpointHook(HookBase):
-    """Writes ``epoch-NNNN.pt`` after every epoch and ``best.pt`` when validation improved.
+    """Writes ``epoch-NNNN.pt`` after every epoch and then ``best.pt`` when validation improved.
+
+    The state saved in ``epoch-NNNN.pt`` already names the best epoch and the digest of its weights, so
+    a crash between the two writes is repaired on resume (``train.checkpoint.restore_best``).
 
     Args:
         ckpt_dir: ``RUN/checkpoints``.
@@ -485,12 +501,15 @@ class CheckpointHook(HookBase):
         }
 
     def after_epoch(self) -> None:
+        st = self.trainer.state
+        if st.improved:
+            st.best_sha256 = model_digest(self.model.state_dict())
         ckpt = self.state_dict()  # every process takes part in the RNG gather
         if not self.is_main:
             return
-        st = self.trainer.state
         save_checkpoint(checkpoint_path(self.dir, st.epoch), ckpt)
         if st.improved:
-            best = {"model": ckpt["model"], "epoch": st.epoch, "state": ckpt["state"], "meta": self.meta}
+            best = {"model": ckpt["model"], "epoch": st.epoch, "state": ckpt["state"], "meta": self.meta,
+                    "model_sha256": st.best_sha256}
             save_checkpoint(self.dir / "best.pt", best)
         prune_checkpoints(self.dir, self.keep)

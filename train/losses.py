@@ -9,7 +9,8 @@ The loop calls :func:`compute_losses` on a model's output dict and the batch, an
   wrong at evaluation. Metrics: ``accuracy`` and ``accuracy/<qtype>`` for every question type present
   (what/who/how/when/where on MSVD-QA and MSRVTT-QA).
 - multiple choice: hinge loss ``max(0, margin + s_neg - s_pos)`` summed over the negative candidates and
-  averaged over questions. Metric: ``accuracy``.
+  averaged over questions, or averaged over (question, negative) pairs (``train.hinge_reduction=mean``,
+  MASN's official scale). Metric: ``accuracy``.
 - count: mean squared error of the regressed count. Metric: ``mse`` of the prediction rounded and
   clamped to 1..10 (TGIF-QA protocol; lower is better).
 - moment: alignment binary cross-entropy of every valid candidate window's confidence against its
@@ -81,22 +82,35 @@ def open_ended_loss(logits: Tensor, answer: Tensor) -> Tensor:
     return losses.sum() / valid.sum().clamp(min=1)
 
 
-def hinge_loss(scores: Tensor, answer: Tensor, *, margin: float = 1.0) -> Tensor:
-    """Multiple-choice hinge loss ``sum_neg max(0, margin + s_neg - s_pos)``, averaged over questions.
+HINGE_REDUCTIONS = ("sum", "mean")
+
+
+def hinge_loss(scores: Tensor, answer: Tensor, *, margin: float = 1.0, reduction: str = "sum") -> Tensor:
+    """Multiple-choice hinge loss over the (question, negative candidate) pairs.
+
+    ``reduction="sum"``: ``sum_neg max(0, margin + s_neg - s_pos)`` per question, averaged over questions.
+    ``reduction="mean"``: the same terms averaged over all (question, negative) pairs, i.e. the sum
+    divided by the C - 1 negatives (MASN's official ``embed_loss.MultipleChoiceLoss``, size_average=True).
 
     Args:
         scores: (B, C) candidate scores.
         answer: (B,) int64 index of the correct candidate.
         margin: the hinge margin.
+        reduction: ``"sum"`` or ``"mean"`` (see above).
 
     Returns:
         Scalar loss.
     """
+    if reduction not in HINGE_REDUCTIONS:
+        raise ValueError(f"hinge reduction must be one of {HINGE_REDUCTIONS}, got {reduction!r}")
     scores = scores.float()
     pos = scores.gather(1, answer.view(-1, 1))  # (B, 1)
     per_cand = (margin + scores - pos).clamp(min=0)  # (B, C)
     is_neg = torch.ones_like(per_cand, dtype=torch.bool).scatter_(1, answer.view(-1, 1), False)
-    return (per_cand * is_neg).sum(dim=1).mean()
+    per_question = (per_cand * is_neg).sum(dim=1)  # (B,)
+    if reduction == "mean":
+        per_question = per_question / max(scores.shape[1] - 1, 1)
+    return per_question.mean()
 
 
 def count_loss(count: Tensor, answer: Tensor) -> Tensor:
@@ -106,7 +120,7 @@ def count_loss(count: Tensor, answer: Tensor) -> Tensor:
 
 def compute_losses(
     task_type: str, outputs: Mapping[str, Tensor], batch: Mapping[str, Any], *, margin: float = 1.0,
-    **moment: Any,
+    hinge_reduction: str = "sum", **moment: Any,
 ) -> dict[str, Tensor]:
     """The loss dict of one batch (the loop sums its values).
 
@@ -115,6 +129,7 @@ def compute_losses(
         outputs: the model's output dict (``logits`` (B, A), ``scores`` (B, C) or ``count`` (B,)).
         batch: the batch (its ``answer`` (B,)).
         margin: hinge margin for multiple choice.
+        hinge_reduction: ``"sum"`` over negatives or ``"mean"`` over pairs (:func:`hinge_loss`).
         moment: ``label_min_ratio``, ``reg_weight``, ``align_norm``, ``gt_rule`` for :func:`moment_loss`.
 
     Returns:
@@ -130,7 +145,7 @@ def compute_losses(
     if task_type == "open":
         losses = {"loss_ce": open_ended_loss(outputs[key], answer)}
     elif task_type == "mc":
-        losses = {"loss_hinge": hinge_loss(outputs[key], answer, margin=margin)}
+        losses = {"loss_hinge": hinge_loss(outputs[key], answer, margin=margin, reduction=hinge_reduction)}
     else:
         losses = {"loss_mse": count_loss(outputs[key], answer)}
     for name, value in (outputs.get("aux_losses") or {}).items():

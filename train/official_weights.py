@@ -32,7 +32,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["OfficialFileError", "Opaque", "check_vocabulary_size", "read_tensors", "read_vocabulary"]
+__all__ = ["OfficialFileError", "Opaque", "check_vocabulary_size", "describe_file", "read_tensors",
+           "read_vocabulary"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _DTYPES = {
@@ -179,7 +180,8 @@ def _load_legacy(path: Path) -> Any:
             size = numel * torch.empty(0, dtype=dtype).element_size()
             raw = bytearray(f.read(size))
             if len(raw) != size:
-                raise OfficialFileError(f"{path}: truncated (storage {key} is short)")
+                raise OfficialFileError(f"{path}: truncated: the file ends inside its tensor data (a legacy "
+                                        "torch.save pickle); expected the whole file")
             data[key] = (torch.frombuffer(raw, dtype=torch.uint8).view(dtype) if size
                          else torch.empty(0, dtype=dtype))
     storages = {id(h): (data[k][o:] if n < 0 else data[k][o:o + n]) for h, k, o, n in views}
@@ -252,6 +254,33 @@ def _collect(obj: Any, prefix: str, out: dict[str, torch.Tensor], depth: int = 0
     )
 
 
+def describe_file(path: str | Path) -> str:
+    """What a file that did not load as a checkpoint is, from its first bytes, in words (no file content is
+    echoed beyond a short printable start): empty, a truncated zip archive, a pickle, text, or unknown."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if size == 0:
+        return "is an empty file"
+    if head.startswith(b"PK\x03\x04"):
+        if not zipfile.is_zipfile(path):
+            return (f"is a zip archive (the format of torch.save) whose end is missing ({size} bytes): "
+                    "truncated or damaged, e.g. an interrupted download")
+        return f"is a zip archive ({size} bytes) that torch cannot read as a checkpoint: damaged"
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return (f"is a pickle (the legacy format of torch.save, {size} bytes) that ends early or holds "
+                "something else: truncated or damaged")
+    text = head.decode("utf-8", "replace")
+    if all(c.isprintable() or c in "\r\n\t" for c in text):
+        start = " ".join(text.split())[:40]
+        return f"is a text file (it starts {start!r}), not a checkpoint"
+    return f"is binary data of an unknown format ({size} bytes, starting {head[:8].hex(' ')})"
+
+
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     """All parameters and buffers of a checkpoint file, by their dotted names, without running its pickle.
 
@@ -263,16 +292,22 @@ def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise OfficialFileError(f"{path}: no such file")
+    expected = "expected a PyTorch checkpoint (torch.save of a module or of a state dict)"
+    with open(path, "rb") as fh:
+        zipped = fh.read(4) == b"PK\x03\x04"
+    if zipped and not zipfile.is_zipfile(path):
+        raise OfficialFileError(f"{path} {describe_file(path)}; {expected}")
     try:
-        obj = _load_zip(path) if zipfile.is_zipfile(path) else _load_legacy(path)
+        obj = _load_zip(path) if zipped else _load_legacy(path)
         tensors: dict[str, torch.Tensor] = {}
         _collect(obj, "", tensors)
     except OfficialFileError as exc:
         msg = str(exc)
         raise OfficialFileError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
     except (pickle.UnpicklingError, EOFError, KeyError, ValueError, TypeError, struct.error,
-            zipfile.BadZipFile, RuntimeError, AttributeError, IndexError) as exc:
-        raise OfficialFileError(f"{path}: cannot read it as a PyTorch checkpoint ({exc})") from None
+            zipfile.BadZipFile, RuntimeError, AttributeError, IndexError, UnicodeDecodeError) as exc:
+        del exc  # its text is the unpickler's (binary junk from the file); say what the file is instead
+        raise OfficialFileError(f"{path} {describe_file(path)}; {expected}") from None
     if not tensors:
         raise OfficialFileError(f"{path}: holds no tensors")
     if all(k.startswith("module.") for k in tensors):

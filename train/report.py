@@ -1,9 +1,11 @@
 """Print the test results of finished runs beside their chance-level baselines.
 
-Usage: ``python -m train.report RUN_DIR [RUN_DIR ...] [--html [--samples N]]`` (each holding the
-``metrics.json`` that ``vqa-train`` writes). Used by the demo; handy after any sweep. ``--html`` also
-writes ``RUN_DIR/report.html`` for each run (``train.report_html``: metrics beside chance, per question
-type, sampled correct and wrong test predictions with their frames and attention).
+Usage: ``python -m train.report RUN_DIR [RUN_DIR ...] [--html [--samples N]] [--expected FILE]`` (each
+holding the ``metrics.json`` that ``vqa-train`` writes). Used by the demo; handy after any sweep. ``--html``
+also writes ``RUN_DIR/report.html`` for each run (``train.report_html``: metrics beside chance, per
+question type, sampled correct and wrong test predictions with their frames and attention).
+``--expected FILE`` adds the documented range of each test figure (``scripts/demo_ranges.json``:
+``{"ranges": {run directory name: {metric: [low, high]}}}``) and says whether the figure lies in it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 __all__ = ["format_report", "main"]
 
 
-def format_report(run_dirs: list[Path]) -> str:
+def format_report(run_dirs: list[Path], expected: dict | None = None) -> str:
     """A plain-text table: model, dataset/task, metric, val, test, baselines (test), features, run directory.
 
     The features column shows the start of the feature fingerprint (the run's provenance record) and
@@ -23,11 +25,16 @@ def format_report(run_dirs: list[Path]) -> str:
     the authors' release (``vqa-extract import``); GloVe coverage is shown when a file was used.
     A moment metric names the protocol that produced it and its baselines (``[official]``: CMIN's own
     evaluation, ``train.losses.MOMENT_PROTOCOLS``; ``[protocol not recorded]`` for older runs).
+    With ``expected`` (run directory name -> metric -> ``[low, high]``) a column gives each test figure's
+    documented range and ``ok`` or ``OUTSIDE``.
 
     Raises:
         FileNotFoundError: a run directory without ``metrics.json`` (the run did not finish).
     """
-    rows = [("model", "dataset/task", "metric", "val", "test", "chance level on test", "features", "run")]
+    header = ("model", "dataset/task", "metric", "val", "test", "chance level on test", "features", "run")
+    if expected is not None:
+        header = (*header[:5], "documented range", *header[5:])
+    rows = [header]
     for run in run_dirs:
         path = Path(run) / "metrics.json"
         if not path.is_file():
@@ -43,12 +50,25 @@ def format_report(run_dirs: list[Path]) -> str:
             chance = ", ".join(f"{k} {v:.3f}" for k, v in sorted(base.items()))
             protocol = (m.get("moment_protocol") or {}).get("name", "protocol not recorded")
             label = f"{metric} [{protocol}]" if moment else metric
-            rows.append((m["model"], name, f"{label} ({better})", f"{m['val'][metric]:.3f}",
-                         f"{m['test'][metric]:.3f}", chance, _features(m.get("provenance")), str(run)))
+            row = (m["model"], name, f"{label} ({better})", f"{m['val'][metric]:.3f}",
+                   f"{m['test'][metric]:.3f}", chance, _features(m.get("provenance")), str(run))
+            if expected is not None:
+                row = (*row[:5], _in_range(m["test"][metric], expected.get(Path(run).name, {}).get(metric)),
+                       *row[5:])
+            rows.append(row)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _in_range(value: float, bounds: list[float] | None) -> str:
+    """``0.700-0.800 ok``, ``0.700-0.800 OUTSIDE``, or ``-`` without a documented range."""
+    if not bounds:
+        return "-"
+    low, high = bounds
+    inside = round(low, 3) <= round(value, 3) <= round(high, 3)
+    return f"{low:.3f}-{high:.3f} {'ok' if inside else 'OUTSIDE'}"
 
 
 def _features(record: dict | None) -> str:
@@ -77,12 +97,23 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         samples = int(args[i + 1])
         del args[i : i + 2]
+    expected, expected_file = None, None
+    if "--expected" in args:
+        i = args.index("--expected")
+        if i + 1 >= len(args):
+            print("train.report: --expected needs a file", file=sys.stderr)
+            return 2
+        expected_file = Path(args[i + 1])
+        del args[i : i + 2]
     args = [a for a in args if a != "--html"]
     if not args:
-        print("usage: python -m train.report RUN_DIR [RUN_DIR ...] [--html [--samples N]]", file=sys.stderr)
+        print("usage: python -m train.report RUN_DIR [RUN_DIR ...] [--html [--samples N]] [--expected FILE]",
+              file=sys.stderr)
         return 2
     try:
-        print(format_report([Path(a) for a in args]))
+        if expected_file is not None:
+            expected = json.loads(expected_file.read_text(encoding="utf-8"))["ranges"]
+        print(format_report([Path(a) for a in args], expected))
         if html:
             from train.report_html import write_html_report
 

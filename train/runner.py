@@ -14,7 +14,8 @@ in spawned processes for DDP). The run directory::
       metrics.json                # at the end: val and test of the best checkpoint, its path, baselines
       predictions_test.jsonl      # qid, video_id, qtype, prediction, answer, correct / squared error
       predictions_test.csv        # the same as CSV (moment retrieval: top-5 moments, ground truth, IoUs)
-      feature_cache/              # moment retrieval: the PCA projection fitted on the training split
+      feature_cache/              # moment retrieval: the PCA projection fitted on the training split;
+                                  # verified-shards.json: the feature shards whose sha256 was checked
       .vqa-train.lock             # flock held while a process trains or evaluates here
       eval-NAME/                  # --eval-only with --out set to a training run: eval_config.yaml,
                                   # metrics.json, predictions (the run's own files are never touched)
@@ -34,6 +35,7 @@ import json
 import logging
 import math
 import random
+import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -56,8 +58,11 @@ from pipelines.text import prepare_moments, prepare_qa
 from pipelines.version import toolkit_version
 from train.checkpoint import (
     CheckpointError,
+    check_best,
     latest_checkpoint,
     load_checkpoint,
+    model_digest,
+    restore_best,
     restore_rng_state,
 )
 from train.config import ConfigError, TrainConfig, build_config, config_to_dict
@@ -69,6 +74,7 @@ from train.data import (
     feature_statistics,
     find_missing_videos,
     seed_worker,
+    segments_after_video,
 )
 from train.distributed import (
     DistInfo,
@@ -358,8 +364,35 @@ def _write_yaml(path: Path, obj: dict[str, Any]) -> None:
         tmp.write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
 
 
+class _RunLogHandler(logging.FileHandler):
+    """``train.log``. When the file cannot be written (a full disk) it says so once on stderr and stops,
+    instead of printing a ``--- Logging error ---`` traceback for every later line."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        if not self.failed:
+            self.failed = True
+            err = sys.exc_info()[1]
+            reason = getattr(err, "strerror", None) or err
+            sys.stderr.write(f"vqa-train: warning: cannot write {self.baseFilename} ({reason}); its lines "
+                             "go to the console only from here on\n")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def flush(self) -> None:
+        with contextlib.suppress(OSError):
+            super().flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            super().close()
+
+
 def _attach_log_file(path: Path) -> logging.Handler:
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = _RunLogHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -377,8 +410,16 @@ class _Data:
         self.query_parse: dict[str, Any] | None = None  # moment: dependency parser and label ids
 
 
+def _recorded_stats(path: Path | None, ckpt: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The ``train.feature_norm=standardize`` statistics a checkpoint was trained with (None: none)."""
+    if ckpt is None and path is not None:
+        ckpt = load_checkpoint(path)
+    stats = ((ckpt or {}).get("meta") or {}).get("feature_stats") or {}
+    return {k: (v["mean"].numpy(), v["std"].numpy()) for k, v in stats.items()} or None
+
+
 def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: Any, task_type: str,
-                text_encoder: LoadedTextEncoder | None = None) -> _Data:
+                text_encoder: LoadedTextEncoder | None = None, recorded_stats: dict | None = None) -> _Data:
     splits = prepared.splits
     feature_keys = tuple(getattr(entry, "feature_keys", ()) or ()) or None
     data = _Data()
@@ -399,7 +440,10 @@ def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: 
     plan["test"] = (splits["test"], np.arange(len(splits["test"].qids)))
 
     stats = None
-    if spec.train.feature_norm == "standardize":
+    if spec.train.feature_norm == "standardize" and recorded_stats is not None:
+        stats = data.feature_stats = recorded_stats  # --resume / --eval-only: what the checkpoint saw
+        log.info("features standardised per channel with the statistics the checkpoint records")
+    elif spec.train.feature_norm == "standardize":
         train_split, train_rows = plan["train"]
         keys = feature_keys if feature_keys is not None else tuple(reader.outputs)
         keys = tuple(k for k in keys if not k.endswith("_times"))  # timestamps stay in seconds
@@ -426,6 +470,8 @@ def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: 
             rows = np.array([i for i in rows if split.video_ids[i] not in missing], dtype=np.int64)
             dropped["missing_features"] = n_q
             log.warning("%s: dropped %d questions of %d videos without features", name, n_q, len(missing))
+        source = next(k for k, v in splits.items() if v is split)
+        rows = _drop_segments_after_video(name, split, rows, segments.get(source), reader, dropped)
         if name == "train" and task_type == "open":
             answers = np.asarray(split.answers)
             oov = int((answers[rows] < 0).sum())
@@ -435,13 +481,31 @@ def _build_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: 
                 log.info("train: dropped %d questions whose answer is outside the answer vocabulary", oov)
         if len(rows) == 0:
             raise FeatureMismatchError(f"the {name} split has no questions left to use")
-        source = next(k for k, v in splits.items() if v is split)
         data.datasets[name] = QADataset(
             split, reader, feature_keys=feature_keys, indices=rows, feature_stats=stats,
             segments=segments.get(source), text_tokens=texts.get(source),
         )
         data.dropped[name] = dropped
     return data
+
+
+def _drop_segments_after_video(name: str, split: Any, rows: np.ndarray, segments: dict | None, reader: Any,
+                               dropped: dict[str, int]) -> np.ndarray:
+    """Drop (by name, counted) the questions whose segment (How2QA's ``ts``) starts after their video."""
+    if not segments or "frame_times" not in reader.outputs:
+        return rows
+    asked = [(split.qids[i], split.video_ids[i], segments[split.qids[i]]) for i in rows
+             if split.qids[i] in segments]
+    outside = segments_after_video(asked, reader)
+    if not outside:
+        return rows
+    gone = {qid for qid, *_ in outside}
+    shown = "; ".join(f"{q} (video {v}: ts {a:g}-{b:g} s, the video ends by {e:.2f} s)"
+                      for q, v, (a, b), e in outside[:3])
+    log.warning("%s: dropped %d question(s) whose segment starts after the end of its video, e.g. %s", name,
+                len(outside), shown)
+    dropped["segment_after_video"] = len(outside)
+    return np.array([i for i in rows if split.qids[i] not in gone], dtype=np.int64)
 
 
 def _segments(adapter: Any, splits: dict[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
@@ -751,6 +815,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
         reader = FeatureReader(spec.features)
         check_feature_set(reader, entry.feature_set, model=spec.model)
         reader.check_readable()  # here, not in a DataLoader worker (--num-workers > 0)
+        reader.verify_checksums(out / "feature_cache" / "verified-shards.json")  # what the fingerprint says
         features = feature_record(spec.features, reader)
         if features["random_weights"]:
             for line in RANDOM_WEIGHTS_BANNER.splitlines():
@@ -835,7 +900,8 @@ def run(spec: RunSpec) -> dict[str, Any]:
         if dist.is_main:
             _write_yaml(out / ("eval_config.yaml" if spec.eval_only else "config.yaml"), conf)
         if task_type != "moment":
-            data = _build_data(spec, adapter, prepared, reader, entry, task_type, text_enc)
+            data = _build_data(spec, adapter, prepared, reader, entry, task_type, text_enc,
+                               recorded_stats=_recorded_stats(resume_from, eval_ckpt))
         for name, ds in data.datasets.items():
             log.info("%s: %d questions", name, len(ds))
 
@@ -933,7 +999,8 @@ def run(spec: RunSpec) -> dict[str, Any]:
             ]
             trainer = Trainer(
                 ddp_model, optimizer, train_loader, task_type=task_type, device=device, amp=precision,
-                grad_clip=cfg.grad_clip, margin=cfg.hinge_margin, hooks=hooks, loader_generator=gen,
+                grad_clip=cfg.grad_clip, margin=cfg.hinge_margin, hinge_reduction=cfg.hinge_reduction,
+                hooks=hooks, loader_generator=gen,
                 seed=cfg.seed, show_progress=spec.show_progress and dist.is_main,
                 loss_fn=_moment_loss_fn(moment_cfg) if moment_cfg is not None else None,
             )
@@ -952,6 +1019,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
                     log.warning("resumed with %d processes instead of %d: RNG streams reseeded",
                                 dist.world_size, len(rng))
                 log.info("resumed from %s (epoch %d)", resume_from, trainer.state.epoch)
+                _restore_best(ckpt_dir, trainer.state, dist)  # before pruning can take its epoch's file
             if writer is not None and trainer.state.global_step:
                 writer.close()
                 from torch.utils.tensorboard import SummaryWriter
@@ -962,13 +1030,10 @@ def run(spec: RunSpec) -> dict[str, Any]:
                      f"/{spec.task}" if spec.task else "", task_type, cfg.epochs, device, dist.world_size)
             state = trainer.train(cfg.epochs)
             barrier()
-            if best_path.exists():
-                model.load_state_dict(load_checkpoint(best_path)["model"])
-            else:
-                log.warning("no best.pt (validation never produced a finite %s); evaluating the last model",
-                            metric)
-                best_path = latest_checkpoint(ckpt_dir) or best_path
+            best_path = _load_best(model, ckpt_dir, state, metric, dist)
 
+        evaluated_epoch = eval_ckpt.get("epoch") if spec.eval_only else (
+            state.best_epoch if state.best_epoch is not None else state.epoch)
         val_metrics, _ = run_eval("val")
         test_metrics, test_records = run_eval("test")
         result = {
@@ -980,6 +1045,8 @@ def run(spec: RunSpec) -> dict[str, Any]:
             "selection_mode": mode,
             "best_epoch": state.best_epoch,
             "best_checkpoint": str(best_path),
+            "best_checkpoint_epoch": evaluated_epoch,
+            "best_checkpoint_sha256": model_digest(model.state_dict()),  # the weights evaluated below
             "epochs_completed": state.epoch,
             "stopped_early": bool(state.stop),
             "val": val_metrics,
@@ -1011,6 +1078,39 @@ def run(spec: RunSpec) -> dict[str, Any]:
             handler.close()
         stack.close()
         cleanup_distributed()
+
+
+def _restore_best(ckpt_dir: Path, state: TrainState, dist: DistInfo) -> None:
+    """Repair ``best.pt`` from the epoch checkpoints and the recorded best epoch (main process writes)."""
+    if state.best_epoch is not None and dist.is_main:
+        note = restore_best(ckpt_dir, state.best_epoch, state.best_sha256)
+        if note:
+            log.warning("%s", note)
+    barrier()
+
+
+def _load_best(model: torch.nn.Module, ckpt_dir: Path, state: TrainState, metric: str,
+               dist: DistInfo) -> Path:
+    """Load the model of the best validation epoch into ``model``, proven by its epoch and weights digest.
+
+    Returns:
+        The checkpoint evaluated: ``best.pt``, or, when no epoch gave a finite validation ``metric``, the
+        last epoch's (the model as it is).
+
+    Raises:
+        CheckpointError: ``best.pt`` cannot be made to hold the recorded best epoch.
+    """
+    if state.best_epoch is None:
+        log.warning("no epoch gave a finite validation %s, so there is no best.pt; evaluating the last "
+                    "model (epoch %d)", metric, state.epoch)
+        return latest_checkpoint(ckpt_dir) or ckpt_dir / "best.pt"
+    _restore_best(ckpt_dir, state, dist)
+    best_path = ckpt_dir / "best.pt"
+    problem = check_best(best_path, state.best_epoch, state.best_sha256)
+    if problem is not None:  # changed under the run after the repair: refuse rather than report it
+        raise CheckpointError(f"{best_path}: {problem}, not the best epoch {state.best_epoch}; train again")
+    model.load_state_dict(load_checkpoint(best_path)["model"])
+    return best_path
 
 
 def _check_glove(info: Any, cfg: TrainConfig) -> None:

@@ -16,7 +16,9 @@ distributed with 2D-TAN and its successors: ``train.json``, ``val.json``, ``test
 
 For both, a timestamp with start > end is an error naming the file and record; an interval
 reaching outside ``[0, duration]`` is clipped to it (a few ActivityNet Captions annotations run past
-the video's end) and every clipped row is counted in a warning naming the file. Query ids are
+the video's end) and every clipped row is counted in a warning naming the file. An interval with
+nothing inside ``[0, duration]`` (e.g. [40, 50] s on a 33.6 s video, or negative) would become a
+zero-length moment: such rows are dropped, counted and named (the first few) in a warning. Query ids are
 ``<split>:<video_id>#<index within the video>`` (ActivityNet Captions val_1 and val_2 annotate the
 same videos, so the split is part of the id).
 
@@ -103,6 +105,7 @@ class _MomentAdapter(DatasetAdapter):
             if not isinstance(data, dict):
                 raise DatasetFormatError(f"{path}: top level is {type(data).__name__}, not an object keyed "
                                          f"by video; expected {self.expected}")
+            self._outside = []
             out: list[MomentRecord] = []
             for key, item in data.items():
                 where = f"{path}: record {key!r}"
@@ -118,20 +121,27 @@ class _MomentAdapter(DatasetAdapter):
         if self._clipped:
             log.warning("%s: %d moment(s) reach outside [0, duration]; clipped to the video", path,
                         self._clipped)
+        if self._outside:
+            log.warning("%s: dropped %d moment(s) wholly outside their video, e.g. %s", path,
+                        len(self._outside), "; ".join(self._outside[:3]))
 
     def _moment(self, split: str, video_id: str, i: int, stamp: Any, unit: float, duration: float,
-                sentence: Any, at: str, expected: str) -> MomentRecord:
+                sentence: Any, at: str, expected: str) -> MomentRecord | None:
+        """The record of one timestamp, clipped to the video; None (counted) when none of it lies inside."""
         if not isinstance(stamp, list | tuple) or len(stamp) != 2:
             raise DatasetFormatError(f"{at}: {stamp!r} is not [start, end]; expected {expected}")
         start, end = (to_float(v, "timestamps", at, expected) * unit for v in stamp)
         if start > end:
             raise DatasetFormatError(f"{at}: start {stamp[0]} > end {stamp[1]}; fix or drop the row "
                                      f"(expected {expected})")
-        if start < 0 or end > duration:
-            self._clipped += 1
-        start, end = min(max(start, 0.0), duration), min(max(end, 0.0), duration)
         query = nonempty_text(sentence, "sentences", at, expected)
-        return MomentRecord(f"{split}:{video_id}#{i}", video_id, query, start, end, duration)
+        inside = (min(max(start, 0.0), duration), min(max(end, 0.0), duration))
+        if start < 0 or end > duration:
+            if inside[1] <= inside[0]:  # nothing of it inside the video: a zero-length moment otherwise
+                self._outside.append(f"{at}: [{start:g}, {end:g}] s on a {duration:g} s video")
+                return None
+            self._clipped += 1
+        return MomentRecord(f"{split}:{video_id}#{i}", video_id, query, *inside, duration)
 
     # ------------------------------------------------------------------ CMIN's *_gcn.json files
     def _gcn_rows(self, split: str) -> list[tuple[str, float, list, str, list, list]]:
@@ -165,13 +175,15 @@ class _MomentAdapter(DatasetAdapter):
         seen: set[str] = set()
         for split in self.files:
             path = self.root / self.gcn_files[split]
-            self._clipped = 0
+            self._clipped, self._outside = 0, []
             counter: dict[str, int] = {}
             out = []
             for n, (vid, duration, stamp, query, _, _) in enumerate(self._gcn_rows(split)):
                 i = counter[vid] = counter.get(vid, -1) + 1
-                out.append(self._moment(split, vid, i, stamp, 1.0, duration, query, f"{path}: row {n}",
-                                        _GCN_EXPECTED))
+                record = self._moment(split, vid, i, stamp, 1.0, duration, query, f"{path}: row {n}",
+                                      _GCN_EXPECTED)
+                if record is not None:
+                    out.append(record)
                 if vid not in seen:
                     seen.add(vid)
                     refs.append(_Ref(vid, videos.lookup(vid, f"{path} row {n}"), path, f"row {n}"))
@@ -214,9 +226,10 @@ class _MomentAdapter(DatasetAdapter):
             raise DatasetFormatError(f"{where}: 'timestamps' and 'sentences' must be lists of equal length; "
                                      f"expected {self.expected}")
         video_id = self._video_id(key)
-        return [self._moment(split, video_id, i, stamp, unit, duration, sentence, f"{where} timestamp {i}",
-                             self.expected)
-                for i, (stamp, sentence) in enumerate(zip(stamps, sentences, strict=True))]
+        records = [self._moment(split, video_id, i, stamp, unit, duration, sentence, f"{where} timestamp {i}",
+                                self.expected)
+                   for i, (stamp, sentence) in enumerate(zip(stamps, sentences, strict=True))]
+        return [r for r in records if r is not None]
 
 
 class ActivityNetCaptionsAdapter(_MomentAdapter):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -113,6 +114,14 @@ def test_kill_9_while_writing_a_shard_then_resume_equals_uninterrupted(reference
     assert len(shard_files) == 2 and "shard-00000.h5" in shard_files
     assert [n for n in shard_files if n != "shard-00000.h5"][0].startswith(".tmp-shard-00001.h5")
     assert sum(s["complete"] for s in load_manifest(out)["shards"]) == 1
+    total = len(load_manifest(out)["shards"])
+    info = invoke(["info", str(out)])  # the manifest cannot say "running": nobody is
+    assert "INCOMPLETE: the run started" in info.output and "was killed before it finished" in info.output
+    assert f"1 of {total} shards complete" in info.output
+    assert "Re-run the same vqa-extract command" in info.output
+    checked = CliRunner().invoke(cli, ["verify", str(out)])
+    assert checked.exit_code == 1 and f"1 of {total} shard(s) complete and verified" in checked.output
+    assert "INCOMPLETE" in checked.output
 
     result = invoke(["--root", str(video_root), "--out", str(out), "--local", *SMALL])
     assert result.exit_code == 3, result.output
@@ -127,6 +136,39 @@ def test_kill_9_while_writing_a_shard_then_resume_equals_uninterrupted(reference
 
     changed = invoke(["--root", str(video_root), "--out", str(out), "--local", *SMALL, "--image-size", "48"])
     assert changed.exit_code != 0 and "--overwrite" in changed.output and "image_size" in changed.output
+
+
+def _file_size_limit(limit: int):
+    def apply() -> None:  # in the child: a write past `limit` bytes fails (EFBIG), as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_full_disk_while_writing_a_shard_is_one_line_naming_it(reference, video_root, tmp_path):
+    """Every shard is larger than the file system lets a file grow: HDF5 used to report it from the file's
+    close as "Can't decrement id ref count" and the process then died of SIGSEGV (exit 139)."""
+    ref_out, _ = reference
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "extract.cli", "--root", str(video_root), "--out", str(out), "--local",
+           *SMALL]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300,
+                          preexec_fn=_file_size_limit(20_000))
+    assert proc.returncode == 1, proc.stderr[-3000:]  # not -11 / 139 (SIGSEGV)
+    assert "Traceback" not in proc.stderr and "decrement" not in proc.stderr, proc.stderr[-3000:]
+    last = [ln for ln in proc.stderr.splitlines() if ln.strip()][-1]
+    assert last.startswith(f"vqa-extract: error: cannot use {out / SHARD_DIR / 'shard-00000.h5'}: "), last
+    assert ".tmp-" not in last and "choose another --out" in last
+    assert list((out / SHARD_DIR).iterdir()) == []  # no partial shard under any name
+    info = invoke(["info", str(out)])
+    assert "INCOMPLETE: the run failed at" in info.output and "File too large" in info.output
+
+    result = invoke(["--root", str(video_root), "--out", str(out), "--local", *SMALL])  # space again
+    assert result.exit_code == 3, result.output
+    assert values(out).keys() == values(ref_out).keys()
+    assert "status complete" in invoke(["info", str(out)]).output
 
 
 @pytest.mark.slow
@@ -377,7 +419,7 @@ def test_verify_and_repair_commands(tmp_path):
                             shard_size=2)
     runner = CliRunner()
     res = runner.invoke(cli, ["verify", str(out)])
-    assert res.exit_code == 0 and "2 shard(s) verified" in res.output
+    assert res.exit_code == 0 and "2 of 2 shard(s) complete and verified" in res.output
     with open(out / SHARD_DIR / "shard-00001.h5", "r+b") as fh:
         fh.truncate(fh.seek(0, 2) - 10)
     res = runner.invoke(cli, ["verify", str(out)])

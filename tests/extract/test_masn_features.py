@@ -7,6 +7,9 @@ at 64 px with 20 proposals, random weights, T = 8.
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -79,8 +82,39 @@ def test_sampling_six_fps_one_in_four_and_windows():
     assert windows.shape == (5, 8)
     np.testing.assert_array_equal(windows[0], [0, 0, 0, 0, 0, 2, 4, 6])  # samples -4..3, clamped
     np.testing.assert_array_equal(windows[2], [8, 10, 12, 14, 16, 18, 20, 22])  # centred on frame 16
-    short, _ = masn_frame_indices(400, 12.0, max_frames=3)
+    short, _ = masn_frame_indices(400, 12.0, max_frames=3, sampling="first")
     np.testing.assert_array_equal(short, [0, 8, 16])  # truncated to T
+
+
+def test_a_longer_video_gives_t_frames_spread_over_all_of_it():
+    # 400 frames at 12 fps: a 6 fps stream of 200 samples, 50 kept (frames 0, 8, ..., 392)
+    frames, windows = masn_frame_indices(400, 12.0, max_frames=3)
+    np.testing.assert_array_equal(frames, [0, 192, 392])  # kept samples 0, 24, 49: the whole video
+    np.testing.assert_array_equal(windows[1], np.arange(184, 200, 2))  # stream samples 92..99 around 96
+    np.testing.assert_array_equal(windows[2], np.arange(384, 400, 2))  # samples 192..199 around 196
+    many, _ = masn_frame_indices(400, 12.0, max_frames=20)
+    assert len(set(many.tolist())) == 20 and many[0] == 0 and many[-1] == 392 and (np.diff(many) > 0).all()
+    for sampling in ("uniform", "first"):  # at most T kept samples: every one, whatever the rule
+        short, _ = masn_frame_indices(40, 12.0, max_frames=20, sampling=sampling)
+        np.testing.assert_array_equal(short, [0, 8, 16, 24, 32])
+    with pytest.raises(ValueError, match="frame sampling"):
+        masn_frame_indices(40, 12.0, sampling="random")
+
+
+def test_frame_sampling_is_an_option_the_decoder_and_provenance_follow(videos):
+    uniform = build_small("masn", dataclasses.replace(OPTIONS, max_frames=3))
+    first = build_small("masn", dataclasses.replace(OPTIONS, max_frames=3, frame_sampling="first"))
+    decoded = {fs.options.frame_sampling: np.concatenate(
+        [c["frame_index"] for c in fs.decode("w", videos["wide"])]) for fs in (uniform, first)}
+    np.testing.assert_array_equal(decoded["uniform"], [0, 16, 32])  # 5 kept frames (0, 8, .., 32), T = 3
+    np.testing.assert_array_equal(decoded["first"], [0, 8, 16])
+    prov_u, prov_f = uniform.provenance(), first.provenance()
+    assert (prov_u["options"]["frame_sampling"], prov_f["options"]["frame_sampling"]) == ("uniform", "first")
+    older = {k: v for k, v in prov_u["samplers"]["frames"].items() if k != "longer"}
+    assert prov_f["samplers"]["frames"] == older  # "first" is recorded as it was before the option
+    assert uniform.legacy_options() == first.legacy_options() == {"frame_sampling": "first"}
+    with pytest.raises(ValueError, match="frame_sampling"):
+        FeatureOptions(frame_sampling="random")
 
 
 def test_squash_keeps_the_whole_frame():
@@ -177,6 +211,53 @@ def test_engine_writes_masn_shards_and_reader_returns_them(extracted, videos, tm
     got = reader["tall"]  # a fresh feature set (new detector) in the engine gives the same values
     for key, value in result["tall"].items():
         np.testing.assert_array_equal(got[key], value, err_msg=key)
+
+
+def test_a_resume_with_other_frame_sampling_is_refused(videos, tmp_path):
+    from extract.engine import EngineConfig, ExtractionJob, ResumeMismatchError, run_extraction
+    from extract.manifest import MANIFEST_NAME
+    from pipelines.datasets.base import VideoRef
+
+    def extract(sampling: str | None) -> None:
+        job = ExtractionJob(out_dir=tmp_path / "out", feature_set="masn",
+                            videos=[VideoRef("tall", videos["tall"])],
+                            options=dataclasses.replace(OPTIONS, frame_sampling=sampling),
+                            root=videos["tall"].parent, builder=build_small)
+        run_extraction(job, EngineConfig(backend="local", progress=False))
+
+    extract("first")
+    with pytest.raises(ResumeMismatchError, match='frame_sampling: was "first", now "uniform"'):
+        extract(None)  # the default, uniform
+    # a directory written before the option existed: it ran "first"; it resumes with that and no other
+    path = tmp_path / "out" / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    del manifest["options"]["frame_sampling"], manifest["provenance"]["options"]["frame_sampling"]
+    path.write_text(json.dumps(manifest))
+    extract("first")
+    with pytest.raises(ResumeMismatchError, match="frame_sampling"):
+        extract("uniform")
+
+
+@pytest.mark.parametrize("name", ["mspan", "masn"])
+def test_directories_written_before_the_option_resume_as_they_ran(name):
+    from extract.featuresets import build_feature_set
+    from extract.manifest import identity_differences, new_manifest, normalize_outputs
+
+    def manifest(fs, drop: bool = False) -> dict:
+        options = json.loads(json.dumps(dataclasses.asdict(fs.options)))
+        prov = json.loads(json.dumps(fs.provenance()))
+        if drop:  # as written before frame_sampling existed
+            del options["frame_sampling"], prov["options"]["frame_sampling"]
+        return new_manifest(feature_set=name, outputs=normalize_outputs(fs.outputs), options=options,
+                            provenance=prov, source={}, shard_size=4, plan=[[("v", "v.mp4")]])
+
+    first = build_feature_set(name, FeatureOptions(weights="random", frame_sampling="first"))
+    default = build_feature_set(name, FeatureOptions(weights="random"))
+    older = manifest(first, drop=True)
+    assert identity_differences(older, manifest(first), legacy=first.legacy_options()) == []
+    refused = identity_differences(older, manifest(default), legacy=default.legacy_options())
+    assert bool(refused) == (name == "masn")  # masn's default is now uniform; mspan has no such option
+    assert identity_differences(older, manifest(first))  # without the legacy rule even "first" is refused
 
 
 def test_decode_errors_are_failures(tmp_path):

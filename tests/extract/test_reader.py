@@ -208,3 +208,27 @@ def test_an_unchanged_shard_is_checked_once_per_process_a_replaced_one_again(fea
     (shards / "shard-00002.h5").rename(shards / "shard-00000.h5")  # another shard's file in its place
     with pytest.raises(ManifestError, match="shard-00000.h5.*holds the videos of another shard"):
         reader[first]
+
+
+def test_checksums_are_read_once_then_trusted_by_size_and_mtime(tmp_path, feature_dir, monkeypatch):
+    import os
+    import shutil
+
+    import extract.manifest
+
+    hashed = []
+    real = extract.manifest.shard_stamp
+    monkeypatch.setattr(extract.manifest, "shard_stamp", lambda p: hashed.append(p) or real(p))
+    out, _ = feature_dir
+    cache = tmp_path / "verified.json"
+    assert FeatureReader(out).verify_checksums(cache) == 3 and hashed == []  # as extracted
+    copy = shutil.copytree(out, tmp_path / "copy", copy_function=shutil.copy)  # new mtimes
+    assert FeatureReader(copy).verify_checksums(cache) == 3 and len(hashed) == 3
+    assert FeatureReader(copy).verify_checksums(cache) == 3 and len(hashed) == 3  # cached: not read again
+    shard = copy / SHARD_DIR / "shard-00001.h5"
+    data = bytearray(shard.read_bytes())
+    data[-100] ^= 1  # one bit of the last bytes: the file still opens, same size
+    shard.write_bytes(bytes(data))
+    os.utime(shard, ns=(1, 1))
+    with pytest.raises(ManifestError, match=r"shard-00001\.h5: its checksum \(sha256\) differs.*verify"):
+        FeatureReader(copy).verify_checksums(cache)

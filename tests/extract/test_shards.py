@@ -147,3 +147,26 @@ def test_load_manifest_errors_name_the_file(tmp_path):
     (tmp_path / MANIFEST_NAME).write_text(json.dumps({"format": "other/9"}))
     with pytest.raises(ManifestError, match="unknown manifest format 'other/9'"):
         load_manifest(tmp_path)
+
+
+def test_a_full_disk_raises_one_oserror_naming_the_shard_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    import io
+
+    import extract.shards
+
+    class FullDisk(io.FileIO):  # the file system takes 2 kB, then reports ENOSPC
+        def write(self, data):
+            if self.tell() + len(memoryview(data)) > 2048:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().write(data)
+
+    monkeypatch.setattr(extract.shards, "open", lambda path, mode: io.BufferedRandom(FullDisk(path, "w+")),
+                        raising=False)
+    final = tmp_path / SHARD_DIR / "shard-00000.h5"
+    writer = ShardWriter(final, feature_set="toy", outputs=OUTPUTS, provenance=PROV)
+    with pytest.raises(OSError) as info:
+        writer.write(["a", "b"], [item(0, 3), item(1, 2)])
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(final)
+    assert info.value.strerror == "No space left on device"
+    assert list(final.parent.iterdir()) == []  # neither the shard nor its temporary file

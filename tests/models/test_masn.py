@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models.masn import (
     MASN,
@@ -215,6 +216,36 @@ def test_every_parameter_gets_a_gradient_and_a_step_trains(name, task):
     assert all(not torch.equal(b, p) for b, (n, p) in zip(before, trainable, strict=True) if n not in cancel)
 
 
+#: the paper's Table 3 rows as `vqa-train masn --set` items (models/masn.py docstring)
+TABLE3 = {
+    "appearance only": ["model.streams=appearance", "model.fusion=none"],
+    "motion only": ["model.streams=motion", "model.fusion=none"],
+    "concatenation without fusion": ["model.fusion=none"],
+    "single-attention fusion": ["model.fusion=single"],
+    "dual-attention fusion": ["model.fusion=dual"],
+    "MASN": [],
+}
+
+
+def test_every_table3_row_runs_from_set_items():
+    from train.config import build_config, parse_overrides
+
+    base = {f.name: getattr(TINY, f.name) for f in dataclasses.fields(TINY)}
+    scores, streams = {}, {}
+    for row, items in TABLE3.items():
+        cfg = build_config(MASNConfig, {**base, **parse_overrides(items)["model"]}, section="model")
+        model = build("mc", cfg).eval()
+        out = model(make_batch())
+        assert out["scores"].shape == (4, CANDS) and torch.isfinite(out["scores"]).all()
+        scores[row], streams[row] = out["scores"], model.stream_names
+        fusion = () if model.fusion is None else model.fusion.names
+        expected = {"single-attention fusion": ("all",), "dual-attention fusion": ("appearance", "motion"),
+                    "MASN": ("appearance", "motion", "all")}.get(row, ())
+        assert fusion == expected, row
+    assert streams["appearance only"] == ("appearance",) and streams["motion only"] == ("motion",)
+    assert len({tuple(v.flatten().tolist()) for v in scores.values()}) == len(TABLE3)  # six networks
+
+
 def test_ablations_change_the_architecture():
     names = {n: {k.split(".")[0] + "." + k.split(".")[1] for k, _ in build("open", dataclasses.replace(
         TINY, **a)).named_parameters()} for n, a in ABLATIONS.items()}
@@ -227,6 +258,33 @@ def test_ablations_change_the_architecture():
     assert isinstance(paper.graphs["appearance"], ObjectGraph)
     assert isinstance(official.graphs["appearance"], LearnedAdjacencyGraph)
     assert len(official.graphs["appearance"].layers) == 3
+
+
+def official_graph(x, valid, edge1, edge2, layers):
+    """A transcription of the official ``VideoAdjLearner`` + ``GCN(num_layers=2)`` (model/modules/gcn.py,
+    eval mode, weight norm folded): ``gcn_layers=2`` builds 1 + (2 - 1) + 1 = 3 graph convolutions."""
+    h = F.relu(F.relu(x @ edge1.T) @ edge2.T)
+    m = valid.float()
+    adj_mask = m[:, :, None] * m[:, None, :]
+    adj = (h @ h.transpose(1, 2)) - 1e10 * (1 - adj_mask)
+    adj = (torch.softmax(adj * 100, dim=-1) * adj_mask).nan_to_num(0.0)
+    out = [x]
+    for w in layers:  # GraphConvolution: LayerNorm(adj @ (x W^T)) (no affine), then ReLU
+        out.append(F.relu(F.layer_norm(adj @ (out[-1] @ w.T), (x.shape[-1],))))
+    return F.layer_norm(x + out[-1], (x.shape[-1],))
+
+
+def test_official_setting_has_the_official_three_layer_graph():
+    model = build("open", dataclasses.replace(TINY, official=True)).eval()
+    for s in ("appearance", "motion"):
+        graph = model.graphs[s]
+        assert isinstance(graph, LearnedAdjacencyGraph) and len(graph.layers) == 3  # gcn_layers=2 (+1)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 7, TINY.hidden_dim, generator=g)
+    valid = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+    ours, _ = graph(x, valid)
+    ref = official_graph(x, valid, graph.edge1.weight, graph.edge2.weight, [w.weight for w in graph.layers])
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("task", ["open", "mc", "count"])

@@ -635,3 +635,24 @@ def test_lazy_paths_keep_the_id_checks_extensions_and_links(tmp_path):
         path.write_text(first + "\n" + first.replace("HXjq-P4dHHs_0", bad).replace("val-q0", "x") + "\n")
         with pytest.raises(UnsafePathError, match=r"how2qa_val.jsonl line 2"):
             get_dataset("how2qa")(root).records("train")  # at reading time, before any path is needed
+
+
+def test_moments_wholly_outside_their_video_are_dropped_by_name_and_counted(tmp_path, caplog):
+    root = write_captions(tmp_path / "captions")
+    (root / "val_2.json").write_text(json.dumps({"v_bXdq2zI1Ms0": {
+        "duration": 33.6,
+        "timestamps": [[40.0, 50.0], [3.0, 9.0], [-8.0, -2.0], [30.0, 36.0], [33.6, 35.0]],
+        "sentences": ["after the end", "inside", "before the start", "runs past the end",
+                      "starts at the end"],
+    }}))
+    with caplog.at_level("WARNING"):
+        test = get_dataset("activitynet-captions")(root).moments("test")
+    # kept: the moments with something inside [0, 33.6] (the one running past the end is clipped)
+    assert [(m.qid, m.query, m.start_s, m.end_s) for m in test] == [
+        ("test:v_bXdq2zI1Ms0#1", "inside", 3.0, 9.0),
+        ("test:v_bXdq2zI1Ms0#3", "runs past the end", 30.0, 33.6)]
+    dropped = [r.getMessage() for r in caplog.records if "wholly outside" in r.getMessage()]
+    assert len(dropped) == 1 and "val_2.json: dropped 3 moment(s) wholly outside their video" in dropped[0]
+    assert "record 'v_bXdq2zI1Ms0' timestamp 0: [40, 50] s on a 33.6 s video" in dropped[0]
+    assert "timestamp 2: [-8, -2] s" in dropped[0]
+    assert any("1 moment(s) reach outside [0, duration]; clipped" in r.getMessage() for r in caplog.records)

@@ -299,3 +299,117 @@ def test_python_dash_m_runs_the_command(tmp_path):
     res = subprocess.run([sys.executable, "-m", "train.answer", "--checkpoint", str(tmp_path / "none.pt"),
                           "--video", "v.mp4", "--question", "q"], capture_output=True, text=True)
     assert res.returncode == 1 and "none.pt does not exist" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_malformed_batch_line_gets_its_error_line_and_the_others_are_answered(demo_run, tmp_path, capsys):
+    _, root, runs = demo_run
+    rows = _test_questions(root, "frameqa", runs["frameqa"])[:2]
+    good = [json.dumps({"video": str(p), "question": r.question, "id": pr["qid"]}) for pr, r, p in rows]
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text("\n".join([good[0], '{"video": "a.gif", "question": "unclosed', "", '{"video": "a.gif"}',
+                                "[1, 2]", good[1]]) + "\n")
+    code, out, err = _cli(["--checkpoint", str(runs["frameqa"] / "checkpoints" / "best.pt"),
+                           "--questions", str(qfile)], capsys)
+    assert code == 3 and "Traceback" not in err, err
+    lines = [json.loads(x) for x in out.splitlines()]
+    assert len(lines) == 5  # one per non-blank line, in order
+    assert [x.get("id") for x in (lines[0], lines[4])] == [pr["qid"] for pr, _, _ in rows]
+    answers = [x["answers"][0]["answer"] for x in (lines[0], lines[4])]
+    assert answers == [pr["prediction"] for pr, _, _ in rows]
+    assert [x.get("line") for x in lines[1:4]] == [2, 4, 5]
+    assert f"{qfile}:2: not JSON" in lines[1]["error"]
+    assert f"{qfile}:4: expected an object" in lines[2]["error"]
+    assert "2 answered, 3 failed" in err
+
+
+def test_unknown_words_are_counted_and_reported(demo_run, tmp_path, capsys):
+    _, root, runs = demo_run
+    _, record, path = _test_questions(root, "frameqa", runs["frameqa"])[0]
+    answerer = Answerer.from_checkpoint(runs["frameqa"] / "checkpoints" / "best.pt")
+    known = answerer.answer(path, record.question)  # a test question: every word seen in training
+    assert known.unknown_words == {} and "unknown_words" not in known.to_json() and known.notes() == []
+    code, out, err = _cli(["--checkpoint", str(runs["frameqa"] / "checkpoints" / "best.pt"), "--video",
+                           str(path), "--question", "zyzzyva quokka", "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["unknown_words"] == {"question": ["zyzzyva", "quokka"]}
+    assert "note: 2 of the 2 words of the question are not in the model's vocabulary (zyzzyva, quokka)" in err
+    assert "the answer does not depend on its words" in err
+
+
+def test_output_locations_are_checked_before_the_work(demo_run, tmp_path, capsys, monkeypatch):
+    import errno
+    import tempfile
+
+    import train.answer
+
+    _, root, runs = demo_run
+    pred, record, path = _test_questions(root, "frameqa", runs["frameqa"])[0]
+    ckpt = str(runs["frameqa"] / "checkpoints" / "best.pt")
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text(json.dumps({"video": str(path), "question": record.question}) + "\n")
+    loaded = []
+    real_load = train.answer.Answerer.from_checkpoint
+    monkeypatch.setattr(train.answer.Answerer, "from_checkpoint",
+                        staticmethod(lambda *a, **k: loaded.append(1) or real_load(*a, **k)))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    code, _, err = _cli(["--checkpoint", ckpt, "--questions", str(qfile), "--output",
+                         str(blocker / "answers.jsonl")], capsys)
+    want = f"cannot write --output {blocker / 'answers.jsonl'}: {blocker} is not a directory; give --output"
+    assert code == 1 and err.strip().splitlines()[-1].endswith(want + " another path"), err
+
+    class Full:  # a full disk (simulated): creating the probe works, writing it does not
+        def __init__(self, *a, **k):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", Full)
+    for option, target in (("--output", tmp_path / "a.jsonl"), ("--explain", tmp_path / "f.png")):
+        args = (["--questions", str(qfile)] if option == "--output" else
+                ["--video", str(path), "--question", record.question])
+        code, _, err = _cli(["--checkpoint", ckpt, *args, option, str(target)], capsys)
+        last = err.strip().splitlines()[-1]
+        assert code == 1 and last.endswith(f"cannot write {option} {target}: No space left on device; free "
+                                           f"some space or give {option} another path"), err
+        assert ".tmp-" not in err and "--out " not in err
+    assert loaded == []  # refused before the model was even loaded
+    monkeypatch.undo()
+
+    import pipelines.atomic
+
+    def fills_up(final):  # the disk fills while the batch is answered: the answers go to stdout
+        raise OSError(errno.ENOSPC, "No space left on device", str(final))
+
+    monkeypatch.setattr(pipelines.atomic, "atomic_path", fills_up)
+    code, out, err = _cli(["--checkpoint", ckpt, "--questions", str(qfile), "--output",
+                           str(tmp_path / "b.jsonl")], capsys)
+    assert code == 1 and json.loads(out)["answers"][0]["answer"] == pred["prediction"]
+    assert err.strip().splitlines()[-1].endswith(f"cannot write --output {tmp_path / 'b.jsonl'}: No space "
+                                                  "left on device; free some space or give --output another "
+                                                  "path; the answers were written to stdout instead"), err
+
+
+def test_a_masn_record_from_before_frame_sampling_rebuilds_with_first():
+    """A checkpoint's feature record written before ``frame_sampling`` existed ran the first T frames:
+    vqa-answer rebuilds it so; a record that names the option keeps it."""
+    from extract.backbones import RANDOM_SEED
+    from extract.featuresets import build_feature_set
+    from train.answer import rebuild_feature_set
+
+    fs = build_feature_set("masn", FeatureOptions(weights="random", appearance="resnet18", motion="r3d_18"))
+    prov = json.loads(json.dumps(fs.provenance()))
+    assert prov["options"]["frame_sampling"] == "uniform"
+    rebuilt = rebuild_feature_set(prov, files=(), device="cpu", seed=RANDOM_SEED)
+    assert rebuilt.options.frame_sampling == "uniform"
+    del prov["options"]["frame_sampling"]
+    rebuilt = rebuild_feature_set(prov, files=(), device="cpu", seed=RANDOM_SEED)
+    assert rebuilt.options.frame_sampling == "first"
+    assert rebuilt.options.max_frames == 20 and rebuilt.options.motion == "r3d_18"

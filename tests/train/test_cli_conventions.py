@@ -113,6 +113,45 @@ def test_unusable_output_directory_is_one_line(tiny_tgif, tmp_path, capsys, monk
     _clean_error(code, err, str(tmp_path / "ro"), "read-only", "--out")
 
 
+@pytest.mark.parametrize("how", ["oserror", "torch"])
+def test_a_full_disk_while_training_is_one_line_naming_the_checkpoint(tiny_tgif, tmp_path, capsys,
+                                                                     monkeypatch, how):
+    """0 bytes free: train.log's lines and the checkpoint cannot be written (simulated ENOSPC). torch's
+    writer reports it as ENOSPC from the file object, or as its own "[enforce fail at inline_container.cc]"
+    RuntimeError without a path."""
+    import errno
+    import logging
+
+    import train.checkpoint
+
+    def full(*_a, **_k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    class FullLog:  # what logging.FileHandler writes train.log to, on a full disk
+        write = flush = staticmethod(full)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(logging.FileHandler, "_open", lambda self: FullLog())
+
+    def save(_state, fh):
+        fh.write(b"PK\x03\x04")  # torch's writer gets this far, then the disk is full
+        if how == "torch":
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+        full()
+
+    monkeypatch.setattr(train.checkpoint.torch, "save", save)
+    usage = train.checkpoint.shutil.disk_usage
+    monkeypatch.setattr(train.checkpoint.shutil, "disk_usage", lambda p: usage(p)._replace(free=0))
+    out = tmp_path / "run"
+    code, _, err = _main(_args(tiny_tgif, out, "--epochs", "2", "--no-progress"), capsys)
+    last = _clean_error(code, err, f"cannot use {out / 'checkpoints' / 'epoch-0001.pt'}: No space left")
+    assert "--- Logging error ---" not in err and ".tmp-" not in last, err
+    assert err.count(f"cannot write {out / 'train.log'}") == 1, err  # said once, then the console only
+    assert list((out / "checkpoints").iterdir()) == []  # no partial checkpoint under any name
+
+
 def test_debug_shows_the_traceback(tiny_tgif, tmp_path, capsys):
     (tmp_path / "bad.pt").write_bytes(b"junk")
     args = _args(tiny_tgif, tmp_path / "r", "--eval-only", "--checkpoint", str(tmp_path / "bad.pt"),

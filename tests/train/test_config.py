@@ -31,6 +31,15 @@ def test_defaults_are_the_papers():
     assert paper_train_defaults("mspan", "tgif", "frameqa", "open")["scheduler"] == "multistep"
 
 
+def test_masn_hinge_is_averaged_over_pairs_as_the_official_code():
+    assert TrainConfig().hinge_reduction == "sum"
+    for task, task_type in (("action", "mc"), ("transition", "mc"), ("frameqa", "open")):
+        assert paper_train_defaults("masn", "tgif", task, task_type)["hinge_reduction"] == "mean"
+    assert "hinge_reduction" not in paper_train_defaults("mspan", "tgif", "action", "mc")
+    with pytest.raises(ConfigError, match="hinge_reduction"):
+        TrainConfig(hinge_reduction="max")
+
+
 @pytest.mark.parametrize(
     "dataset, task, task_type, dropout, epochs, answers",
     [  # the official run scripts, train_sh/*.sh

@@ -186,10 +186,10 @@ def test_only_the_allow_listed_types_are_unpickled(tmp_path, capsys):
     ok = save_official(tmp_path / "msvd.pth", "frameqa", score_word={"what": np.float64(0.3)})
     assert convert_official_mspan(ok, tmp_path / "o.pt")["task_type"] == "open"
     torch.save({"model": {}}, tmp_path / "nokeys.pth")
-    with pytest.raises(ConvertError, match="a dict with 'model' and 'args'"):
+    with pytest.raises(ConvertError, match=r"holds a dict with the keys model; expected .*\{'args'"):
         convert_official_mspan(tmp_path / "nokeys.pth", tmp_path / "o.pt")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(ConvertError, match="junk.pth: not a readable torch checkpoint"):
+    with pytest.raises(ConvertError, match="junk.pth is a text file .*, not a checkpoint"):
         convert_official_mspan(tmp_path / "junk.pth", tmp_path / "o.pt")
 
 
@@ -208,3 +208,49 @@ def test_cli_converts_and_reports_errors_in_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-m", "train.convert", "mspan", "--help"], cwd=root,
                           capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": ""})
     assert done.returncode == 0 and "--vocab" in done.stdout
+
+
+def _damaged(tmp_path: Path, kind: str) -> Path:
+    """A file passed by mistake: an interrupted download, an empty or a text file, a bare state dict."""
+    full = save_official(tmp_path / "full.pth", "frameqa").read_bytes()
+    path = tmp_path / f"{kind}.pth"
+    if kind == "truncated_zip":
+        path.write_bytes(full[: len(full) // 2])
+    elif kind == "truncated_legacy":
+        torch.save({"args": official_args("frameqa"), "model": official_state("frameqa")}, path,
+                   _use_new_zipfile_serialization=False)
+        path.write_bytes(path.read_bytes()[:3000])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("<html>404 Not Found</html>\n")
+    else:  # the state dict alone, without the training script's args
+        torch.save(official_state("frameqa"), path)
+    return path
+
+
+@pytest.mark.parametrize("model", ["mspan", "masn"])
+@pytest.mark.parametrize("kind,what", [
+    ("truncated_zip", "zip archive (the format of torch.save) whose end is missing"),
+    ("truncated_legacy", "truncated"),
+    ("empty", "is an empty file"),
+    ("text", "is a text file (it starts '<html>404 Not Found</html>')"),
+    ("state_dict", None),
+])
+def test_a_damaged_or_wrong_file_is_one_line_saying_what_it_is(tmp_path, capsys, model, kind, what):
+    from train.convert import main
+
+    src = _damaged(tmp_path, kind)
+    with pytest.raises(SystemExit) as exit_info:
+        main([model, str(src), "--out", str(tmp_path / "o.pt")])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert exit_info.value.code == 1 and len(lines) == 1, err
+    line = lines[0]
+    assert str(src) in line and "Traceback" not in err and len(line) < 400, line
+    assert "persistent id" not in line and "\\x" not in line and "Errno" not in line, line
+    if kind == "state_dict":
+        what = "bare state dict (79 tensors" if model == "mspan" else "not an official MASN checkpoint"
+    assert what in line, line
+    assert ("expected" in line) or kind == "state_dict", line
+    assert not (tmp_path / "o.pt").exists()

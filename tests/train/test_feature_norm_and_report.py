@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from extract.reader import FeatureReader, write_feature_dir
 from train.cli import build_cli
 from train.config import ConfigError, TrainConfig
-from train.data import QADataset, feature_statistics
+from train.data import QADataset, feature_statistics, padding_mask, standardize
 from train.report import format_report, main
 
 TINY = [
@@ -30,6 +30,42 @@ def test_feature_statistics_are_per_channel_over_distinct_videos(tmp_path):
     mean, std = stats["appearance"]
     np.testing.assert_allclose(mean, [4.0, 15.0])
     np.testing.assert_allclose(std, [np.sqrt(5.0), 5.0])
+
+
+def _padded(real: np.ndarray, objects: np.ndarray, T: int) -> dict[str, np.ndarray]:
+    """A masn-like video: its real rows, then zero rows up to T with the masks False."""
+    n, M = objects.shape[:2]
+    frame_mask = np.arange(T) < n
+    pad = lambda x: np.concatenate([x, np.zeros((T - n, *x.shape[1:]), x.dtype)])  # noqa: E731
+    return {"appearance": pad(real), "objects": pad(objects), "frame_mask": frame_mask,
+            "object_mask": pad(np.array([[True, False]] * n))}
+
+
+def test_padding_rows_change_neither_the_statistics_nor_the_real_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    videos = {v: (3.0 + rng.standard_normal((n, 4)).astype(np.float32),
+                  1.0 + rng.standard_normal((n, 2, 4)).astype(np.float32)) for v, n in (("a", 3), ("b", 5))}
+    stats = {}
+    for T in (5, 20):  # the same real rows padded to 5 or to 20 frames
+        write_feature_dir(tmp_path / str(T), "masn", {v: _padded(r, o, T) for v, (r, o) in videos.items()},
+                          provenance={"test": True})
+        reader = FeatureReader(tmp_path / str(T))
+        stats[T] = feature_statistics(reader, ["a", "b"], ["appearance", "objects"])
+    real = np.concatenate([r for r, _ in videos.values()])  # (8, 4): the real frames only
+    np.testing.assert_allclose(stats[20]["appearance"][0], real.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(stats[20]["appearance"][1], real.std(0), rtol=1e-5)
+    objects = np.concatenate([o[:, 0] for _, o in videos.values()])  # object 1 of each frame is padding
+    np.testing.assert_allclose(stats[20]["objects"][0], objects.mean(0), rtol=1e-5)
+    for key in ("appearance", "objects"):
+        for a, b in zip(stats[5][key], stats[20][key], strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5)
+    feats = _padded(*videos["a"], 20)
+    assert padding_mask(feats, "appearance").tolist() == feats["frame_mask"].tolist()
+    assert padding_mask(feats, "frame_mask") is None
+    out = standardize(feats, "appearance", stats[20])
+    assert (out[3:] == 0).all() and np.allclose(out[:3], (videos["a"][0] - stats[20]["appearance"][0])
+                                                 / stats[20]["appearance"][1])
+    assert (standardize(feats, "objects", stats[20])[:, 1] == 0).all()  # padded object rows stay zero
 
 
 def test_dataset_applies_the_statistics(tiny_tgif):
@@ -76,3 +112,22 @@ def test_run_with_standardised_features_reports_baselines(tiny_tgif, tmp_path):
 def test_report_names_an_unfinished_run(tmp_path, capsys):
     assert main([str(tmp_path)]) == 1
     assert "metrics.json" in capsys.readouterr().err
+
+
+def test_report_gives_the_documented_range_beside_each_figure(tmp_path, capsys):
+    for name, test in (("mspan-action", 0.775), ("mspan-count", 2.5)):
+        run = tmp_path / name
+        run.mkdir()
+        metric, mode = ("accuracy", "max") if name.endswith("action") else ("mse", "min")
+        (run / "metrics.json").write_text(json.dumps({
+            "model": "mspan", "dataset": "tgif", "task": name.split("-")[1], "task_type": "mc",
+            "selection_metric": metric, "selection_mode": mode, "val": {metric: 0.5}, "test": {metric: test},
+            "baselines_test": {}, "provenance": None}))
+    ranges = tmp_path / "ranges.json"
+    ranges.write_text(json.dumps({"ranges": {"mspan-action": {"accuracy": [0.7, 0.8]},
+                                             "mspan-count": {"mse": [1.4, 1.6]}}}))
+    runs = [str(tmp_path / "mspan-action"), str(tmp_path / "mspan-count")]
+    assert main([*runs, "--expected", str(ranges)]) == 0
+    table = capsys.readouterr().out
+    assert "documented range" in table.splitlines()[0]
+    assert "0.775  0.700-0.800 ok" in table and "2.500  1.400-1.600 OUTSIDE" in table

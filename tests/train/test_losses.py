@@ -43,6 +43,31 @@ def test_hinge_loss_by_hand():
     assert losses["loss_hinge"].item() == pytest.approx(1.55)
 
 
+def official_masn_hinge(score: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A transcription of MASN's official ``embed_loss.MultipleChoiceLoss`` (margin 1, size_average)."""
+    loss, cnt = torch.tensor(0.0), 0
+    for b in range(score.size(0)):
+        for c in range(score.size(1)):
+            if c == target[b]:
+                continue
+            loss = loss + torch.max(torch.tensor(0.0), 1.0 + score[b, c] - score[b, target[b]])
+            cnt += 1
+    return loss / cnt
+
+
+def test_hinge_mean_reduction_is_masns_official_scale():
+    g = torch.Generator().manual_seed(0)
+    scores, answer = torch.randn(6, 5, generator=g), torch.randint(0, 5, (6,), generator=g)
+    official = official_masn_hinge(scores, answer)
+    mean = hinge_loss(scores, answer, reduction="mean")
+    assert mean.item() == pytest.approx(official.item(), rel=1e-6)
+    assert hinge_loss(scores, answer).item() == pytest.approx(4 * official.item(), rel=1e-6)  # 4 negatives
+    losses = compute_losses("mc", {"scores": scores}, {"answer": answer}, hinge_reduction="mean")
+    assert losses["loss_hinge"].item() == pytest.approx(official.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="hinge reduction"):
+        hinge_loss(scores, answer, reduction="max")
+
+
 def test_count_loss_and_missing_output_key():
     out = compute_losses("count", {"count": torch.tensor([1.0, 3.0])}, {"answer": torch.tensor([2.0, 3.0])})
     assert out["loss_mse"].item() == pytest.approx(0.5)

@@ -144,3 +144,23 @@ def test_resume_equals_uninterrupted(how2qa, tmp_path):
     b = torch.load(part / "checkpoints" / "epoch-0002.pt", weights_only=True)["model"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_a_segment_after_the_end_of_its_video_is_dropped_by_name_and_counted(how2qa, tmp_path, caplog):
+    import shutil
+
+    from extract.reader import FeatureReader
+
+    root, features = how2qa
+    moved = Path(shutil.copytree(root, tmp_path / "how2qa"))
+    path = moved / "how2qa_train.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    n_frames = len(FeatureReader(features).feature(rows[0]["vid_name"], "frame_times"))
+    rows[0]["ts"] = f"{n_frames / FPS + 5}-{n_frames / FPS + 9}"  # starts 5 s after the video's end
+    rows[1]["ts"] = f"{n_frames / FPS - 0.5}-{n_frames / FPS + 9}"  # ends after it, starts inside: kept
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with caplog.at_level("WARNING"):
+        got = _run("how2qa", moved, features, tmp_path / "run", "--epochs", "1")
+    assert got["dropped_questions"]["train"] == {"segment_after_video": 1}
+    warned = [r.getMessage() for r in caplog.records if "segment starts after" in r.getMessage()]
+    assert len(warned) == 1 and "train: dropped 1 question(s)" in warned[0] and rows[0]["qid"] in warned[0]

@@ -212,6 +212,9 @@ def test_answerer_gives_the_runs_predictions(data, tmp_path, monkeypatch):
     class Frames:  # the recorded feature set stands in for the extraction (synthetic features here)
         outputs = reader.outputs
 
+        def object_names(self, features):
+            return None
+
     monkeypatch.setattr(answer, "rebuild_feature_set", lambda *a, **k: Frames())
     answerer = answer.Answerer.from_checkpoint(run / "checkpoints" / "best.pt")
     preds = [json.loads(x) for x in (run / "predictions_test.jsonl").read_text().splitlines()]

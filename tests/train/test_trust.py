@@ -16,6 +16,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
+from extract.manifest import load_manifest, save_manifest, shard_stamp
 from extract.reader import FeatureReader, write_feature_dir
 from pipelines.atomic import directory_lock
 from train.cli import build_cli
@@ -151,13 +152,41 @@ def test_random_weight_features_print_a_banner(tiny_tgif, tmp_path):
     assert "RANDOM WEIGHTS" in format_report([out])
 
 
+def _extracted_so(features: Path, shard: Path) -> None:
+    """Record an edited shard's checksum in the manifest, as if the extraction had written it so."""
+    manifest = load_manifest(features)
+    entry = next(e for e in manifest["shards"] if e["name"] == shard.name)
+    entry.update(shard_stamp(shard))
+    save_manifest(features, manifest)
+
+
+def test_an_altered_but_finite_shard_is_refused_naming_it(tiny_tgif, tmp_path):
+    bad = shutil.copytree(tiny_tgif.features, tmp_path / "altered")
+    shard = bad / "shards" / "shard-00001.h5"
+    with h5py.File(shard, "r+") as f:
+        f["appearance"][2, 1, 3] += 0.25  # finite, plausible: only its checksum tells
+    res = _invoke(_args(tiny_tgif, tmp_path / "r", *TINY, "--epochs", "1", features=bad))
+    assert res.exit_code == 1, res.output
+    error = [line for line in res.output.splitlines() if "shard-00001.h5" in line]
+    assert len(error) == 1 and "checksum (sha256) differs" in error[0], res.output
+    assert f"vqa-extract verify {bad}" in error[0] and "Traceback" not in res.output
+    assert not (tmp_path / "r" / "metrics.json").exists()
+
+    # an intact copy (new modification times) is checked once, then trusted from the run's record
+    copy = shutil.copytree(tiny_tgif.features, tmp_path / "copy", copy_function=shutil.copy)
+    res = _invoke(_args(tiny_tgif, tmp_path / "r2", *TINY, "--epochs", "1", features=copy))
+    assert res.exit_code == 0, res.output
+    checked = json.loads((tmp_path / "r2" / "feature_cache" / "verified-shards.json").read_text())
+    assert sorted(Path(p).name for p in checked) == sorted(p.name for p in (copy / "shards").glob("*.h5"))
+
+
 def test_a_nan_test_row_stops_the_evaluation_naming_the_video(tiny_tgif, tmp_path):
     bad = shutil.copytree(tiny_tgif.features, tmp_path / "nan")
     shard = bad / "shards" / "shard-00002.h5"  # g020..g025: test videos
     with h5py.File(shard, "r+") as f:
         row = [s.decode() for s in f["ids"][()]].index("g021")
         f["appearance"][row, 1, 3] = np.nan
-    # (the shard's checksum changed too: training on these features would need a fresh run, which it is)
+    _extracted_so(bad, shard)
     res = _invoke(_args(tiny_tgif, tmp_path / "r", *TINY, "--epochs", "1", features=bad))
     assert res.exit_code == 1
     assert "video 'g021': feature 'appearance' holds NaN or infinite values" in res.output
@@ -213,6 +242,7 @@ def test_a_nan_training_row_stops_standardisation_naming_the_video(tiny_tgif, tm
     bad = shutil.copytree(tiny_tgif.features, tmp_path / "nan")
     with h5py.File(bad / "shards" / "shard-00000.h5", "r+") as f:
         f["motion"][3, 0, 0] = np.inf  # g003, a training video
+    _extracted_so(bad, bad / "shards" / "shard-00000.h5")
     res = _invoke(_args(tiny_tgif, tmp_path / "r", *TINY, "--epochs", "1",
                         "--set", "train.feature_norm=standardize", features=bad))
     assert res.exit_code == 1
