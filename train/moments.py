@@ -224,10 +224,14 @@ class Projection:
 
     def __init__(self, mean: np.ndarray, components: np.ndarray) -> None:
         self.mean = np.asarray(mean, dtype=np.float32)
-        self.components = np.asarray(components, dtype=np.float32)
+        self.components = np.array(components, dtype=np.float32, order="C")  # writable, for torch
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return (x.astype(np.float32, copy=False) - self.mean) @ self.components  # (T, k)
+        """(T, D) -> (T, k). The product runs in torch, which a DataLoader worker limits to one thread;
+        NumPy's BLAS would start a thread per core in every worker (2 workers on 2 cores ran at 0.7x of
+        1 worker, docs/benchmarks.md "Training data path")."""
+        centred = np.ascontiguousarray(to_float32(np.asarray(x)) - self.mean)  # (T, D)
+        return (torch.from_numpy(centred) @ torch.from_numpy(self.components)).numpy()  # (T, k)
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any], key: str = "clips") -> Projection | None:
