@@ -17,6 +17,9 @@ cores (``os.cpu_count()`` workers); the main process only receives the batches. 
 ``--warmup`` batches (workers started, first reads done) and covers ``--batches`` batches of a fresh
 shuffled epoch, so a video is read from the shards, not the cache, unless it came up earlier in the run.
 Bytes per sample: what the shards hold for one sample (read) and what the batch carries (delivered).
+Samples per loading CPU-second: the samples over the CPU time of the processes that load them (the
+workers, or the main process with 0 workers), from ``/proc``: unlike samples/s it hardly depends on what
+else the machine runs, and N free cores deliver about N times it.
 Below the rows, one process times each stage alone on the same videos: the reads (``FeatureReader``),
 the dataset's items (reads + checks + float32 + standardisation) and the collate.
 
@@ -247,14 +250,32 @@ def loader_rate(ds, collate, *, workers: int, sizes: Sizes, seed: int, device: s
         take()
     if cuda:
         torch.cuda.synchronize(device)
-    start, cpu = time.perf_counter(), time.process_time()
+    pids = [p.pid for p in getattr(it, "_workers", [])]  # the worker processes (none in-process)
+    start, cpu, work = time.perf_counter(), time.process_time(), cpu_seconds(pids)
     delivered = sum(take() for _ in range(batches))
     if cuda:
         torch.cuda.synchronize(device)
     wall = time.perf_counter() - start
     main_cpu = time.process_time() - cpu
+    work = cpu_seconds(pids) - work if pids else main_cpu  # None without /proc
     n = batches * sizes.batch
-    return {"samples_per_s": n / wall, "delivered": delivered / n, "main_cpu": main_cpu / wall, "samples": n}
+    return {"samples_per_s": n / wall, "delivered": delivered / n, "main_cpu": main_cpu / wall, "samples": n,
+            "per_cpu_s": n / work if work else None}
+
+
+def cpu_seconds(pids: list[int]) -> float | None:
+    """User + system CPU seconds the processes ``pids`` have used (Linux ``/proc``; None elsewhere). Samples
+    per CPU-second of the loading processes do not depend on what else runs on the machine: N free cores
+    deliver about N times that many samples per second."""
+    total = 0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()  # after the command name: field 3 onwards
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15), in clock ticks
+    except (OSError, IndexError, ValueError):
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def stage_rates(ds, collate, sizes: Sizes) -> dict:
@@ -305,10 +326,11 @@ def run(kind: str, ds, collate, *, out: Path, sizes: Sizes, workers: list[int], 
             drop_page_cache(out)
         r = loader_rate(ds, collate, workers=w, sizes=sizes, seed=i)
         per = r["samples_per_s"] / max(w, 1)
+        per_cpu = f"{r['per_cpu_s']:.0f}" if r["per_cpu_s"] else "-"
         cache = "cold" if cold else "warm"
         print(f"| {today} | {kind} | {len(ds.reader):,} videos, {stored / 1024:.0f} KiB stored / video | "
               f"{w} | {sizes.batch} | {cache} | {r['samples_per_s']:.0f} | {per:.0f} | "
-              f"{r['delivered'] / 1024:.0f} KiB | {r['main_cpu']:.2f} |", flush=True)  # fmt: skip
+              f"{r['delivered'] / 1024:.0f} KiB | {r['main_cpu']:.2f} | {per_cpu} |", flush=True)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,8 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     kinds = args.only or ["qa", "moment"]
     print(f"\n{'DRY RUN (tiny data, figures meaningless): ' if args.dry_run else ''}{header(args.workdir)}\n")
     print("| date | dataset | data | workers | batch | page cache | samples/s | per worker | delivered / "
-          "sample | main process CPU |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+          "sample | main process CPU | samples per loading CPU-second |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     datasets = {}
     if "qa" in kinds:
         start = time.perf_counter()

@@ -25,6 +25,7 @@ def test_dry_run_times_both_datasets_through_the_loader(tmp_path):
     assert [(r[1], r[3]) for r in rows] == [("qa", "0"), ("qa", "1"), ("moment", "0"), ("moment", "1")]
     for row in rows:
         assert float(row[6]) > 0 and "KiB" in row[8], row  # samples/s, bytes delivered per sample
+        assert float(row[10].rstrip(" |")) > 0, row  # samples per CPU-second of the loading processes
     assert "48 videos" in rows[0][2] and "12 videos" in rows[2][2]
     assert re.search(r"- qa: read \d+ .* item \d+ .* collate \d+", proc.stdout), proc.stdout
     assert re.search(r"- moment: read \d+ .* item \d+ .* collate \d+", proc.stdout), proc.stdout
