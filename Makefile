@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/extract_bench.py
 	$(BIN)/python benchmarks/objects_bench.py
 	$(BIN)/python benchmarks/train_bench.py
+	$(BIN)/python benchmarks/data_bench.py
 
 clean:
 	rm -rf $(DEMO) build *.egg-info .pytest_cache .ruff_cache
