@@ -284,7 +284,7 @@ def stage_rates(ds, collate, sizes: Sizes) -> dict:
     idx = rng.permutation(len(ds))[: sizes.stage_samples]
     vids = [ds.split.video_ids[int(ds.indices[i])] for i in idx]
     reader = ds.reader
-    for v in reader.ids[:: sizes.shard_size]:  # each shard checked once, as a worker has after its first reads
+    for v in reader.ids[:: sizes.shard_size]:  # each shard checked once, as in a worker after its first reads
         reader[v]
     out = {}
     start = time.perf_counter()
