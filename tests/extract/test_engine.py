@@ -338,7 +338,9 @@ def test_a_finished_output_is_rerun_without_starting_workers(mixed_root, tmp_pat
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray must not start when every shard is complete")
 
-    monkeypatch.setattr(engine_mod, "_RayBackend", no_ray)
+    from extract.engine import ray_backend
+
+    monkeypatch.setattr(ray_backend, "RayBackend", no_ray)
     again = run_extraction(job(mixed_root, out), EngineConfig(backend="ray", progress=False))
     assert again.done_this_run == 0 and again.failed_this_run == 0
     assert (again.done, again.failed) == (first.done, first.failed)
