@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from extract.manifest import ShardProblem
-from extract.shards import MANIFEST_NAME
+from extract.manifest import MANIFEST_NAME, ShardProblem
 from pipelines.atomic import DirectoryInUseError
 
 #: the output directory's lock file (``flock``): a second writer is refused

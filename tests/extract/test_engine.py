@@ -24,9 +24,9 @@ from extract.engine import (
     ResumeMismatchError,
     run_extraction,
 )
-from extract.manifest import load_manifest, rebuild_manifest, verify
+from extract.manifest import MANIFEST_NAME, ManifestError, load_manifest, rebuild_manifest, verify
 from extract.reader import FeatureReader
-from extract.shards import MANIFEST_NAME, SHARD_DIR, ManifestError, ShardWriter
+from extract.shards import SHARD_DIR, ShardWriter
 from extract.video import Video
 from pipelines.datasets.base import VideoRef
 from pipelines.paths import UnsafePathError
