@@ -744,7 +744,7 @@ def siasamrea(cfg: SiaSamReaConfig | None = None, *, vocab_size: int, num_answer
     """Build SiaSamRea (the registry's builder).
 
     Args:
-        cfg: config (default: the paper's settings).
+        cfg: config (default: ``SiaSamReaConfig()``; where each value comes from: the module docstring).
         vocab_size: question vocabulary size; num_answers: open-ended answer classes;
         task_type: ``"open"``, ``"mc"`` or ``"count"``; embeddings: optional GloVe matrix;
         text_encoder: the loaded pre-trained module for ``cfg.text_encoder == "transformer"``.
