@@ -76,8 +76,8 @@ Reading of the paper (what it leaves open, and what we chose):
   the model returning every clip's output as ``clip_logits`` / ``clip_scores`` / ``clip_count`` (B, K,
   ...) and the trainer averaging the K losses (so alpha keeps its meaning against one clip's loss);
   ``"anchor"`` (the toolkit's first reading) supervises the anchor alone, the siamese clips then learning
-  only through the shared weights. Measured on the demo layouts (docs/benchmarks.md): with ``"anchor"``
-  N = 8 did not beat N = 0. The model adds ``alpha * L_siamese`` under
+  only through the shared weights. On the demo layouts N = 8 beat N = 0 with neither
+  (docs/benchmarks.md, "SiaSamRea demo figures", which says why). The model adds ``alpha * L_siamese`` under
   ``outputs["aux_losses"]["loss_siamese"]`` and L_knowledge under ``"loss_knowledge"`` (training only,
   read from the batch's ``answer``), which the shared loss function sums in.
 - Token embeddings: the type embedding (text / frame) starts at N(0, 0.02) (BERT's initialiser). With

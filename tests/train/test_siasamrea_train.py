@@ -203,7 +203,7 @@ def test_multiple_choice_learns_at_the_default_settings():
     words. Short synthetic videos (4 frames, the action's pattern plus noise) that a linear probe reads:
     SiaSamRea at its default config (small widths) and default training settings learns them."""
     from models.siasamrea import SiaSamReaConfig, siasamrea
-    from train.config import TrainConfig
+    from train.config import TrainConfig, paper_train_defaults
     from train.losses import compute_losses
 
     D, T, n, C = 16, 4, 96, 3
@@ -225,11 +225,12 @@ def test_multiple_choice_learns_at_the_default_settings():
     probe = torch.linalg.solve(x.T @ x + torch.eye(T * D), x.T @ torch.eye(C)[cls[train]])
     assert ((frames[test].flatten(1) @ probe).argmax(1) == cls[test]).float().mean() >= 0.9
 
-    tc = TrainConfig()
+    tc = TrainConfig(**paper_train_defaults("siasamrea", "tgif", "action", "mc"))  # vqa-train's defaults
     torch.manual_seed(0)
     m = siasamrea(SiaSamReaConfig(frames_dim=D, hidden_dim=96, word_dim=16, affinity_dim=16),
                   vocab_size=20, num_answers=0, task_type="mc")
-    assert (m.cfg.num_siamese, tc.lr) == (8, 1e-4)
+    assert (m.cfg.num_siamese, m.cfg.knowledge_loss, m.cfg.gt_clips, tc.lr, tc.grad_clip) == (8, "gt", "all",
+                                                                                         1e-4, 5.0)
     opt = torch.optim.Adam(m.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a tiny model: a second thread only costs (5x slower on a busy machine)
