@@ -112,7 +112,7 @@ def _anchor_share(m: torch.nn.Module, aff: torch.Tensor) -> float:
 
 def test_soft_label_does_not_collapse_towards_the_anchor():
     """Issue 23: trained through L_siamese alone (against detached predictions), W1, W2 and F learn to
-    copy the anchor into its own soft label (anchor share 0.5 and W2_0 ~0.5 here, uniform = 0.2); the
+    copy the anchor into its own soft label (main's code: anchor share 0.31 here, uniform = 0.2); the
     knowledge trained on the ground truth keeps the clips, which are exchangeable, near uniform."""
     torch.manual_seed(0)
     m = _model("open", num_siamese=4, frame_interval=1, siamese_shift=3).train()
