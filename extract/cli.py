@@ -426,7 +426,7 @@ def _extract(**kw) -> int:
         ResumeMismatchError,
         run_extraction,
     )
-    from extract.shards import ManifestError
+    from extract.manifest import ManifestError
 
     err_echo = lambda msg: click.echo(msg, err=True)  # noqa: E731
     if options.weights == "random":
@@ -518,7 +518,7 @@ def export_hcrn_cmd(
 ) -> None:
     """Write <name>_appearance_feat.h5 (resnet_features) and <name>_motion_feat.h5 (resnext_features)."""
     from extract.hcrn import HCRNExportError, export_hcrn
-    from extract.shards import ManifestError
+    from extract.manifest import ManifestError
     from pipelines.datasets import DatasetFormatError, get_dataset
 
     try:
@@ -580,8 +580,8 @@ def import_cmd(format_name: str, sources: tuple[str, ...], out: Path, dataset: s
     """
     from extract.engine import OutputInUseError, ResumeMismatchError
     from extract.importer import ImportJob, resolve_sources, run_import
+    from extract.manifest import ManifestError
     from extract.released import ImportOptions, ReleasedFormatError, get_format
-    from extract.shards import ManifestError
     from pipelines.datasets import DatasetFormatError, get_dataset
     from pipelines.paths import UnsafePathError
 
@@ -641,8 +641,8 @@ def demo_data_cmd(out: Path, seed: int, scale: float) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 def info_cmd(out: Path, as_json: bool) -> None:
     """Summarise the feature directory OUT (feature set, provenance, counts, failures)."""
-    from extract.manifest import load_manifest
-    from extract.shards import ManifestError, mentions_random_weights
+    from extract.manifest import ManifestError, load_manifest
+    from extract.shards import mentions_random_weights
 
     try:
         manifest = load_manifest(out)
@@ -718,8 +718,7 @@ def verify_cmd(out: Path) -> None:
     re-running the extraction command extracts those shards again) or the extraction is incomplete (the
     message says whether a run is writing OUT now, was killed, or failed).
     """
-    from extract.manifest import load_manifest, verify
-    from extract.shards import ManifestError
+    from extract.manifest import ManifestError, load_manifest, verify
 
     try:
         checked, problems = verify(out)
@@ -753,8 +752,7 @@ def _state(out: Path, manifest: dict) -> str:
 @click.option("--force", is_flag=True, help="Replace an existing (e.g. unreadable) manifest.json.")
 def repair_cmd(out: Path, force: bool) -> None:
     """Rebuild OUT/manifest.json from the shards' own attributes (after it was deleted or damaged)."""
-    from extract.manifest import rebuild_manifest
-    from extract.shards import MANIFEST_NAME, ManifestError
+    from extract.manifest import MANIFEST_NAME, ManifestError, rebuild_manifest
 
     if (out / MANIFEST_NAME).exists() and not force:
         raise click.ClickException(
@@ -786,8 +784,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """The exception classes that are the user's to fix (one line, no traceback; see pipelines.errors)."""
     from extract.engine import BackendError, OutputInUseError, ResumeMismatchError
     from extract.hcrn import HCRNExportError
+    from extract.manifest import ManifestError
     from extract.released import ReleasedFormatError
-    from extract.shards import ManifestError
     from extract.weights import WeightsError
     from pipelines.atomic import DirectoryInUseError
     from pipelines.datasets import DatasetFormatError

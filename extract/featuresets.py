@@ -1,6 +1,6 @@
 """Named feature sets: which frames are decoded, which backbones see them, what arrays come out.
 
-A feature set splits its work in three so the engine can overlap them (``extract/engine.py``):
+A feature set splits its work in three so the engine can overlap them (``extract/engine/``):
 
 1. ``decode(video_id, path)``: CPU only, no model. Samples frame indices (``extract.samplers``),
    decodes only those frames (``extract.video``), already resized and centre-cropped to the

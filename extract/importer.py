@@ -36,6 +36,7 @@ import numpy as np
 
 from extract.engine import LOCK_NAME, OutputInUseError, ResumeMismatchError
 from extract.manifest import (
+    MANIFEST_NAME,
     ShardProblem,
     clean_output,
     identity_differences,
@@ -61,7 +62,7 @@ from extract.released import (
     get_format,
     listing_record,
 )
-from extract.shards import MANIFEST_NAME, SHARD_DIR, FeatureSpec, ShardWriter, normalize_outputs
+from extract.shards import SHARD_DIR, FeatureSpec, ShardWriter, normalize_outputs
 from pipelines.atomic import directory_lock
 
 __all__ = ["ImportJob", "ImportSummary", "resolve_sources", "run_import"]

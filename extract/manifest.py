@@ -1,7 +1,7 @@
 """The life of a feature directory's ``manifest.json``: plan, resume, completion, integrity, repair.
 
 One home for everything that reads or changes the manifest (``extract/shards.py`` holds the shard file
-format, ``extract/engine.py`` the scheduler):
+format, ``extract/engine/`` the scheduler):
 
 - **plan**: :func:`plan_shards` (sorted ids cut into runs of ``shard_size``) and :func:`new_manifest`;
 - **resume**: :func:`identity_differences` (what must match between a run and the output it resumes),
@@ -17,8 +17,10 @@ format, ``extract/engine.py`` the scheduler):
   :func:`verify` (``vqa-extract verify``: every checksum);
 - **repair**: :func:`rebuild_manifest` (``vqa-extract repair``) rebuilds a lost ``manifest.json`` from
   the shards' own attributes; a re-run of the extraction command rebuilds it from its plan instead;
-- :func:`load_manifest` / :func:`save_manifest` (atomic) and :func:`write_feature_dir` (a complete
-  directory from in-memory arrays, for tests of other packages).
+- **identity**: :func:`fingerprint` (the one fingerprint of a feature directory's content: recorded in a
+  run's provenance and keying caches derived from the features, such as the PCA of moment retrieval);
+- :data:`MANIFEST_NAME`, :class:`ManifestError`, :func:`load_manifest` / :func:`save_manifest` (atomic)
+  and :func:`write_feature_dir` (a complete directory from in-memory arrays, for tests of other packages).
 """
 
 from __future__ import annotations
@@ -37,10 +39,8 @@ import numpy as np
 
 from extract.shards import (
     FORMAT,
-    MANIFEST_NAME,
     SHARD_DIR,
     FeatureSpec,
-    ManifestError,
     ShardWriter,
     normalize_outputs,
     read_shard_attrs,
@@ -52,6 +52,8 @@ from pipelines.atomic import write_json_atomic
 from pipelines.version import toolkit_version
 
 __all__ = [
+    "MANIFEST_NAME",
+    "ManifestError",
     "ShardProblem",
     "check_checksums",
     "check_shard",
@@ -76,6 +78,14 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: the manifest's file name inside a feature directory (beside ``shards/``)
+MANIFEST_NAME = "manifest.json"
+
+
+class ManifestError(ValueError):
+    """A feature directory's manifest is missing, unreadable or inconsistent (the message names the file)."""
+
 
 #: options that may differ between a run and its resumption: only ``max_pixels``, which decides which
 #: videos fail (recorded) but never a written value; every other option, batch_frames included (the batch

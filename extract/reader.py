@@ -38,12 +38,18 @@ from typing import Any
 import h5py
 import numpy as np
 
-from extract.manifest import check_checksums, check_stored_ids, load_manifest, write_feature_dir
+from extract.manifest import (
+    MANIFEST_NAME,
+    ManifestError,
+    check_checksums,
+    check_stored_ids,
+    load_manifest,
+    write_feature_dir,
+)
 from extract.shards import (
     OFFSETS_SUFFIX,
     SHARD_DIR,
     FeatureSpec,
-    ManifestError,
     decode_ids,
     normalize_outputs,
 )
@@ -93,7 +99,7 @@ class FeatureReader:
             self._shard_entries.append(entry)
             for row, video_id in enumerate(entry["ids"]):
                 if video_id in self._index:
-                    where = self.out_dir / "manifest.json"
+                    where = self.out_dir / MANIFEST_NAME
                     raise ManifestError(f"{where}: video id {video_id!r} listed twice")
                 self._index[video_id] = (shard_idx, row)
                 ids.append(video_id)

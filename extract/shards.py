@@ -47,10 +47,8 @@ from pipelines.version import toolkit_version
 
 __all__ = [
     "FORMAT",
-    "MANIFEST_NAME",
     "SHARD_DIR",
     "FeatureSpec",
-    "ManifestError",
     "ShardWriter",
     "mentions_random_weights",
     "normalize_outputs",
@@ -62,14 +60,18 @@ __all__ = [
 ]
 
 FORMAT = "vqa-features/1"
-MANIFEST_NAME = "manifest.json"
 SHARD_DIR = "shards"
 OFFSETS_SUFFIX = "__offsets"
 _DTYPES = ("float32", "float16", "bool", "int64", "int32", "uint8", "float64")
 
 
-class ManifestError(ValueError):
-    """A feature directory's manifest is missing, unreadable or inconsistent (the message names the file)."""
+def __getattr__(name: str) -> Any:
+    """``MANIFEST_NAME`` and ``ManifestError`` live in ``extract.manifest``; still importable from here."""
+    if name in ("MANIFEST_NAME", "ManifestError"):
+        from extract import manifest  # imports this module: looked up when asked, not at import
+
+        return getattr(manifest, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def utc_now() -> str:
@@ -303,6 +305,8 @@ def read_shard_attrs(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         ManifestError: the file is not a readable shard of this format.
     """
+    from extract.manifest import ManifestError  # imported when called: extract.manifest imports this module
+
     path = Path(path)
     try:
         with h5py.File(path, "r") as f:
@@ -325,6 +329,8 @@ def stored_ids(path: str | os.PathLike) -> list[str]:
     Raises:
         ManifestError: the file cannot be read as a shard.
     """
+    from extract.manifest import ManifestError  # imported when called: extract.manifest imports this module
+
     try:
         with h5py.File(path, "r") as f:
             return decode_ids(f["ids"][()])

@@ -113,6 +113,13 @@ __all__ = [
 
 ACTIVITYNET_WIDTHS = (16, 32, 64, 96, 128, 160, 192)
 TACOS_WIDTHS = (6, 18, 32)
+FUSIONS = ("concat", "bilinear")
+TASK_TYPES = ("moment",)
+
+
+# --------------------------------------------------------------------------------------------------
+# Config
+# --------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -171,24 +178,38 @@ class CMINConfig:
         def bad(name: str, why: str) -> ValueError:
             return ValueError(f"CMINConfig.{name}={getattr(self, name)!r} is invalid: {why}")
 
+        def integer(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
         for name in ("video_dim", "d_model", "word_dim", "num_heads", "num_dep_labels", "num_interactions"):
-            if isinstance(getattr(self, name), bool) or getattr(self, name) < 1:
+            if not integer(getattr(self, name)) or getattr(self, name) < 1:
                 raise bad(name, "must be an integer >= 1")
         for name in ("num_attn_layers", "num_gcn_layers"):
-            if getattr(self, name) < 0:
-                raise bad(name, "must be >= 0")
-        if self.attn_window is not None and self.attn_window < 0:
-            raise bad("attn_window", "must be >= 0 or null")
+            if not integer(getattr(self, name)) or getattr(self, name) < 0:
+                raise bad(name, "must be an integer >= 0")
+        if self.attn_window is not None and (not integer(self.attn_window) or self.attn_window < 0):
+            raise bad("attn_window", "must be an integer >= 0 or null")
         if self.d_model % 2:
             raise bad("d_model", "must be even (two GRU directions)")
         if self.use_self_attention and self.num_attn_layers and self.video_dim % self.num_heads:
             raise bad("num_heads", f"must divide the video size {self.video_dim} (video_dim)")
-        if not self.window_widths or any(w < 1 for w in self.window_widths):
-            raise bad("window_widths", "must be a non-empty list of widths >= 1 (steps)")
-        if self.fusion not in ("bilinear", "concat"):
+        if not self.window_widths or any(not integer(w) or w < 1 for w in self.window_widths):
+            raise bad("window_widths", "must be a non-empty list of integer widths >= 1 (steps)")
+        for name in ("freeze_embeddings", "gcn_edge_gates", "use_gcn", "use_self_attention",
+                     "use_aggregation", "use_cross_gate", "official_boxes"):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(name, "must be true or false")
+        if self.fusion not in FUSIONS:
             raise bad("fusion", "choose bilinear or concat")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float):
+            raise bad("dropout", "must be a number in [0, 1)")
         if not 0.0 <= self.dropout < 1.0:
             raise bad("dropout", "must be in [0, 1)")
+
+
+# --------------------------------------------------------------------------------------------------
+# Windows (pure functions of T and the widths)
+# --------------------------------------------------------------------------------------------------
 
 
 def window_layout(num_steps: int, widths: tuple[int, ...]) -> Tensor:
@@ -202,7 +223,57 @@ def window_layout(num_steps: int, widths: tuple[int, ...]) -> Tensor:
     return torch.stack([centre - half, centre + half], dim=-1).view(-1, 2)  # (T*K, 2)
 
 
-# ----------------------------------------------------------------------------- building blocks
+def valid_windows(windows: Tensor, lengths: Tensor, *, official: bool = True) -> Tensor:
+    """Which windows each video's valid steps hold.
+
+    Args:
+        windows: (N, 2) [start, end) in steps; lengths: (B,) valid steps.
+        official: the official rule (the inclusive proposal ``[start, end - 1]`` starts at or after 0 and
+            ends before the length: an even width may end half a step past the video); else the window
+            lies inside ``[0, length]``.
+
+    Returns:
+        (B, N) bool.
+    """
+    last = windows[:, 1] - (1.0 if official else 0.5)  # ends are multiples of 1/2
+    return (windows[:, 0] >= 0).unsqueeze(0) & (last.unsqueeze(0) < lengths.unsqueeze(1))
+
+
+def integer_anchors(windows: Tensor) -> Tensor:
+    """The official code's anchors: its inclusive proposals ``[s, e - 1]`` cast to int32 (toward zero).
+
+    Args:
+        windows: (N, 2) [start, end) in steps (:func:`window_layout`).
+
+    Returns:
+        (N, 2) [start, end) in steps: ``[trunc(s), trunc(e - 1) + 1]``.
+    """
+    inclusive = torch.trunc(windows - torch.tensor([0.0, 1.0], device=windows.device))
+    return inclusive + torch.tensor([0.0, 1.0], device=windows.device)
+
+
+def step_relevance(window_scores: Tensor, windows: Tensor, window_mask: Tensor, step_mask: Tensor) -> Tensor:
+    """Per-step relevance: the best confidence logit among the valid windows that cover each step.
+
+    Args:
+        window_scores: (B, N); windows: (N, 2) steps; window_mask: (B, N); step_mask: (B, T).
+
+    Returns:
+        (B, T) float; -inf at padded steps and at steps no valid window covers.
+    """
+    T = step_mask.shape[1]
+    centre = torch.arange(T, device=windows.device, dtype=torch.float32) + 0.5
+    cover = (windows[:, :1] <= centre) & (centre < windows[:, 1:])  # (N, T)
+    allowed = cover.unsqueeze(0) & window_mask.unsqueeze(2)  # (B, N, T)
+    best = window_scores.float().unsqueeze(2).masked_fill(~allowed, float("-inf")).amax(1)  # (B, T)
+    return best.masked_fill(~step_mask, float("-inf"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Blocks
+# --------------------------------------------------------------------------------------------------
+
+
 class SyntacticGCN(nn.Module):
     """One syntactic graph-convolution layer (Eq. 1) with direction weights and label biases.
 
@@ -363,46 +434,121 @@ class InteractionStage(nn.Module):
         return self.dropout(self.rnn(f, lengths)), attn  # (B, T, D)
 
 
-# ----------------------------------------------------------------------------- the model
+# --------------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------------
+
+
 class CMIN(nn.Module):
     """Cross-Modal Interaction Network (see the module docstring for the equations and outputs).
 
-    Batch keys read: ``question`` (B, L) int64, ``question_len`` (B,), ``edges`` (B, L, L) int64,
-    ``clips`` (B, T, video_dim) float, ``clips_mask`` (B, T) bool (optional: all valid).
+    Args (keyword-only):
+        vocab_size: query vocabulary size (id 0 = padding).
+        task_type: ``"moment"`` (the only task CMIN has).
+        embeddings: optional (vocab_size, word_dim) word vectors (GloVe) to initialise the embedding.
+        the remaining arguments are the fields of :class:`CMINConfig` (validated by it).
+
+    Forward:
+        batch: dict with ``question`` (B, L) int64, ``question_len`` (B,), ``edges`` (B, L', L') int64 with
+            L' >= L (the dependency edges, ``train.moments.encode_edges``), ``clips`` (B, T, video_dim) float
+            and optional ``clips_mask`` (B, T) bool (all valid when absent). The batch is not modified.
+
+    Returns:
+        The dict described in the module docstring ("Outputs").
     """
 
-    def __init__(self, *, vocab_size: int, embeddings: np.ndarray | Tensor | None = None, **cfg) -> None:
+    def __init__(
+        self,
+        *,
+        vocab_size: int,
+        task_type: str = "moment",
+        video_dim: int = 500,
+        d_model: int = 512,
+        word_dim: int = 300,
+        freeze_embeddings: bool = True,
+        num_heads: int = 4,
+        num_attn_layers: int = 2,
+        attn_window: int | None = 3,
+        num_gcn_layers: int = 2,
+        num_dep_labels: int = 40,
+        gcn_edge_gates: bool = False,
+        num_interactions: int = 1,
+        window_widths: tuple[int, ...] = ACTIVITYNET_WIDTHS,
+        dropout: float = 0.2,
+        use_gcn: bool = True,
+        use_self_attention: bool = True,
+        use_aggregation: bool = True,
+        use_cross_gate: bool = True,
+        fusion: str = "concat",
+        official_boxes: bool = True,
+        embeddings: np.ndarray | Tensor | None = None,
+    ) -> None:
         super().__init__()
-        c = CMINConfig(**cfg)
-        self.cfg = c
-        d = c.d_model
-        self.embedding = nn.Embedding(vocab_size, c.word_dim, padding_idx=0)
+        if task_type not in TASK_TYPES:
+            raise ValueError(f"CMIN retrieves moments; task type {task_type!r} is not supported")
+        fields = {k: v for k, v in locals().items() if k in CMINConfig.__dataclass_fields__}
+        CMINConfig(**fields)  # the config's checks, also for a model built without one
+        self.video_dim = video_dim
+        self.attn_window = attn_window
+        self.window_widths = tuple(window_widths)
+        self.official_boxes = official_boxes
+        d = d_model
+        self.embedding = nn.Embedding(vocab_size, word_dim, padding_idx=0)
         if embeddings is not None:
             with torch.no_grad():
                 self.embedding.weight.copy_(as_embedding_tensor(embeddings, vocab_size=vocab_size,
-                                                                embed_dim=c.word_dim))
-        self.embedding.weight.requires_grad_(not c.freeze_embeddings)
-        self.query_rnn = BiGRU(c.word_dim, d)
+                                                                embed_dim=word_dim))
+        self.embedding.weight.requires_grad_(not freeze_embeddings)
+        self.query_rnn = BiGRU(word_dim, d)
         self.gcn = nn.ModuleList(
-            [SyntacticGCN(d, num_labels=c.num_dep_labels, edge_gates=c.gcn_edge_gates)
-             for _ in range(c.num_gcn_layers if c.use_gcn else 0)]
+            [SyntacticGCN(d, num_labels=num_dep_labels, edge_gates=gcn_edge_gates)
+             for _ in range(num_gcn_layers if use_gcn else 0)]
         )
         self.attn = nn.ModuleList(
-            [SelfAttention(c.video_dim, c.num_heads)
-             for _ in range(c.num_attn_layers if c.use_self_attention else 0)]
+            [SelfAttention(video_dim, num_heads) for _ in range(num_attn_layers if use_self_attention else 0)]
         )
-        self.video_rnn = BiGRU(c.video_dim, d)
+        self.video_rnn = BiGRU(video_dim, d)
         self.stages = nn.ModuleList(
-            [InteractionStage(d, aggregation=c.use_aggregation, cross_gate=c.use_cross_gate, fusion=c.fusion,
-                              dropout=c.dropout) for _ in range(c.num_interactions)]
+            [InteractionStage(d, aggregation=use_aggregation, cross_gate=use_cross_gate, fusion=fusion,
+                              dropout=dropout) for _ in range(num_interactions)]
         )
-        K = len(c.window_widths)
+        K = len(self.window_widths)
         self.score = nn.Linear(d, K)
         self.offset = nn.Linear(d, 2 * K)
-        self.dropout = nn.Dropout(c.dropout)
-        self.register_buffer("widths", torch.tensor(c.window_widths, dtype=torch.float32), persistent=False)
+        self.dropout = nn.Dropout(dropout)
+        widths = torch.tensor(self.window_widths, dtype=torch.float32)
+        self.register_buffer("widths", widths, persistent=False)
 
-    # -- encoders
+    # -- inputs ------------------------------------------------------------------------------------
+
+    def _inputs(self, batch: dict) -> tuple[Tensor, Tensor]:
+        """The checked clips (B, T, video_dim) float and their mask (B, T) bool."""
+        missing = [k for k in ("clips", "question", "question_len", "edges") if k not in batch]
+        if missing:
+            raise KeyError(f"CMIN needs batch keys {missing} (the 'cmin' clip features and the query with "
+                           f"its dependency edges); the batch has {sorted(batch)}")
+        clips, tokens, edges = batch["clips"], batch["question"], batch["edges"]
+        if clips.dim() != 3 or clips.shape[2] != self.video_dim:
+            raise ValueError(f"CMIN expects batch['clips'] of shape (B, T, {self.video_dim}) but got "
+                             f"{tuple(clips.shape)}; set the model config's video_dim to the clips' size "
+                             "(after moment.pca_dim)")
+        B, T, _ = clips.shape
+        if tokens.dim() != 2 or tokens.shape[0] != B or tuple(batch["question_len"].shape) != (B,):
+            raise ValueError(f"CMIN expects batch['question'] (B, L) and batch['question_len'] (B,) with "
+                             f"B={B} but got {tuple(tokens.shape)} and {tuple(batch['question_len'].shape)}")
+        L = tokens.shape[1]
+        if edges.dim() != 3 or edges.shape[0] != B or edges.shape[1] < L or edges.shape[2] < L:
+            raise ValueError(f"CMIN expects batch['edges'] of shape ({B}, L', L') with L' >= {L} (the query "
+                             f"length) but got {tuple(edges.shape)}")
+        mask = batch.get("clips_mask")
+        if mask is not None and tuple(mask.shape) != (B, T):
+            raise ValueError(f"CMIN expects batch['clips_mask'] of shape ({B}, {T}) but got "
+                             f"{tuple(mask.shape)}")
+        mask = torch.ones(B, T, dtype=torch.bool, device=clips.device) if mask is None else mask.bool()
+        return clips.float(), mask
+
+    # -- encoders ----------------------------------------------------------------------------------
+
     def encode_query(self, tokens: Tensor, lengths: Tensor, edges: Tensor) -> tuple[Tensor, Tensor]:
         """(B, L) tokens -> word features (B, L, d) and the word mask (B, L)."""
         B, L = tokens.shape
@@ -412,7 +558,7 @@ class CMIN(nn.Module):
         h = h * mask.unsqueeze(-1).to(h.dtype)
         edges = edges[:, :L, :L] * (mask.unsqueeze(1) & mask.unsqueeze(2))  # no edge touches padding
         for layer in self.gcn:
-            h = h + self.dropout(layer(h, edges, mask))  # o = g + h
+            h = h + self.dropout(layer(h, edges, mask))  # o = g + h  Eq. (1)
         return h, mask
 
     def encode_video(self, clips: Tensor, mask: Tensor) -> Tensor:
@@ -421,34 +567,34 @@ class CMIN(nn.Module):
         x = self.dropout(clips) * mask.unsqueeze(-1).to(clips.dtype)
         if len(self.attn):
             allowed = mask.unsqueeze(1).expand(B, T, T)  # (B, T_q, T_k) keys must be valid
-            if self.cfg.attn_window is not None:
+            if self.attn_window is not None:
                 t = torch.arange(T, device=clips.device)
-                allowed = allowed & ((t.view(-1, 1) - t.view(1, -1)).abs() <= self.cfg.attn_window)
+                allowed = allowed & ((t.view(-1, 1) - t.view(1, -1)).abs() <= self.attn_window)
             allowed = allowed | ~mask.unsqueeze(2)  # padded queries attend freely (then zeroed)
             for layer in self.attn:
-                x = x + self.dropout(layer(x, allowed.unsqueeze(1)))  # V^S = MultiHead(V, V, V) + V
+                x = x + self.dropout(layer(x, allowed.unsqueeze(1)))  # V^S = MultiHead(V, V, V) + V  Eq. (2)
                 x = x * mask.unsqueeze(-1).to(x.dtype)
         lengths = mask.sum(1)
-        return self.dropout(self.video_rnn(x, lengths)) * mask.unsqueeze(-1).to(x.dtype)  # (B, T, d)
+        return self.dropout(self.video_rnn(x, lengths)) * mask.unsqueeze(-1).to(x.dtype)  # (B, T, d)  Eq. (3)
+
+    # -- forward -----------------------------------------------------------------------------------
 
     def forward(self, batch: dict) -> dict[str, Tensor]:
-        clips = batch["clips"].float()  # (B, T, Dv)
+        clips, mask = self._inputs(batch)  # (B, T, Dv), (B, T)
         B, T, _ = clips.shape
-        mask = batch.get("clips_mask")
-        mask = torch.ones(B, T, dtype=torch.bool, device=clips.device) if mask is None else mask.bool()
         lengths = mask.sum(1)  # (B,)
         words, word_mask = self.encode_query(batch["question"], batch["question_len"], batch["edges"])
         h = self.encode_video(clips, mask)
         attn = None
         for stage in self.stages:
-            h, attn = stage(h, words, word_mask, lengths, mask)  # (B, T, d)
+            h, attn = stage(h, words, word_mask, lengths, mask)  # (B, T, d)  Eq. (4)-(6)
             h = h * mask.unsqueeze(-1).to(h.dtype)
-        K = len(self.cfg.window_widths)
-        scores = self.score(h)  # (B, T, K)
+        K = len(self.window_widths)
+        scores = self.score(h)  # (B, T, K)  Eq. (7)
         offsets = self.offset(h).view(B, T, K, 2)
-        windows = window_layout(T, self.cfg.window_widths).to(clips.device)  # (T*K, 2)
-        wmask = valid_windows(windows, lengths, official=self.cfg.official_boxes)  # (B, T*K)
-        anchors = integer_anchors(windows) if self.cfg.official_boxes else windows  # (T*K, 2)
+        windows = window_layout(T, self.window_widths).to(clips.device)  # (T*K, 2)
+        wmask = valid_windows(windows, lengths, official=self.official_boxes)  # (B, T*K)
+        anchors = integer_anchors(windows) if self.official_boxes else windows  # (T*K, 2)
         out = {
             "window_scores": scores.reshape(B, T * K),
             "window_offsets": offsets.reshape(B, T * K, 2),
@@ -463,50 +609,9 @@ class CMIN(nn.Module):
         return out
 
 
-def valid_windows(windows: Tensor, lengths: Tensor, *, official: bool = True) -> Tensor:
-    """Which windows each video's valid steps hold.
-
-    Args:
-        windows: (N, 2) [start, end) in steps; lengths: (B,) valid steps.
-        official: the official rule (the inclusive proposal ``[start, end - 1]`` starts at or after 0 and
-            ends before the length: an even width may end half a step past the video); else the window
-            lies inside ``[0, length]``.
-
-    Returns:
-        (B, N) bool.
-    """
-    last = windows[:, 1] - (1.0 if official else 0.5)  # ends are multiples of 1/2
-    return (windows[:, 0] >= 0).unsqueeze(0) & (last.unsqueeze(0) < lengths.unsqueeze(1))
-
-
-def integer_anchors(windows: Tensor) -> Tensor:
-    """The official code's anchors: its inclusive proposals ``[s, e - 1]`` cast to int32 (toward zero).
-
-    Args:
-        windows: (N, 2) [start, end) in steps (:func:`window_layout`).
-
-    Returns:
-        (N, 2) [start, end) in steps: ``[trunc(s), trunc(e - 1) + 1]``.
-    """
-    inclusive = torch.trunc(windows - torch.tensor([0.0, 1.0], device=windows.device))
-    return inclusive + torch.tensor([0.0, 1.0], device=windows.device)
-
-
-def step_relevance(window_scores: Tensor, windows: Tensor, window_mask: Tensor, step_mask: Tensor) -> Tensor:
-    """Per-step relevance: the best confidence logit among the valid windows that cover each step.
-
-    Args:
-        window_scores: (B, N); windows: (N, 2) steps; window_mask: (B, N); step_mask: (B, T).
-
-    Returns:
-        (B, T) float; -inf at padded steps and at steps no valid window covers.
-    """
-    T = step_mask.shape[1]
-    centre = torch.arange(T, device=windows.device, dtype=torch.float32) + 0.5
-    cover = (windows[:, :1] <= centre) & (centre < windows[:, 1:])  # (N, T)
-    allowed = cover.unsqueeze(0) & window_mask.unsqueeze(2)  # (B, N, T)
-    best = window_scores.float().unsqueeze(2).masked_fill(~allowed, float("-inf")).amax(1)  # (B, T)
-    return best.masked_fill(~step_mask, float("-inf"))
+# --------------------------------------------------------------------------------------------------
+# Builder
+# --------------------------------------------------------------------------------------------------
 
 
 def cmin(
@@ -531,7 +636,7 @@ def cmin(
     """
     if not isinstance(cfg, CMINConfig):
         raise TypeError(f"cmin() needs a CMINConfig, got {type(cfg).__name__}")
-    if task_type != "moment":
-        raise ValueError(f"CMIN retrieves moments; task type {task_type!r} is not supported")
-    values = {f: getattr(cfg, f) for f in cfg.__dataclass_fields__}
-    return CMIN(vocab_size=vocab_size, embeddings=embeddings, **values)
+    return CMIN(
+        vocab_size=vocab_size, task_type=task_type, embeddings=embeddings,
+        **{f: getattr(cfg, f) for f in cfg.__dataclass_fields__},
+    )

@@ -604,6 +604,8 @@ class MASN(nn.Module):
             raise ValueError(f"task_type must be one of {TASK_TYPES}, got {task_type!r}")
         if task_type == "open" and num_answers < 1:
             raise ValueError(f"an open-ended MASN needs num_answers >= 1, got {num_answers}")
+        fields = {k: v for k, v in locals().items() if k in MASNConfig.__dataclass_fields__}
+        MASNConfig(**fields)  # the config's checks, also for a model built without one
         self.task_type = task_type
         self.num_frames = num_frames
         self.dims = {"appearance": appearance_dim, "motion": motion_dim}
@@ -666,6 +668,7 @@ class MASN(nn.Module):
                     f"{tuple(batch[key].shape)}; set the model config's num_frames / appearance_dim / "
                     f"motion_dim to match the features"
                 )
+        self._check_question_and_masks(batch, B, T, M)
         out = {k: batch[k].to(dtype) for k in expect}
         frame = batch.get("frame_mask")
         frame = torch.ones(B, T, dtype=torch.bool, device=app.device) if frame is None else frame.bool()
@@ -677,6 +680,18 @@ class MASN(nn.Module):
         out["frame_valid"] = frame
         out["node_valid"] = (frame[:, :, None] & obj).reshape(B, T * M)
         return out
+
+    @staticmethod
+    def _check_question_and_masks(batch: dict, B: int, T: int, M: int) -> None:
+        """The question (B, L) with one length per video, and the optional masks, match the features."""
+        q, q_len = batch["question"], batch["question_len"]
+        if q.dim() != 2 or q.shape[0] != B or q_len.numel() != B:
+            raise ValueError(f"MASN expects batch['question'] (B, L) and batch['question_len'] (B,) with "
+                             f"B={B} but got {tuple(q.shape)} and {tuple(q_len.shape)}")
+        for key, shape in (("frame_mask", (B, T)), ("object_mask", (B, T, M))):
+            if batch.get(key) is not None and tuple(batch[key].shape) != shape:
+                raise ValueError(f"MASN expects batch[{key!r}] of shape {shape} but got "
+                                 f"{tuple(batch[key].shape)}")
 
     def _question(self, tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Encode words; (B, L) -> words (B, L', d), q (B, d), valid (B, L') with L' = longest length."""
@@ -739,7 +754,12 @@ class MASN(nn.Module):
         if "candidates" not in batch or "candidates_len" not in batch:
             raise KeyError("a multiple-choice MASN needs batch['candidates'] (B, C, Lc) and "
                            "batch['candidates_len'] (B, C)")
-        B, C, _ = batch["candidates"].shape
+        cands, cand_len = batch["candidates"], batch["candidates_len"]
+        if cands.dim() != 3 or cands.shape[0] != node_valid.shape[0] or cand_len.shape != cands.shape[:2]:
+            raise ValueError(f"MASN expects batch['candidates'] (B, C, Lc) and batch['candidates_len'] "
+                             f"(B, C) with B={node_valid.shape[0]} but got {tuple(cands.shape)} and "
+                             f"{tuple(cand_len.shape)}")
+        B, C, _ = cands.shape
         tokens, lengths = join_question_and_candidates(batch["question"], batch["question_len"],
                                                        batch["candidates"], batch["candidates_len"])
         if self.official:  # candidate by candidate: the official row sums see each run's own padding

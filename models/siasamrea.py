@@ -25,7 +25,10 @@ H model width; A answers)::
     Eq. (3)  SKR   p^_i = sum_{j != i} A^(i, j) p_j                   propagated predictions, P^ = A^ P
     Eq. (4)        W A^ P, W in R^{1 x K} learnable                  fusion over the clips
     Eq. (5)        Q = omega W1 A^ P + (1 - omega) W2 P,  Q <- Q / sum(Q)   the soft label
-    Eq. (8)  loss  L = alpha * L_siamese + L_gt,  L_siamese = - sum_a Q_a log p_anchor,a
+    Eq. (8)  loss  L = alpha * L_siamese + L_gt,  L_siamese = - sum_a Q_a log p_anchor,a,
+                   L_gt = the task loss, averaged over the K sampled clips (``gt_clips="all"``, below)
+    (ours)         L_knowledge = - log Q_answer       trains F, W1, W2 (``knowledge_loss="gt"``, below)
+    inference      the mean of the M = ``eval_clips`` clips' logits / scores / counts (M = 1: one clip)
 
 Reading of the paper (what it leaves open, and what we chose):
 
@@ -34,14 +37,32 @@ Reading of the paper (what it leaves open, and what we chose):
   frames, ``frame_interval`` 2 (0.5 s at 4 fps), siamese starts within ``siamese_shift`` 4 frames of
   the anchor's. A video (or segment) shorter than a clip first shrinks the interval so the clip fits,
   and when it has fewer than Bf frames the clip repeats its last frame and masks the repeats out.
-- Evaluation uses the anchor alone, from a deterministic centred start, so inference is exactly the
-  base network (``num_siamese`` has no effect in ``eval()``).
+- Evaluation (``eval()``: validation, test, ``vqa-answer``) runs the base network alone (``num_siamese``
+  has no effect there), as the paper's "no extra inference cost" says, on ``eval_clips`` = M clips: one
+  centred clip for M = 1, else M clips whose starts are evenly spaced from the first to the last
+  possible start over the video (or the question's segment), their logits / scores / counts averaged
+  (the mean-pooling consensus of ClipBERT, on which the paper builds, which also scores several clips at
+  test time). The paper does not give a number of test clips and says its siamese sampling adds no
+  inference cost; the default M = 1 follows that, and M > 1 did not help on the demo layouts
+  (docs/benchmarks.md, "SiaSamRea demo figures"). M is an inference setting: ``--eval-only
+  --set model.eval_clips=M`` evaluates a checkpoint with another M (recorded in ``eval_config.yaml``).
 - Eq. (4)-(5): W1 and W2 are kept on the simplex (softmax of learnable logits, initialised uniform) so
   that Q is a distribution; Eq. (5)'s normalisation is then applied as written. W spans the anchor and
   the N siamese clips (the anchor's propagated prediction p^_0 is what its siblings say about it).
-- The soft label is a target: the clips' predictions P inside Q are detached (``detach_predictions``,
-  ours; the paper does not say), while A^ (through F) and W1, W2 receive gradients from L_siamese —
-  their only training signal.
+- What trains the knowledge (``knowledge_loss``). The paper calls Q the *refined* soft label that
+  SKG (Eq. 1-2) and SKR (Eq. 3-5) produce from what the clips predict, and Eq. (8) distils it into the
+  anchor through L_siamese; it gives F, W1 and W2 no other objective. Taken literally
+  (``knowledge_loss="siamese"``, the toolkit's first reading) they are trained by L_siamese against
+  detached predictions, and its gradient always favours the anchor's own prediction (Q = p_anchor
+  minimises the cross-entropy): W2 moves its weight to the anchor and W1 to the rows that contain it
+  (on exchangeable clips W2_0 reached 0.50 and the anchor's share of Q 0.31, uniform 0.20; issue 23),
+  so the "siamese knowledge" becomes a copy of the student. The default ``"gt"`` (ours) reads Q as a
+  teacher that must be right to be a refinement: Q is a fixed target of L_siamese (no gradient from
+  it into F, W1, W2) and F, W1, W2 learn from the ground-truth loss of Eq. (8) applied to Q,
+  ``L_knowledge`` = -log Q_answer (count: squared error), as online distillation trains its ensemble
+  teacher. With ``detach_predictions`` (default, ours: the paper does not say) the predictions P inside
+  Q carry no gradient, so L_knowledge reaches only F, W1, W2 and, through F, the clip features h_k;
+  L_gt trains the base network on the anchor, L_siamese pulls the anchor towards Q.
 - Multiple choice: each candidate is read together with the question ([question; candidate] tokens),
   giving one score per candidate; p_k is the softmax over the candidates, and the clip feature h_k used
   by SKG is the mean of the candidates' CLS vectors (ours).
@@ -49,8 +70,29 @@ Reading of the paper (what it leaves open, and what we chose):
   propagate and fuse the counts with the same A^ and W (already convex combinations, so no
   normalisation), and L_siamese is the squared error between the anchor's count and that soft count.
 - L_gt is the trainer's loss for the task type (``train/losses.py``: cross-entropy, summed pairwise
-  hinge, MSE) on the anchor's output. The model adds ``alpha * L_siamese`` under
-  ``outputs["aux_losses"]["loss_siamese"]`` (training only), which the shared loss function sums in.
+  hinge, MSE). Which clips it trains (``gt_clips``): the paper presents its base paradigm as fine-tuning
+  each sampled clip-text pair with the ground truth, and its siamese clips are sampled clip-text pairs
+  of the same question; default ``"all"`` (ours) supervises the anchor and the N siamese clips alike,
+  the model returning every clip's output as ``clip_logits`` / ``clip_scores`` / ``clip_count`` (B, K,
+  ...) and the trainer averaging the K losses (so alpha keeps its meaning against one clip's loss);
+  ``"anchor"`` (the toolkit's first reading) supervises the anchor alone, the siamese clips then learning
+  only through the shared weights. On the demo layouts N = 8 beat N = 0 with neither
+  (docs/benchmarks.md, "SiaSamRea demo figures", which says why). The model adds ``alpha * L_siamese`` under
+  ``outputs["aux_losses"]["loss_siamese"]`` and L_knowledge under ``"loss_knowledge"`` (training only,
+  read from the batch's ``answer``), which the shared loss function sums in.
+- Token embeddings: the type embedding (text / frame) starts at N(0, 0.02) (BERT's initialiser). With
+  PyTorch's default N(0, 1) it was ~8x the BiLSTM's outputs (rms 0.12 at H = 768), so after the
+  pre-norm every text token looked the same (cosine 0.99 between two different words) and the
+  candidates could not be told apart: multiple choice sat at chance with its loss flat (issue 23; the
+  hinge's 4 + L_siamese's log 5 = 5.6). The frame position embedding keeps N(0, 1), the scale of the
+  normalised frame features, so that the clip's frame order stays visible (Action, Transition).
+- Subtitles (``use_subtitles``): How2QA's input includes the video's subtitles (HERO / VALUE task
+  definition, read by ``pipelines/datasets/how2qa.py``), and the paper's How2QA input has them. The
+  text of the subtitle lines overlapping the question's segment is encoded by the question encoder and
+  appended to the text tokens, ``[question; candidate; subtitle]`` (GloVe: a third BiLSTM pass, first
+  ``subtitle_max_len`` tokens; transformer: ``[CLS] q [SEP] a [SEP] subtitle [SEP]``, see
+  ``train/text_encoder.py``). Which lines and how many tokens the paper reads is not given (ours).
+  Datasets without subtitles are read as before.
 - Transformer: pre-norm blocks of width ``hidden_dim`` (the paper's is BERT-base, 12 layers x 768);
   the defaults below keep BERT-base's width and heads with 2 layers (ours) since nothing is pre-trained.
 - Question encoder: ``text_encoder="glove"`` (default) is the GloVe + BiLSTM encoder the other models
@@ -71,12 +113,48 @@ without SKG: A^(i, j) = 1 / (K - 1) for j != i), ``knowledge="skg"`` (SKG + SKR,
 Shared work: the question (and the candidates) are encoded once per question and broadcast to the K
 clips; only the cross-modal transformer runs per clip.
 
-Outputs (``forward(batch)``): ``logits`` (B, A) | ``scores`` (B, C) | ``count`` (B,) of the anchor clip,
-and for explanations ``frame_attention`` (B, Bf) (mc: (B, C, Bf)) = the [CLS] token's last-layer
-attention on the anchor's frame tokens (heads averaged, renormalised over the clip's valid frames),
-``frame_index`` (B, Bf) int64 = the anchor's rows in the video's ``frames`` (``frame_times`` gives their
-seconds) and ``frame_valid`` (B, Bf) bool. Training with N > 0 adds ``aux_losses`` and ``affinity``
-(B, K, K), the A^ of Eq. (2).
+Outputs (``forward(batch)``): ``logits`` (B, A) | ``scores`` (B, C) | ``count`` (B,) of the anchor clip
+(training) or the M evaluation clips' mean (evaluation), and for explanations ``frame_attention``
+(B, M*Bf) (mc: (B, C, M*Bf)) = the [CLS] token's last-layer attention on each clip's frame tokens
+(heads averaged, renormalised over the clip's valid frames, each clip weighted 1 / M; training: the
+anchor's, M = 1), ``frame_index`` (B, M*Bf) int64 = those frames' rows in the video's ``frames``
+(``frame_times`` gives their seconds) and ``frame_valid`` (B, M*Bf) bool. Training with N > 0 adds
+``aux_losses`` and ``affinity`` (B, K, K), the A^ of Eq. (2).
+
+Where each default comes from (a value the paper does not give is never credited to it):
+
+- The paper (as the project's reference notes on its text record it): ``num_siamese`` N = 8 (12 gave
+  a slight further gain); ``knowledge="skg"`` (SKG + SKR, its full model).
+- Recorded as the paper's in the project's reference notes, but absent from the slide deck the issue-23
+  review read, and the full text could not be checked here: ``alpha`` 1.0 and ``omega`` 0.5. Unverified;
+  nothing else here depends on them.
+- BERT-base, the paper's text / cross-modal transformer: ``hidden_dim`` 768, ``num_heads`` 12,
+  ``dropout`` 0.1, the N(0, 0.02) initialiser of the [CLS] and type embeddings. GloVe: ``word_dim`` 300.
+  The ``siasamrea`` feature set's default backbone: ``frames_dim`` 2048 (ResNet-152 pool5; the paper
+  fine-tunes a ResNet-50 end to end).
+- The paper's inference claim ("no extra inference cost"): ``eval_clips`` 1, the base network on one clip.
+  Several clips (``eval_clips`` > 1) are ClipBERT's test-time consensus, an inference setting; it did not
+  help on the demo layouts (docs/benchmarks.md, "SiaSamRea demo figures"), so it is not the default.
+- Ours (the paper gives no value, or the feature-based form needs one): ``num_layers`` 2, ``lstm_layers``
+  1, ``clip_frames`` 8, ``frame_interval`` 2, ``siamese_shift`` 4, ``affinity_dim`` 256,
+  ``detach_predictions``, ``knowledge_loss="gt"`` and ``gt_clips="all"`` (the readings above, chosen so
+  that the soft label does not collapse onto the anchor), ``use_subtitles`` (the How2QA task's input),
+  ``subtitle_max_len`` 64, ``text_max_len`` 64.
+- Training (``train.TrainConfig`` and ``train.config.paper_train_defaults``): Adam, lr 1e-4, weight decay
+  5e-6, batch 64, 30 epochs, MultiStepLR([10, 15, 19, 23, 27], 0.5) (MSPAN's official code) and the
+  trainer's summed hinge with margin 1 -- the toolkit's shared defaults, not this paper's (whose
+  fine-tuning schedule of pre-trained networks does not carry over to a model trained from scratch);
+  ``grad_clip`` 5.0 and mixed precision (``amp=auto``) from ClipBERT's fine-tuning configs, the model the
+  paper builds on (``train.config.CLIP_AND_PRECISION``). They train multiple choice on short synthetic
+  videos (``tests/train/test_siasamrea_train.py``, ``test_multiple_choice_learns_at_the_default_settings``;
+  before the type-embedding fix above they stayed at chance).
+
+Published numbers. None of the paper's figures (MSRVTT-QA 41.6, MSVD-QA 45.5, ActivityNet-QA 39.8,
+How2QA 84.1, TGIF-QA 79.7 / 85.3 / 60.2 / 3.61) can be reproduced by this feature-based form: they need
+the paper's end-to-end ClipBERT network with its image-text pre-training, which the toolkit does not
+have. What a run needs to follow the paper as closely as this form can: the defaults above (N = 8,
+``knowledge="skg"``, alpha 1, omega 0.5), ``use_subtitles`` on How2QA, and for the pre-trained text side
+``text_encoder=transformer`` with a BERT-base checkpoint (docs/reproduce.md, "SiaSamRea").
 """
 
 from __future__ import annotations
@@ -97,6 +175,7 @@ __all__ = [
     "SiaSamReaConfig",
     "affinity",
     "clip_range",
+    "knowledge_loss",
     "sample_clips",
     "siamese_loss",
     "siasamrea",
@@ -105,6 +184,8 @@ __all__ = [
 
 TASK_TYPES = ("open", "mc", "count")
 KNOWLEDGE = ("skg", "uniform")
+KNOWLEDGE_LOSSES = ("gt", "siamese")
+GT_CLIPS = ("all", "anchor")
 TEXT_ENCODERS = ("glove", "transformer")
 
 
@@ -115,7 +196,7 @@ TEXT_ENCODERS = ("glove", "transformer")
 
 @dataclass(frozen=True)
 class SiaSamReaConfig:
-    """SiaSamRea hyper-parameters; ``num_siamese``, ``alpha`` and ``omega`` are the paper's.
+    """SiaSamRea hyper-parameters (where each default comes from: the module docstring).
 
     Attributes:
         frames_dim: size of the ``frames`` feature (2048, ResNet-152 pool5; filled from the features).
@@ -130,10 +211,20 @@ class SiaSamReaConfig:
         siamese_shift: siamese clips start within this many feature frames of the anchor (4, ours).
         num_siamese: N siamese clips per anchor (8, the paper's choice; 0 = the base network).
         knowledge: ``"skg"`` (Eq. 1-2 affinities) or ``"uniform"`` (SKR without SKG).
-        alpha: weight of L_siamese in Eq. (8) (1.0).
-        omega: weight of the propagated term in Eq. (5) (0.5).
+        alpha: weight of L_siamese in Eq. (8) (1.0, recorded as the paper's; unverified).
+        omega: weight of the propagated term in Eq. (5) (0.5, recorded as the paper's; unverified).
         affinity_dim: output size of the SKG projection F (256, ours).
         detach_predictions: stop gradients through the clip predictions inside the soft label (True).
+        gt_clips: which sampled clips L_gt trains: all (the anchor and its N siamese clips, each a
+            clip-text pair answering the question; the trainer averages their losses; ours, default) or
+            anchor (the anchor alone).
+        knowledge_loss: what trains F, W1, W2: gt (the ground-truth loss on the soft label Q, which is a
+            fixed target of L_siamese; ours, default) or siamese (L_siamese itself; collapses Q onto the
+            anchor's own prediction).
+        eval_clips: clips scored over the video (or segment) at evaluation and in vqa-answer, their
+            outputs averaged (1 = the centred clip); an inference setting --eval-only may change.
+        use_subtitles: read the dataset's subtitles (How2QA) with the question (True).
+        subtitle_max_len: subtitle tokens read per question (64, ours).
         freeze_embeddings: keep the GloVe word vectors fixed.
         text_encoder: question encoder, glove (GloVe + BiLSTM) or transformer (a local Hugging Face
             checkpoint, model.text_encoder_path; needs the `text` extra).
@@ -162,6 +253,11 @@ class SiaSamReaConfig:
     omega: float = 0.5
     affinity_dim: int = 256
     detach_predictions: bool = True
+    knowledge_loss: Literal["gt", "siamese"] = "gt"
+    gt_clips: Literal["all", "anchor"] = "all"
+    eval_clips: int = 1
+    use_subtitles: bool = True
+    subtitle_max_len: int = 64
     freeze_embeddings: bool = False
     text_encoder: Literal["glove", "transformer"] = "glove"
     text_encoder_path: str | None = None
@@ -178,7 +274,7 @@ class SiaSamReaConfig:
             raise ValueError(f"text_encoder_path={self.text_encoder_path!r} is set but text_encoder=glove; "
                              "set text_encoder=transformer or drop the path")
         for name in ("frames_dim", "hidden_dim", "num_layers", "num_heads", "word_dim", "lstm_layers",
-                     "clip_frames", "frame_interval", "affinity_dim", "text_max_len"):
+                     "clip_frames", "frame_interval", "affinity_dim", "text_max_len", "subtitle_max_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("siamese_shift", "num_siamese"):
@@ -189,6 +285,12 @@ class SiaSamReaConfig:
                              f"({self.num_heads})")
         if self.knowledge not in KNOWLEDGE:
             raise ValueError(f"knowledge must be one of {KNOWLEDGE}, got {self.knowledge!r}")
+        if self.knowledge_loss not in KNOWLEDGE_LOSSES:
+            raise ValueError(f"knowledge_loss must be one of {KNOWLEDGE_LOSSES}, got {self.knowledge_loss!r}")
+        if self.gt_clips not in GT_CLIPS:
+            raise ValueError(f"gt_clips must be one of {GT_CLIPS}, got {self.gt_clips!r}")
+        if self.eval_clips < 1:
+            raise ValueError(f"eval_clips must be >= 1, got {self.eval_clips}")
         if not 0.0 <= self.omega <= 1.0:
             raise ValueError(f"omega must be in [0, 1], got {self.omega}")
         if self.alpha < 0:
@@ -231,9 +333,9 @@ def clip_range(frames_mask: Tensor, frame_times: Tensor | None = None,
 
 
 def sample_clips(lo: Tensor, hi: Tensor, *, clip_frames: int, interval: int, num_siamese: int = 0,
-                 shift: int = 4, train: bool = False,
+                 shift: int = 4, train: bool = False, eval_clips: int = 1,
                  generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-    """Frame rows of the anchor clip and its siamese clips (all inside ``[lo, hi)``).
+    """Frame rows of the anchor clip and its siamese clips, or of the evaluation clips (all in ``[lo, hi)``).
 
     Args:
         lo, hi: (B,) int64 usable rows per video (:func:`clip_range`).
@@ -241,12 +343,15 @@ def sample_clips(lo: Tensor, hi: Tensor, *, clip_frames: int, interval: int, num
         interval: frames between consecutive clip frames (shrunk per video so a clip fits when it can).
         num_siamese: N siamese clips (training only).
         shift: siamese starts differ from the anchor's by 1..shift frames (either side, clamped).
-        train: random anchor start (else the centred start, deterministic).
+        train: random anchor start (else deterministic starts: see ``eval_clips``).
+        eval_clips: M clips when not ``train``: one centred clip for M = 1, else M starts evenly spaced
+            from the first to the last possible start (the first clip begins at ``lo``, the last ends at
+            ``hi``), so that together they cover the whole range.
         generator: torch generator for the draws (default: the global CPU stream, which checkpoints save).
 
     Returns:
-        ``(index, valid)``: (B, K, Bf) int64 rows and (B, K, Bf) bool, K = 1 + N; clip 0 is the anchor.
-        Rows past the end repeat the last usable row and are marked invalid.
+        ``(index, valid)``: (B, K, Bf) int64 rows and (B, K, Bf) bool; training K = 1 + N with the anchor
+        clip 0, evaluation K = M. Rows past the end repeat the last usable row and are marked invalid.
     """
     lo, hi = lo.cpu().long(), hi.cpu().long()
     n = (hi - lo).clamp(min=1)  # (B,)
@@ -260,6 +365,9 @@ def sample_clips(lo: Tensor, hi: Tensor, *, clip_frames: int, interval: int, num
     else:
         anchor = room // 2
     starts = anchor[:, None]  # (B, 1)
+    if not train and eval_clips > 1:
+        frac = torch.arange(eval_clips, dtype=torch.float64) / (eval_clips - 1)  # (M,) 0 .. 1
+        starts = (frac[None] * room[:, None].double()).round().long()  # (B, M) evenly spaced starts
     if num_siamese > 0:
         size = (n.shape[0], num_siamese)
         mag = torch.randint(1, max(shift, 1) + 1, size, generator=generator) * int(shift > 0)
@@ -331,6 +439,22 @@ def siamese_loss(task_type: str, anchor_out: Tensor, q: Tensor) -> Tensor:
     if task_type == "count":
         return F.mse_loss(anchor_out.float(), q.float().view(-1))
     return -(q.float() * F.log_softmax(anchor_out.float(), dim=-1)).sum(-1).mean()
+
+
+def knowledge_loss(task_type: str, q: Tensor, answer: Tensor) -> Tensor:
+    """The ground-truth loss on the soft label (``knowledge_loss="gt"``, ours): -log Q[answer] (count: the
+    squared error of the soft count), averaged over the questions whose answer is known.
+
+    Args:
+        task_type: ``"open"``, ``"mc"`` or ``"count"``.
+        q: (B, A) / (B, C) soft label, or (B, 1) soft count.
+        answer: (B,) class (-1 = out of vocabulary, skipped) / candidate index, or count.
+    """
+    if task_type == "count":
+        return F.mse_loss(q.float().view(-1), answer.float().view(-1))
+    valid = answer >= 0
+    nll = -q.float().gather(1, answer.clamp(min=0).long().view(-1, 1)).squeeze(1).clamp(min=1e-12).log()
+    return torch.where(valid, nll, torch.zeros_like(nll)).sum() / valid.sum().clamp(min=1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -439,6 +563,7 @@ class SiaSamRea(nn.Module):
         self.type_embed = nn.Embedding(2, H)  # 0 text, 1 frame
         self.cls = nn.Parameter(torch.zeros(1, 1, H))
         nn.init.normal_(self.cls, std=0.02)
+        nn.init.normal_(self.type_embed.weight, std=0.02)  # BERT's; N(0, 1) hid the words (module doc)
         self.layers = nn.ModuleList(FusionLayer(H, cfg.num_heads, cfg.dropout) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(H)
         out_dim = num_answers if task_type == "open" else 1
@@ -464,16 +589,30 @@ class SiaSamRea(nn.Module):
         words, _ = self.text(q, qlen)  # (B, L, H)
         L = q.shape[1]
         q_pad = torch.arange(L, device=q.device)[None] >= qlen.clamp(min=1)[:, None]  # (B, L)
-        if self.task_type != "mc":
-            return words[:, None], q_pad[:, None]
-        cand, clen = batch["candidates"], batch["candidates_len"]  # (B, C, Lc), (B, C)
-        B, C, Lc = cand.shape
-        cwords, _ = self.text(cand.reshape(B * C, Lc), clen.reshape(B * C))  # (B*C, Lc, H)
-        cwords = cwords.view(B, C, Lc, -1)
-        c_pad = torch.arange(Lc, device=q.device)[None, None] >= clen.clamp(min=1)[..., None]  # (B, C, Lc)
-        tokens = torch.cat([words[:, None].expand(-1, C, -1, -1), cwords], dim=2)  # (B, C, L+Lc, H)
-        pad = torch.cat([q_pad[:, None].expand(-1, C, -1), c_pad], dim=2)
+        tokens, pad = words[:, None], q_pad[:, None]  # (B, 1, L, H), (B, 1, L)
+        if self.task_type == "mc":
+            cand, clen = batch["candidates"], batch["candidates_len"]  # (B, C, Lc), (B, C)
+            B, C, Lc = cand.shape
+            cwords, _ = self.text(cand.reshape(B * C, Lc), clen.reshape(B * C))  # (B*C, Lc, H)
+            cwords = cwords.view(B, C, Lc, -1)
+            c_pad = torch.arange(Lc, device=q.device)[None, None] >= clen.clamp(min=1)[..., None]  # (B,C,Lc)
+            tokens = torch.cat([words[:, None].expand(-1, C, -1, -1), cwords], dim=2)  # (B, C, L+Lc, H)
+            pad = torch.cat([q_pad[:, None].expand(-1, C, -1), c_pad], dim=2)
+        if self.cfg.use_subtitles and "subtitle" in batch:  # [question; candidate; subtitle]
+            swords, s_pad = self.encode_subtitle(batch)  # (B, Ls, H), (B, Ls)
+            Cp = tokens.shape[1]
+            tokens = torch.cat([tokens, swords[:, None].expand(-1, Cp, -1, -1)], dim=2)
+            pad = torch.cat([pad, s_pad[:, None].expand(-1, Cp, -1)], dim=2)
         return tokens, pad
+
+    def encode_subtitle(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        """The question's subtitle text through the question encoder, its first ``subtitle_max_len``
+        tokens: ``(tokens (B, Ls, H), padding (B, Ls))``; a question without subtitle text is all padding."""
+        sub = batch["subtitle"][:, : self.cfg.subtitle_max_len]  # (B, Ls)
+        slen = batch["subtitle_len"].clamp(max=sub.shape[1])  # (B,), 0 = none
+        swords, _ = self.text(sub, slen.clamp(min=1))  # (B, Ls, H)
+        s_pad = torch.arange(sub.shape[1], device=sub.device)[None] >= slen[:, None]  # (B, Ls)
+        return swords, s_pad
 
     # ---------------------------------------------------------------- the base network on K clips
     def reason(self, frames: Tensor, index: Tensor, valid: Tensor, text: Tensor,
@@ -533,11 +672,13 @@ class SiaSamRea(nn.Module):
         siamese = self.training and cfg.num_siamese > 0
         index, valid = sample_clips(lo, hi, clip_frames=cfg.clip_frames, interval=cfg.frame_interval,
                                     num_siamese=cfg.num_siamese if siamese else 0, shift=cfg.siamese_shift,
-                                    train=self.training)
+                                    train=self.training, eval_clips=1 if self.training else cfg.eval_clips)
         text, text_pad = self.encode_text(batch)  # once per question, shared by the K clips
         out, cls, attn = self.reason(frames, index, valid, text, text_pad)
         preds = self._task_output(out)  # (B, K, ...)
         key = {"open": "logits", "mc": "scores", "count": "count"}[self.task_type]
+        if not self.training:  # K = eval_clips clips over the video (or segment): their consensus
+            return self._consensus(key, preds, attn, index.to(frames.device), valid.to(frames.device))
         result: dict[str, Any] = {
             key: preds[:, 0],
             "frame_attention": attn[:, 0, 0] if self.task_type != "mc" else attn[:, 0],
@@ -545,26 +686,53 @@ class SiaSamRea(nn.Module):
             "frame_valid": valid[:, 0].to(frames.device),
         }
         if siamese:
-            aff, loss = self.siamese_term(preds, cls.mean(dim=2))
+            aff, losses = self.siamese_term(preds, cls.mean(dim=2), batch.get("answer"))
             result["affinity"] = aff
-            result["aux_losses"] = {"loss_siamese": cfg.alpha * loss}
+            result["aux_losses"] = losses
+            if cfg.gt_clips == "all":  # L_gt on every sampled clip (the trainer averages over the K clips)
+                result[f"clip_{key}"] = preds  # (B, K, ...)
         return result
 
-    def siamese_term(self, preds: Tensor, clip_features: Tensor) -> tuple[Tensor, Tensor]:
-        """SKG + SKR + L_siamese from the K clips' outputs (B, K, ...) and features (B, K, H)."""
-        K = preds.shape[1]
-        uniform = self.cfg.knowledge == "uniform"
+    def _consensus(self, key: str, preds: Tensor, attn: Tensor, index: Tensor,
+                   valid: Tensor) -> dict[str, Any]:
+        """Evaluation over M clips: the mean of their logits / scores / counts (ClipBERT's mean-pooling
+        consensus), and the frame attention of all M clips, each clip's weighted 1 / M (M = 1: the clip's)."""
+        B, M, Cp, Bf = attn.shape
+        att = attn.permute(0, 2, 1, 3).reshape(B, Cp, M * Bf) / M  # (B, C', M*Bf), sums to 1
+        return {
+            key: preds.mean(dim=1),  # (B, A) | (B, C) | (B,)
+            "frame_attention": att if self.task_type == "mc" else att[:, 0],
+            "frame_index": index.reshape(B, M * Bf),
+            "frame_valid": valid.reshape(B, M * Bf),
+        }
+
+    def siamese_term(self, preds: Tensor, clip_features: Tensor,
+                     answer: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+        """SKG + SKR and the training terms from the K clips' outputs (B, K, ...) and features (B, K, H).
+
+        Returns ``(A^ (B, K, K), {"loss_siamese": alpha * L_siamese[, "loss_knowledge": ...]})``. With
+        ``knowledge_loss="gt"`` the soft label is a fixed target of L_siamese and F, W1, W2 learn from the
+        ground-truth loss on Q (:func:`knowledge_loss`; skipped when ``answer`` is None); with
+        ``"siamese"`` they learn from L_siamese itself.
+        """
+        cfg, K = self.cfg, preds.shape[1]
+        uniform = cfg.knowledge == "uniform"
         aff = affinity(None if uniform else self.skg(clip_features), K, uniform=uniform)
         aff = aff.to(preds.device).expand(preds.shape[0], -1, -1)
         if self.task_type == "count":
             p = preds.float()[..., None]  # (B, K, 1)
         else:
             p = preds.float().softmax(dim=-1)  # (B, K, A)
-        if self.cfg.detach_predictions:
+        if cfg.detach_predictions:
             p = p.detach()
-        q = soft_label(aff, p, self.w1.softmax(0), self.w2.softmax(0), self.cfg.omega,
+        q = soft_label(aff, p, self.w1.softmax(0), self.w2.softmax(0), cfg.omega,
                        normalise=self.task_type != "count")
-        return aff, siamese_loss(self.task_type, preds[:, 0], q)
+        if cfg.knowledge_loss == "siamese":
+            return aff, {"loss_siamese": cfg.alpha * siamese_loss(self.task_type, preds[:, 0], q)}
+        losses = {"loss_siamese": cfg.alpha * siamese_loss(self.task_type, preds[:, 0], q.detach())}
+        if answer is not None:
+            losses["loss_knowledge"] = knowledge_loss(self.task_type, q, answer.to(q.device))
+        return aff, losses
 
 
 def _cpu(x: Tensor | None) -> Tensor | None:
@@ -576,7 +744,7 @@ def siasamrea(cfg: SiaSamReaConfig | None = None, *, vocab_size: int, num_answer
     """Build SiaSamRea (the registry's builder).
 
     Args:
-        cfg: config (default: the paper's settings).
+        cfg: config (default: ``SiaSamReaConfig()``; where each value comes from: the module docstring).
         vocab_size: question vocabulary size; num_answers: open-ended answer classes;
         task_type: ``"open"``, ``"mc"`` or ``"count"``; embeddings: optional GloVe matrix;
         text_encoder: the loaded pre-trained module for ``cfg.text_encoder == "transformer"``.

@@ -10,6 +10,7 @@
     out/activitynet-captions/{train,val_1,val_2}.json
     out/how2qa/videos/demo_how2qa_<n>.mp4
     out/how2qa/how2qa_{train,val,test}.jsonl
+    out/how2qa/how2_subtitles.jsonl                         (HERO / VALUE subtitle layout)
     out/activitynet-qa/videos/v_<11 chars>.mp4
     out/activitynet-qa/{train,val,test}_{q,a}.json
     out/DEMO.json                                           (what each question depends on, chance levels)
@@ -62,6 +63,10 @@ How2QA layout (the SiaSamRea demo's multiple-choice set): 12 s mp4 videos at 5 f
 scenes, each one wobbling object whose colour and shape are unique in its video. One question per
 scene (``what colour is the object in this clip?``) with the scene's seconds as ``ts``; the four
 candidates are the three colours of the video plus one more, so only the segment tells which is right.
+Subtitles in HERO's / VALUE's ``how2_subtitles.jsonl`` layout: a narration line over most scenes (every
+fourth scene, counted over the layout, has none) naming the scene's shape, never its colour, so they
+exercise the subtitle input without deciding the answer; they are a function of the plan (no random
+draws), so adding them changed no other data.
 ActivityNet-QA layout (open-ended): 10-20 s mp4 videos at 5 fps, one object visible over a window that
 covers at least the middle half of the video; one question, ``what color is the <shape>`` (type 4,
 color). Both split by video 60/20/20%, drawn from a random stream of their own (the other layouts are
@@ -101,6 +106,8 @@ ANET_FORMAT = 2
 # Bumped when the videos' encoding changes (same frames, other bytes): 2 = mp4 written byte-deterministically
 # (pipelines.videowrite: x264 without mbtree, one thread, bit-exact muxing).
 VIDEO_FORMAT = 2
+# Bumped when only the How2QA layout's files change: 2 = how2_subtitles.jsonl added.
+HOW2QA_FORMAT = 2
 FRAME_SIZE = 64
 PALETTE: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -858,6 +865,25 @@ def _how2qa_annotations(rng: np.random.Generator, videos: list[_QAVideo]) -> dic
     return out
 
 
+_NARRATION = ("now we look at the {}", "here the {} stays for a while", "and this one is a {}")
+
+
+def _how2qa_subtitles(videos: list[_QAVideo]) -> list[dict]:
+    """One ``how2_subtitles.jsonl`` line per video: a narration entry naming each scene's shape over the
+    scene's seconds (scene ``j`` of the layout, counted over all videos, has none when ``j % 4 == 3``)."""
+    lines, j = [], 0
+    for v in videos:
+        sub = []
+        for sc in v.scenes:
+            if j % 4 != 3:
+                start, end = round(sc.start / QA_FPS + 0.2, 1), round(sc.end / QA_FPS - 0.2, 1)
+                sub.append({"text": _NARRATION[j % len(_NARRATION)].format(sc.shape), "start": start,
+                            "end": end})
+            j += 1
+        lines.append({"vid_name": v.name, "sub": sub})
+    return lines
+
+
 def _anetqa_annotations(videos: list[_QAVideo]) -> dict[str, dict[str, list[dict]]]:
     """``{split: {"q": [...], "a": [...]}}``: a colour question per video (no shape question: see the
     module docstring)."""
@@ -881,6 +907,8 @@ def _how2qa_summary(ann: dict[str, list[dict]], n_videos: int) -> dict:
         "depends_on": "three 4 s scenes per video, one object each (colour and shape unique in the video); "
                       "each question asks the colour of the object in its ts segment, and three of "
                       "the four candidates appear somewhere in the video",
+        "subtitles": "how2_subtitles.jsonl: a narration line over most scenes naming the shape, never "
+                     "the colour (they do not decide the answer)",
         "chance": {"accuracy": 0.25,
                    "ignoring_the_segment": round(1 / HOW2QA_SCENES, 4),
                    "note": "ignoring_the_segment: picking among the candidates seen in the video"},
@@ -908,6 +936,8 @@ def _write_qa_layouts(out: Path, plan: dict[str, Any], paths: dict[str, list[Pat
         write_video(path, _render_qa(video), fps=QA_FPS)
     for split, rows in plan["how2qa_ann"].items():
         _write_text(out / "how2qa" / f"how2qa_{split}.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    _write_text(out / "how2qa" / "how2_subtitles.jsonl",
+                "".join(json.dumps(r) + "\n" for r in _how2qa_subtitles(plan["how2qa"])))
     for split, files in plan["anetqa_ann"].items():
         for kind, rows in files.items():
             write_json_atomic(out / "activitynet-qa" / f"{split}_{kind}.json", rows)
@@ -1030,7 +1060,8 @@ def generate_demo(out_dir: str | os.PathLike, *, seed: int = 0, scale: float = 1
     paths = _video_paths(out, plan)
     all_videos = [p for ps in paths.values() for p in ps]
     header = {"generator": "pipelines.demo", "format": DEMO_FORMAT,
-              "activitynet_captions_format": ANET_FORMAT, "video_format": VIDEO_FORMAT, "seed": seed,
+              "activitynet_captions_format": ANET_FORMAT, "video_format": VIDEO_FORMAT,
+              "how2qa_format": HOW2QA_FORMAT, "seed": seed,
               "scale": scale}
     if (isinstance(previous, dict) and previous.get("complete") is True
             and all(previous.get(k) == v for k, v in header.items())

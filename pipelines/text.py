@@ -96,20 +96,22 @@ def build_answer_vocab(answers: Iterable[str], size: int | None) -> list[str]:
 
 
 def encode_tokens(
-    token_lists: Sequence[Sequence[str]], index: dict[str, int], max_len: int | None = None
+    token_lists: Sequence[Sequence[str]], index: dict[str, int], max_len: int | None = None, *,
+    allow_empty: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Token lists to a 0-padded id matrix.
 
     Args:
-        token_lists: Q token lists; an empty list is encoded as one ``<unk>``.
+        token_lists: Q token lists; an empty list is encoded as one ``<unk>`` (length 0 with
+            ``allow_empty``: subtitles, where "none" is not an unknown word).
         index: token -> id (``<unk>`` = 1 for unknown tokens).
         max_len: truncate to this many tokens.
 
     Returns:
         ids (Q, L) int64 with L = the longest (truncated) list (>= 1), lengths (Q,) int64.
     """
-    clipped = [list(t[:max_len] if max_len else t) or [UNK] for t in token_lists]
-    length = max((len(t) for t in clipped), default=1)
+    clipped = [list(t[:max_len] if max_len else t) or ([] if allow_empty else [UNK]) for t in token_lists]
+    length = max((len(t) for t in clipped), default=1) or 1
     ids = np.zeros((len(clipped), length), dtype=np.int64)
     lengths = np.zeros(len(clipped), dtype=np.int64)
     unk = index[UNK]
@@ -133,6 +135,9 @@ class EncodedSplit:
         candidates_len: (Q, C) int64 or ``None``.
         answers: (Q,) int64 — open: answer-vocabulary index or -1 (out of vocabulary); mc: index of
             the right candidate — or float32 counts (count).
+        subtitles: (Q, Ls) int64 token ids of each question's subtitle text (``QARecord.subtitle``), or
+            ``None`` (not asked for, or the dataset has none).
+        subtitle_len: (Q,) int64, 0 where a question has no subtitle text; or ``None``.
     """
 
     qids: list[str]
@@ -144,6 +149,8 @@ class EncodedSplit:
     candidates_len: np.ndarray | None
     answers: np.ndarray
     answer_text: list[str]
+    subtitles: np.ndarray | None = None
+    subtitle_len: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.qids)
@@ -254,6 +261,7 @@ def prepare_qa(
     answer_vocab_size: int | None | str = "default",
     glove: str | os.PathLike | None = None,
     max_question_len: int | None = None,
+    subtitles: bool = False,
 ) -> PreparedQA:
     """Tokenize, build vocabularies and encode every split of a QA dataset (cached).
 
@@ -265,6 +273,9 @@ def prepare_qa(
             Ignored for multiple choice and count.
         glove: a GloVe text / word2vec file; ``None`` = no pretrained embeddings (warning logged).
         max_question_len: truncate questions and candidates to this many tokens.
+        subtitles: also encode each question's subtitle text when the dataset has subtitles
+            (``QARecord.subtitle``; How2QA), whole, with the training split's subtitle words in the
+            question vocabulary. A dataset without subtitles is encoded as without the option.
 
     Returns:
         A :class:`PreparedQA` with ``question_vocab`` (0 = ``<pad>``, 1 = ``<unk>``), ``answer_vocab``
@@ -281,11 +292,14 @@ def prepare_qa(
                          f"(tasks: {', '.join(adapter.tasks) or 'none'})")
     cache_dir = Path(cache_dir)
     size = _resolve_answer_vocab_size(adapter, answer_vocab_size) if task_type == "open" else None
-    key = _cache_key(adapter, {"answer_vocab_size": size, "max_question_len": max_question_len})
+    settings: dict = {"answer_vocab_size": size, "max_question_len": max_question_len}
+    if subtitles:
+        settings["subtitles"] = True
+    key = _cache_key(adapter, settings)
     stem = _stem(adapter, key)
     cached = _read(cache_dir, stem, key)
     if cached is None:
-        arrays, meta = _build_qa(adapter, task_type, size, max_question_len)
+        arrays, meta = _build_qa(adapter, task_type, size, max_question_len, subtitles)
         meta["cache_key"] = key
         _write(cache_dir, stem, arrays, meta)
     else:
@@ -301,6 +315,7 @@ def prepare_qa(
             candidates=arrays[f"{split}/candidates"] if mc else None,
             candidates_len=arrays[f"{split}/candidates_len"] if mc else None,
             answers=arrays[f"{split}/answers"], answer_text=info["answer_text"],
+            subtitles=arrays.get(f"{split}/subtitles"), subtitle_len=arrays.get(f"{split}/subtitle_len"),
         )
     embeddings, info = _embeddings(meta["question_vocab"], Path(glove) if glove else None, cache_dir,
                                    adapter.name)
@@ -309,7 +324,7 @@ def prepare_qa(
 
 
 def _build_qa(
-    adapter: DatasetAdapter, task_type: str, size: int | None, max_len: int | None
+    adapter: DatasetAdapter, task_type: str, size: int | None, max_len: int | None, subtitles: bool = False
 ) -> tuple[dict[str, np.ndarray], dict]:
     records: dict[str, list[QARecord]] = {split: adapter.records(split) for split in adapter.splits()}
     if "train" not in records:
@@ -318,7 +333,10 @@ def _build_qa(
     cand_tokens = {
         s: [[tokenize(c) for c in (r.candidates or ())] for r in recs] for s, recs in records.items()
     }
+    subs = subtitles and any(r.subtitle is not None for recs in records.values() for r in recs)
+    sub_tokens = {s: [tokenize(r.subtitle or "") for r in recs] for s, recs in records.items() if subs}
     train_tokens = list(tokens["train"]) + [c for cands in cand_tokens["train"] for c in cands]
+    train_tokens += sub_tokens.get("train", [])
     question_vocab = build_vocab(train_tokens)
     index = {tok: i for i, tok in enumerate(question_vocab)}
     answer_vocab = (build_answer_vocab((normalize_answer(r.answer) for r in records["train"]), size)
@@ -329,6 +347,9 @@ def _build_qa(
     for split, recs in records.items():
         questions, lengths = encode_tokens(tokens[split], index, max_len)
         arrays[f"{split}/questions"], arrays[f"{split}/question_len"] = questions, lengths
+        if subs:
+            arrays[f"{split}/subtitles"], arrays[f"{split}/subtitle_len"] = encode_tokens(
+                sub_tokens[split], index, allow_empty=True)
         if task_type == "open":
             answers = np.array([answer_index.get(normalize_answer(r.answer), -1) for r in recs],
                                dtype=np.int64)

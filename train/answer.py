@@ -486,6 +486,7 @@ class Answerer:
         self.answer_vocab: list[str] = list(meta["answer_vocab"])
         self.index = {tok: i for i, tok in enumerate(meta["question_vocab"])}
         self.max_len = meta.get("max_question_len")
+        self.subtitles = bool(meta.get("subtitles"))  # trained on questions with subtitle text (How2QA)
         self.stats = {k: (v["mean"].numpy(), v["std"].numpy()) for k, v in meta["feature_stats"].items()}
         entry = get_model(meta["model_name"])
         self.feature_keys = tuple(entry.feature_keys) or tuple(feature_set.outputs)
@@ -699,7 +700,10 @@ class Answerer:
         question: str,
         candidates: Sequence[str] | None,
         segment: tuple[float, float] | None = None,
+        subtitle: str | None = None,
     ) -> dict[str, Any]:
+        if subtitle is not None and not self.subtitles:
+            raise AnswerError("this model was not trained with subtitles; drop the subtitle")
         if self.task_type == "moment":
             if candidates or segment:
                 raise AnswerError("this is a moment-retrieval model: it takes a query, no candidates/segment")
@@ -724,8 +728,12 @@ class Answerer:
         elif candidates:
             raise AnswerError(f"this is a {self.task_type} model: it takes no candidates")
         if self.text_encoder is not None:  # as train.data.QADataset's text_tokens
-            tokens = self.text_encoder.tokens(question, candidates)
+            sub = (subtitle or "") if self.subtitles else None
+            tokens = self.text_encoder.tokens(question, candidates, sub)
             item.update({k: torch.from_numpy(v) for k, v in tokens.items()})
+        elif self.subtitles:  # as train.data.QADataset (none given: no subtitle text, length 0)
+            sids, slen = encode_tokens([tokenize(subtitle or "")], self.index, allow_empty=True)
+            item["subtitle"], item["subtitle_len"] = torch.from_numpy(sids[0]), int(slen[0])
         if segment is not None:  # as train.data.QADataset (How2QA's ts); models that use none ignore it
             item["segment"] = torch.tensor([float(segment[0]), float(segment[1])], dtype=torch.float32)
         for key in self.feature_keys:
@@ -743,12 +751,14 @@ class Answerer:
         candidates: Sequence[str] | None = None,
         segment: tuple[float, float] | None = None,
         top_k: int = 5,
+        subtitle: str | None = None,
     ) -> Answer:
         """Answer one question (``video`` a path, or the :meth:`extract` result to reuse it).
 
         ``segment``: the question's (start, end) in seconds when the training questions had one (How2QA's
         ``ts``: SiaSamRea samples its clips inside it); a How2QA model asked without one looks at the
-        whole video.
+        whole video. ``subtitle``: the subtitle text of that segment, for models trained with subtitles
+        (How2QA); without one such a model reads no subtitle text.
 
         Raises:
             AnswerError: bad video, or candidates missing (mc) / given (other task types).
@@ -757,7 +767,7 @@ class Answerer:
         if not question or not question.strip():
             raise AnswerError("the question is empty")
         self._check_segment(feats, segment)
-        batch = self.collate([self._item(feats, question, candidates, segment)])
+        batch = self.collate([self._item(feats, question, candidates, segment, subtitle)])
         batch = {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         with torch.no_grad():
             out = self.model(batch)
@@ -797,9 +807,9 @@ class Answerer:
 
         Args:
             requests: dicts with ``video``, ``question`` (or ``query``) and optional ``candidates``
-                (list, or one ``"a|b|c"`` string) and ``segment`` ([start, end] seconds); other keys (e.g.
-                ``id``) are copied to the output. A :class:`BadRequest` (a malformed line of
-                :func:`read_requests`) gives its error line.
+                (list, or one ``"a|b|c"`` string), ``segment`` ([start, end] seconds) and ``subtitle``
+                (text; models trained with subtitles); other keys (e.g. ``id``) are copied to the output.
+                A :class:`BadRequest` (a malformed line of :func:`read_requests`) gives its error line.
 
         Returns:
             One JSON-able dict per request, in order: :meth:`Answer.to_json` plus the copied keys, or
@@ -826,7 +836,7 @@ class Answerer:
                 extra = {
                     k: v
                     for k, v in req.items()
-                    if k not in ("video", "question", "query", "candidates", "segment")
+                    if k not in ("video", "question", "query", "candidates", "segment", "subtitle")
                 }
                 if feats is None:
                     results[i] = {"video": video, text_key: question, "error": error, **extra}
@@ -836,7 +846,9 @@ class Answerer:
                     if isinstance(cands, str):
                         cands = [c.strip() for c in cands.split("|")]
                     seg = _parse_segment(req.get("segment"), '"segment"')
-                    answer = self.answer(feats, str(question), candidates=cands, segment=seg, top_k=top_k)
+                    sub = req.get("subtitle")
+                    answer = self.answer(feats, str(question), candidates=cands, segment=seg, top_k=top_k,
+                                         subtitle=None if sub is None else str(sub))
                     results[i] = {**answer.to_json(), **extra}
                 except AnswerError as exc:
                     results[i] = {"video": video, text_key: question, "error": str(exc), **extra}
@@ -930,7 +942,7 @@ Examples:
   vqa-answer --checkpoint best.pt --questions questions.jsonl --output answers.jsonl
   vqa-answer --checkpoint best.pt --video clip.mp4 --question "..." --explain figure.png
 A --questions line: {"video": "clip.mp4", "question": "...", "candidates": ["a", "b"] (multiple choice),
-"segment": [start, end] (seconds; How2QA)}
+"segment": [start, end] (seconds; How2QA), "subtitle": "..." (How2QA models trained with subtitles)}
 or {"video": "clip.mp4", "query": "..."} (moment retrieval)
 (relative video paths are read from the current directory; other keys such as "id" are copied).
 """
@@ -968,6 +980,7 @@ def _cli(
     segment,
     text_encoder=None,
     features_like=None,
+    subtitle=None,
 ) -> int:
     import sys
 
@@ -1022,7 +1035,8 @@ def _cli(
     if query is None and answerer.task_type == "moment":
         raise AnswerError('this is a moment-retrieval model: give the sentence to find with --query "..."')
     result = answerer.answer(
-        video, text, candidates=cands, segment=_parse_segment(segment, "--segment"), top_k=top_k
+        video, text, candidates=cands, segment=_parse_segment(segment, "--segment"), top_k=top_k,
+        subtitle=subtitle,
     )
     for note in result.notes():
         click.echo(f"note: {note}", err=True)
@@ -1102,6 +1116,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--segment",
         metavar="START,END",
         help="The question's segment in seconds, for models trained on questions with one (How2QA's ts).",
+    )
+    @click.option(
+        "--subtitle",
+        metavar="TEXT",
+        help="The subtitle text of the question's segment, for models trained with subtitles (How2QA).",
     )
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
     @click.option(

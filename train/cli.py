@@ -39,6 +39,7 @@ from pipelines.datasets import DATASETS, DatasetFormatError, get_dataset
 from pipelines.glove import GloveFormatError
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import (
+    EVAL_MODEL_KEYS,
     ConfigError,
     TrainConfig,
     build_config,
@@ -229,12 +230,15 @@ def _make_spec(
                               f"moment retrieval's; {name} does not retrieve moments")
         train_cfg = build_config(TrainConfig, merged["train"], section="train")
         if eval_only:
-            moved = {k: v for k, v in merged["model"].items() if k == "text_encoder_path"}  # sha256 checked
+            # a moved text encoder (sha256 checked) and inference-only settings may differ from the checkpoint
+            may_set = ("text_encoder_path", *EVAL_MODEL_KEYS)
+            moved = {k: v for k, v in merged["model"].items() if k in may_set}
             if set(merged["model"]) - set(moved) or merged["moment"]:
                 given = [f"model.{k}" for k in merged["model"] if k not in moved]
                 raise ConfigError(
                     "--eval-only takes the model and moment configs from the checkpoint; drop the settings "
-                    f"({', '.join(given + ['moment.' + k for k in merged['moment']])})"
+                    f"({', '.join(given + ['moment.' + k for k in merged['moment']])}); only "
+                    f"{', '.join('model.' + k for k in may_set)} may be set"
                 )
             meta = load_checkpoint(checkpoint).get("meta", {})
             model_values, moment_values = checkpoint_configs(meta, source=str(checkpoint))

@@ -22,6 +22,7 @@ import yaml
 
 __all__ = [
     "CLIP_AND_PRECISION",
+    "EVAL_MODEL_KEYS",
     "ConfigError",
     "SECTIONS",
     "TrainConfig",
@@ -46,6 +47,9 @@ SECTIONS = ("train", "model", "moment")
 
 
 TASK_TYPES = ("open", "mc", "count")
+#: model-config fields that act at inference only, so ``--eval-only`` may set them (``--set model.KEY=V``)
+#: to evaluate a checkpoint otherwise than it was validated; the value used is in ``eval_config.yaml``
+EVAL_MODEL_KEYS = ("eval_clips",)
 
 
 @dataclass(frozen=True)

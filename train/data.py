@@ -20,6 +20,10 @@ features                  (B, ...) float32      e.g. ``appearance`` (B, 16, Da)
 ``<name>_mask``           (B, T) bool           ragged features only (padded to the longest)
 ``segment``               (B, 2) float32        (start, end) s of the question's segment, NaN when
                                                 none; only for datasets that give segments (How2QA)
+``subtitle``              (B, Ls) int64         token ids of the question's subtitle text (0 =
+                                                padding); only when asked for and the dataset has
+                                                subtitles (How2QA; ``pipelines.text.prepare_qa``)
+``subtitle_len``          (B,) int64            its lengths, 0 = no subtitle text
 ``text_ids``              (B, C', Lt) int64     transformer question encoder only
                                                 (``train/text_encoder.py``): its tokenizer's ids of
                                                 the question (C' = 1) or question + candidate pairs
@@ -282,6 +286,10 @@ class QADataset(Dataset):
         if self.segments is not None:
             seg = self.segments.get(s.qids[i], (float("nan"), float("nan")))
             item["segment"] = torch.tensor(seg, dtype=torch.float32)  # (2,)
+        if getattr(s, "subtitles", None) is not None:
+            slen = int(s.subtitle_len[i])
+            item["subtitle"] = torch.as_tensor(np.asarray(s.subtitles[i][: max(slen, 1)], dtype=np.int64))
+            item["subtitle_len"] = slen
         if self.text_tokens is not None:
             item.update({k: torch.from_numpy(v) for k, v in self.text_tokens[s.qids[i]].items()})  # (C', Lt)
         item.update(self._video_features(video_id))
@@ -388,6 +396,12 @@ class QACollate:
             batch["candidates"] = cands
             batch["candidates_len"] = torch.stack([it["candidates_len"] for it in items])  # (B, C)
         batch["answer"] = torch.tensor([it["answer"] for it in items], dtype=self.answer_dtype)  # (B,)
+        if "subtitle" in items[0]:  # (B, Ls) zero-padded, lengths (B,) (0 = no subtitle text)
+            Ls = max(int(it["subtitle"].shape[0]) for it in items)
+            batch["subtitle"] = torch.zeros(B, Ls, dtype=torch.int64)
+            for b, it in enumerate(items):
+                batch["subtitle"][b, : it["subtitle"].shape[0]] = it["subtitle"]
+            batch["subtitle_len"] = torch.tensor([it["subtitle_len"] for it in items], dtype=torch.int64)
         for key in TEXT_KEYS:  # transformer tokens (C', Lt): padded to the longest row in the batch
             if key in items[0]:
                 Lt = max(int(it[key].shape[-1]) for it in items)
@@ -396,7 +410,7 @@ class QACollate:
                     padded[b, :, : it[key].shape[-1]] = it[key]
                 batch[key] = padded  # (B, C', Lt)
         skip = {"qid", "video_id", "qtype", "answer_text", "question", "question_len", "candidates",
-                "candidates_len", "answer", *TEXT_KEYS}
+                "candidates_len", "answer", "subtitle", "subtitle_len", *TEXT_KEYS}
         for key in items[0]:
             if key in skip:
                 continue

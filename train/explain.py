@@ -20,9 +20,10 @@ and its frames giving the strip and a caption):
   frame, which ``app_frames`` shows squashed), outlined with a width and a label by weight; with
   bottom-up-attention objects (``Answer.object_names``) the label names the object too ("white shirt
   0.42").
-- SiaSamRea: ``frame_attention`` (Bf,) (the [CLS] token's attention over the anchor clip's frames; for
-  multiple choice, the row of the best candidate) placed on the video's frames by ``frame_index``, masked
-  by ``frame_valid``; frames outside the anchor clip get weight 0.
+- SiaSamRea: ``frame_attention`` (M*Bf,) (the [CLS] token's attention over the frames of the M evaluated
+  clips, ``model.eval_clips``, each clip weighted 1 / M; for multiple choice, the row of the best
+  candidate) placed on the video's frames by ``frame_index`` (a frame in two clips adds up), masked by
+  ``frame_valid``; frames outside the clips get weight 0.
 - CMIN (moment retrieval): a timeline over the video's duration (:func:`timeline`): a strip of frames
   placed at their times (the middle frame of the clip nearest each tile's centre, ``clip_times``), the
   sigmoid of ``step_scores`` (T,) (each step's best valid window confidence) as bars, the sigmoid of
@@ -267,8 +268,8 @@ def _masn_view(result: Any, model: str, ground_truth: Segment | None = None) -> 
 
 
 def anchor_frame_weights(result: Any) -> np.ndarray | None:
-    """SiaSamRea: one weight per shown frame (sums to 1) from the anchor clip's ``frame_attention``
-    placed by ``frame_index`` and masked by ``frame_valid`` (frames outside the clip 0); None if absent."""
+    """SiaSamRea: one weight per shown frame (sums to 1) from the evaluated clips' ``frame_attention``
+    placed by ``frame_index`` and masked by ``frame_valid`` (frames outside the clips 0); None if absent."""
     att, index = result.attention.get("frame_attention"), result.attention.get("frame_index")
     if att is None or index is None or result.frames is None:
         return None
@@ -283,12 +284,12 @@ def anchor_frame_weights(result: Any) -> np.ndarray | None:
 
 
 def _siasamrea_view(result: Any, model: str, ground_truth: Segment | None = None) -> tuple[Image.Image, str]:
-    """SiaSamRea: the [CLS] attention over the anchor clip's frames, placed on the video's frames."""
+    """SiaSamRea: the [CLS] attention over the evaluated clips' frames, placed on the video's frames."""
     weights = anchor_frame_weights(result)
     if weights is None:
         return frame_strip(result.frames, None), _NO_ATTENTION
     caption = (
-        f"SiaSamRea frame attention over the anchor clip's {int((weights > 0).sum())} attended frames "
+        f"SiaSamRea frame attention over the {int((weights > 0).sum())} frames of its evaluated clip(s) "
         "(darker = less attended, outline = most; frames outside the clip 0)"
     )
     return frame_strip(result.frames, weights), caption

@@ -134,20 +134,26 @@ def compute_losses(
 
     Returns:
         ``{"loss_ce": ...}``, ``{"loss_hinge": ...}``, ``{"loss_mse": ...}`` or
-        ``{"loss_align": ..., "loss_reg": ...}``, plus the model's own extra terms: a model may return
-        ``outputs["aux_losses"]`` (name -> scalar, already weighted, e.g. SiaSamRea's ``loss_siamese``),
-        which are added to the dict and so summed by the loop.
+        ``{"loss_align": ..., "loss_reg": ...}``. A model that answers from several sampled clips in
+        training may return them all as ``clip_<key>`` (B, K, ...) (SiaSamRea's anchor and siamese clips,
+        ``model.gt_clips=all``): the task loss is then the mean of each clip's loss against the answer
+        (``<key>``, used for predictions, is the anchor's). Plus the model's own extra terms: a model
+        may return ``outputs["aux_losses"]`` (name -> scalar, already weighted, e.g. SiaSamRea's
+        ``loss_siamese``), which are added to the dict and so summed by the loop.
     """
     key = _output_key(task_type, outputs)
     if task_type == "moment":
         return moment_loss(outputs, batch, **moment)
     answer = batch["answer"]
+    clips = outputs.get(f"clip_{key}")  # (B, K, ...): several sampled clips, each answering the question
+    preds = [outputs[key]] if clips is None else list(clips.unbind(1))
     if task_type == "open":
-        losses = {"loss_ce": open_ended_loss(outputs[key], answer)}
+        losses = {"loss_ce": sum(open_ended_loss(p, answer) for p in preds) / len(preds)}
     elif task_type == "mc":
-        losses = {"loss_hinge": hinge_loss(outputs[key], answer, margin=margin, reduction=hinge_reduction)}
+        losses = {"loss_hinge": sum(hinge_loss(p, answer, margin=margin, reduction=hinge_reduction)
+                                    for p in preds) / len(preds)}
     else:
-        losses = {"loss_mse": count_loss(outputs[key], answer)}
+        losses = {"loss_mse": sum(count_loss(p, answer) for p in preds) / len(preds)}
     for name, value in (outputs.get("aux_losses") or {}).items():
         if name in losses:
             raise KeyError(f"the model's extra loss {name!r} clashes with the task loss of the same name")

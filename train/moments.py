@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from extract.manifest import fingerprint
 from pipelines.atomic import atomic_path
 from pipelines.deps import Edge
 from train.config import ConfigError
@@ -317,10 +318,15 @@ def fit_pca(reader: Any, video_ids: Sequence[str], dim: int, *, key: str = "clip
 def load_or_fit_pca(reader: Any, video_ids: Sequence[str], dim: int, *, cache_dir: Path,
                     stats: tuple[np.ndarray, np.ndarray] | None = None, whiten: bool = False,
                     center: bool = False) -> Projection:
-    """:func:`fit_pca`, cached under a key that changes with the features, the videos and the settings."""
-    manifest = Path(reader.out_dir) / "manifest.json"
-    h = hashlib.sha256(manifest.read_bytes())
-    settings = {"ids": sorted(set(video_ids)), "dim": dim, "whiten": whiten, "v": 1}
+    """:func:`fit_pca`, cached under a key that changes with the features, the videos and the settings.
+
+    The features are keyed by the feature directory's fingerprint (``extract.manifest.fingerprint``, the one
+    a run's provenance records): a re-extracted shard changes it, a manifest rewrite that changes no feature
+    (a run record, the counts) does not. Caches keyed by the manifest's bytes (before "v": 2) are not found
+    again and are fitted anew, never reused.
+    """
+    h = hashlib.sha256(fingerprint(reader.manifest).encode())
+    settings = {"ids": sorted(set(video_ids)), "dim": dim, "whiten": whiten, "v": 2}
     if center:  # absent when off, so the caches of earlier runs keep their keys
         settings["center"] = True
     h.update(json.dumps(settings).encode())

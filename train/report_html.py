@@ -15,34 +15,27 @@ Moment retrieval (CMIN) runs: every moment metric (R@n at each IoU, mIoU) on val
 same metric of both baselines (a random window, the training split's best prior); no question types;
 the samples are queries whose top moment has IoU >= 0.5 with the true one ("correct") or not, each with
 its top moments and the timeline figure (``train.explain``) with the true moment drawn.
+
+The page is the Jinja2 template ``train/templates/report.html`` (every value escaped); this module reads
+the run and computes what the page shows.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import random
 import re
 from collections import Counter, defaultdict
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import yaml
 
 from pipelines.atomic import atomic_path
 
 __all__ = ["write_html_report"]
-
-_STYLE = """
-body { font-family: sans-serif; margin: 2em; color: #222; max-width: 1100px; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
-td, th { border: 1px solid #ccc; padding: 4px 10px; text-align: left; }
-th { background: #f2f2f2; }
-.warn { background: #fff0f0; border: 2px solid #d22; padding: 0.6em 1em; font-weight: bold; }
-.sample { border: 1px solid #ddd; margin: 0.8em 0; padding: 0.6em; }
-.ok { color: #176b2c; } .bad { color: #b3261e; }
-img { max-width: 100%; }
-"""
 
 
 #: a moment counts as found ("correct" sample) at this IoU of the top moment with the true one
@@ -122,6 +115,35 @@ def _figure(answerer: Any, record: Any, path: Path | None, out: Path) -> str | N
     return None
 
 
+@cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("train", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,  # a value the page names but the context lacks is an error
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    return env.get_template("report.html")
+
+
+def _read_run(run: Path) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """(metrics.json, config.yaml or {}, the test predictions or [])."""
+    metrics_path = run / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{metrics_path}: missing; did `vqa-train` finish in {run}?")
+    m = json.loads(metrics_path.read_text(encoding="utf-8"))
+    conf_path = run / "config.yaml"
+    conf = yaml.safe_load(conf_path.read_text(encoding="utf-8")) if conf_path.is_file() else {}
+    pred_path = run / "predictions_test.jsonl"
+    preds = (
+        [json.loads(x) for x in pred_path.read_text(encoding="utf-8").splitlines()]
+        if pred_path.is_file()
+        else []
+    )
+    return m, conf, preds
+
+
 def write_html_report(run: Path, *, samples: int = 4) -> Path:
     """Write ``run/report.html`` (see the module docstring) and return its path.
 
@@ -129,55 +151,23 @@ def write_html_report(run: Path, *, samples: int = 4) -> Path:
         FileNotFoundError: no ``metrics.json`` in ``run`` (the run did not finish).
     """
     run = Path(run)
-    metrics_path = run / "metrics.json"
-    if not metrics_path.is_file():
-        raise FileNotFoundError(f"{metrics_path}: missing; did `vqa-train` finish in {run}?")
-    m = json.loads(metrics_path.read_text(encoding="utf-8"))
-    conf = (
-        yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8"))
-        if (run / "config.yaml").is_file()
-        else {}
-    )
-    pred_path = run / "predictions_test.jsonl"
-    preds = (
-        [json.loads(x) for x in pred_path.read_text(encoding="utf-8").splitlines()]
-        if pred_path.is_file()
-        else []
-    )
+    m, conf, preds = _read_run(run)
     count = m["task_type"] == "count"
-    e = html.escape
-    name = f"{m['model']} on {m['dataset']}{'/' + m['task'] if m.get('task') else ''} ({m['task_type']})"
-    body = [
-        f"<h1>{e(name)}</h1>",
-        f"<p>run: <code>{e(str(run.resolve()))}</code>; best epoch {m.get('best_epoch')}"
-        f" of {m.get('epochs_completed')}; checkpoint <code>{e(str(m.get('best_checkpoint')))}</code></p>",
-    ]
+    moment = m["task_type"] == "moment"
+    task = "/" + m["task"] if m.get("task") else ""
     feats = (m.get("provenance") or {}).get("features") or {}
-    if feats.get("random_weights"):
-        body.append(
-            '<p class="warn">The features of this run were extracted with RANDOM backbone weights: '
-            "these results test the pipeline only and are not research results.</p>"
-        )
-    metric = m["selection_metric"]
-    better = "lower is better" if m.get("selection_mode") == "min" else "higher is better"
-    if m["task_type"] == "moment":
-        body.extend(_moment_metrics_html(m))
-    else:
-        body.extend(_metrics_html(m, metric, better))
-    if preds and m["task_type"] != "moment":
-        score = "MSE" if count else "accuracy"
-        body.append(
-            f"<h2>Per question type (test)</h2><table><tr><th>type</th><th>questions</th><th>{score}</th>"
-            "<th>most common answer's share</th></tr>"
-        )
-        for qtype, n, s, top in _per_type(preds, count):
-            body.append(f"<tr><td>{e(qtype)}</td><td>{n}</td><td>{s:.4f}</td><td>{top:.3f}</td></tr>")
-        body.append("</table>")
-    if preds:
-        body.extend(_samples_html(run, m, conf, preds, samples, count))
-    page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{e(name)}</title><style>{_STYLE}</style>"
-        f"</head><body>{''.join(body)}</body></html>\n"
+    page = _template().render(
+        name=f"{m['model']} on {m['dataset']}{task} ({m['task_type']})",
+        run_dir=str(run.resolve()),
+        best_epoch=m.get("best_epoch"),
+        epochs_completed=m.get("epochs_completed"),
+        best_checkpoint=str(m.get("best_checkpoint")),
+        random_weights=bool(feats.get("random_weights")),
+        moment=_moment_metrics(m) if moment else None,
+        qa=None if moment else _qa_metrics(m),
+        per_type=_per_type_table(preds, count) if preds and not moment else None,
+        samples=_samples(run, m, conf, preds, samples, count) if preds else [],
+        hit_iou=MOMENT_HIT_IOU,
     )
     out = run / "report.html"
     with atomic_path(out) as tmp:
@@ -185,23 +175,25 @@ def write_html_report(run: Path, *, samples: int = 4) -> Path:
     return out
 
 
-def _metrics_html(m: dict[str, Any], metric: str, better: str) -> list[str]:
-    e = html.escape
-    body = []
-    body.append(
-        "<h2>Metrics beside chance level</h2><table><tr><th>metric</th><th>val</th><th>test</th></tr>"
-    )
-    body.append(
-        f"<tr><td><b>{e(metric)}</b> ({better})</td><td>{m['val'].get(metric, float('nan')):.4f}</td>"
-        f"<td><b>{m['test'].get(metric, float('nan')):.4f}</b></td></tr>"
-    )
-    for key, value in sorted(m.get("baselines_test", {}).items()):
-        body.append(f"<tr><td>chance: {e(key)}</td><td></td><td>{value:.4f}</td></tr>")
-    for key, value in sorted(m["test"].items()):
-        if key != metric and "/" not in key and isinstance(value, int | float):
-            body.append(f"<tr><td>{e(key)}</td><td></td><td>{value:.4g}</td></tr>")
-    body.append("</table>")
-    return body
+def _qa_metrics(m: dict[str, Any]) -> dict[str, Any]:
+    """The selection metric on val and test, the chance baselines and the other test metrics."""
+    metric = m["selection_metric"]
+    return {
+        "metric": metric,
+        "better": "lower is better" if m.get("selection_mode") == "min" else "higher is better",
+        "val": m["val"].get(metric, float("nan")),
+        "test": m["test"].get(metric, float("nan")),
+        "baselines": sorted(m.get("baselines_test", {}).items()),
+        "others": [
+            (k, v)
+            for k, v in sorted(m["test"].items())
+            if k != metric and "/" not in k and isinstance(v, int | float)
+        ],
+    }
+
+
+def _per_type_table(preds: list[dict[str, Any]], count: bool) -> dict[str, Any]:
+    return {"score": "MSE" if count else "accuracy", "rows": _per_type(preds, count)}
 
 
 def _protocol_text(m: dict[str, Any]) -> str:
@@ -210,34 +202,31 @@ def _protocol_text(m: dict[str, Any]) -> str:
     return f"{p['name']}: {p['description']}" if p else "not recorded (a run from before the record)"
 
 
-def _moment_metrics_html(m: dict[str, Any]) -> list[str]:
+def _moment_metrics(m: dict[str, Any]) -> dict[str, Any]:
     """Every moment metric on val and test beside the same metric of each baseline (test)."""
-    e = html.escape
     metric = m["selection_metric"]
     base = m.get("baselines_test", {})
     names = sorted({k.split("/", 1)[0] for k in base if "/" in k})
     metrics = sorted((k for k in m["test"] if "/" not in k and k != "num_questions"
                       and isinstance(m["test"][k], int | float)), key=lambda k: (k == "mIoU", k))
-    body = [
-        "<h2>Metrics beside chance level</h2><p>R@n,IoU=m: share of test queries with one of the top n "
-        "moments at temporal IoU &ge; m with the true moment; mIoU: mean IoU of the top moment (higher "
-        f"is better; the checkpoint is selected on val {e(metric)}). Queries: "
-        f"{int(m['val'].get('num_questions', 0))} val, {int(m['test'].get('num_questions', 0))} test. "
-        f"Protocol (model and baselines): {e(_protocol_text(m))}.</p>",
-        "<table><tr><th>metric</th><th>val</th><th>test</th>"
-        + "".join(f"<th>chance: {e(n)} (test)</th>" for n in names) + "</tr>",
+    rows = [
+        {
+            "name": k,
+            "selected": k == metric,
+            "val": m["val"].get(k, float("nan")),
+            "test": m["test"][k],
+            "baselines": [base.get(f"{n}/{k}") for n in names],
+        }
+        for k in metrics
     ]
-    for k in metrics:
-        label = f"<b>{e(k)}</b>" if k == metric else e(k)
-        cells = "".join(
-            f"<td>{base[f'{n}/{k}']:.4f}</td>" if f"{n}/{k}" in base else "<td></td>" for n in names
-        )
-        body.append(
-            f"<tr><td>{label}</td><td>{m['val'].get(k, float('nan')):.4f}</td>"
-            f"<td><b>{m['test'][k]:.4f}</b></td>{cells}</tr>"
-        )
-    body.append("</table>")
-    return body
+    return {
+        "metric": metric,
+        "val_queries": int(m["val"].get("num_questions", 0)),
+        "test_queries": int(m["test"].get("num_questions", 0)),
+        "protocol": _protocol_text(m),
+        "baselines": names,
+        "rows": rows,
+    }
 
 
 def _load_answerer(m: dict[str, Any]) -> Any:
@@ -250,46 +239,41 @@ def _load_answerer(m: dict[str, Any]) -> Any:
         return f"no figures: {exc}"
 
 
-def _samples_html(
+def _samples(
     run: Path, m: dict[str, Any], conf: dict[str, Any], preds: list[dict[str, Any]], n: int, count: bool
-) -> list[str]:
-    e = html.escape
+) -> list[dict[str, Any]]:
+    """The sampled correct ("ok") and wrong ("bad") test predictions, each with its figure or the reason
+    there is none."""
     right, wrong = _sample(preds, n, count)
     records, paths = _question_texts(conf) if conf else ({}, {})
     answerer = _load_answerer(m) if right or wrong else None
     fig_dir = run / "report"
     fig_dir.mkdir(exist_ok=True)
-    body = []
     moment = m["task_type"] == "moment"
-    titles = (
-        (f"Found test moments (top moment IoU &ge; {MOMENT_HIT_IOU})", f"Missed test moments (IoU &lt; "
-         f"{MOMENT_HIT_IOU})") if moment else ("Correct test predictions", "Wrong test predictions")
-    )
-    for title, items, cls in ((titles[0], right, "ok"), (titles[1], wrong, "bad")):
-        body.append(f"<h2>{title} ({len(items)} sampled)</h2>")
-        if not items:
-            body.append("<p>none in the test split</p>")
-        for p in items:
-            rec = records.get(p["qid"])
-            text = (rec.query if moment else rec.question) if rec is not None else None
-            question = text or "(question text not available)"
-            pred, truth = p["prediction"], p["answer"]
-            if moment:
-                pred = ", ".join(f"{a:.2f}-{b:.2f} s ({c:.3f})" for a, b, c in pred)
-                truth = f"{truth[0]:.2f}-{truth[1]:.2f} s; IoU of the top moment {p['iou']:.3f}"
-            elif rec is not None and rec.candidates:
-                pred, truth = (
-                    f"[{pred}] {rec.candidates[int(pred)]}",
-                    f"[{truth}] {rec.candidates[int(truth)]}",
-                )
-            png = fig_dir / f"{re.sub(r'[^A-Za-z0-9._-]', '_', p['qid'])}.png"  # no '#', ':' in URLs
-            err = _figure(answerer, rec, paths.get(p["video_id"]), png)
-            body.append(
-                f'<div class="sample"><b>{e(p["qid"])}</b> video <code>{e(p["video_id"])}</code><br>'
-                f"{'query' if moment else 'Q'}: {e(question)}<br>"
-                f"predicted{' (top moments, score)' if moment else ''} <b class='{cls}'>{e(str(pred))}</b>, "
-                f"true <b>{e(str(truth))}</b><br>"
-            )
-            body.append(f"<i>{e(err)}</i>" if err else f'<img src="report/{e(png.name)}" alt="explanation">')
-            body.append("</div>")
-    return body
+    return [
+        {"cls": cls, "entries": [_sample_view(p, records, paths, answerer, fig_dir, moment) for p in items]}
+        for items, cls in ((right, "ok"), (wrong, "bad"))
+    ]
+
+
+def _sample_view(p: dict[str, Any], records: dict[str, Any], paths: dict[str, Path], answerer: Any,
+                 fig_dir: Path, moment: bool) -> dict[str, Any]:
+    """One sample as the page shows it; renders its explanation figure into ``fig_dir``."""
+    rec = records.get(p["qid"])
+    text = (rec.query if moment else rec.question) if rec is not None else None
+    pred, truth = p["prediction"], p["answer"]
+    if moment:
+        pred = ", ".join(f"{a:.2f}-{b:.2f} s ({c:.3f})" for a, b, c in pred)
+        truth = f"{truth[0]:.2f}-{truth[1]:.2f} s; IoU of the top moment {p['iou']:.3f}"
+    elif rec is not None and rec.candidates:
+        pred, truth = f"[{pred}] {rec.candidates[int(pred)]}", f"[{truth}] {rec.candidates[int(truth)]}"
+    png = fig_dir / f"{re.sub(r'[^A-Za-z0-9._-]', '_', p['qid'])}.png"  # no '#', ':' in URLs
+    return {
+        "qid": p["qid"],
+        "video_id": p["video_id"],
+        "question": text or "(question text not available)",
+        "prediction": str(pred),
+        "truth": str(truth),
+        "error": _figure(answerer, rec, paths.get(p["video_id"]), png),
+        "image": png.name,
+    }

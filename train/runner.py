@@ -65,7 +65,7 @@ from train.checkpoint import (
     restore_best,
     restore_rng_state,
 )
-from train.config import ConfigError, TrainConfig, build_config, config_to_dict
+from train.config import EVAL_MODEL_KEYS, ConfigError, TrainConfig, build_config, config_to_dict
 from train.data import (
     FeatureMismatchError,
     QACollate,
@@ -508,6 +508,13 @@ def _drop_segments_after_video(name: str, split: Any, rows: np.ndarray, segments
     return np.array([i for i in rows if split.qids[i] not in gone], dtype=np.int64)
 
 
+def _prepare_qa(adapter: Any, prep_kwargs: dict[str, Any], dist: DistInfo) -> Any:
+    """``prepare_qa`` on the main process first (it writes the cache), then on the others."""
+    prepared = prepare_qa(adapter, **prep_kwargs) if dist.is_main else None
+    barrier()
+    return prepared if dist.is_main else prepare_qa(adapter, **prep_kwargs)
+
+
 def _segments(adapter: Any, splits: dict[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
     """Question id -> (start, end) seconds per split, for datasets whose records carry a segment (How2QA)."""
     out: dict[str, dict[str, tuple[float, float]]] = {}
@@ -520,12 +527,15 @@ def _segments(adapter: Any, splits: dict[str, Any]) -> dict[str, dict[str, tuple
 
 def _text_tokens(adapter: Any, splits: dict[str, Any], text_encoder: LoadedTextEncoder
                  ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
-    """Question id -> the transformer question encoder's token arrays, per split (tokenized once)."""
+    """Question id -> the transformer question encoder's token arrays, per split (tokenized once); with
+    the subtitles when the encoded splits carry them (``prepare_qa(subtitles=True)``)."""
     out = {}
-    for name in splits:
+    for name, split in splits.items():
         recs = adapter.records(name)
+        subs = [r.subtitle for r in recs] if getattr(split, "subtitles", None) is not None else None
         encoded = encode_questions(text_encoder.tokenizer, [r.question for r in recs],
-                                   [r.candidates for r in recs], text_encoder.max_len)
+                                   [r.candidates for r in recs], text_encoder.max_len, subtitles=subs,
+                                   subtitle_max_len=text_encoder.subtitle_max_len)
         out[name] = {r.qid: e for r, e in zip(recs, encoded, strict=True)}
     return out
 
@@ -540,7 +550,8 @@ def _load_text_encoder(spec: RunSpec, model_cfg: Any, saved_provenance: Mapping[
     moved = getattr(spec.model_config, "text_encoder_path", None) if spec.eval_only else None
     if moved:
         model_cfg = dataclasses.replace(model_cfg, text_encoder_path=moved)
-    loaded = load_text_encoder(model_cfg.text_encoder_path, max_len=model_cfg.text_max_len)
+    loaded = load_text_encoder(model_cfg.text_encoder_path, max_len=model_cfg.text_max_len,
+                               subtitle_max_len=getattr(model_cfg, "subtitle_max_len", 64))
     if eval_meta is not None:
         check_text_encoder((eval_meta.get("provenance") or {}).get("text_encoder"), loaded.record,
                            what="--eval-only", source=str(spec.checkpoint))
@@ -849,16 +860,13 @@ def run(spec: RunSpec) -> dict[str, Any]:
                 log.warning("--resume: no checkpoint in %s; starting from scratch", ckpt_dir)
         vocab_size_cfg = cfg.answer_vocab_size if cfg.answer_vocab_size is not None else "default"
         prep_kwargs = dict(cache_dir=out / "text_cache", answer_vocab_size=vocab_size_cfg,
-                           glove=spec.glove, max_question_len=cfg.max_question_len)
+                           glove=spec.glove, max_question_len=cfg.max_question_len,
+                           subtitles=bool(getattr(spec.model_config, "use_subtitles", False)))
         moment_cfg = _moment_config(spec) if task_type == "moment" else None
         if moment_cfg is not None:
             prepared, data = _prepare_moments_data(spec, adapter, reader, dist, moment_cfg)
         else:
-            if dist.is_main:
-                prepared = prepare_qa(adapter, **prep_kwargs)
-            barrier()
-            if not dist.is_main:
-                prepared = prepare_qa(adapter, **prep_kwargs)
+            prepared = _prepare_qa(adapter, prep_kwargs, dist)
         question_vocab = list(prepared.query_vocab if task_type == "moment" else prepared.question_vocab)
         answer_vocab = list(prepared.answer_vocab) if task_type == "open" else None
         model_cfg = spec.model_config
@@ -875,6 +883,12 @@ def run(spec: RunSpec) -> dict[str, Any]:
                 )
             model_values = checkpoint_configs(meta, source=str(spec.checkpoint))[0]
             model_cfg = build_config(entry.config_cls, model_values, section="model")
+            model_cfg = dataclasses.replace(model_cfg, **{  # inference-only settings of this evaluation
+                k: getattr(spec.model_config, k) for k in EVAL_MODEL_KEYS if hasattr(model_cfg, k)})
+            if task_type != "moment" and bool(meta.get("subtitles")) != prep_kwargs["subtitles"]:
+                prep_kwargs["subtitles"] = bool(meta.get("subtitles"))  # read as the checkpoint was trained
+                prepared = _prepare_qa(adapter, prep_kwargs, dist)
+                question_vocab = list(prepared.question_vocab)
             feature_change = check_features(meta.get("provenance"), features, what="--eval-only",
                                             source=str(spec.checkpoint), allow=spec.allow_feature_change)
             if "converted_from" in meta:  # a released checkpoint: the official vocabularies and tokens
@@ -934,6 +948,7 @@ def run(spec: RunSpec) -> dict[str, Any]:
             "task": spec.task,
             "provenance": record,
             "toolkit_version": toolkit_version(),
+            "subtitles": any(getattr(sp, "subtitles", None) is not None for sp in prepared.splits.values()),
             **self_contained_meta(data.feature_stats, cfg.max_question_len, data.feature_projection,
                                   data.query_parse),
         }

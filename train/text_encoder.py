@@ -17,8 +17,10 @@ config is used, so the GloVe path never pays for it.
   accepted (``model.text_encoder_path`` may then point at the new place).
 - **Tokens** (:func:`encode_questions`): the batch keys ``text_ids``, ``text_mask``, ``text_type_ids``
   (C', L) per question: one row for the question, or one ``[CLS] question [SEP] candidate [SEP]`` row per
-  candidate (multiple choice), truncated to ``model.text_max_len`` tokens. Training tokenizes every
-  split once; ``vqa-answer`` calls the same function for its one question.
+  candidate (multiple choice), truncated to ``model.text_max_len`` tokens. With subtitles (How2QA) each
+  row goes on with the question's subtitle text, ``... subtitle [SEP]``, its tokens cut to
+  ``model.subtitle_max_len`` and typed as the second segment. Training tokenizes every split once;
+  ``vqa-answer`` calls the same function for its one question.
 """
 
 from __future__ import annotations
@@ -67,10 +69,15 @@ class LoadedTextEncoder:
     model: Any
     record: dict[str, Any]
     max_len: int = 64
+    subtitle_max_len: int = 64
 
-    def tokens(self, question: str, candidates: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-        """The ``TEXT_KEYS`` arrays (C', L) of one question (see :func:`encode_questions`)."""
-        return encode_questions(self.tokenizer, [question], [candidates], self.max_len)[0]
+    def tokens(self, question: str, candidates: Sequence[str] | None = None,
+               subtitle: str | None = None) -> dict[str, np.ndarray]:
+        """The ``TEXT_KEYS`` arrays (C', L) of one question (see :func:`encode_questions`); ``subtitle``
+        given (``""`` for none), the rows go on with it as in a run that read subtitles."""
+        return encode_questions(self.tokenizer, [question], [candidates], self.max_len,
+                                subtitles=None if subtitle is None else [subtitle],
+                                subtitle_max_len=self.subtitle_max_len)[0]
 
 
 def uses_text_encoder(model_cfg: Any) -> bool:
@@ -99,13 +106,14 @@ def directory_record(path: str | os.PathLike) -> dict[str, Any]:
     return {"dir": str(root.resolve()), "fingerprint": f"sha256:{h.hexdigest()}", "files": files}
 
 
-def load_text_encoder(path: str | os.PathLike | None, *, max_len: int = 64,
+def load_text_encoder(path: str | os.PathLike | None, *, max_len: int = 64, subtitle_max_len: int = 64,
                       option: str = "model.text_encoder_path", hint: str = "") -> LoadedTextEncoder:
     """Read the tokenizer and the pre-trained module from a local directory (nothing is downloaded).
 
     Args:
         path: the checkpoint directory (``save_pretrained`` output: config, weights, tokenizer files).
         max_len: tokens per text row (``model.text_max_len``).
+        subtitle_max_len: subtitle tokens appended to a row (``model.subtitle_max_len``).
         option: how the user names the directory, for messages; hint: appended to them.
 
     Raises:
@@ -142,7 +150,7 @@ def load_text_encoder(path: str | os.PathLike | None, *, max_len: int = 64,
     record["hidden_size"] = int(model.config.hidden_size)
     log.info("text encoder: %s (%s, hidden size %d, fingerprint %s)", record["dir"], record["model_type"],
              record["hidden_size"], record["fingerprint"])
-    return LoadedTextEncoder(Path(path), tokenizer, model, record, max_len)
+    return LoadedTextEncoder(Path(path), tokenizer, model, record, max_len, subtitle_max_len)
 
 
 def for_checkpoint(model_cfg: Any, meta: Mapping[str, Any], override: str | os.PathLike | None, *,
@@ -167,6 +175,7 @@ def for_checkpoint(model_cfg: Any, meta: Mapping[str, Any], override: str | os.P
                                    "drop the option")
         return None
     loaded = load_text_encoder(override or model_cfg.text_encoder_path, max_len=model_cfg.text_max_len,
+                               subtitle_max_len=getattr(model_cfg, "subtitle_max_len", 64),
                                option="--text-encoder" if override else "the recorded text encoder",
                                hint="" if override else " with --text-encoder DIR")
     check_text_encoder((meta.get("provenance") or {}).get("text_encoder"), loaded.record, what="vqa-answer",
@@ -207,7 +216,8 @@ def check_text_encoder(recorded: Mapping[str, Any] | None, current: Mapping[str,
 
 
 def encode_questions(tokenizer: Any, questions: Sequence[str], candidates: Sequence[Sequence[str] | None],
-                     max_len: int) -> list[dict[str, np.ndarray]]:
+                     max_len: int, *, subtitles: Sequence[str | None] | None = None,
+                     subtitle_max_len: int = 64) -> list[dict[str, np.ndarray]]:
     """Token arrays of many questions, one dict of :data:`TEXT_KEYS` -> (C', L) per question.
 
     Args:
@@ -216,6 +226,9 @@ def encode_questions(tokenizer: Any, questions: Sequence[str], candidates: Seque
         candidates: per question its candidates (multiple choice: one row per question + candidate
             pair) or None (one row).
         max_len: tokens per row including special tokens (longest first truncation of a pair).
+        subtitles: per question its subtitle text (How2QA; ``""``/None: none), appended to each of its
+            rows as ``subtitle [SEP]`` with segment id 1; None = no subtitles.
+        subtitle_max_len: subtitle tokens kept (the first ones).
 
     Returns:
         ``text_ids`` int64, ``text_mask`` bool (True = token), ``text_type_ids`` int64 (segment ids, zeros
@@ -232,6 +245,8 @@ def encode_questions(tokenizer: Any, questions: Sequence[str], candidates: Seque
         raise ValueError("either every question has candidates or none has")
     enc = tokenizer(firsts, seconds if has_pairs else None, truncation=True, max_length=max_len)
     ids, types = enc["input_ids"], enc.get("token_type_ids")
+    if subtitles is not None:
+        ids, types = _append_subtitles(tokenizer, ids, types, rows, subtitles, subtitle_max_len)
     out, start = [], 0
     for n in rows:
         block = range(start, start + n)
@@ -247,3 +262,21 @@ def encode_questions(tokenizer: Any, questions: Sequence[str], candidates: Seque
         out.append({"text_ids": arr, "text_mask": mask, "text_type_ids": tt})
         start += n
     return out
+
+
+def _append_subtitles(tokenizer: Any, ids: list[list[int]], types: list[list[int]] | None, rows: list[int],
+                      subtitles: Sequence[str | None], max_len: int) -> tuple[list, list | None]:
+    """Each question's rows followed by its subtitle tokens (at most ``max_len``) and a separator."""
+    if len(subtitles) != len(rows):
+        raise ValueError(f"{len(subtitles)} subtitles for {len(rows)} questions")
+    sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    sub_ids = tokenizer([s or "" for s in subtitles], add_special_tokens=False)["input_ids"]
+    new_ids, new_types, start = [], [] if types is not None else None, 0
+    for n, sub in zip(rows, sub_ids, strict=True):
+        extra = list(sub[:max_len]) + ([sep] if sub and sep is not None else [])
+        for i in range(start, start + n):
+            new_ids.append(list(ids[i]) + extra)
+            if new_types is not None:
+                new_types.append(list(types[i]) + [1] * len(extra))
+        start += n
+    return new_ids, new_types

@@ -75,6 +75,8 @@ class QARecord:
             type name for TGIF-QA FrameQA, the official type name for ActivityNet-QA, else the task).
         task_type: ``"open"``, ``"mc"`` or ``"count"``.
         segment: (start, end) seconds of the relevant segment when the dataset gives one (How2QA).
+        subtitle: the subtitle text of the question's segment (the whole video without one) when the
+            dataset has subtitles (How2QA), ``""`` when none falls in it; ``None`` for datasets without.
     """
 
     qid: str
@@ -85,6 +87,7 @@ class QARecord:
     qtype: str
     task_type: TaskType
     segment: tuple[float, float] | None = None
+    subtitle: str | None = None
 
 
 @dataclass(frozen=True)

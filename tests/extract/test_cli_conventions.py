@@ -142,37 +142,43 @@ def test_ray_on_one_cpu_finishes_quietly_on_loopback(small_root, tmp_path):
 
 
 def test_ray_defaults_telemetry_off_unless_the_user_opts_in(monkeypatch):
+    from extract.engine import ray_backend
     monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
-    engine._quiet_ray()
+    ray_backend.quiet_ray()
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")
-    engine._quiet_ray()
+    ray_backend.quiet_ray()
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "1"
 
 
 def test_local_runtime_loopback_switch_is_undone_and_the_users_choice_wins(monkeypatch):
     from ray._private import ray_constants
 
-    monkeypatch.delenv(engine.LOOPBACK_ENV, raising=False)
+    from extract.engine import ray_backend
+
+    monkeypatch.delenv(ray_backend.LOOPBACK_ENV, raising=False)
     before = ray_constants.ENABLE_RAY_CLUSTER
-    undo = engine._loopback_only()
-    assert os.environ[engine.LOOPBACK_ENV] == "0" and ray_constants.ENABLE_RAY_CLUSTER is False
+    undo = ray_backend.loopback_only()
+    assert os.environ[ray_backend.LOOPBACK_ENV] == "0" and ray_constants.ENABLE_RAY_CLUSTER is False
     undo()  # a later --address join in this process must advertise a reachable address
-    assert engine.LOOPBACK_ENV not in os.environ and ray_constants.ENABLE_RAY_CLUSTER == before
-    monkeypatch.setenv(engine.LOOPBACK_ENV, "1")
-    engine._loopback_only()()
-    assert os.environ[engine.LOOPBACK_ENV] == "1" and ray_constants.ENABLE_RAY_CLUSTER == before
+    assert ray_backend.LOOPBACK_ENV not in os.environ and ray_constants.ENABLE_RAY_CLUSTER == before
+    monkeypatch.setenv(ray_backend.LOOPBACK_ENV, "1")
+    ray_backend.loopback_only()()
+    assert os.environ[ray_backend.LOOPBACK_ENV] == "1" and ray_constants.ENABLE_RAY_CLUSTER == before
 
 
 def test_cpu_actors_sleep_at_openmp_barriers_unless_the_user_says_otherwise(monkeypatch):
+    from extract.engine import ray_backend
+
     cpu, gpu = engine.ActorPlacement("n", 1.0, 0, 2), engine.ActorPlacement("n", 1.0, 1, None)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     env_vars = {"OMP_WAIT_POLICY": "passive"}
-    assert engine._actor_runtime_env(cpu, "passive") == {"runtime_env": {"env_vars": env_vars}}
-    assert engine._actor_runtime_env(gpu, "passive") == {} and engine._actor_runtime_env(cpu, None) == {}
+    assert ray_backend.actor_runtime_env(cpu, "passive") == {"runtime_env": {"env_vars": env_vars}}
+    assert ray_backend.actor_runtime_env(gpu, "passive") == {}
+    assert ray_backend.actor_runtime_env(cpu, None) == {}
     assert engine.EngineConfig().omp_wait_policy == "passive"
     monkeypatch.setenv("OMP_WAIT_POLICY", "active")
-    env_vars = engine._actor_runtime_env(cpu, "passive")["runtime_env"]["env_vars"]
+    env_vars = ray_backend.actor_runtime_env(cpu, "passive")["runtime_env"]["env_vars"]
     assert env_vars == {"OMP_WAIT_POLICY": "active"}
 
 

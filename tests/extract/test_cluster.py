@@ -26,7 +26,6 @@ ray = pytest.importorskip("ray")
 from click.testing import CliRunner  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from extract import engine  # noqa: E402
 from extract.cli import cli  # noqa: E402
 from extract.engine import (  # noqa: E402
     ActorPlacement,
@@ -35,10 +34,11 @@ from extract.engine import (  # noqa: E402
     ExtractionJob,
     FeatureSetSpec,
     NodeInfo,
-    _RayBackend,
     plan_actors,
+    ray_backend,  # noqa: E402
     run_extraction,
 )
+from extract.engine.ray_backend import RayBackend, quiet_ray  # noqa: E402
 from extract.manifest import load_manifest  # noqa: E402
 from extract.reader import FeatureReader  # noqa: E402
 from extract.video import Video  # noqa: E402
@@ -118,7 +118,7 @@ def test_gpu_actors_one_per_gpu_of_every_node():
 # ------------------------------------------------------------------------------------------ a real cluster
 @pytest.fixture(scope="module")
 def cluster():
-    engine._quiet_ray()
+    quiet_ray()
     c = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 1, "num_gpus": 1, "include_dashboard": False},
@@ -173,7 +173,7 @@ def assert_same(got: dict, want: dict) -> None:
 def test_gpu_actors_spread_one_per_declared_gpu_each_seeing_its_own(cluster):
     opts = MeanOptions(device="cuda")
     spec = FeatureSetSpec("framemeans", opts, build_means)
-    backend = _RayBackend(spec, opts, EngineConfig(address=cluster.address), claim=stand_in_claim)
+    backend = RayBackend(spec, opts, EngineConfig(address=cluster.address), claim=stand_in_claim)
     try:
         where = backend.where()
     finally:
@@ -192,7 +192,7 @@ def test_gpu_actors_spread_one_per_declared_gpu_each_seeing_its_own(cluster):
 @pytest.mark.slow
 def test_unplaceable_actors_stop_with_the_resources_waited_for(cluster, videos, tmp_path, monkeypatch):
     node = ray.nodes()[0]["NodeID"]
-    monkeypatch.setattr(engine, "plan_actors", lambda *a, **k: [ActorPlacement(node, 64, 0, 1)])
+    monkeypatch.setattr(ray_backend, "plan_actors", lambda *a, **k: [ActorPlacement(node, 64, 0, 1)])
     config = EngineConfig(address=cluster.address, progress=False, placement_timeout=2)
     with pytest.raises(BackendError, match=r"waited 2 s .*CPU: 64"):
         run_extraction(make_job(videos, tmp_path / "out"), config)

@@ -24,9 +24,9 @@ from extract.engine import (
     ResumeMismatchError,
     run_extraction,
 )
-from extract.manifest import load_manifest, rebuild_manifest, verify
+from extract.manifest import MANIFEST_NAME, ManifestError, load_manifest, rebuild_manifest, verify
 from extract.reader import FeatureReader
-from extract.shards import MANIFEST_NAME, SHARD_DIR, ManifestError, ShardWriter
+from extract.shards import SHARD_DIR, ShardWriter
 from extract.video import Video
 from pipelines.datasets.base import VideoRef
 from pipelines.paths import UnsafePathError
@@ -338,7 +338,9 @@ def test_a_finished_output_is_rerun_without_starting_workers(mixed_root, tmp_pat
     def no_ray(*args, **kwargs):
         raise AssertionError("Ray must not start when every shard is complete")
 
-    monkeypatch.setattr(engine_mod, "_RayBackend", no_ray)
+    from extract.engine import ray_backend
+
+    monkeypatch.setattr(ray_backend, "RayBackend", no_ray)
     again = run_extraction(job(mixed_root, out), EngineConfig(backend="ray", progress=False))
     assert again.done_this_run == 0 and again.failed_this_run == 0
     assert (again.done, again.failed) == (first.done, first.failed)

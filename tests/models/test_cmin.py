@@ -240,3 +240,24 @@ def test_edge_gates_gate_each_dimension_after_the_projection():
     mask = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]], dtype=torch.bool)
     with torch.no_grad():
         torch.testing.assert_close(layer(h, edges, mask), _official_gate_layer(layer, h, edges, mask))
+
+
+def test_keyword_fields_and_inputs_are_checked_with_clear_messages():
+    with pytest.raises(TypeError):
+        CMIN(20)  # keyword-only, as MSPAN and MASN
+    with pytest.raises(ValueError, match=r"CMINConfig\.d_model=16\.0 is invalid"):
+        CMIN(vocab_size=20, **{**SMALL, "d_model": 16.0})
+    with pytest.raises(ValueError, match=r"CMINConfig\.use_gcn='no' is invalid"):
+        CMINConfig(use_gcn="no")
+    with pytest.raises(ValueError, match="moment"):
+        CMIN(vocab_size=20, task_type="open", **SMALL)
+    model = CMIN(vocab_size=20, **SMALL).eval()
+    batch = _batch()
+    with pytest.raises(KeyError, match=r"CMIN needs batch keys \['edges'\]"):
+        model({k: v for k, v in batch.items() if k != "edges"})
+    with pytest.raises(ValueError, match=r"batch\['clips'\] of shape \(B, T, 12\) but got \(3, 10, 7\)"):
+        model({**batch, "clips": batch["clips"][..., :7]})
+    with pytest.raises(ValueError, match=r"batch\['edges'\] of shape \(3, L', L'\) with L' >= 5"):
+        model({**batch, "edges": batch["edges"][:, :3, :3]})
+    with pytest.raises(ValueError, match=r"batch\['clips_mask'\] of shape \(3, 10\)"):
+        model({**batch, "clips_mask": batch["clips_mask"][:, :4]})

@@ -348,3 +348,16 @@ def test_incompatible_switches_are_rejected():
         MASNConfig(official=True, fusion="dual")
     with pytest.raises(TypeError, match="MASNConfig"):
         masn(object(), vocab_size=3, num_answers=2, task_type="open")
+
+
+def test_model_fields_question_masks_and_candidates_are_checked():
+    fields = dataclasses.asdict(TINY)
+    with pytest.raises(ValueError, match=r"MASNConfig\.fusion='mean' is invalid"):
+        MASN(vocab_size=VOCAB, task_type="open", num_answers=ANSWERS, **{**fields, "fusion": "mean"})
+    batch = make_batch()
+    with pytest.raises(ValueError, match=r"batch\['question'\] \(B, L\) .* B=4 but got \(3, 6\)"):
+        build("open")({**batch, "question": batch["question"][:3]})
+    with pytest.raises(ValueError, match=r"batch\['object_mask'\] of shape \(4, 5, 3\)"):
+        build("open")({**batch, "object_mask": batch["object_mask"][:, :, :2]})
+    with pytest.raises(ValueError, match=r"batch\['candidates'\] .* got \(4, 4, 3\) and \(4, 3\)"):
+        build("mc")({**batch, "candidates_len": batch["candidates_len"][:, :3]})

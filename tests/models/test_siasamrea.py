@@ -103,6 +103,64 @@ def test_model_soft_label_is_a_distribution_and_affinity_rows_sum_to_one():
     torch.testing.assert_close(aff.sum(-1), torch.ones(6, 4))
 
 
+def _anchor_share(m: torch.nn.Module, aff: torch.Tensor) -> float:
+    """The weight of the anchor's own prediction p_0 in the soft label Q of Eq. (5):
+    omega * sum_{i != 0} W1_i A^(i, 0) + (1 - omega) * W2_0 (1 / K when nothing favours the anchor)."""
+    w1, w2, omega = m.w1.detach().softmax(0), m.w2.detach().softmax(0), m.cfg.omega
+    return float((omega * (w1[1:] * aff[:, 1:, 0]).sum(-1) + (1 - omega) * w2[0]).mean())
+
+
+def test_soft_label_does_not_collapse_towards_the_anchor():
+    """Issue 23: trained through L_siamese alone (against detached predictions), W1, W2 and F learn to
+    copy the anchor into its own soft label (main's code: anchor share 0.31 here, uniform = 0.2); the
+    knowledge trained on the ground truth keeps the clips, which are exchangeable, near uniform."""
+    torch.manual_seed(0)
+    m = _model("open", num_siamese=4, frame_interval=1, siamese_shift=3).train()
+    K = 5
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    B, T = 16, 24
+    frames, answers = torch.randn(64, T, D, generator=g), torch.randint(0, A, (64,), generator=g)
+    frames[torch.arange(64), :, answers] += 1.0  # the answer is visible in every frame
+    for _ in range(150):
+        i = torch.randint(0, 64, (B,), generator=g)
+        batch = {"frames": frames[i], "frames_mask": torch.ones(B, T, dtype=torch.bool),
+                 "question": torch.full((B, 3), 2), "question_len": torch.full((B,), 3), "answer": answers[i]}
+        out = m(batch)
+        losses = compute_losses("open", out, batch)
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+    share = _anchor_share(m, out["affinity"].detach())
+    assert abs(share - 1 / K) < 0.05, share
+    assert m.w2.softmax(0)[0] < 1.5 / K and m.w1.softmax(0)[0] > 0.5 / K, (m.w1, m.w2)
+
+
+def test_knowledge_learns_which_clips_are_right():
+    """F, W1 and W2 learn from the ground-truth loss on Q: with a confidently wrong anchor and right siamese
+    clips, the anchor's share of Q falls and Q moves to the right answer; L_siamese leaves them alone."""
+    m = _model("open", num_siamese=3)
+    K, B = 4, 6
+    preds = torch.zeros(B, K, A)
+    preds[:, 0, 0], preds[:, 1:, 1] = 4.0, 4.0  # the anchor says 0, its siamese clips say 1 (right)
+    preds.requires_grad_(True)
+    feats = torch.randn(B, K, TINY.hidden_dim, generator=torch.Generator().manual_seed(0))
+    answer = torch.ones(B, dtype=torch.long)
+    knowledge = [m.skg.weight, m.skg.bias, m.w1, m.w2]
+    aff, losses = m.siamese_term(preds, feats, answer)
+    grads = torch.autograd.grad(losses["loss_siamese"], knowledge, allow_unused=True)
+    assert all(g is None or not g.any() for g in grads)  # Q is a fixed target of L_siamese
+    share0 = _anchor_share(m, aff.detach())
+    opt = torch.optim.Adam(knowledge, lr=0.05)
+    for _ in range(30):
+        aff, losses = m.siamese_term(preds, feats, answer)
+        opt.zero_grad()
+        losses["loss_knowledge"].backward()
+        opt.step()
+    assert _anchor_share(m, aff.detach()) < share0 - 0.1
+    assert m.w2.softmax(0)[0] < 0.5 / K
+
+
 # ---------------------------------------------------------------- siamese sampling
 
 
@@ -139,6 +197,42 @@ def test_short_videos_repeat_frames_with_a_mask():
     # the evaluation anchor is deterministic and centred
     again, _ = sample_clips(lo, hi, clip_frames=4, interval=3)
     assert torch.equal(idx, again) and idx[2, 0, 0] == (30 - 10) // 2
+
+
+def test_evaluation_clips_are_spread_over_the_range():
+    lo, hi = torch.tensor([0, 5, 0]), torch.tensor([30, 20, 3])
+    idx, valid = sample_clips(lo, hi, clip_frames=4, interval=3, eval_clips=4)
+    assert idx.shape == valid.shape == (3, 4, 4)
+    # 30 rows, clips of 10: starts evenly spaced from 0 to 20, the last clip ends at the last row
+    assert idx[0, :, 0].tolist() == [0, 7, 13, 20] and idx[0, -1, -1] == 29 and valid[0].all()
+    assert idx[1, :, 0].tolist() == [5, 7, 8, 10] and idx[1, -1, -1] == 19  # rows 5..19 of a segment
+    assert (idx[2] == torch.tensor([0, 1, 2, 2])).all() and valid[2, :, 3].logical_not().all()  # too short
+    again, _ = sample_clips(lo, hi, clip_frames=4, interval=3, eval_clips=4)
+    assert torch.equal(idx, again)  # deterministic
+    one, _ = sample_clips(lo, hi, clip_frames=4, interval=3)
+    assert one[0, 0, 0] == 10  # one clip: the centred one, as before
+
+
+@pytest.mark.parametrize("task,key", [("open", "logits"), ("mc", "scores"), ("count", "count")])
+def test_multi_clip_evaluation_is_the_mean_over_the_clips(task, key):
+    m = _model(task, eval_clips=3).eval()
+    batch = _batch()
+    with torch.no_grad():
+        out = m(batch)
+        lo, hi = clip_range(batch["frames_mask"])
+        idx, valid = sample_clips(lo, hi, clip_frames=TINY.clip_frames, interval=TINY.frame_interval,
+                                  eval_clips=3)
+        text, pad = m.encode_text(batch)
+        per_clip, _, _ = m.reason(batch["frames"], idx, valid, text, pad)
+        want = m._task_output(per_clip).mean(dim=1)  # ClipBERT's consensus: the mean over the clips
+        single = _model(task, eval_clips=1).eval()(batch)[key]
+    torch.testing.assert_close(out[key], want)
+    assert not torch.allclose(out[key], single)
+    assert torch.equal(out["frame_index"], idx.reshape(6, 12)) and torch.equal(out["frame_valid"],
+                                                                                 valid.reshape(6, 12))
+    att = out["frame_attention"]
+    assert att.shape == ((6, C, 12) if task == "mc" else (6, 12))
+    torch.testing.assert_close(att.sum(-1), torch.ones(att.shape[:-1]))
 
 
 def test_segment_without_frames_takes_the_nearest_frame():
@@ -259,12 +353,58 @@ def test_overfits_a_small_batch(task):
         assert (out[key].argmax(1) == batch["answer"]).all()
 
 
+# ---------------------------------------------------------------- subtitles (How2QA)
+
+
+def test_subtitles_are_read_with_the_question():
+    m = _model("mc").eval()
+    batch = _batch(B=3)
+    g = torch.Generator().manual_seed(5)
+    with_sub = {**batch, "subtitle": torch.randint(1, V, (3, 6), generator=g),
+                "subtitle_len": torch.tensor([6, 2, 0])}
+    calls = []
+    hook = m.text.register_forward_hook(lambda mod, inp, out: calls.append(tuple(inp[0].shape)))
+    with torch.no_grad():
+        a, b = m(batch), m(with_sub)
+    hook.remove()
+    assert calls[-1] == (3, 6)  # one more pass of the question encoder, once per question (not per clip)
+    assert not torch.allclose(a["scores"][:2], b["scores"][:2])  # questions with subtitle text read it
+    torch.testing.assert_close(a["scores"][2], b["scores"][2])  # no subtitle text: as without subtitles
+    off = _model("mc", use_subtitles=False).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(off(with_sub)["scores"], off(batch)["scores"])
+
+
+@pytest.mark.parametrize("use_subtitles", [True, False])
+def test_an_answer_only_the_subtitles_give(use_subtitles):
+    torch.manual_seed(0)
+    B = 8
+    batch = _batch(B=B, T=6)
+    batch["frames"] = torch.randn(1, 6, D).expand(B, -1, -1).clone()  # the same video for every question
+    batch["frames_mask"][:] = True
+    batch["question"][:], batch["question_len"][:] = 3, 5
+    batch["answer"] = torch.arange(B) % A
+    batch["subtitle"] = (batch["answer"] + 10)[:, None].repeat(1, 3)  # the subtitle names the answer
+    batch["subtitle_len"] = torch.full((B,), 3)
+    m = _model("open", use_subtitles=use_subtitles).train()
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    for _ in range(60):
+        losses = compute_losses("open", m(batch), batch)
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+    with torch.no_grad():
+        acc = (m.eval()(batch)["logits"].argmax(1) == batch["answer"]).float().mean()
+    assert acc == 1.0 if use_subtitles else acc <= 0.25, acc
+
+
 # ---------------------------------------------------------------- config and registry
 
 
 def test_paper_defaults_and_registry():
     cfg = SiaSamReaConfig()
     assert (cfg.num_siamese, cfg.alpha, cfg.omega, cfg.knowledge) == (8, 1.0, 0.5, "skg")
+    assert (cfg.knowledge_loss, cfg.use_subtitles) == ("gt", True)
     entry = get_model("siasamrea")
     assert entry.feature_set == "siasamrea" and entry.config_cls is SiaSamReaConfig
     assert set(entry.task_types) == {"open", "mc", "count"}
@@ -275,6 +415,8 @@ def test_paper_defaults_and_registry():
 @pytest.mark.parametrize("field,value,match", [
     ("omega", 1.5, "omega"), ("num_siamese", -1, "num_siamese"), ("knowledge", "x", "knowledge"),
     ("hidden_dim", 15, "hidden_dim"), ("alpha", -1.0, "alpha"), ("clip_frames", 0, "clip_frames"),
+    ("eval_clips", 0, "eval_clips"), ("knowledge_loss", "x", "knowledge_loss"),
+    ("subtitle_max_len", 0, "subtitle_max_len"),
 ])
 def test_invalid_config_values_are_rejected(field, value, match):
     with pytest.raises(ValueError, match=match):

@@ -508,6 +508,40 @@ def test_how2qa_bad_lines(tmp_path, bad, message):
         get_dataset("how2qa")(root).records("val")
 
 
+def test_how2qa_subtitles_of_the_segment(tmp_path):
+    root = write_how2qa(tmp_path / "how2qa")
+    assert get_dataset("how2qa")(root).records("train")[0].subtitle is None  # no subtitle file
+    before = get_dataset("how2qa")(root).fingerprint()
+    lines = [  # HERO / VALUE how2_subtitles.jsonl: one line per video, entries in time order
+        {"vid_name": "HXjq-P4dHHs_0", "sub": [{"text": "take the knife", "start": 0.0, "end": 2.0},
+                                              {"text": "cut the bread", "start": 2.5, "end": 6.0},
+                                              {"text": "it&#39;s done", "start": 10.5, "end": 12.0}]},
+        {"vid_name": "HXjq-P4dHHs_1", "sub": []},
+        {"vid_name": "other_video", "sub": [{"text": "unused", "start": 0, "end": 1}]},
+    ]
+    (root / "how2_subtitles.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    adapter = get_dataset("how2qa")(root)
+    train = adapter.records("train")
+    assert train[0].segment == (0.5, 10.0) and train[0].subtitle == "take the knife cut the bread"
+    assert train[1].subtitle == "" and train[2].subtitle == ""  # no entries / no line for the video
+    assert adapter.fingerprint() != before  # the text caches are rebuilt when the subtitles change
+    assert root / "how2_subtitles.jsonl" in adapter.annotation_files()
+
+
+@pytest.mark.parametrize(("bad", "message"), [
+    ('{"vid_name": "v", "sub": [{"text": "a", "start": 3, "end": 1}]}',
+     r"line 1: sub\[0\]: end 1.0 is before"),
+    ('{"vid_name": "v", "sub": [{"text": "a", "start": 3}]}', r"line 1: sub\[0\]: missing field\(s\) end"),
+    ('{"vid_name": "v", "sub": "hello"}', "line 1: 'sub' must be a list"),
+    ('{"vid_name": "v"', "line 1: invalid JSON"),
+])
+def test_how2qa_bad_subtitle_lines(tmp_path, bad, message):
+    root = write_how2qa(tmp_path / "how2qa")
+    (root / "subtitles.jsonl").write_text(bad + "\n")
+    with pytest.raises(DatasetFormatError, match="subtitles.jsonl: " + message):
+        get_dataset("how2qa")(root).records("train")
+
+
 # ----------------------------------------------------------------------------- moment retrieval
 
 def test_activitynet_captions(tmp_path):

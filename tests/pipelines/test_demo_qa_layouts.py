@@ -86,6 +86,18 @@ def test_how2qa_answers_follow_from_the_segment(demo):
                 assert len(outside & set(r.candidates)) == 2, (r.qid, outside)
 
 
+def test_how2qa_subtitles_name_the_shape_of_their_scene_only(demo):
+    out, summary = demo
+    assert (out / "how2qa" / "how2_subtitles.jsonl").is_file()
+    assert "subtitles" in summary["datasets"]["how2qa"]
+    recs = [r for s in ("train", "val", "test") for r in get_dataset("how2qa")(out / "how2qa").records(s)]
+    with_text = [r for r in recs if r.subtitle]
+    assert 0.6 * len(recs) <= len(with_text) < len(recs)  # most scenes narrated, some not
+    for r in with_text:
+        assert sum(s in r.subtitle for s in SHAPES) == 1  # one narration line: its own scene's
+        assert not any(c in r.subtitle for c in PALETTE)  # never the colour: they do not give the answer
+
+
 def test_activitynet_qa_answers_follow_from_the_frames(demo):
     out, _ = demo
     adapter = get_dataset("activitynet-qa")(out / "activitynet-qa")

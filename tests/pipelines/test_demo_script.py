@@ -76,3 +76,21 @@ def test_the_demo_prints_its_figures_beside_the_documented_ranges():
         for metric, (low, high) in ranges[run].items():
             assert low <= high, (run, metric)
             assert f"{low:.3f}-{high:.3f}" in docs, (run, metric)  # the documented table says the same
+
+
+def test_the_demo_checks_siasamrea_against_its_ranges():
+    """Issue 23: SiaSamRea's four demo runs (N = 0 and N = 8 on the How2QA and ActivityNet-QA layouts) have
+    documented ranges over training seeds 0-2, and the final table prints them beside the figures."""
+    import json
+
+    ranges = json.loads((DEMO.parent / "demo_ranges.json").read_text(encoding="utf-8"))["ranges"]
+    (report,) = [c for c in _commands("python -m train.report") if "--expected" in c]
+    assert '"$RUNS"/siasamrea-*' in report
+    trains = [c for c in _commands("vqa-train") if c.startswith("vqa-train siasamrea")]
+    assert len(trains) == 1 and '--out "$RUNS/siasamrea-$d-N$n"' in trains[0]  # the keys below
+    docs = (DEMO.parents[1] / "docs" / "benchmarks.md").read_text(encoding="utf-8")
+    for dataset in ("how2qa", "activitynet-qa"):
+        for n in (0, 8):
+            (low, high), = ranges[f"siasamrea-{dataset}-N{n}"].values()
+            assert 0 < low <= high <= 1
+            assert f"{low:.3f}-{high:.3f}" in docs, (dataset, n)

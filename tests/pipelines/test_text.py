@@ -131,6 +131,31 @@ def test_prepare_qa_multiple_choice_candidates(tmp_path):
     assert len(prep.splits["train"]) + len(prep.splits["val"]) == 20 and len(prep.splits["val"]) == 2
 
 
+def test_prepare_qa_subtitles(tmp_path):
+    root = tmp_path / "how2qa"
+    root.mkdir()
+    for split, n in (("train", 3), ("val", 1), ("test", 1)):
+        rows = [{"vid_name": f"HXjq-P4dHHs_{i}", "ts": f"{i}.5-{i + 10}.0", "q": "why does he cut it?",
+                 "a0": "to eat", "a1": "to cook", "a2": "to clean", "a3": "to sell", "answer_idx": i % 4,
+                 "qid": f"{split}-q{i}"} for i in range(n)]
+        (root / f"how2qa_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    sub = [{"vid_name": "HXjq-P4dHHs_0", "sub": [{"text": "Slice the loaf", "start": 1.0, "end": 3.0}]}]
+    (root / "how2_subtitles.jsonl").write_text(json.dumps(sub[0]) + "\n")
+    adapter = get_dataset("how2qa")(root)
+    plain = prepare_qa(adapter, cache_dir=tmp_path / "c")
+    assert plain.splits["train"].subtitles is None and "slice" not in plain.question_vocab  # not asked for
+    prep = prepare_qa(adapter, cache_dir=tmp_path / "c", subtitles=True)
+    index = {w: i for i, w in enumerate(prep.question_vocab)}
+    train = prep.splits["train"]
+    assert train.subtitles[0].tolist() == [index["slice"], index["the"], index["loaf"]]  # in the vocabulary
+    assert train.subtitle_len.tolist() == [3, 0, 0]  # length 0: no subtitle text (not one <unk>)
+    assert prep.splits["test"].subtitle_len.tolist() == [3] and prep.cache_key != plain.cache_key
+    again = prepare_qa(get_dataset("how2qa")(root), cache_dir=tmp_path / "c", subtitles=True)  # the cache
+    np.testing.assert_array_equal(again.splits["train"].subtitles, train.subtitles)
+    msrvtt = get_dataset("msrvtt-qa")(write_msrvtt(tmp_path / "msrvtt"))  # no subtitles: as without
+    assert prepare_qa(msrvtt, cache_dir=tmp_path / "c", subtitles=True).splits["train"].subtitles is None
+
+
 def test_prepare_qa_count_answers_are_float(tmp_path):
     adapter = get_dataset("tgif")(write_tgif_task(tmp_path / "tgif", "count"), task="count")
     prep = prepare_qa(adapter, cache_dir=tmp_path / "c", answer_vocab_size=None)

@@ -141,12 +141,15 @@ def test_multiple_choice_candidates_match_the_run(runs, capsys):
     paths = {v.video_id: v.path for v in adapter.videos()}
     preds = _predictions(run)
     assert len(preds) >= 2
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["meta"]["subtitles"] is True  # the demo has them
+    assert any(records[p["qid"]].subtitle for p in preds[:2])
     for p in preds[:2]:
         rec = records[p["qid"]]
         seg = f"{rec.segment[0]},{rec.segment[1]}"
         code, out, err = _invoke(["--checkpoint", str(run / "checkpoints" / "best.pt"), "--video",
                                   str(paths[p["video_id"]]), "--question", rec.question, "--candidates",
-                                  "|".join(rec.candidates), "--segment", seg], capsys)
+                                  "|".join(rec.candidates), "--segment", seg, "--subtitle", rec.subtitle],
+                                 capsys)
         assert code == 0, err
         rows = [line.split() for line in out.splitlines()[3:]]  # rank, score, [index], candidate
         assert [int(r[0]) for r in rows] == list(range(1, len(rec.candidates) + 1))

@@ -119,7 +119,7 @@ def test_siasamrea_weights_land_on_the_anchor_frames(tmp_path):
     assert anchor_frame_weights(Answer("v", "q", "open", frames=frames)) is None  # no attention: none
 
 
-def _real_answer(model_name: str, task: str) -> tuple[Answer, dict]:
+def _real_answer(model_name: str, task: str, eval_clips: int = 1) -> tuple[Answer, dict]:
     """A tiny real model's forward on one synthetic sample, its attention taken as vqa-answer takes it."""
     import torch
 
@@ -174,6 +174,7 @@ def _real_answer(model_name: str, task: str) -> tuple[Answer, dict]:
             siamese_shift=2,
             num_siamese=3,
             affinity_dim=8,
+            eval_clips=eval_clips,
         )
         t = 10
         batch = {
@@ -214,6 +215,13 @@ def test_real_masn_and_siasamrea_outputs_make_figures(task, tmp_path):
     assert (w[index] > 0).all()
     render_explanation(res, _answerer("siasamrea"), tmp_path / "s.png")
     assert Image.open(tmp_path / "s.png").size[0] >= 640
+
+    res, out = _real_answer("siasamrea", task, eval_clips=3)  # multi-clip evaluation: 3 clips of 4 frames
+    index = res.attention["frame_index"].astype(int)
+    assert index.shape == (12,) and index.min() == 0 and index.max() == 9  # from the first to the last frame
+    w = anchor_frame_weights(res)
+    assert abs(w.sum() - 1) < 1e-6 and (w[index] > 0).all()
+    assert (w[np.setdiff1d(np.arange(10), index)] == 0).all()
 
 
 def _cmin_answer() -> Answer:

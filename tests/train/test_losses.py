@@ -75,6 +75,19 @@ def test_count_loss_and_missing_output_key():
         compute_losses("open", {"count": torch.zeros(2)}, {"answer": torch.zeros(2)})
 
 
+@pytest.mark.parametrize("task,key,name", [("open", "logits", "loss_ce"), ("mc", "scores", "loss_hinge"),
+                                           ("count", "count", "loss_mse")])
+def test_every_sampled_clip_is_supervised_when_the_model_returns_them(task, key, name):
+    g = torch.Generator().manual_seed(0)
+    clips = torch.randn(3, 4, 5, generator=g) if task != "count" else torch.randn(3, 4, generator=g)
+    answer = torch.tensor([0, 4, 2]) if task != "count" else torch.tensor([1.0, 2.0, 3.0])
+    batch = {"answer": answer}
+    per_clip = [compute_losses(task, {key: clips[:, k]}, batch)[name] for k in range(4)]
+    got = compute_losses(task, {key: clips[:, 0], f"clip_{key}": clips}, batch)
+    torch.testing.assert_close(got[name], sum(per_clip) / 4)  # the mean over the K clips' losses
+    assert set(got) == {name}
+
+
 def test_open_metrics_oov_wrong_and_per_question_word():
     vocab = ["yes", "man", "dog"]
     logits = torch.tensor(

@@ -273,6 +273,36 @@ def test_pca_fitted_on_train_and_keyed_by_features(tiny_captions, tmp_path):
 
 
 
+def test_pca_cache_is_keyed_by_the_feature_fingerprint_provenance_records(tiny_captions, tmp_path):
+    import shutil
+
+    from extract.manifest import fingerprint, load_manifest, record_run, save_manifest
+    from extract.reader import FeatureReader
+    from train.provenance import feature_record
+
+    _, feats = tiny_captions
+    copy = shutil.copytree(feats, tmp_path / "feats")
+    reader = FeatureReader(copy)
+    train, cache = sorted(reader.ids)[:32], tmp_path / "cache"
+    load_or_fit_pca(reader, train, 3, cache_dir=cache)
+    # a manifest rewrite that changes no feature (a run record) keeps the fingerprint and the cache
+    manifest = load_manifest(copy)
+    before = fingerprint(manifest)
+    record_run(manifest, "finished")
+    save_manifest(copy, manifest)
+    reread = FeatureReader(copy)
+    assert fingerprint(reread.manifest) == before == feature_record(copy, reread)["fingerprint"]
+    load_or_fit_pca(reread, train, 3, cache_dir=cache)
+    assert len(list(cache.glob("pca-*.npz"))) == 1
+    # a shard extracted again (another checksum) changes both: the projection is fitted anew
+    manifest["shards"][0]["sha256"] = "0" * 64
+    save_manifest(copy, manifest)
+    changed = FeatureReader(copy)
+    assert feature_record(copy, changed)["fingerprint"] != before
+    load_or_fit_pca(changed, train, 3, cache_dir=cache)
+    assert len(list(cache.glob("pca-*.npz"))) == 2
+
+
 def test_center_clips_subtracts_each_videos_mean_before_the_pca(tiny_captions, tmp_path):
     from extract.reader import FeatureReader
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from click.testing import CliRunner
 
 from extract.reader import write_feature_dir
@@ -106,6 +107,36 @@ def test_how2qa_trains_with_the_siamese_term_and_learns_from_the_segment(how2qa,
     assert got["val"]["accuracy"] >= 0.75, got
 
 
+def test_subtitles_reach_the_batch_and_the_checkpoint_and_eval_clips_is_an_eval_setting(how2qa, tmp_path):
+    import shutil
+
+    from extract.reader import FeatureReader
+    from train.checkpoint import load_checkpoint
+
+    src, features = how2qa
+    root = tmp_path / "how2qa"
+    shutil.copytree(src, root)
+    lines = [{"vid_name": f"vid{i:02d}", "sub": [{"text": f"look at the colour {i}", "start": 0.0,
+                                                  "end": 0.5}]} for i in range(24)]
+    (root / "how2_subtitles.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    prepared = prepare_qa(get_dataset("how2qa")(root), cache_dir=tmp_path / "cache", subtitles=True)
+    ds = QADataset(prepared.splits["train"], FeatureReader(features))
+    batch = QACollate(("frames", "frame_times"))([ds[0], ds[1]])
+    assert batch["subtitle"].shape == (2, 5) and batch["subtitle_len"].tolist() == [5, 0]  # 2nd half: none
+
+    out = tmp_path / "run"
+    _run("how2qa", root, features, out, "--epochs", "1", "--batch-size", "8")
+    assert load_checkpoint(out / "checkpoints" / "best.pt")["meta"]["subtitles"] is True
+    args = ["siasamrea", "--dataset", "how2qa", "--root", str(root), "--features", str(features), "--out",
+            str(out), "--no-progress", "--device", "cpu", "--eval-only", "--checkpoint",
+            str(out / "checkpoints" / "best.pt")]
+    res = CliRunner().invoke(build_cli(), [*args, "--eval-name", "clips3", "--set", "model.eval_clips=3"])
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load((out / "eval-clips3" / "eval_config.yaml").read_text())["model"]["eval_clips"] == 3
+    res = CliRunner().invoke(build_cli(), [*args, "--set", "model.hidden_dim=32"])
+    assert res.exit_code == 2 and "model.hidden_dim" in res.output and "model.eval_clips" in res.output
+
+
 @pytest.fixture(scope="module")
 def tgif_features(tiny_tgif, tmp_path_factory):
     rng = np.random.default_rng(1)
@@ -164,3 +195,55 @@ def test_a_segment_after_the_end_of_its_video_is_dropped_by_name_and_counted(how
     assert got["dropped_questions"]["train"] == {"segment_after_video": 1}
     warned = [r.getMessage() for r in caplog.records if "segment starts after" in r.getMessage()]
     assert len(warned) == 1 and "train: dropped 1 question(s)" in warned[0] and rows[0]["qid"] in warned[0]
+
+
+def test_multiple_choice_learns_at_the_default_settings():
+    """Issue 23: with the default settings (lr 1e-4, N = 8, the summed hinge + L_siamese) multiple choice
+    sat at chance with its loss flat at 2 * margin + log 3 (here), because the type embedding hid the
+    words. Short synthetic videos (4 frames, the action's pattern plus noise) that a linear probe reads:
+    SiaSamRea at its default config (small widths) and default training settings learns them."""
+    from models.siasamrea import SiaSamReaConfig, siasamrea
+    from train.config import TrainConfig, paper_train_defaults
+    from train.losses import compute_losses
+
+    D, T, n, C = 16, 4, 96, 3
+    g = torch.Generator().manual_seed(0)
+    cls = torch.arange(n) % C
+    frames = torch.randn(C, T, D, generator=g)[cls] + 0.5 * torch.randn(n, T, D, generator=g)
+    perm = torch.stack([torch.randperm(C, generator=g) for _ in range(n)])  # candidate order per question
+    cands = torch.stack([5 + 2 * perm, 6 + 2 * perm], dim=-1)  # (n, C, 2): two words per action
+    answer = (perm == cls[:, None]).long().argmax(1)
+    train, test = torch.arange(64), torch.arange(64, n)
+
+    def batch(i):
+        return {"frames": frames[i], "frames_mask": torch.ones(len(i), T, dtype=torch.bool),
+                "question": torch.tensor([[2, 3, 4]]).expand(len(i), -1),
+                "question_len": torch.full((len(i),), 3), "candidates": cands[i],
+                "candidates_len": torch.full((len(i), C), 2), "answer": answer[i]}
+
+    x = frames[train].flatten(1)  # a ridge-regression probe on the flattened frames: the task is decidable
+    probe = torch.linalg.solve(x.T @ x + torch.eye(T * D), x.T @ torch.eye(C)[cls[train]])
+    assert ((frames[test].flatten(1) @ probe).argmax(1) == cls[test]).float().mean() >= 0.9
+
+    tc = TrainConfig(**paper_train_defaults("siasamrea", "tgif", "action", "mc"))  # vqa-train's defaults
+    torch.manual_seed(0)
+    m = siasamrea(SiaSamReaConfig(frames_dim=D, hidden_dim=96, word_dim=16, affinity_dim=16),
+                  vocab_size=20, num_answers=0, task_type="mc")
+    assert (m.cfg.num_siamese, m.cfg.knowledge_loss, m.cfg.gt_clips, tc.lr, tc.grad_clip) == (8, "gt", "all",
+                                                                                         1e-4, 5.0)
+    opt = torch.optim.Adam(m.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: a second thread only costs (5x slower on a busy machine)
+    try:
+        for _ in range(50):
+            b = batch(train[torch.randperm(64, generator=g)[:8]])
+            losses = compute_losses("mc", m.train()(b), b, margin=tc.hinge_margin)
+            opt.zero_grad()
+            sum(losses.values()).backward()
+            torch.nn.utils.clip_grad_norm_(m.parameters(), tc.grad_clip)
+            opt.step()
+        with torch.no_grad():
+            acc = (m.eval()(batch(test))["scores"].argmax(1) == answer[test]).float().mean()
+    finally:
+        torch.set_num_threads(threads)
+    assert acc >= 0.8, acc
