@@ -1,7 +1,7 @@
 """Training data path throughput: samples/s the datasets deliver through the DataLoader, without a model.
 
-What a training run's loader does (``train.runner._loader``: workers, pinned memory on CUDA only, shuffled
-sampler, the dataset's collate), on a synthetic feature directory written by the toolkit's own shard
+What a training run's loader does (``train.runner.data.make_loader``: workers, pinned memory on CUDA only,
+shuffled sampler, the dataset's collate), on a synthetic feature directory written by the toolkit's own shard
 writer, read by the toolkit's own ``FeatureReader``:
 
 - **qa**: ``QADataset`` + ``QACollate`` over an ``mspan`` directory of TGIF-QA size (default 40,000 videos,
@@ -60,7 +60,7 @@ from extract.shards import SHARD_DIR  # noqa: E402
 from pipelines.text import EncodedMoments, EncodedSplit  # noqa: E402
 from train.data import QACollate, QADataset, feature_statistics  # noqa: E402
 from train.moments import MomentCollate, MomentDataset, Projection  # noqa: E402
-from train.runner import _loader  # noqa: E402  (the training run's own DataLoader settings)
+from train.runner.data import make_loader as _loader  # noqa: E402  (the training run's DataLoader)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,159 @@
+"""The checks a run makes before it trains or evaluates: a resumed run's config, an evaluated checkpoint's
+dataset, vocabularies and settings, a converted release's official text, the GloVe coverage and the
+transformer text encoder's files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipelines.official_text import TEXT_RULES, encode_official
+from train.checkpoint import CheckpointError, load_checkpoint
+from train.config import ConfigError, TrainConfig, build_config, config_to_dict
+from train.moments import MomentConfig, checkpoint_configs, upgrade_sections
+from train.runner.spec import EVAL_RUNTIME_KEYS, RESUMABLE_KEYS, RunSpec
+from train.text_encoder import LoadedTextEncoder, check_text_encoder, load_text_encoder, uses_text_encoder
+
+log = logging.getLogger("train")
+
+
+def run_text_encoder(spec: RunSpec, model_cfg: Any, saved_provenance: Mapping[str, Any] | None,
+                       eval_meta: Mapping[str, Any] | None) -> tuple[LoadedTextEncoder | None, Any]:
+    """The transformer question encoder of a run (None for GloVe), refused when its directory's files
+    differ from the ones the resumed run or the evaluated checkpoint recorded. Returns it and the model
+    config (``--eval-only`` may point ``model.text_encoder_path`` at a moved copy)."""
+    if not uses_text_encoder(model_cfg):
+        return None, model_cfg
+    moved = getattr(spec.model_config, "text_encoder_path", None) if spec.eval_only else None
+    if moved:
+        model_cfg = dataclasses.replace(model_cfg, text_encoder_path=moved)
+    loaded = load_text_encoder(model_cfg.text_encoder_path, max_len=model_cfg.text_max_len,
+                               subtitle_max_len=getattr(model_cfg, "subtitle_max_len", 64))
+    if eval_meta is not None:
+        check_text_encoder((eval_meta.get("provenance") or {}).get("text_encoder"), loaded.record,
+                           what="--eval-only", source=str(spec.checkpoint))
+    elif saved_provenance is not None:
+        check_text_encoder(saved_provenance.get("text_encoder"), loaded.record, what="--resume",
+                           source=str(spec.out / "config.yaml"))
+    if spec.glove is not None:
+        log.warning("--glove %s is not used: the questions are read by the transformer text encoder",
+                    spec.glove)
+    else:
+        log.info("word embeddings: not used (the questions are read by the transformer text encoder)")
+    return loaded, model_cfg
+
+
+def check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
+    diffs = []
+    for key in ("model_name", "dataset", "task"):
+        if saved.get(key) != current.get(key):
+            diffs.append(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}")
+    saved = upgrade_sections(saved, source=str(path)) if current.get("task_type") == "moment" else saved
+    for section in ("train", "model", "moment"):
+        a, b = saved.get(section) or {}, current.get(section) or {}
+        for k in sorted(set(a) | set(b)):
+            if section == "train" and (k in RESUMABLE_KEYS or k == "amp"):
+                continue  # amp: its resolved precision is compared (check_precision)
+            if section == "model" and k == "text_encoder_path":  # may move: its files' sha256 are checked
+                continue
+            if a.get(k) != b.get(k):
+                diffs.append(f"{section}.{k}: {a.get(k)!r} -> {b.get(k)!r}")
+    if diffs:
+        raise ConfigError(
+            f"--resume: the config differs from the run's saved {path}: " + "; ".join(diffs)
+            + f". Only train.{{{', '.join(sorted(RESUMABLE_KEYS))}}} may change on resume; use a new --out"
+        )
+
+
+def check_glove(info: Any, cfg: TrainConfig) -> None:
+    """Refuse a GloVe file that matches no question word (unless allowed); warn on a low coverage."""
+    if info is None:
+        return
+    if info.found == 0 and info.words:
+        if not cfg.allow_zero_glove_coverage:
+            raise ConfigError(
+                f"GloVe file {info.file} matches none of the {info.words} question words (e.g. "
+                f"{', '.join(info.missing_examples[:5])}): wrong file, language or format? Set "
+                "train.allow_zero_glove_coverage=true to train with random embeddings anyway"
+            )
+        log.warning("GloVe file %s matches no question word: embeddings are random (allowed)", info.file)
+    elif info.coverage < cfg.glove_warn_coverage:
+        log.warning("GloVe coverage is low: %d/%d question words (%.1f%%, below "
+                    "train.glove_warn_coverage=%s) found in %s", info.found, info.words, 100 * info.coverage,
+                    cfg.glove_warn_coverage, info.file)
+
+
+def check_eval_meta(meta: Mapping[str, Any], spec: RunSpec, question_vocab: list[str]) -> None:
+    """The evaluation must use the checkpoint's dataset, question vocabulary and training settings."""
+    for key, value in (("dataset", spec.dataset), ("task", spec.task)):
+        if key in meta and meta[key] != value:
+            raise ConfigError(f"{spec.checkpoint}: trained on {key} {meta[key]!r}, not {value!r}")
+    if "question_vocab" in meta and list(meta["question_vocab"]) != question_vocab:
+        raise CheckpointError(
+            f"{spec.checkpoint}: its question vocabulary ({len(meta['question_vocab'])} words) differs from "
+            f"this dataset's ({len(question_vocab)}); evaluate on the annotations it was trained with"
+        )
+    if "train_config" in meta:
+        saved = json.loads(meta["train_config"])
+        now = config_to_dict(spec.train)
+        diffs = [k for k in sorted(saved) if k not in EVAL_RUNTIME_KEYS and now.get(k) != saved[k]]
+        if diffs:
+            raise ConfigError(
+                f"--eval-only: train.{{{', '.join(diffs)}}} differ from the checkpoint {spec.checkpoint}; "
+                "evaluation takes them from the checkpoint (see train.runner.eval_train_config)"
+            )
+    elif "converted_from" not in meta:  # a converted release has none: the given train.* settings apply
+        log.warning("%s records no training config (older toolkit); using the given train.* settings",
+                    spec.checkpoint)
+
+
+def official_text(spec: RunSpec, adapter: Any, meta: Mapping[str, Any], task_type: str) -> Any:
+    """The dataset encoded as the official preprocessing of a converted checkpoint encodes it.
+
+    Raises:
+        CheckpointError: the checkpoint was converted without the official vocabulary (or, open-ended,
+            answer list), or for another task type.
+    """
+    model = spec.model
+    if meta.get("task_type") not in (None, task_type):
+        raise ConfigError(f"{spec.checkpoint}: converted from a {meta['task_type']} checkpoint; this run's "
+                          f"task is {task_type}")
+    missing = ["--vocab (the official question vocabulary)"] if "text_rule" not in meta else []
+    if task_type == "open" and not meta.get("answer_vocab"):
+        missing.append("--answers (the official answer list)")
+    if missing or "question_vocab" not in meta:
+        raise CheckpointError(
+            f"{spec.checkpoint}: converted from an official {model} checkpoint without "
+            f"{' and '.join(missing) or 'its vocabulary'}: its word embeddings and answer outputs are "
+            f"indexed by the official preprocessing's vocabularies, not this dataset's, so it cannot be "
+            f"evaluated. Convert it again: vqa-convert {model} OFFICIAL_FILE --out FILE --vocab FILE"
+            + (" --answers FILE" if task_type == "open" else "")
+        )
+    if meta["text_rule"] not in TEXT_RULES:
+        raise CheckpointError(f"{spec.checkpoint}: text rule {meta['text_rule']!r} is unknown to this "
+                              f"toolkit (it knows {', '.join(TEXT_RULES)}); update the toolkit")
+    prepared = encode_official(adapter, meta["text_rule"], meta["question_vocab"],
+                               meta.get("answer_vocab") or [])
+    log.info("%s: questions encoded with the checkpoint's official rule (%s) and vocabulary (%d words%s)",
+             spec.checkpoint, TEXT_RULES[meta["text_rule"]].description, len(prepared.question_vocab),
+             f", {len(prepared.answer_vocab)} answers" if task_type == "open" else "")
+    if task_type == "open":
+        oov = int((prepared.splits["test"].answers < 0).sum())
+        log.info("test: %d/%d answers are not in the official answer list (counted wrong)", oov,
+                 len(prepared.splits["test"].answers))
+    return prepared
+
+
+def moment_config(spec: RunSpec) -> MomentConfig:
+    """The run's moment settings: the evaluated checkpoint's (``--eval-only``), else the spec's."""
+    if spec.eval_only and spec.checkpoint is not None:
+        meta = load_checkpoint(spec.checkpoint).get("meta", {})
+        return build_config(MomentConfig, checkpoint_configs(meta, source=str(spec.checkpoint))[1],
+                            section="moment")
+    return spec.moment if spec.moment is not None else MomentConfig()
+
+
