@@ -230,12 +230,13 @@ def _moment_metrics(m: dict[str, Any]) -> dict[str, Any]:
 
 
 def _load_answerer(m: dict[str, Any]) -> Any:
+    from extract.rebuild import RebuildError
     from train.answer import Answerer, AnswerError
     from train.checkpoint import CheckpointError
 
     try:
         return Answerer.from_checkpoint(m["best_checkpoint"])
-    except (AnswerError, CheckpointError, KeyError) as exc:
+    except (AnswerError, RebuildError, CheckpointError, KeyError) as exc:
         return f"no figures: {exc}"
 
 

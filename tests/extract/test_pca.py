@@ -96,7 +96,12 @@ def test_cmin_options_with_and_without_a_projection(tmp_path, arrays):
 
 def test_vqa_answer_finds_the_projection_file_by_its_sha256(tmp_path, arrays):
     """A checkpoint's features made with --pca are rebuilt with the same file, found by name or given."""
-    from train.answer import AnswerError, BackboneMismatchError, rebuild_feature_set, resolve_backbone_files
+    from extract.rebuild import (
+        BackboneMismatchError,
+        RebuildError,
+        rebuild_feature_set,
+        resolve_backbone_files,
+    )
 
     rng = np.random.default_rng(3)
     u512 = {"U": rng.standard_normal((512, 8)), "x_mean": np.zeros(512)}
@@ -111,7 +116,7 @@ def test_vqa_answer_finds_the_projection_file_by_its_sha256(tmp_path, arrays):
     fs = rebuild_feature_set(prov, files=files, device="cpu", seed=0)
     assert fs.outputs["clips"].shape == (None, 8)
     assert fs.options.checkpoint_for("pca") == str(moved / pca.name)
-    with pytest.raises(AnswerError, match="--backbone pca=PATH"):
+    with pytest.raises(RebuildError, match="--backbone pca=PATH"):
         resolve_backbone_files(prov)
     other = _h5(tmp_path / "other.hdf5", {"U": rng.standard_normal((512, 8)), "x_mean": np.zeros(512)})
     with pytest.raises(BackboneMismatchError, match="other.hdf5: sha256"):

@@ -402,7 +402,7 @@ def test_a_masn_record_from_before_frame_sampling_rebuilds_with_first():
     vqa-answer rebuilds it so; a record that names the option keeps it."""
     from extract.backbones import RANDOM_SEED
     from extract.featuresets import build_feature_set
-    from train.answer import rebuild_feature_set
+    from extract.rebuild import rebuild_feature_set
 
     fs = build_feature_set("masn", FeatureOptions(weights="random", appearance="resnet18", motion="r3d_18"))
     prov = json.loads(json.dumps(fs.provenance()))

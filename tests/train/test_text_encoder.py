@@ -217,7 +217,7 @@ def test_answerer_gives_the_runs_predictions(data, tmp_path, monkeypatch):
         def object_names(self, features):
             return None
 
-    monkeypatch.setattr(answer, "rebuild_feature_set", lambda *a, **k: Frames())
+    monkeypatch.setattr(answer.api, "rebuild_feature_set", lambda *a, **k: Frames())
     answerer = answer.Answerer.from_checkpoint(run / "checkpoints" / "best.pt")
     preds = [json.loads(x) for x in (run / "predictions_test.jsonl").read_text().splitlines()]
     lines = (data[0] / "how2qa_test.jsonl").read_text().splitlines()
@@ -274,7 +274,7 @@ def test_subtitles_follow_each_row_and_reach_vqa_answer(data, tmp_path, monkeypa
         def object_names(self, features):
             return None
 
-    monkeypatch.setattr(answer, "rebuild_feature_set", lambda *a, **k: Frames())
+    monkeypatch.setattr(answer.api, "rebuild_feature_set", lambda *a, **k: Frames())
     answerer = answer.Answerer.from_checkpoint(run / "checkpoints" / "best.pt")
     assert answerer.subtitles
     lines = (subbed / "how2qa_test.jsonl").read_text().splitlines()
