@@ -82,7 +82,7 @@ def _run(dataset: str, root: Path, features: Path, out: Path, *extra: str, task:
 def test_segments_reach_the_batch(how2qa):
     root, features = how2qa
     from extract.reader import FeatureReader
-    from train.runner.data import question_segments as _segments
+    from train.tasks.qa import question_segments as _segments
 
     adapter = get_dataset("how2qa")(root)
     prepared = prepare_qa(adapter, cache_dir=root.parent / "cache")

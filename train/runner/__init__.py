@@ -27,9 +27,10 @@ and train.log; ``--resume`` and ``--eval-only`` on other features are refused un
 
 One module per part: ``spec.py`` (:class:`RunSpec`, the keys a resume or an evaluation may change, the
 device, seeds, optimiser and schedule), ``steps.py`` (the run as named steps: ``open_run``, ``prepare``,
-``build``, ``fit`` with ``build_hooks``, ``evaluate``, ``write``), ``data.py`` (the datasets and what was
-dropped), ``checks.py`` (resume and evaluation checks, a converted release's official text) and
-``outputs.py`` (``train.log``, ``config.yaml``, baselines, prediction files).
+``build``, ``fit`` with ``build_hooks``, ``evaluate``, ``write``), ``data.py`` (loaders, recorded feature
+statistics), ``checks.py`` (resume and evaluation checks, a converted release's official text) and
+``outputs.py`` (``train.log``, ``config.yaml``). What differs between task kinds (text, datasets,
+batches, loss, baselines, prediction files) is asked of the kind (``train/tasks/``).
 """
 
 from train.runner.spec import (

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.official_text import TEXT_RULES, encode_official
-from train.checkpoint import CheckpointError, load_checkpoint
-from train.config import ConfigError, TrainConfig, build_config, config_to_dict
-from train.moments import MomentConfig, checkpoint_configs, upgrade_sections
+from train.checkpoint import CheckpointError
+from train.config import ConfigError, TrainConfig, config_to_dict
 from train.runner.spec import EVAL_RUNTIME_KEYS, RESUMABLE_KEYS, RunSpec
+from train.tasks import get_task
 from train.text_encoder import LoadedTextEncoder, check_text_encoder, load_text_encoder, uses_text_encoder
 
 log = logging.getLogger("train")
@@ -52,7 +52,7 @@ def check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: Pa
     for key in ("model_name", "dataset", "task"):
         if saved.get(key) != current.get(key):
             diffs.append(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}")
-    saved = upgrade_sections(saved, source=str(path)) if current.get("task_type") == "moment" else saved
+    saved = get_task(current["task_type"]).upgrade_saved_config(saved, source=str(path))
     for section in ("train", "model", "moment"):
         a, b = saved.get(section) or {}, current.get(section) or {}
         for k in sorted(set(a) | set(b)):
@@ -146,14 +146,4 @@ def official_text(spec: RunSpec, adapter: Any, meta: Mapping[str, Any], task_typ
         log.info("test: %d/%d answers are not in the official answer list (counted wrong)", oov,
                  len(prepared.splits["test"].answers))
     return prepared
-
-
-def moment_config(spec: RunSpec) -> MomentConfig:
-    """The run's moment settings: the evaluated checkpoint's (``--eval-only``), else the spec's."""
-    if spec.eval_only and spec.checkpoint is not None:
-        meta = load_checkpoint(spec.checkpoint).get("meta", {})
-        return build_config(MomentConfig, checkpoint_configs(meta, source=str(spec.checkpoint))[1],
-                            section="moment")
-    return spec.moment if spec.moment is not None else MomentConfig()
-
 

@@ -18,7 +18,7 @@ from pipelines.atomic import DirectoryInUseError
 from pipelines.version import toolkit_version
 from train.config import ConfigError, TrainConfig, build_config, config_to_dict
 from train.distributed import DistInfo
-from train.moments import MomentConfig
+from train.tasks import get_task
 
 log = logging.getLogger("train")
 
@@ -228,6 +228,6 @@ def effective_config(spec: RunSpec, task_type: str) -> dict[str, Any]:
         "toolkit_version": toolkit_version(),
         "train": config_to_dict(spec.train),
         "model": config_to_dict(spec.model_config),
-        **({"moment": config_to_dict(spec.moment or MomentConfig())} if task_type == "moment" else {}),
+        **get_task(task_type).config_sections(spec.moment),
     }
 

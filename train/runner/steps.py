@@ -34,7 +34,7 @@ from train.checkpoint import (
     restore_rng_state,
 )
 from train.config import EVAL_MODEL_KEYS, ConfigError, build_config, config_to_dict
-from train.data import QACollate, check_feature_set
+from train.data import check_feature_set
 from train.distributed import DistInfo, ShardedEvalSampler, barrier, cleanup_distributed, init_distributed
 from train.loop import (
     CheckpointHook,
@@ -46,8 +46,8 @@ from train.loop import (
     TrainState,
 )
 from train.loop import evaluate as evaluate_split
-from train.losses import PredictionRecord, compute_losses, selection_metric
-from train.moments import MomentCollate, MomentConfig, checkpoint_configs
+from train.losses import PredictionRecord, selection_metric
+from train.moments import checkpoint_configs
 from train.provenance import (
     RANDOM_WEIGHTS_BANNER,
     build_record,
@@ -63,26 +63,11 @@ from train.runner.checks import (
     check_eval_meta,
     check_glove,
     check_resume_config,
-    moment_config,
     official_text,
     run_text_encoder,
 )
-from train.runner.data import (
-    RunData,
-    build_qa_data,
-    make_loader,
-    prepare_moments_data,
-    prepare_qa_once,
-    recorded_stats,
-)
-from train.runner.outputs import (
-    attach_log_file,
-    baselines,
-    finite,
-    protocol_record,
-    write_predictions,
-    write_yaml,
-)
+from train.runner.data import make_loader, recorded_stats
+from train.runner.outputs import attach_log_file, finite, write_yaml
 from train.runner.spec import (
     LOCK_NAME,
     RunInUseError,
@@ -94,6 +79,7 @@ from train.runner.spec import (
     resolve_device,
     seed_everything,
 )
+from train.tasks import RunData, TaskKind, get_task
 
 log = logging.getLogger("train")
 
@@ -102,8 +88,8 @@ log = logging.getLogger("train")
 class Run:
     """What the steps of one run know, filled in step by step.
 
-    ``open_run``: spec, dist, device, out, ckpt_dir. ``prepare``: entry, adapter, task_type, reader,
-    features, feature_change, precision, conf, resume_from, saved_provenance, moment_cfg, prep_kwargs,
+    ``open_run``: spec, dist, device, out, ckpt_dir. ``prepare``: entry, adapter, task_type, task, reader,
+    features, feature_change, precision, conf, resume_from, saved_provenance, settings, prep_kwargs,
     prepared, question_vocab, answer_vocab, model_cfg, eval_ckpt, text_rule, text_enc, record, data.
     ``build``: collate, pin, model, meta, metric, mode, eval_loaders. ``fit``: writer, state, best_path.
     ``evaluate``: test_records.
@@ -117,6 +103,7 @@ class Run:
     entry: Any = None
     adapter: Any = None
     task_type: str = ""
+    task: TaskKind | None = None
     reader: Any = None
     features: dict[str, Any] = field(default_factory=dict)
     feature_change: Any = None
@@ -124,7 +111,7 @@ class Run:
     conf: dict[str, Any] = field(default_factory=dict)
     resume_from: Path | None = None
     saved_provenance: Any = None
-    moment_cfg: MomentConfig | None = None
+    settings: Any = None  # the task kind's own section (moment retrieval: MomentConfig)
     prep_kwargs: dict[str, Any] = field(default_factory=dict)
     prepared: Any = None
     question_vocab: list[str] = field(default_factory=list)
@@ -232,9 +219,9 @@ def prepare(r: Run) -> None:
     r.conf["provenance"] = r.record
     if r.dist.is_main:
         write_yaml(r.out / ("eval_config.yaml" if r.spec.eval_only else "config.yaml"), r.conf)
-    if r.task_type != "moment":
-        r.data = build_qa_data(r.spec, r.adapter, r.prepared, r.reader, r.entry, r.task_type, r.text_enc,
-                               recorded_stats=recorded_stats(r.resume_from, r.eval_ckpt))
+    r.data = r.task.build_datasets(r.spec, r.adapter, r.prepared, r.reader, r.entry, data=r.data,
+                                   text_encoder=r.text_enc,
+                                   recorded_stats=recorded_stats(r.resume_from, r.eval_ckpt))
     for name, ds in r.data.datasets.items():
         log.info("%s: %d questions", name, len(ds))
 
@@ -251,6 +238,7 @@ def _open_features(r: Run) -> None:
             f"model {spec.model!r} supports task types {r.entry.task_types}, but {spec.dataset}"
             f"{'/' + spec.task if spec.task else ''} is {r.task_type!r}"
         )
+    r.task = get_task(r.task_type)
     r.reader = FeatureReader(spec.features)
     check_feature_set(r.reader, r.entry.feature_set, model=spec.model)
     r.reader.check_readable()  # here, not in a DataLoader worker (--num-workers > 0)
@@ -296,13 +284,9 @@ def _prepare_text(r: Run) -> None:
     r.prep_kwargs = dict(cache_dir=r.out / "text_cache", answer_vocab_size=vocab_size_cfg,
                          glove=spec.glove, max_question_len=cfg.max_question_len,
                          subtitles=bool(getattr(spec.model_config, "use_subtitles", False)))
-    r.moment_cfg = moment_config(spec) if r.task_type == "moment" else None
-    if r.moment_cfg is not None:
-        r.prepared, r.data = prepare_moments_data(spec, r.adapter, r.reader, r.dist, r.moment_cfg)
-    else:
-        r.prepared = prepare_qa_once(r.adapter, r.prep_kwargs, r.dist)
-    r.question_vocab = list(r.prepared.query_vocab if r.task_type == "moment" else r.prepared.question_vocab)
-    r.answer_vocab = list(r.prepared.answer_vocab) if r.task_type == "open" else None
+    r.settings = r.task.settings(spec)
+    r.prepared, r.data = r.task.prepare_text(spec, r.adapter, r.reader, r.dist, r.settings, r.prep_kwargs)
+    r.question_vocab, r.answer_vocab = r.task.vocabularies(r.prepared)
 
 
 def _take_checkpoint(r: Run) -> None:
@@ -321,17 +305,16 @@ def _take_checkpoint(r: Run) -> None:
     model_cfg = build_config(r.entry.config_cls, model_values, section="model")
     r.model_cfg = dataclasses.replace(model_cfg, **{  # inference-only settings of this evaluation
         k: getattr(spec.model_config, k) for k in EVAL_MODEL_KEYS if hasattr(model_cfg, k)})
-    if task_type != "moment" and bool(meta.get("subtitles")) != r.prep_kwargs["subtitles"]:
+    if r.task.reads_subtitles and bool(meta.get("subtitles")) != r.prep_kwargs["subtitles"]:
         r.prep_kwargs["subtitles"] = bool(meta.get("subtitles"))  # read as the checkpoint was trained
-        r.prepared = prepare_qa_once(r.adapter, r.prep_kwargs, r.dist)
-        r.question_vocab = list(r.prepared.question_vocab)
+        r.prepared, _ = r.task.prepare_text(spec, r.adapter, r.reader, r.dist, r.settings, r.prep_kwargs)
+        r.question_vocab = r.task.vocabularies(r.prepared)[0]
     r.feature_change = check_features(meta.get("provenance"), r.features, what="--eval-only",
                                       source=str(spec.checkpoint), allow=spec.allow_feature_change)
     if "converted_from" in meta:  # a released checkpoint: the official vocabularies and tokens
         r.prepared = official_text(spec, r.adapter, meta, task_type)
         r.text_rule = meta["text_rule"]
-        r.question_vocab = list(r.prepared.question_vocab)
-        r.answer_vocab = list(r.prepared.answer_vocab) if task_type == "open" else None
+        r.question_vocab, r.answer_vocab = r.task.vocabularies(r.prepared)
     check_eval_meta(meta, spec, r.question_vocab)
     r.precision = recorded_precision(meta.get("provenance"), r.cfg.amp, r.device)  # as it was validated
     if meta.get("answer_vocab") is not None and meta["answer_vocab"] != (r.answer_vocab or []):
@@ -346,10 +329,7 @@ def _take_checkpoint(r: Run) -> None:
 def build(r: Run) -> None:
     """The collate, the model (seeded), the checkpoint meta, the selection metric, the val/test loaders."""
     cfg, dist, task_type = r.cfg, r.dist, r.task_type
-    ragged = tuple(n for n, s in r.reader.outputs.items() if s.ragged)
-    r.collate = QACollate(ragged, answer_dtype=torch.float32 if task_type == "count" else torch.int64)
-    if task_type == "moment":
-        r.collate = MomentCollate()
+    r.collate = r.task.collate(r.reader)
     r.pin = r.device.type == "cuda"
     seed_everything(cfg.seed)
     r.model = r.entry.build(
@@ -390,19 +370,16 @@ def checkpoint_meta(r: Run) -> dict[str, Any]:
         **self_contained_meta(data.feature_stats, cfg.max_question_len, data.feature_projection,
                               data.query_parse),
     }
-    if r.moment_cfg is not None:  # the clips' view and the loss (vqa-answer and --eval-only read it)
-        meta["moment_config"] = json.dumps(config_to_dict(r.moment_cfg), sort_keys=True)
+    meta.update(r.task.checkpoint_meta(r.settings))
     return meta
 
 
 def run_eval(r: Run, split: str) -> tuple[dict[str, float], list[PredictionRecord]]:
     """The metrics and prediction records of the model as it is on ``split`` (``val`` or ``test``)."""
-    moment_opts = ({"nms_threshold": r.cfg.moment_nms, "iou": r.cfg.moment_iou} if r.task_type == "moment"
-                   else None)
     return evaluate_split(
         r.model, r.eval_loaders[split], task_type=r.task_type, device=r.device, amp=r.precision,
         answer_vocab=r.answer_vocab, order=r.data.datasets[split].qids,
-        show_progress=r.spec.show_progress and r.dist.is_main, desc=split, moment=moment_opts,
+        show_progress=r.spec.show_progress and r.dist.is_main, desc=split, moment=r.task.eval_options(r.cfg),
     )
 
 
@@ -443,7 +420,7 @@ def fit(r: Run) -> None:
         grad_clip=cfg.grad_clip, margin=cfg.hinge_margin, hinge_reduction=cfg.hinge_reduction,
         hooks=hooks.in_order(), loader_generator=gen,
         seed=cfg.seed, show_progress=r.spec.show_progress and dist.is_main,
-        loss_fn=moment_loss_fn(r.moment_cfg) if r.moment_cfg is not None else None,
+        loss_fn=r.task.loss_fn(r.settings),
     )
     if r.resume_from is not None:
         _resume(r, trainer, optimizer, scheduler)
@@ -527,8 +504,8 @@ def evaluate(r: Run) -> dict[str, Any]:
         "stopped_early": bool(state.stop),
         "val": val_metrics,
         "test": test_metrics,
-        "baselines_test": baselines(r.task_type, r.data, r.prepared, r.cfg),
-        **({"moment_protocol": protocol_record(r.cfg)} if r.task_type == "moment" else {}),
+        "baselines_test": r.task.baselines(r.data, r.cfg),
+        **r.task.result_extras(r.cfg),
         "dropped_questions": r.data.dropped,
         "eval_only": spec.eval_only,
         "provenance": r.record,
@@ -547,7 +524,7 @@ def write(r: Run, result: dict[str, Any]) -> None:
     """The test predictions and ``metrics.json`` (main process)."""
     if not r.dist.is_main:
         return
-    write_predictions(r.out, "test", r.test_records, r.task_type)
+    r.task.write_predictions(r.out, "test", r.test_records)
     write_json_atomic(r.out / "metrics.json", finite(result))
     log.info("val %s %.4f, test %s %.4f (best epoch %s)", r.metric, result["val"][r.metric], r.metric,
              result["test"][r.metric], r.state.best_epoch)
@@ -584,11 +561,4 @@ def load_best(model: torch.nn.Module, ckpt_dir: Path, state: TrainState, metric:
         raise CheckpointError(f"{best_path}: {problem}, not the best epoch {state.best_epoch}; train again")
     model.load_state_dict(load_checkpoint(best_path)["model"])
     return best_path
-
-
-def moment_loss_fn(moment: MomentConfig):
-    """The moment loss with the run's label rule, regression weight, normalisation and ground truth."""
-    settings = moment.loss_settings()
-    return lambda outputs, batch: compute_losses("moment", outputs, batch, **settings)
-
 

@@ -1,0 +1,273 @@
+"""Question answering: open-ended (a class of the answer vocabulary), multiple choice (one of C candidates)
+and count (a regressed number). Its text (``prepare_qa``), datasets (``train.data.QADataset``: val held out
+of train when the dataset has none; questions without features, with a segment after their video or, for
+open-ended training, an answer outside the vocabulary dropped and counted), batches, baselines and
+prediction files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from pipelines.atomic import atomic_path
+from pipelines.text import prepare_qa
+from train.config import TrainConfig
+from train.data import (
+    FeatureMismatchError,
+    QACollate,
+    QADataset,
+    feature_statistics,
+    find_missing_videos,
+    segments_after_video,
+)
+from train.distributed import DistInfo, barrier
+from train.losses import COUNT_MAX, COUNT_MIN, PredictionRecord
+from train.tasks.base import RunData, TaskKind
+from train.text_encoder import LoadedTextEncoder, encode_questions
+
+if TYPE_CHECKING:
+    from train.runner.spec import RunSpec
+
+__all__ = ["COUNT", "MC", "OPEN", "CountTask", "MultipleChoiceTask", "OpenTask", "QATask", "build_qa_data"]
+
+log = logging.getLogger("train")
+
+
+def prepare_qa_once(adapter: Any, prep_kwargs: dict[str, Any], dist: DistInfo) -> Any:
+    """``prepare_qa`` on the main process first (it writes the cache), then on the others."""
+    prepared = prepare_qa(adapter, **prep_kwargs) if dist.is_main else None
+    barrier()
+    return prepared if dist.is_main else prepare_qa(adapter, **prep_kwargs)
+
+
+def question_segments(adapter: Any, splits: dict[str, Any]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Question id -> (start, end) seconds per split, for datasets whose records carry a segment (How2QA)."""
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for name in splits:
+        found = {r.qid: tuple(r.segment) for r in adapter.records(name) if getattr(r, "segment", None)}
+        if found:
+            out[name] = found
+    return out
+
+
+def text_tokens(adapter: Any, splits: dict[str, Any], text_encoder: LoadedTextEncoder
+                 ) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Question id -> the transformer question encoder's token arrays, per split (tokenized once); with
+    the subtitles when the encoded splits carry them (``prepare_qa(subtitles=True)``)."""
+    out = {}
+    for name, split in splits.items():
+        recs = adapter.records(name)
+        subs = [r.subtitle for r in recs] if getattr(split, "subtitles", None) is not None else None
+        encoded = encode_questions(text_encoder.tokenizer, [r.question for r in recs],
+                                   [r.candidates for r in recs], text_encoder.max_len, subtitles=subs,
+                                   subtitle_max_len=text_encoder.subtitle_max_len)
+        out[name] = {r.qid: e for r, e in zip(recs, encoded, strict=True)}
+    return out
+
+
+def build_qa_data(spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: Any, *,
+                  drop_unknown_answers: bool, text_encoder: LoadedTextEncoder | None = None,
+                  recorded_stats: dict | None = None) -> RunData:
+    """The train / val / test ``QADataset``s; ``drop_unknown_answers``: training questions whose answer is
+    outside the answer vocabulary are dropped (open-ended)."""
+    splits = prepared.splits
+    feature_keys = tuple(getattr(entry, "feature_keys", ()) or ()) or None
+    data = RunData()
+    plan: dict[str, tuple[Any, np.ndarray]] = {}
+    if "train" not in splits or "test" not in splits:
+        raise FeatureMismatchError(f"{spec.dataset}: needs train and test splits, has {sorted(splits)}")
+    train_split = splits["train"]
+    n_train = len(train_split.qids)
+    if "val" in splits:
+        plan["train"] = (train_split, np.arange(n_train))
+        plan["val"] = (splits["val"], np.arange(len(splits["val"].qids)))
+    else:  # no official validation split: hold out a fixed-seed share of train
+        perm = np.random.default_rng(0).permutation(n_train)
+        n_val = max(1, int(round(spec.train.val_fraction * n_train)))
+        plan["val"] = (train_split, np.sort(perm[:n_val]))
+        plan["train"] = (train_split, np.sort(perm[n_val:]))
+        log.info("%s has no val split: %d training questions held out for validation", spec.dataset, n_val)
+    plan["test"] = (splits["test"], np.arange(len(splits["test"].qids)))
+
+    stats = None
+    if spec.train.feature_norm == "standardize" and recorded_stats is not None:
+        stats = data.feature_stats = recorded_stats  # --resume / --eval-only: what the checkpoint saw
+        log.info("features standardised per channel with the statistics the checkpoint records")
+    elif spec.train.feature_norm == "standardize":
+        train_split, train_rows = plan["train"]
+        keys = feature_keys if feature_keys is not None else tuple(reader.outputs)
+        keys = tuple(k for k in keys if not k.endswith("_times"))  # timestamps stay in seconds
+        present = [train_split.video_ids[i] for i in train_rows if train_split.video_ids[i] in reader]
+        stats = feature_statistics(reader, present, keys)
+        log.info("features standardised per channel with the statistics of %d training videos",
+                 len(set(present)))
+        data.feature_stats = stats
+    segments = question_segments(adapter, splits)
+    texts = text_tokens(adapter, splits, text_encoder) if text_encoder is not None else {}
+    for name, (split, rows) in plan.items():
+        dropped: dict[str, int] = {}
+        vids = [split.video_ids[i] for i in rows]
+        missing = set(find_missing_videos(vids, reader))
+        if missing:
+            n_q = sum(v in missing for v in vids)
+            if not spec.allow_missing_features:
+                shown = ", ".join(sorted(missing)[:5])
+                raise FeatureMismatchError(
+                    f"{spec.features}: {len(missing)} video(s) of the {name} split ({n_q} questions) have no "
+                    f"features, e.g. {shown}; extract them, or pass --allow-missing-features to drop those "
+                    f"questions"
+                )
+            rows = np.array([i for i in rows if split.video_ids[i] not in missing], dtype=np.int64)
+            dropped["missing_features"] = n_q
+            log.warning("%s: dropped %d questions of %d videos without features", name, n_q, len(missing))
+        source = next(k for k, v in splits.items() if v is split)
+        rows = drop_segments_after_video(name, split, rows, segments.get(source), reader, dropped)
+        if name == "train" and drop_unknown_answers:
+            answers = np.asarray(split.answers)
+            oov = int((answers[rows] < 0).sum())
+            if oov:
+                rows = rows[answers[rows] >= 0]
+                dropped["answer_out_of_vocabulary"] = oov
+                log.info("train: dropped %d questions whose answer is outside the answer vocabulary", oov)
+        if len(rows) == 0:
+            raise FeatureMismatchError(f"the {name} split has no questions left to use")
+        data.datasets[name] = QADataset(
+            split, reader, feature_keys=feature_keys, indices=rows, feature_stats=stats,
+            segments=segments.get(source), text_tokens=texts.get(source),
+        )
+        data.dropped[name] = dropped
+    return data
+
+
+def drop_segments_after_video(name: str, split: Any, rows: np.ndarray, segments: dict | None, reader: Any,
+                               dropped: dict[str, int]) -> np.ndarray:
+    """Drop (by name, counted) the questions whose segment (How2QA's ``ts``) starts after their video."""
+    if not segments or "frame_times" not in reader.outputs:
+        return rows
+    asked = [(split.qids[i], split.video_ids[i], segments[split.qids[i]]) for i in rows
+             if split.qids[i] in segments]
+    outside = segments_after_video(asked, reader)
+    if not outside:
+        return rows
+    gone = {qid for qid, *_ in outside}
+    shown = "; ".join(f"{q} (video {v}: ts {a:g}-{b:g} s, the video ends by {e:.2f} s)"
+                      for q, v, (a, b), e in outside[:3])
+    log.warning("%s: dropped %d question(s) whose segment starts after the end of its video, e.g. %s", name,
+                len(outside), shown)
+    dropped["segment_after_video"] = len(outside)
+    return np.array([i for i in rows if split.qids[i] not in gone], dtype=np.int64)
+
+class QATask(TaskKind):
+    """The question-answering kinds' shared side: text, datasets, batches and prediction files.
+
+    Attributes:
+        answer_vocab: the answers are classes of an answer vocabulary (open-ended).
+        regression: the answer is a regressed number (count): its batches carry float answers and its
+            prediction files the raw prediction and the squared error instead of ``correct``.
+    """
+
+    reads_subtitles = True
+    answer_vocab = False
+    regression = False
+
+    def prepare_text(self, spec: RunSpec, adapter: Any, reader: Any, dist: DistInfo, settings: Any,
+                     prep_kwargs: dict[str, Any]) -> tuple[Any, RunData | None]:
+        return prepare_qa_once(adapter, prep_kwargs, dist), None  # datasets after the checkpoint checks
+
+    def vocabularies(self, prepared: Any) -> tuple[list[str], list[str] | None]:
+        return list(prepared.question_vocab), list(prepared.answer_vocab) if self.answer_vocab else None
+
+    def build_datasets(self, spec: RunSpec, adapter: Any, prepared: Any, reader: Any, entry: Any, *,
+                       data: RunData | None, text_encoder: Any, recorded_stats: dict | None) -> RunData:
+        return build_qa_data(spec, adapter, prepared, reader, entry, drop_unknown_answers=self.answer_vocab,
+                             text_encoder=text_encoder, recorded_stats=recorded_stats)
+
+    def collate(self, reader: Any) -> QACollate:
+        ragged = tuple(n for n, s in reader.outputs.items() if s.ragged)
+        return QACollate(ragged, answer_dtype=torch.float32 if self.regression else torch.int64)
+
+    def write_predictions(self, out: Path, split: str, records: Sequence[PredictionRecord]) -> None:
+        """qid, video_id, qtype, prediction, answer and ``correct`` (count: ``raw_prediction`` and
+        ``squared_error``)."""
+        score_name = "squared_error" if self.regression else "correct"
+        rows = []
+        for r in records:
+            row = {"qid": r.qid, "video_id": r.video_id, "qtype": r.qtype, "prediction": r.prediction,
+                   "answer": r.answer}
+            if r.raw is not None:
+                row["raw_prediction"] = r.raw
+            row[score_name] = r.score if self.regression else bool(r.score)
+            rows.append(row)
+        with atomic_path(out / f"predictions_{split}.jsonl") as tmp:
+            tmp.write_text("".join(json.dumps(r, sort_keys=False) + "\n" for r in rows), encoding="utf-8")
+        header = ["qid", "video_id", "qtype", "prediction", "answer"]
+        header += ["raw_prediction"] if self.regression else []
+        header += [score_name]
+        with atomic_path(out / f"predictions_{split}.csv") as tmp:
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                w = csv.DictWriter(fh, fieldnames=header)
+                w.writeheader()
+                w.writerows(rows)
+
+
+def _answers(data: RunData) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+    """The train and test datasets and their answers (of the rows used)."""
+    tr, te = data.datasets["train"], data.datasets["test"]
+    return tr, te, np.asarray(tr.split.answers)[tr.indices], np.asarray(te.split.answers)[te.indices]
+
+
+class OpenTask(QATask):
+    """Open-ended: a class of the answer vocabulary (cross-entropy; ``accuracy``, ``accuracy/<qtype>``)."""
+
+    name = "open"
+    answer_vocab = True
+
+    def baselines(self, data: RunData, cfg: TrainConfig) -> dict[str, float]:
+        """The majority training answer, and the most common training answer of each question type."""
+        tr, te, tr_ans, te_ans = _answers(data)
+        majority = Counter(tr_ans.tolist()).most_common(1)[0][0]
+        # the most common training answer of each question type (e.g. "what color ..." -> its mode)
+        by_type: dict[str, Counter] = {}
+        for i, a in zip(tr.indices, tr_ans.tolist(), strict=True):
+            by_type.setdefault(tr.split.qtypes[i], Counter())[a] += 1
+        te_types = [te.split.qtypes[i] for i in te.indices]
+        prior = [by_type[t].most_common(1)[0][0] if t in by_type else majority for t in te_types]
+        return {
+            "majority_answer_accuracy": float((te_ans == majority).mean()),
+            "type_prior_accuracy": float((te_ans == np.asarray(prior)).mean()),
+        }
+
+
+class MultipleChoiceTask(QATask):
+    """Multiple choice: one of C candidates (hinge loss; ``accuracy``)."""
+
+    name = "mc"
+
+    def baselines(self, data: RunData, cfg: TrainConfig) -> dict[str, float]:
+        """A random choice: 1 / C."""
+        return {"random_choice_accuracy": 1.0 / data.datasets["train"].split.candidates.shape[1]}
+
+
+class CountTask(QATask):
+    """Count: a regressed number, rounded and clamped to 1..10 in evaluation (MSE; ``mse``)."""
+
+    name = "count"
+    regression = True
+
+    def baselines(self, data: RunData, cfg: TrainConfig) -> dict[str, float]:
+        """The training mean, rounded and clamped as the model's counts."""
+        _, _, tr_ans, te_ans = _answers(data)
+        mean = float(tr_ans.mean())
+        pred = min(max(round(mean), COUNT_MIN), COUNT_MAX)
+        return {"train_mean_mse": float(((pred - te_ans.astype(np.float64)) ** 2).mean())}
+
+
+OPEN, MC, COUNT = OpenTask(), MultipleChoiceTask(), CountTask()
