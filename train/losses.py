@@ -55,7 +55,6 @@ __all__ = [
     "open_ended_loss",
     "predict",
     "refined_boxes",
-    "selection_metric",
     "step_iou",
     "temporal_iou",
 ]
@@ -287,13 +286,6 @@ def compute_metrics(task_type: str, records: Iterable[PredictionRecord]) -> dict
             scores = by_type[qtype]
             metrics[f"accuracy/{qtype}"] = sum(scores) / len(scores)
     return metrics
-
-
-def selection_metric(task_type: str) -> tuple[str, str]:
-    """The validation metric used for model selection and whether higher (``"max"``) or lower is better."""
-    if task_type == "moment":
-        return ("R@1,IoU=0.5", "max")
-    return ("mse", "min") if task_type == "count" else ("accuracy", "max")
 
 
 class Evaluation:

@@ -21,7 +21,6 @@ from train.losses import (
     moment_predictions,
     moment_records,
     nms_top_k,
-    selection_metric,
     step_iou,
     temporal_iou,
 )
@@ -33,6 +32,7 @@ from train.moments import (
     model_view,
     resample_steps,
 )
+from train.tasks import get_task
 
 COLOURS = ("red", "blue", "green", "yellow")
 
@@ -53,7 +53,7 @@ def test_metrics_exact_match_and_no_overlap():
         for t in (0.1, 0.3, 0.5, 0.7):
             assert m[f"R@{k},IoU={t}"] == 0.5
     assert m["mIoU"] == pytest.approx(0.5) and m["num_questions"] == 2
-    assert selection_metric("moment") == ("R@1,IoU=0.5", "max")
+    assert get_task("moment").selection == ("R@1,IoU=0.5", "max")
 
 
 def test_recall_at_5_counts_rank_5_not_rank_6():

@@ -29,6 +29,8 @@ def test_kinds_differ_where_the_outputs_do(tmp_path):
     assert get_task("mc").vocabularies(Prepared) == (["<pad>", "a"], None)
     assert get_task("moment").vocabularies(Prepared) == (["<pad>", "q"], None)
     assert [get_task(k).reads_subtitles for k in TASKS] == [True, True, True, False]
+    assert [get_task(k).selection for k in TASKS] == [
+        ("accuracy", "max"), ("accuracy", "max"), ("mse", "min"), ("R@1,IoU=0.5", "max")]
 
     class Reader:
         outputs = {}

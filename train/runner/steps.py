@@ -46,7 +46,7 @@ from train.loop import (
     TrainState,
 )
 from train.loop import evaluate as evaluate_split
-from train.losses import PredictionRecord, selection_metric
+from train.losses import PredictionRecord
 from train.moments import checkpoint_configs
 from train.provenance import (
     RANDOM_WEIGHTS_BANNER,
@@ -343,7 +343,7 @@ def build(r: Run) -> None:
     if dist.rank > 0:  # different dropout streams per process; rank 0 keeps the single-process stream
         seed_everything(cfg.seed + 1_000_003 * dist.rank)
     r.meta = checkpoint_meta(r)
-    r.metric, r.mode = selection_metric(task_type)
+    r.metric, r.mode = r.task.selection
     r.eval_loaders = {
         name: make_loader(r.data.datasets[name], batch_size=cfg.effective_eval_batch_size, collate=r.collate,
                           cfg=cfg, pin=r.pin, sampler=ShardedEvalSampler(

@@ -37,10 +37,13 @@ class TaskKind:
 
     Attributes:
         name: the adapters' ``task_type``.
+        selection: the validation metric that selects the checkpoint and whether higher (``"max"``) or
+            lower (``"min"``) is better.
         reads_subtitles: its questions may carry subtitle text (``prepare_qa(subtitles=True)``).
     """
 
     name: str = ""
+    selection: tuple[str, str] = ("accuracy", "max")
     reads_subtitles: bool = False
 
     def settings(self, spec: RunSpec) -> Any:

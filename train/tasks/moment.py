@@ -204,6 +204,7 @@ class MomentTask(TaskKind):
     """Moment retrieval: the kind of the ``activitynet-captions`` and ``tacos`` adapters."""
 
     name = "moment"
+    selection = ("R@1,IoU=0.5", "max")
 
     def settings(self, spec: RunSpec) -> MomentConfig:
         return moment_settings(spec)

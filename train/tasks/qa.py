@@ -260,6 +260,7 @@ class CountTask(QATask):
     """Count: a regressed number, rounded and clamped to 1..10 in evaluation (MSE; ``mse``)."""
 
     name = "count"
+    selection = ("mse", "min")  # of the rounded, clamped count
     regression = True
 
     def baselines(self, data: RunData, cfg: TrainConfig) -> dict[str, float]:
