@@ -194,6 +194,9 @@ class RayBackend:
         if config.address is not None:
             init_kwargs["address"] = config.address
         else:  # a local runtime: nothing else joins it, so it listens on loopback only
+            # "local": a new runtime even when another one (a `ray start`, another user's job) runs on this
+            # machine; ray.init() without an address would join that one instead.
+            init_kwargs["address"] = "local"
             self._undo_loopback = loopback_only()
             if config.num_cpus is not None:
                 init_kwargs["num_cpus"] = int(config.num_cpus)
