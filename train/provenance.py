@@ -243,7 +243,7 @@ def self_contained_meta(
     With the rest of ``meta`` (model name and config, task and task type, answer and question
     vocabularies, training config, this provenance record with the feature set's resolved options and
     backbones' weights sha256 or ``"random"``) a checkpoint is enough for ``vqa-answer``
-    (``train/answer/``): the word vectors actually used are the question encoder's embedding table in
+    (``train/answer.py``): the word vectors actually used are the question encoder's embedding table in
     ``model`` (GloVe-initialised and trained, or random), so no GloVe file is needed.
 
     Returns:
