@@ -307,3 +307,25 @@ def test_ray_address_from_the_environment_joins_that_cluster(small_root, tmp_pat
     _main(base, capsys)
     _main([*base, "--address", "auto"], capsys)
     assert seen == [None, "10.0.0.5:6379", "auto"]
+
+
+def test_an_unreachable_cluster_address_is_one_line_not_an_endless_retry(monkeypatch):
+    """Ray retries a cluster address nobody answers at without end; vqa-extract says so at once."""
+    import socket
+
+    import ray
+
+    from extract.engine import ray_backend
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    called = []
+    monkeypatch.setattr(ray, "init", lambda **kwargs: called.append(kwargs))
+    backend = object.__new__(ray_backend.RayBackend)
+    backend._undo_loopback = lambda: None
+    for address, expected in ((f"127.0.0.1:{port}", "nothing answers there"), ("head-node", "HOST:PORT")):
+        with pytest.raises(engine.BackendError, match=expected) as err:
+            backend._start_runtime(engine.EngineConfig(address=address))
+        assert address in str(err.value) and "\n" not in str(err.value)
+    assert not called
