@@ -268,7 +268,9 @@ def _random_banner(echo) -> None:
     "--shard-size", type=click.IntRange(min=1), default=256, show_default=True, help="Videos per shard."
 )
 @click.option(
-    "--address", default=None, help="Join a Ray cluster: 'auto' or HOST:PORT (default: start a local one)."
+    "--address", default=None, envvar="RAY_ADDRESS", show_envvar=True,
+    help="Join a Ray cluster: 'auto' or HOST:PORT (default: start a local one, whatever other Ray runtime "
+    "runs on this machine).",
 )
 @click.option("--num-cpus", type=click.IntRange(min=1), default=None, help="CPUs of the local Ray runtime.")
 @click.option(

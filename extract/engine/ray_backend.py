@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -149,6 +150,22 @@ class InferWorker:
 
 
 # ============================================================================================ backend
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A BackendError naming ``address`` when nothing listens at its HOST:PORT: Ray itself retries an
+    unreachable cluster without end. ``auto`` and client (``ray://``) addresses are left to Ray."""
+    if address == "auto" or "://" in address:
+        return
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise BackendError(f"cannot join the Ray cluster at {address}: expected HOST:PORT or 'auto' "
+                           "(--address or RAY_ADDRESS)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise BackendError(f"cannot join the Ray cluster at {address}: nothing answers there ({err}); start "
+                           "its head (ray start --head) or correct --address / RAY_ADDRESS") from err
+
+
 class RayBackend:
     """Streaming-generator decode tasks and inference actors on a Ray runtime."""
 
@@ -192,8 +209,12 @@ class RayBackend:
         quiet_ray()
         init_kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
         if config.address is not None:
+            check_reachable(config.address)
             init_kwargs["address"] = config.address
         else:  # a local runtime: nothing else joins it, so it listens on loopback only
+            # "local": a new runtime even when another one (a `ray start`, another user's job) runs on this
+            # machine; ray.init() without an address would join that one instead.
+            init_kwargs["address"] = "local"
             self._undo_loopback = loopback_only()
             if config.num_cpus is not None:
                 init_kwargs["num_cpus"] = int(config.num_cpus)

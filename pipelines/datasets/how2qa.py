@@ -26,6 +26,7 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,22 @@ def _subtitle_entries(entries: Any, where: str) -> list[tuple[float, float, str]
     return out
 
 
+def _json_lines(path: Path, expected: str) -> Iterator[tuple[int, str, Any]]:
+    """``(line number, "FILE: line N", parsed object)`` for each non-blank line of a JSON-lines file.
+
+    Raises:
+        DatasetFormatError: naming the file and line of invalid JSON and the expected format.
+    """
+    for line_no, line in enumerate(read_text(path, expected).splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}: line {line_no}"
+        try:
+            yield line_no, where, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetFormatError(f"{where}: invalid JSON ({exc.msg}); expected {expected}") from exc
+
+
 def read_subtitles(path: Path) -> _Subs:
     """Video id -> its subtitle entries ``(start_s, end_s, text)`` from a HERO / VALUE subtitle file.
 
@@ -99,14 +116,7 @@ def read_subtitles(path: Path) -> _Subs:
         DatasetFormatError: naming the file, the line (and entry) and the expected format.
     """
     subs: _Subs = {}
-    for line_no, line in enumerate(read_text(path, _SUB_EXPECTED).splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}: line {line_no}"
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DatasetFormatError(f"{where}: invalid JSON ({exc.msg}); expected {_SUB_EXPECTED}") from exc
+    for _, where, item in _json_lines(path, _SUB_EXPECTED):
         require_keys(item, ("vid_name", "sub"), where, _SUB_EXPECTED)
         video_id = nonempty_text(item["vid_name"], "vid_name", where, _SUB_EXPECTED)
         if video_id in subs:
@@ -160,18 +170,9 @@ class How2QAAdapter(DatasetAdapter):
         refs: list[_Ref] = []
         for split in _SPLITS:
             path = self._file(split)
-            lines = read_text(path, _EXPECTED).splitlines()
             out: list[QARecord] = []
             seen: set[str] = set()
-            for line_no, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                where = f"{path}: line {line_no}"
-                try:
-                    item = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    msg = f"{where}: invalid JSON ({exc.msg}); expected {_EXPECTED}"
-                    raise DatasetFormatError(msg) from exc
+            for line_no, where, item in _json_lines(path, _EXPECTED):
                 keys = ("vid_name", "ts", "q", "a0", "a1", "a2", "a3", "answer_idx")
                 require_keys(item, keys, where, _EXPECTED)
                 question = nonempty_text(item["q"], "q", where, _EXPECTED)

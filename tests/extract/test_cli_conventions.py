@@ -269,3 +269,63 @@ def test_threads_are_reported_in_the_summary(small_root, tmp_path, capsys):
 def test_h_works_everywhere(argv, capsys):
     code, out, _ = _main(argv, capsys)
     assert code == 0 and "Usage:" in out
+
+
+def test_local_runtime_never_joins_another_ray_on_the_machine(monkeypatch):
+    """Without --address, vqa-extract starts its own runtime: a `ray start` cluster or another user's run on
+    the same machine (which ray.init() without an address joins, failing on --num-cpus) is not joined."""
+    import ray
+    from ray._private import services
+
+    from extract.engine import ray_backend
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir=None: "127.0.0.1:6379")
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: ["127.0.0.1:6379"])
+    seen: dict = {}
+    monkeypatch.setattr(ray, "init", lambda **kwargs: seen.update(kwargs))
+    backend = object.__new__(ray_backend.RayBackend)
+    backend._start_runtime(engine.EngineConfig(address=None, num_cpus=2))
+    backend._undo_loopback()
+    assert seen["num_cpus"] == 2
+    assert services.canonicalize_bootstrap_address(seen.get("address")) is None  # Ray starts a new runtime
+
+
+def test_ray_address_from_the_environment_joins_that_cluster(small_root, tmp_path, capsys, monkeypatch):
+    """RAY_ADDRESS (what `ray job submit` sets for its entrypoint) is --address; --address wins over it."""
+    seen = []
+
+    def capture(job, config):
+        seen.append(config.address)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "run_extraction", capture)
+    base = ["--root", str(small_root), "--out", str(tmp_path / "o"), *SMALL]
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    _main(base, capsys)
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    _main(base, capsys)
+    _main([*base, "--address", "auto"], capsys)
+    assert seen == [None, "10.0.0.5:6379", "auto"]
+
+
+def test_an_unreachable_cluster_address_is_one_line_not_an_endless_retry(monkeypatch):
+    """Ray retries a cluster address nobody answers at without end; vqa-extract says so at once."""
+    import socket
+
+    import ray
+
+    from extract.engine import ray_backend
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    called = []
+    monkeypatch.setattr(ray, "init", lambda **kwargs: called.append(kwargs))
+    backend = object.__new__(ray_backend.RayBackend)
+    backend._undo_loopback = lambda: None
+    for address, expected in ((f"127.0.0.1:{port}", "nothing answers there"), ("head-node", "HOST:PORT")):
+        with pytest.raises(engine.BackendError, match=expected) as err:
+            backend._start_runtime(engine.EngineConfig(address=address))
+        assert address in str(err.value) and "\n" not in str(err.value)
+    assert not called

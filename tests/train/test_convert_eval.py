@@ -190,8 +190,9 @@ def test_converted_without_vocab_is_refused_naming_the_option(tiny_tgif, tmp_pat
         Answerer.from_checkpoint(ckpt)  # no record of the authors' feature extraction to rebuild
 
 
-def test_released_masn_evaluates_with_its_pickled_vocabularies(tiny_tgif, tiny_masn_features, tmp_path):
-    # random weights of a seed whose answers depend on the question (the assertion below checks it)
+def _released_masn_checkpoint(tmp_path: Path) -> Path:
+    """A MASN FrameQA checkpoint in the official layout with its pickled vocabularies, converted."""
+    # random weights of a seed whose answers depend on the question (the callers check it)
     tensors = masn_files.official_state(outputs=len(ANSWERS), seed=11)
     hidden, g = tensors["fc.weight"].shape[1], torch.Generator().manual_seed(11)
     tensors["glove.weight"] = torch.randn(len(MASN_WORDS), tensors["glove.weight"].shape[1], generator=g)
@@ -209,6 +210,11 @@ def test_released_masn_evaluates_with_its_pickled_vocabularies(tiny_tgif, tiny_m
                                              "--num-frames", str(MASN_FRAMES), "--vocab", str(vocab),
                                              "--answers", str(answers)])
     assert res.exit_code == 0, res.output
+    return ckpt
+
+
+def test_released_masn_evaluates_with_its_pickled_vocabularies(tiny_tgif, tiny_masn_features, tmp_path):
+    ckpt = _released_masn_checkpoint(tmp_path)
     m = _evaluate(tiny_tgif, tiny_masn_features, "masn", ckpt, tmp_path / "eval")
     rows = _test_rows(tiny_tgif)
     # the official MASN rule: the "?" becomes the token "\?", words lower-cased, at most 20

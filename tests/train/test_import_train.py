@@ -32,9 +32,15 @@ from train.convert import build_cli as convert_cli
 from train.report import format_report
 
 sys.path.insert(0, str(Path(__file__).parent))
-import test_convert_masn as masn_files  # noqa: E402  (synthetic official MASN files)
-from conftest import DIM, MASN_FRAMES, MASN_OBJECTS, TINY_MODEL  # noqa: E402
-from test_convert_eval import ANSWERS, MASN_WORDS, _evaluate, _mspan_official, _predictions  # noqa: E402
+from conftest import MASN_FRAMES, MASN_OBJECTS, TINY_MODEL  # noqa: E402
+from test_convert_eval import (  # noqa: E402
+    ANSWERS,
+    MASN_WORDS,
+    _evaluate,
+    _mspan_official,
+    _predictions,
+    _released_masn_checkpoint,
+)
 
 TASKS = ("frameqa", "action", "count")
 
@@ -196,31 +202,8 @@ def _official_batch(raws, rows) -> dict[str, torch.Tensor]:
     return batch
 
 
-def _masn_checkpoint(tmp_path: Path) -> Path:
-    tensors = masn_files.official_state(outputs=len(ANSWERS), seed=11)
-    hidden, g = tensors["fc.weight"].shape[1], torch.Generator().manual_seed(11)
-    tensors["glove.weight"] = torch.randn(len(MASN_WORDS), tensors["glove.weight"].shape[1], generator=g)
-    for s in ("appr", "motion"):
-        for part in ("local", "global"):
-            tensors[f"compress_{s}_{part}.weight_raw"] = torch.randn(hidden, DIM, generator=g)
-    tensors["fc.weight"].mul_(20)
-    tensors["fc.bias"].zero_()
-    torch.save(tensors, tmp_path / "FrameQA.pth")
-    vocab, answers = tmp_path / "word_to_index_FrameQA.pkl", tmp_path / "ans_to_index_FrameQA.pkl"
-    import pickle
-
-    vocab.write_bytes(pickle.dumps({w: i for i, w in enumerate(MASN_WORDS)}, protocol=3))
-    answers.write_bytes(pickle.dumps({a: i for i, a in enumerate(ANSWERS)}, protocol=3))
-    ckpt = tmp_path / "masn.pt"
-    res = CliRunner().invoke(convert_cli(), ["masn", str(tmp_path / "FrameQA.pth"), "--out", str(ckpt),
-                                             "--num-frames", str(MASN_FRAMES), "--vocab", str(vocab),
-                                             "--answers", str(answers)])
-    assert res.exit_code == 0, res.output
-    return ckpt
-
-
 def test_converted_masn_on_imported_features_answers_as_on_the_raw_arrays(keyed, masn_release, tmp_path):
-    ckpt = _masn_checkpoint(tmp_path)
+    ckpt = _released_masn_checkpoint(tmp_path)
     _evaluate(keyed, masn_release.features, "masn", ckpt, tmp_path / "eval")
     rows = _rows(keyed)
     want = _answer(_net(ckpt, len(MASN_WORDS), len(ANSWERS)), _official_batch(masn_release.raws, rows), rows,
