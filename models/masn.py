@@ -63,7 +63,7 @@ table. Where the official code differs from the paper, this file follows the pap
 ``official=True`` instead builds the official network exactly (layer structure, activations, dropout
 placement, adjacency and temperature, LayerNorm variant, question encoder, row sums over padding, and
 the masks dropping the last word / frame), so the released TGIF-QA checkpoints run through
-``vqa-convert masn`` (``train/convert.py``). Differences that do not change an eval-mode output: weight
+``vqa-convert masn`` (``train/tools/convert/``). Differences that do not change an eval-mode output: weight
 normalisation is folded into plain weights (the converter computes g * v / ||v||), and the weight
 dropout of the input projections keeps its gradient (the official gradient cut is a bug, not a
 design). Parameters the official forward never uses (``compress_hn_layers*`` of its encoder) are not built.

@@ -86,7 +86,7 @@ for d in how2qa activitynet-qa; do
 done
 echo
 echo "SiaSamRea: N0 = the base network, N8 = siamese sampling and reasoning (alpha 1.0, omega 0.5)"
-python -m train.report "$RUNS"/siasamrea-*
+python -m train.tools.report "$RUNS"/siasamrea-*
 echo "SiaSamRea section: $(( $(date +%s) - SIA_START )) s"
 
 echo
@@ -122,7 +122,7 @@ for i in 0 1 2; do
 done
 [ "$masn_failed" -eq 0 ] || exit 1
 echo "MASN beside MSPAN (MASN section: $(( $(date +%s) - MASN_START )) s from the start of its extraction)"
-python -m train.report "$RUNS"/mspan-* "$RUNS"/masn-*
+python -m train.tools.report "$RUNS"/mspan-* "$RUNS"/masn-*
 
 echo
 echo "== CMIN (moment retrieval) on the ActivityNet-Captions layout: cmin clip features (r3d_18 @32px, RANDOM"
@@ -153,7 +153,7 @@ vqa-train cmin --dataset activitynet-captions --root "$DATA/activitynet-captions
 
 echo
 echo "== All test metrics beside chance level and their documented ranges (training seeds 0-2, fp32)"
-python -m train.report "$RUNS"/mspan-* "$RUNS"/masn-* "$RUNS"/siasamrea-* "$RUNS"/cmin-captions \
+python -m train.tools.report "$RUNS"/mspan-* "$RUNS"/masn-* "$RUNS"/siasamrea-* "$RUNS"/cmin-captions \
     --expected "$(dirname "$0")/demo_ranges.json"
 echo "== vqa-answer: the FrameQA model asked about a test GIF (features recomputed from the raw video)"
 # the first test question of the run's predictions_test.jsonl: its GIF and its text
@@ -170,7 +170,7 @@ PY
 echo "   (the run's predictions_test.jsonl answered: $PREDICTED)"
 vqa-answer --checkpoint "$RUNS/mspan-frameqa/checkpoints/best.pt" --video "$VIDEO" --question "$QUESTION" \
     --explain "$OUT/explain-frameqa.png"
-python -m train.report "$RUNS/mspan-frameqa" --html --samples 3 > /dev/null
+python -m train.tools.report "$RUNS/mspan-frameqa" --html --samples 3 > /dev/null
 echo "report page: $RUNS/mspan-frameqa/report.html"
 echo "== vqa-answer: the CMIN model asked to find a test query in its video (features recomputed from the raw video)"
 IFS=$'\t' read -r VIDEO QUERY PREDICTED TRUTH < <(python - "$DATA/activitynet-captions" "$RUNS/cmin-captions" <<'PY'

@@ -2,7 +2,7 @@
 
 One record, built once per run by :func:`build_record`, is written wherever results go: ``config.yaml``
 (``provenance:``), every checkpoint (``meta["provenance"]``), ``metrics.json`` (``"provenance"``),
-``train.log`` (:func:`describe`) and the ``train.report`` table. It holds plain values only (str,
+``train.log`` (:func:`describe`) and the ``train.tools.report`` table. It holds plain values only (str,
 int, float, bool, None, list, dict), so checkpoints still load with ``torch.load(weights_only=True)``
 and a later reader (e.g. a self-contained ``vqa-answer`` checkpoint) can use it without this module::
 
@@ -243,7 +243,7 @@ def self_contained_meta(
     With the rest of ``meta`` (model name and config, task and task type, answer and question
     vocabularies, training config, this provenance record with the feature set's resolved options and
     backbones' weights sha256 or ``"random"``) a checkpoint is enough for ``vqa-answer``
-    (``train/answer/``): the word vectors actually used are the question encoder's embedding table in
+    (``train/tools/answer/``): the word vectors actually used are the question encoder's embedding table in
     ``model`` (GloVe-initialised and trained, or random), so no GloVe file is needed.
 
     Returns:

@@ -66,7 +66,7 @@ def test_the_demo_prints_its_figures_beside_the_documented_ranges():
     import json
 
     ranges = json.loads((DEMO.parent / "demo_ranges.json").read_text(encoding="utf-8"))["ranges"]
-    (report,) = [c for c in _commands("python -m train.report") if "--expected" in c]
+    (report,) = [c for c in _commands("python -m train.tools.report") if "--expected" in c]
     assert 'demo_ranges.json"' in report
     docs = (DEMO.parents[1] / "docs" / "benchmarks.md").read_text(encoding="utf-8")
     runs = {"mspan-frameqa", "mspan-action", "mspan-count", "masn-frameqa", "masn-action", "masn-count",
@@ -84,7 +84,7 @@ def test_the_demo_checks_siasamrea_against_its_ranges():
     import json
 
     ranges = json.loads((DEMO.parent / "demo_ranges.json").read_text(encoding="utf-8"))["ranges"]
-    (report,) = [c for c in _commands("python -m train.report") if "--expected" in c]
+    (report,) = [c for c in _commands("python -m train.tools.report") if "--expected" in c]
     assert '"$RUNS"/siasamrea-*' in report
     trains = [c for c in _commands("vqa-train") if c.startswith("vqa-train siasamrea")]
     assert len(trains) == 1 and '--out "$RUNS/siasamrea-$d-N$n"' in trains[0]  # the keys below

@@ -22,9 +22,9 @@ from extract.engine import EngineConfig, ExtractionJob, run_extraction
 from extract.featuresets import FeatureOptions
 from pipelines.datasets import get_dataset
 from pipelines.demo import generate_demo
-from train.answer import Answerer, BackboneMismatchError, OldCheckpointError, main
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.cli import build_cli
+from train.tools.answer import Answerer, BackboneMismatchError, OldCheckpointError, main
 
 pytestmark = pytest.mark.slow
 
@@ -278,7 +278,7 @@ def test_features_recomputed_from_the_raw_video_equal_the_extracted_ones(demo_ru
 
 
 def test_html_report_has_metrics_types_and_sample_figures(demo_run):
-    from train.report import main as report_main
+    from train.tools.report import main as report_main
 
     _, _, runs = demo_run
     run = runs["frameqa"]
@@ -296,8 +296,9 @@ def test_python_dash_m_runs_the_command(tmp_path):
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, "-m", "train.answer", "--checkpoint", str(tmp_path / "none.pt"),
-                          "--video", "v.mp4", "--question", "q"], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "train.tools.answer",
+                          "--checkpoint", str(tmp_path / "none.pt"), "--video", "v.mp4", "--question", "q"],
+                         capture_output=True, text=True)
     assert res.returncode == 1 and "none.pt does not exist" in res.stderr and "Traceback" not in res.stderr
 
 
@@ -340,7 +341,7 @@ def test_output_locations_are_checked_before_the_work(demo_run, tmp_path, capsys
     import errno
     import tempfile
 
-    import train.answer
+    import train.tools.answer
 
     _, root, runs = demo_run
     pred, record, path = _test_questions(root, "frameqa", runs["frameqa"])[0]
@@ -348,8 +349,8 @@ def test_output_locations_are_checked_before_the_work(demo_run, tmp_path, capsys
     qfile = tmp_path / "q.jsonl"
     qfile.write_text(json.dumps({"video": str(path), "question": record.question}) + "\n")
     loaded = []
-    real_load = train.answer.Answerer.from_checkpoint
-    monkeypatch.setattr(train.answer.Answerer, "from_checkpoint",
+    real_load = train.tools.answer.Answerer.from_checkpoint
+    monkeypatch.setattr(train.tools.answer.Answerer, "from_checkpoint",
                         staticmethod(lambda *a, **k: loaded.append(1) or real_load(*a, **k)))
     blocker = tmp_path / "file"
     blocker.write_text("x")

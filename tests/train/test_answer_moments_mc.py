@@ -19,9 +19,9 @@ from extract.engine import EngineConfig, ExtractionJob, run_extraction
 from extract.featuresets import FeatureOptions
 from pipelines.datasets import get_dataset
 from pipelines.demo import generate_demo
-from train.answer import Answerer, OldCheckpointError, format_answer, main
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.cli import build_cli
+from train.tools.answer import Answerer, OldCheckpointError, format_answer, main
 
 pytestmark = pytest.mark.slow
 
@@ -159,7 +159,7 @@ def test_multiple_choice_candidates_match_the_run(runs, capsys):
 
 
 def test_html_reports_of_a_moment_and_a_multiple_choice_run(runs):
-    from train.report import main as report_main
+    from train.tools.report import main as report_main
 
     for name in ("cmin", "siasamrea"):
         run = runs[name][1]

@@ -15,8 +15,8 @@ from click.testing import CliRunner
 
 from models.mspan import MSPANConfig, mspan
 from train.checkpoint import load_checkpoint
-from train.convert import build_cli
-from train.convert_mspan import ConvertError, convert_official_mspan
+from train.tools.convert import build_cli
+from train.tools.convert.mspan import ConvertError, convert_official_mspan
 
 D, H, W, V, A, N, K, T, ITERS = 12, 8, 6, 20, 9, 6, 3, 2, 2  # sizes; K scales, T GCN layers, ITERS = --K
 
@@ -205,7 +205,7 @@ def test_cli_converts_and_reports_errors_in_one_line(tmp_path):
     assert res.exit_code == 1 and "Traceback" not in res.output
     assert "Error:" in res.output and "missing keys: fc_cat.bias" in res.output
     root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-m", "train.convert", "mspan", "--help"], cwd=root,
+    done = subprocess.run([sys.executable, "-m", "train.tools.convert", "mspan", "--help"], cwd=root,
                           capture_output=True, text=True, env={"PYTHONPATH": str(root), "PATH": ""})
     assert done.returncode == 0 and "--vocab" in done.stdout
 
@@ -238,7 +238,7 @@ def _damaged(tmp_path: Path, kind: str) -> Path:
     ("state_dict", None),
 ])
 def test_a_damaged_or_wrong_file_is_one_line_saying_what_it_is(tmp_path, capsys, model, kind, what):
-    from train.convert import main
+    from train.tools.convert import main
 
     src = _damaged(tmp_path, kind)
     with pytest.raises(SystemExit) as exit_info:

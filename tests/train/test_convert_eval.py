@@ -21,11 +21,11 @@ from click.testing import CliRunner
 
 from extract.reader import FeatureReader
 from models import get_model
-from train.answer import Answerer, AnswerError
 from train.checkpoint import load_checkpoint
 from train.cli import build_cli as train_cli
 from train.config import build_config
-from train.convert import build_cli as convert_cli
+from train.tools.answer import Answerer, AnswerError
+from train.tools.convert import build_cli as convert_cli
 
 sys.path.insert(0, str(Path(__file__).parent))
 import test_convert as mspan_files  # noqa: E402  (synthetic official MSPAN files)

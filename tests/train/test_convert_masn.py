@@ -17,9 +17,9 @@ from torch import nn
 
 from models.masn import MASNConfig, masn
 from train.checkpoint import load_checkpoint
-from train.convert import build_cli
-from train.convert_masn import ConversionError, masn_state_from_official
-from train.official_weights import OfficialFileError, read_tensors
+from train.tools.convert import build_cli
+from train.tools.convert.masn import ConversionError, masn_state_from_official
+from train.tools.convert.official_weights import OfficialFileError, read_tensors
 
 # hidden, appearance, motion, word, vocabulary, glimpses, position width, BAN rank
 D, DA, DM, W, V, G, P, K = 8, 12, 10, 6, 15, 2, 4, 3
@@ -244,6 +244,6 @@ def test_module_entry_point():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "train.convert", "masn", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "train.tools.convert", "masn", "--help"], capture_output=True,
                          text=True, check=True)
     assert "OFFICIAL_FILE" in out.stdout

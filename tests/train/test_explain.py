@@ -1,4 +1,4 @@
-"""--explain views per model (train/explain.py) on synthetic answers: no model, no video."""
+"""--explain views per model (train/tools/explain.py) on synthetic answers: no model, no video."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from train.answer import Answer
-from train.explain import (
+from train.tools.answer import Answer
+from train.tools.explain import (
     EXPLAINERS,
     LABEL_W,
     PAD,
@@ -123,7 +123,7 @@ def _real_answer(model_name: str, task: str, eval_clips: int = 1) -> tuple[Answe
     """A tiny real model's forward on one synthetic sample, its attention taken as vqa-answer takes it."""
     import torch
 
-    from train.answer import named_attention
+    from train.tools.answer import named_attention
 
     g = torch.Generator().manual_seed(0)
     q = {

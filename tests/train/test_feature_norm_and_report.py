@@ -1,4 +1,4 @@
-"""Feature standardisation (``train.feature_norm``), the type-prior baseline and ``train.report``."""
+"""Feature standardisation (``train.feature_norm``), the type-prior baseline and ``train.tools.report``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from extract.reader import FeatureReader, write_feature_dir
 from train.cli import build_cli
 from train.config import ConfigError, TrainConfig
 from train.data import QADataset, feature_statistics, padding_mask, standardize
-from train.report import format_report, main
+from train.tools.report import format_report, main
 
 TINY = [
     "--set", "model.node_dim=16", "--set", "model.hidden_dim=16", "--set", "model.word_dim=8",

@@ -24,12 +24,12 @@ from extract.featuresets import FeatureOptions, build_feature_set
 from extract.reader import FeatureReader, write_feature_dir
 from models import get_model
 from pipelines.videowrite import write_video
-from train.answer import Answerer, ImportedFeaturesError
 from train.checkpoint import load_checkpoint
 from train.cli import build_cli as train_cli
 from train.config import build_config
-from train.convert import build_cli as convert_cli
-from train.report import format_report
+from train.tools.answer import Answerer, ImportedFeaturesError
+from train.tools.convert import build_cli as convert_cli
+from train.tools.report import format_report
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import MASN_FRAMES, MASN_OBJECTS, TINY_MODEL  # noqa: E402

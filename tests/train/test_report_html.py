@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from train.report_html import write_html_report
+from train.tools.report_html import write_html_report
 
 
 def _run(tmp_path, metrics, preds):

@@ -196,7 +196,7 @@ def test_another_directory_is_refused_and_a_moved_copy_accepted(data, tmp_path, 
     res = _invoke([*evaluate, "--set", f"model.text_encoder_path={moved}"])
     assert res.exit_code == 0, res.output
     # vqa-answer refuses the changed directory before anything else
-    from train.answer import Answerer, AnswerError
+    from train.tools.answer import Answerer, AnswerError
 
     with pytest.raises(AnswerError, match=r"vqa-answer: the text encoder differs.*recorded .*now .*changed"):
         Answerer.from_checkpoint(run / "checkpoints/best.pt", text_encoder=changed)
@@ -207,7 +207,7 @@ def test_another_directory_is_refused_and_a_moved_copy_accepted(data, tmp_path, 
 def test_answerer_gives_the_runs_predictions(data, tmp_path, monkeypatch):
     run = tmp_path / "run"
     _run(data, run, "--epochs", "2")
-    import train.answer as answer
+    import train.tools.answer as answer
 
     reader = FeatureReader(data[1])
 
@@ -264,7 +264,7 @@ def test_subtitles_follow_each_row_and_reach_vqa_answer(data, tmp_path, monkeypa
         for v, c in colours.items()))
     run = tmp_path / "run"
     _run((subbed, features, bert), run, "--epochs", "1")
-    import train.answer as answer
+    import train.tools.answer as answer
 
     reader = FeatureReader(features)
 

@@ -20,7 +20,7 @@ from extract.manifest import load_manifest, save_manifest, shard_stamp
 from extract.reader import FeatureReader, write_feature_dir
 from pipelines.atomic import directory_lock
 from train.cli import build_cli
-from train.report import format_report
+from train.tools.report import format_report
 
 TINY = [
     "--set", "model.node_dim=16", "--set", "model.hidden_dim=16", "--set", "model.word_dim=8",

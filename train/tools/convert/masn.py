@@ -1,12 +1,13 @@
 """``vqa-convert masn``: a released MASN checkpoint -> this toolkit's checkpoint format.
 
-Usage (the command lives in ``train/convert.py``)::
+Usage (the command lives in ``train/tools/convert/__init__.py``)::
 
     vqa-convert masn OFFICIAL_FILE --out FILE [--task-type open|mc|count] [--num-frames 20]
                 [--vocab word_to_index_TASK.pkl] [--answers ans_to_index_TASK.pkl]
 
-The official file is read by ``train.official_weights.read_tensors`` (a restricted unpickler: released
-files are whole pickled modules, and no class of theirs is ever constructed). The converted file is a
+The official file is read by ``train.tools.convert.official_weights.read_tensors`` (a restricted
+unpickler: released files are whole pickled modules, and no class of theirs is ever constructed). The
+converted file is a
 checkpoint as ``vqa-train`` writes it (``model`` state dict + ``meta``), loadable with
 ``weights_only=True``, so ``vqa-train MODEL --eval-only --checkpoint FILE`` evaluates the released
 weights. A file whose names or shapes do not match the official network is refused with the names that
@@ -26,7 +27,11 @@ from models.masn import MASNConfig, masn
 from pipelines.atomic import atomic_path
 from pipelines.version import toolkit_version
 from train.config import config_to_dict
-from train.official_weights import read_answer_vocabulary, read_question_vocabulary, read_tensors
+from train.tools.convert.official_weights import (
+    read_answer_vocabulary,
+    read_question_vocabulary,
+    read_tensors,
+)
 
 __all__ = ["ConversionError", "convert_masn", "masn_state_from_official"]
 
@@ -211,8 +216,9 @@ def convert_masn(src: Path, out: Path, *, task_type: str | None = None, num_fram
         out: the checkpoint to write.
         task_type, num_frames: see :func:`masn_state_from_official`.
         vocab: the official question vocabulary (``word_to_index_<Task>.pkl``, or any file
-            :func:`train.official_weights.read_vocabulary` reads); stored as ``meta["question_vocab"]``
-            with ``meta["text_rule"] = "masn"`` (``pipelines.official_text``). Without it,
+            :func:`train.tools.convert.official_weights.read_vocabulary` reads); stored as
+            ``meta["question_vocab"]`` with ``meta["text_rule"] = "masn"`` (``pipelines.official_text``).
+            Without it,
             ``vqa-train --eval-only`` refuses the checkpoint.
         answers: open-ended: the official answer list (``ans_to_index_<Task>.pkl``).
 

@@ -23,15 +23,6 @@ from extract.video import Video, VideoDecodeError
 from models import get_model
 from pipelines.deps import SpacyUnavailable, new_query_parser
 from pipelines.text import encode_tokens, tokenize
-from train.answer.batch import BadRequest, parse_segment
-from train.answer.results import (
-    Answer,
-    AnswerError,
-    OldCheckpointError,
-    VideoFeatures,
-    display_frames,
-    named_attention,
-)
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import ConfigError, build_config
 from train.data import QACollate, standardize, video_end
@@ -46,6 +37,15 @@ from train.moments import (
 )
 from train.provenance import CHECKPOINT_FORMAT, RANDOM_WEIGHTS_BANNER
 from train.text_encoder import TextEncoderError, for_checkpoint
+from train.tools.answer.batch import BadRequest, parse_segment
+from train.tools.answer.results import (
+    Answer,
+    AnswerError,
+    OldCheckpointError,
+    VideoFeatures,
+    display_frames,
+    named_attention,
+)
 
 __all__ = ["REQUIRED_META", "REQUIRED_MOMENT_META", "Answerer", "check_meta"]
 

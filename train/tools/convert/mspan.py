@@ -40,7 +40,7 @@ from models.mspan import MSPANConfig, mspan
 from pipelines.version import toolkit_version
 from train.checkpoint import save_checkpoint
 from train.config import config_to_dict
-from train.official_weights import (
+from train.tools.convert.official_weights import (
     OfficialFileError,
     describe_file,
     read_answer_vocabulary,

@@ -1,4 +1,4 @@
-"""A static HTML page for a finished run: ``python -m train.report RUN [RUN ...] --html``.
+"""A static HTML page for a finished run: ``python -m train.tools.report RUN [RUN ...] --html``.
 
 Writes ``RUN/report.html`` and its figures under ``RUN/report/``:
 
@@ -7,16 +7,16 @@ Writes ``RUN/report.html`` and its figures under ``RUN/report/``:
 - per question type: the number of test questions, the run's accuracy (open / mc; count: MSE) and
   the share of the type's most common answer (from ``predictions_test.jsonl``);
 - a sample of correct and of wrong test predictions (fixed seed), each with the question, the true and
-  predicted answers and the explanation figure (``train.explain``): the sampled frames with the model's
-  attention, recomputed from the raw video with ``train.answer.Answerer`` on ``best.pt``. When the video
+  predicted answers and the explanation figure (``train.tools.explain``): the sampled frames with the model's
+  attention, recomputed from the raw video with ``train.tools.answer.Answerer`` on ``best.pt``. When the video
   or a self-contained checkpoint is not available, the sample is listed with the reason instead.
 
 Moment retrieval (CMIN) runs: every moment metric (R@n at each IoU, mIoU) on val and test beside the
 same metric of both baselines (a random window, the training split's best prior); no question types;
 the samples are queries whose top moment has IoU >= 0.5 with the true one ("correct") or not, each with
-its top moments and the timeline figure (``train.explain``) with the true moment drawn.
+its top moments and the timeline figure (``train.tools.explain``) with the true moment drawn.
 
-The page is the Jinja2 template ``train/templates/report.html`` (every value escaped); this module reads
+The page is the Jinja2 template ``train/tools/templates/report.html`` (every value escaped); this module reads
 the run and computes what the page shows.
 """
 
@@ -94,8 +94,8 @@ def _sample(preds: list[dict[str, Any]], n: int, count: bool) -> tuple[list[dict
 
 def _figure(answerer: Any, record: Any, path: Path | None, out: Path) -> str | None:
     """Render one sample's figure; the error text when it cannot be made."""
-    from train.answer import AnswerError
-    from train.explain import render_explanation
+    from train.tools.answer import AnswerError
+    from train.tools.explain import render_explanation
 
     if answerer is None or isinstance(answerer, str):
         return answerer or "no checkpoint"
@@ -118,7 +118,7 @@ def _figure(answerer: Any, record: Any, path: Path | None, out: Path) -> str | N
 @cache
 def _template() -> jinja2.Template:
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("train", "templates"),
+        loader=jinja2.PackageLoader("train.tools", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,  # a value the page names but the context lacks is an error
         trim_blocks=True,
@@ -231,8 +231,8 @@ def _moment_metrics(m: dict[str, Any]) -> dict[str, Any]:
 
 def _load_answerer(m: dict[str, Any]) -> Any:
     from extract.rebuild import RebuildError
-    from train.answer import Answerer, AnswerError
     from train.checkpoint import CheckpointError
+    from train.tools.answer import Answerer, AnswerError
 
     try:
         return Answerer.from_checkpoint(m["best_checkpoint"])

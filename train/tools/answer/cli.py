@@ -1,5 +1,6 @@
-"""``vqa-answer`` (also ``python -m train.answer``): the command line over :class:`train.answer.Answerer`.
-Outputs are checked before any work; a batch's answers that cannot be written go to stdout."""
+"""``vqa-answer`` (also ``python -m train.tools.answer``): the command line over
+:class:`train.tools.answer.Answerer`. Outputs are checked before any work; a batch's answers that cannot be
+written go to stdout."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from typing import Any
 import click
 
 from extract.rebuild import RebuildError
-from train.answer.api import Answerer
-from train.answer.batch import BadRequest, parse_segment, read_requests
-from train.answer.results import Answer, AnswerError
+from train.tools.answer.api import Answerer
+from train.tools.answer.batch import BadRequest, parse_segment, read_requests
+from train.tools.answer.results import Answer, AnswerError
 
 __all__ = ["check_writable", "format_answer", "main", "parse_backbones"]
 
@@ -172,7 +173,7 @@ def _answer_one(answerer: Answerer, video, question, query, candidates, segment,
     else:
         click.echo(format_answer(result))
     if explain:
-        from train.explain import render_explanation
+        from train.tools.explain import render_explanation
 
         try:
             render_explanation(result, answerer, explain, ground_truth=parse_segment(ground_truth))
@@ -219,8 +220,9 @@ def check_writable(path: Path, option: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``vqa-answer`` (also ``python -m train.answer``); exit statuses as ``pipelines.errors``: 0, 1 user
-    error, 2 usage, 3 batch mode with some questions unanswered (their error lines are written), 130."""
+    """``vqa-answer`` (also ``python -m train.tools.answer``); exit statuses as ``pipelines.errors``: 0,
+    1 user error, 2 usage, 3 batch mode with some questions unanswered (their error lines are written),
+    130."""
     from pipelines.errors import run_cli
 
     @click.command(

@@ -5,13 +5,14 @@ Usage::
     vqa-convert mspan OFFICIAL_FILE --out FILE [--vocab VOCAB_JSON] [--answers ANSWERS_JSON]
     vqa-convert masn OFFICIAL_FILE --out FILE [--task-type open|mc|count] [--num-frames 20]
                 [--vocab WORD_TO_INDEX_PKL] [--answers ANS_TO_INDEX_PKL]
-    python -m train.convert mspan ...
+    python -m train.tools.convert mspan ...
 
 One subcommand per model whose authors release checkpoints (conversion logic in ``convert_mspan.py``
 and ``convert_masn.py``). MSPAN's released files are read with ``torch.load(weights_only=True)`` and an
 allow-list of exactly the types they hold; MASN's are whole pickled modules, read by the restricted
-unpickler of ``train/official_weights.py``, which collects tensors and never constructs a class from the
-file. A file whose keys or shapes do not match is refused with a message naming what differs. The
+unpickler of ``train/tools/convert/official_weights.py``, which collects tensors and never constructs a
+class from the file. A file whose keys or shapes do not match is refused with a message naming what
+differs. The
 written checkpoint is the ``model`` + ``meta`` format of ``train/checkpoint.py``
 (``vqa-train MODEL --eval-only --checkpoint FILE``). With ``--vocab`` (and ``--answers`` for open-ended
 tasks) it also stores the official vocabularies and the official tokenisation rule
@@ -27,9 +28,9 @@ from pathlib import Path
 
 import click
 
-from train.convert_masn import ConversionError, convert_masn
-from train.convert_mspan import ConvertError, convert_official_mspan
-from train.official_weights import OfficialFileError
+from train.tools.convert.masn import ConversionError, convert_masn
+from train.tools.convert.mspan import ConvertError, convert_official_mspan
+from train.tools.convert.official_weights import OfficialFileError
 
 __all__ = ["build_cli", "main"]
 

@@ -1,8 +1,8 @@
 """Print the test results of finished runs beside their chance-level baselines.
 
-Usage: ``python -m train.report RUN_DIR [RUN_DIR ...] [--html [--samples N]] [--expected FILE]`` (each
+Usage: ``python -m train.tools.report RUN_DIR [RUN_DIR ...] [--html [--samples N]] [--expected FILE]`` (each
 holding the ``metrics.json`` that ``vqa-train`` writes). Used by the demo; handy after any sweep. ``--html``
-also writes ``RUN_DIR/report.html`` for each run (``train.report_html``: metrics beside chance, per
+also writes ``RUN_DIR/report.html`` for each run (``train.tools.report_html``: metrics beside chance, per
 question type, sampled correct and wrong test predictions with their frames and attention).
 ``--expected FILE`` adds the documented range of each test figure (``scripts/demo_ranges.json``:
 ``{"ranges": {run directory name: {metric: [low, high]}}}``) and says whether the figure lies in it.
@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if "--samples" in args:
         i = args.index("--samples")
         if i + 1 >= len(args) or not args[i + 1].isdigit():
-            print("train.report: --samples needs a number", file=sys.stderr)
+            print("train.tools.report: --samples needs a number", file=sys.stderr)
             return 2
         samples = int(args[i + 1])
         del args[i : i + 2]
@@ -101,26 +101,26 @@ def main(argv: list[str] | None = None) -> int:
     if "--expected" in args:
         i = args.index("--expected")
         if i + 1 >= len(args):
-            print("train.report: --expected needs a file", file=sys.stderr)
+            print("train.tools.report: --expected needs a file", file=sys.stderr)
             return 2
         expected_file = Path(args[i + 1])
         del args[i : i + 2]
     args = [a for a in args if a != "--html"]
     if not args:
-        print("usage: python -m train.report RUN_DIR [RUN_DIR ...] [--html [--samples N]] [--expected FILE]",
-              file=sys.stderr)
+        print("usage: python -m train.tools.report RUN_DIR [RUN_DIR ...] [--html [--samples N]]"
+              " [--expected FILE]", file=sys.stderr)
         return 2
     try:
         if expected_file is not None:
             expected = json.loads(expected_file.read_text(encoding="utf-8"))["ranges"]
         print(format_report([Path(a) for a in args], expected))
         if html:
-            from train.report_html import write_html_report
+            from train.tools.report_html import write_html_report
 
             for a in args:
                 print(f"report page: {write_html_report(Path(a), samples=samples)}")
     except (FileNotFoundError, KeyError, json.JSONDecodeError) as err:
-        print(f"train.report: {err}", file=sys.stderr)
+        print(f"train.tools.report: {err}", file=sys.stderr)
         return 1
     return 0
 

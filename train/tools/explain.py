@@ -1,7 +1,7 @@
 """Explanation figures: the frames a model saw, what it attended to, and its answers (Pillow only).
 
 ``vqa-answer ... --explain out.png`` calls :func:`render_explanation` on an
-:class:`train.answer.Answer`. The figure has a header (model, video, question), a strip of the sampled
+:class:`train.tools.answer.Answer`. The figure has a header (model, video, question), a strip of the sampled
 frames with the model's attention drawn over them (frames dimmed by 1 - weight / max weight, the weight
 as a bar and a number under each frame, the most attended frame outlined), and the top answers as bars.
 
@@ -504,8 +504,9 @@ def render_explanation(
     """Write the explanation figure of one answer as a PNG (atomically).
 
     Args:
-        result: a :class:`train.answer.Answer` (with its frames and attention).
-        answerer: the :class:`train.answer.Answerer` that produced it (model name, task, random weights).
+        result: a :class:`train.tools.answer.Answer` (with its frames and attention).
+        answerer: the :class:`train.tools.answer.Answerer` that produced it (model name, task,
+            random weights).
         out: the PNG path.
         ground_truth: moment models: the true (start, end) in seconds.
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from train.answer.results import AnswerError
+from train.tools.answer.results import AnswerError
 
 __all__ = ["BadRequest", "parse_segment", "read_requests"]
 

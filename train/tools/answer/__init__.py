@@ -2,7 +2,7 @@
 
 ::
 
-    from train.answer import Answerer
+    from train.tools.answer import Answerer
     answerer = Answerer.from_checkpoint("RUN/checkpoints/best.pt")        # random-weight features: as is
     answerer = Answerer.from_checkpoint("best.pt", checkpoint_dir="weights/")  # pretrained backbones
     result = answerer.answer("clip.mp4", "what is the man riding ?")
@@ -30,7 +30,7 @@ duration (frames / fps).
 The batch is built like training's (``train.data``: question tokens, features standardised with the
 recorded statistics, ``QACollate``), from the feature keys of the model's registry entry. Every model
 returns its attention as named entries of its output dict; :attr:`Answer.attention` keeps all of them
-for ``--explain`` (``train/explain.py``).
+for ``--explain`` (``train/tools/explain.py``).
 
 One module per part: ``api.py`` (:class:`Answerer`), ``results.py`` (:class:`Answer`,
 :class:`VideoFeatures`, the errors), ``batch.py`` (``--questions`` lines) and ``cli.py`` (``vqa-answer``).
@@ -40,10 +40,10 @@ Rebuilding the feature set from the checkpoint's provenance is extraction knowle
 """
 
 from extract.rebuild import BackboneMismatchError, ImportedFeaturesError, RebuildError
-from train.answer.api import Answerer
-from train.answer.batch import BadRequest, read_requests
-from train.answer.cli import check_writable, format_answer, main, parse_backbones
-from train.answer.results import Answer, AnswerError, OldCheckpointError, VideoFeatures, named_attention
+from train.tools.answer.api import Answerer
+from train.tools.answer.batch import BadRequest, read_requests
+from train.tools.answer.cli import check_writable, format_answer, main, parse_backbones
+from train.tools.answer.results import Answer, AnswerError, OldCheckpointError, VideoFeatures, named_attention
 
 __all__ = [
     "Answer",

@@ -1,0 +1,5 @@
+"""``python -m train.tools.answer``: the ``vqa-answer`` command."""
+
+from train.tools.answer.cli import main
+
+main()
