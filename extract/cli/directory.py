@@ -124,7 +124,8 @@ def _state(out: Path, manifest: dict) -> str:
 @click.option("--force", is_flag=True, help="Replace an existing (e.g. unreadable) manifest.json.")
 def repair_cmd(out: Path, force: bool) -> None:
     """Rebuild OUT/manifest.json from the shards' own attributes (after it was deleted or damaged)."""
-    from extract.manifest import MANIFEST_NAME, ManifestError, rebuild_manifest
+    from extract.featuredir import rebuild_manifest
+    from extract.manifest import MANIFEST_NAME, ManifestError
 
     if (out / MANIFEST_NAME).exists() and not force:
         raise click.ClickException(
