@@ -324,8 +324,6 @@ def cli(ctx: click.Context, **kw) -> None:
     ctx.exit(code)
 
 
-
-
 def _extract(**kw) -> int:
     """The bare form: check, resolve the options, plan the videos, announce, run; the exit status."""
     root = _check_names(kw)
