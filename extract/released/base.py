@@ -86,6 +86,7 @@ class Role:
 
 
 def open_h5(path: Path, expected: str) -> h5py.File:
+    """``path`` opened read-only; not HDF5 is a ``ReleasedFormatError`` naming what was expected."""
     try:
         return h5py.File(path, "r")
     except OSError as err:
@@ -95,6 +96,7 @@ def open_h5(path: Path, expected: str) -> h5py.File:
 
 
 def array_at(f: h5py.File | h5py.Group, key: str, path: Path, expected: str) -> h5py.Dataset:
+    """The array at ``key``; a group there is a ``ReleasedFormatError``."""
     node = f[key]
     if not isinstance(node, h5py.Dataset):
         raise ReleasedFormatError(f"{path}: {key!r} is a group, not an array; expected {expected}")
@@ -108,6 +110,7 @@ def read_file(path: Path) -> tuple[bytes, dict[str, Any]]:
 
 
 def load_npy(path: Path, key: str, video_id: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """A per-video ``.npy`` array (no pickle) and its record; unreadable is a ``VideoProblem``."""
     data, record = read_file(path)
     try:
         return np.load(io.BytesIO(data), allow_pickle=False), record
@@ -117,6 +120,7 @@ def load_npy(path: Path, key: str, video_id: str) -> tuple[np.ndarray, dict[str,
 
 
 def two_d(x: np.ndarray, origin: str, video_id: str, what: str = "(T, D)") -> np.ndarray:
+    """``x`` when it is 2-d with at least one row, else a ``VideoProblem``."""
     if x.ndim != 2 or x.shape[0] < 1:
         raise VideoProblem(f"{origin} (video {video_id!r}): shape {x.shape}, expected {what} with T >= 1")
     return x
