@@ -54,7 +54,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the toolkit of this checkout, before an installed one
 
-from extract.manifest import write_feature_dir  # noqa: E402
+from extract.featuredir import write_feature_dir  # noqa: E402
 from extract.reader import FeatureReader  # noqa: E402
 from extract.shards import SHARD_DIR  # noqa: E402
 from pipelines.text import EncodedMoments, EncodedSplit  # noqa: E402

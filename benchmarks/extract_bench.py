@@ -356,7 +356,7 @@ def run_ab(args, workdir: Path, all_paths: list[Path], counts: list[int]) -> Non
 
 
 # --------------------------------------------------------------------------------------------- main
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -395,26 +395,13 @@ def main() -> None:
         metavar="ROUNDS",
         help="instead of the table: the actor's wait policy before/after, interleaved ROUNDS times",
     )
-    args = parser.parse_args()
-    if args.mode == "_pipeline":
-        pipeline_child(args)
-        return
-    if args.mode == "_stages":
-        paths = sorted(Path(args.root).glob("*.mp4"))
-        print(json.dumps(measure_stages(args, paths, args.num_cpus or 1)))
-        return
+    return parser
 
-    counts = sorted(int(c) for c in args.counts.split(","))
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="extract-bench-"))
-    width, height = (int(x) for x in args.video_size.split("x"))
-    all_paths = make_videos(workdir / "videos", counts[-1], frames=args.frames, height=height, width=width)
-    if args.ab:
-        run_ab(args, workdir, all_paths, counts)
-        return
-    total_cpus = args.num_cpus or 1
-    infer_threads = total_cpus  # as the engine: its CPU inference actor runs torch on every core
+
+def run_table(args, workdir: Path, all_paths: list[Path], counts: list[int]) -> None:
+    """The stages alone, the full pipeline at each count (and on K local nodes), printed as one table."""
+    infer_threads = args.num_cpus or 1  # as the engine: its CPU inference actor runs torch on every core
     stages = measure_stages(args, all_paths[: counts[0]], infer_threads)
-    slower = min(stages["decode_vps"], stages["model_vps"])
     rows = []
     for n in counts:
         root = subset_root(all_paths[:n], workdir / f"root{n}")
@@ -424,7 +411,13 @@ def main() -> None:
     if args.nodes_row > 1:
         root = subset_root(all_paths[: counts[0]], workdir / f"root{counts[0]}")
         multi = measure_pipeline(args, root, workdir / f"out{counts[0]}-nodes", nodes=args.nodes_row)
+    print_table(args, workdir, counts, stages, rows, multi)
 
+
+def print_table(args, workdir: Path, counts: list[int], stages: dict, rows: list, multi: dict | None) -> None:
+    """The markdown table of docs/benchmarks.md: each stage alone, then the pipeline against the slower."""
+    total_cpus = args.num_cpus or 1
+    slower = min(stages["decode_vps"], stages["model_vps"])
     date = time.strftime("%Y-%m-%d")
     setting = (
         f"{args.features}, {args.appearance}@{args.image_size} + {args.motion}@{args.motion_size}, "
@@ -440,7 +433,7 @@ def main() -> None:
         f"{stages['decode_fps']:.0f} | | |"
     )
     print(
-        f"| model only ({infer_threads} threads, pre-decoded) | {counts[0]} | {stages['model_vps']:.2f} | "
+        f"| model only ({total_cpus} threads, pre-decoded) | {counts[0]} | {stages['model_vps']:.2f} | "
         f"{stages['model_fps']:.0f} | | |"
     )
     for n, res in rows:
@@ -466,6 +459,24 @@ def main() -> None:
         f"({slower:.2f} videos/s); frames per video fed to the models: {fpv:.0f}; workdir {workdir}"
     )
 
+
+def main() -> None:
+    args = build_parser().parse_args()
+    if args.mode == "_pipeline":
+        pipeline_child(args)
+        return
+    if args.mode == "_stages":
+        paths = sorted(Path(args.root).glob("*.mp4"))
+        print(json.dumps(measure_stages(args, paths, args.num_cpus or 1)))
+        return
+    counts = sorted(int(c) for c in args.counts.split(","))
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="extract-bench-"))
+    width, height = (int(x) for x in args.video_size.split("x"))
+    all_paths = make_videos(workdir / "videos", counts[-1], frames=args.frames, height=height, width=width)
+    if args.ab:
+        run_ab(args, workdir, all_paths, counts)
+    else:
+        run_table(args, workdir, all_paths, counts)
 
 if __name__ == "__main__":
     main()

@@ -46,7 +46,8 @@ def bench(
 ) -> dict:  # fmt: skip
     from extract.backbones import build_backbone
     from extract.masn import squash_frames
-    from extract.objects import DetectorSettings, load_detector, roi_mean_features, scale_boxes, select_batch
+    from extract.objects import DetectorSettings, load_detector
+    from extract.regions import roi_mean_features, scale_boxes, select_batch
 
     extra = {} if num_proposals is None else {"num_proposals": num_proposals}
     settings = DetectorSettings(name=detector, min_size=size, max_size=max(size, (size * 5) // 3), **extra)

@@ -5,7 +5,7 @@ The result is an ordinary feature directory (``manifest.json`` + shards with che
 they read an extraction. What differs is its provenance: instead of backbones and their weights it records
 ``imported``: the format, ``"features released by the authors"``, each source file's size and sha256 (a
 directory source: its listing, and each per-video file's sha256 in its shard's ``sources`` attribute), the
-official loader the import follows and the conversions made (``extract/released.py``).
+official loader the import follows and the conversions made (``extract/released/``).
 
 Flow (``run_import``):
 

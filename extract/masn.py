@@ -77,13 +77,9 @@ import torch
 import torch.nn.functional as F
 
 from extract.featurebase import FRAME_SAMPLINGS, FeatureOptions, FeatureSet, OutputSpec
-from extract.objects import (
-    DETECTORS,
-    DetectorSettings,
-    LoadedDetector,
+from extract.objects import DETECTORS, DetectorSettings, LoadedDetector, detector_provenance, load_detector
+from extract.regions import (
     RoISettings,
-    detector_provenance,
-    load_detector,
     region_rows,
     roi_mean_features,
     roi_mean_features_3d,
@@ -115,7 +111,7 @@ DEFAULT_MOTION = "i3d_r50"  # features.md: a ResNet-50 I3D (2048 channels), Kine
 MASN_DETECTOR_DEFAULTS = {"num_proposals": 300}
 DETECTOR_BATCH = 8  # images per detector call (fixed, so boxes never depend on the batching)
 CHUNK_FRAMES = 16  # kept frames per decoded chunk
-# detector region field (``extract.objects.REGION_FIELDS``) -> the masn output that stores it
+# detector region field (``extract.regions.REGION_FIELDS``) -> the masn output that stores it
 REGION_OUTPUTS = {
     "label_scores": ("object_scores", "float32"),
     "attributes": ("attribute_labels", "int64"),

@@ -38,13 +38,13 @@ from typing import Any
 import h5py
 import numpy as np
 
+from extract.featuredir import write_feature_dir
 from extract.manifest import (
     MANIFEST_NAME,
     ManifestError,
     check_checksums,
     check_stored_ids,
     load_manifest,
-    write_feature_dir,
 )
 from extract.shards import (
     OFFSETS_SUFFIX,

@@ -2,14 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from extract.backbones import (
-    BACKBONES,
-    ResNet3d,
-    build_backbone,
-    hara_resnet3d,
-    hara_resnext3d,
-    i3d_resnet50,
-)
+from extract.backbones import BACKBONES, build_backbone
+from extract.video_backbones import ResNet3d, hara_resnet3d, hara_resnext3d, i3d_resnet50
 
 
 @pytest.fixture(scope="module")

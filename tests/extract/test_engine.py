@@ -24,7 +24,8 @@ from extract.engine import (
     ResumeMismatchError,
     run_extraction,
 )
-from extract.manifest import MANIFEST_NAME, ManifestError, load_manifest, rebuild_manifest, verify
+from extract.featuredir import rebuild_manifest
+from extract.manifest import MANIFEST_NAME, ManifestError, load_manifest, verify
 from extract.reader import FeatureReader
 from extract.shards import SHARD_DIR, ShardWriter
 from extract.video import Video

@@ -412,7 +412,7 @@ def test_defaults_are_resolved_per_feature_set_and_unused_flags_reported(masn_ro
 
 
 def test_verify_and_repair_commands(tmp_path):
-    from extract.manifest import write_feature_dir
+    from extract.featuredir import write_feature_dir
 
     items = {f"v{i}": {"a": np.full((2, 3), i, np.float32)} for i in range(4)}
     out = write_feature_dir(tmp_path / "feats", "mspan", items, provenance={"weights": "synthetic"},

@@ -241,7 +241,8 @@ def test_a_resume_with_other_frame_sampling_is_refused(videos, tmp_path):
 @pytest.mark.parametrize("name", ["mspan", "masn"])
 def test_directories_written_before_the_option_resume_as_they_ran(name):
     from extract.featuresets import build_feature_set
-    from extract.manifest import identity_differences, new_manifest, normalize_outputs
+    from extract.manifest import identity_differences, new_manifest
+    from extract.shards import normalize_outputs
 
     def manifest(fs, drop: bool = False) -> dict:
         options = json.loads(json.dumps(dataclasses.asdict(fs.options)))

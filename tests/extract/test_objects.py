@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from extract.objects import (
-    DetectorSettings,
-    load_detector,
+from extract.objects import DetectorSettings, load_detector
+from extract.regions import (
     roi_mean_features,
     roi_mean_features_3d,
     scale_boxes,

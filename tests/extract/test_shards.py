@@ -8,7 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from extract.manifest import load_manifest, plan_shards, write_feature_dir
+from extract.featuredir import write_feature_dir
+from extract.manifest import load_manifest, plan_shards
 from extract.shards import (
     FORMAT,
     MANIFEST_NAME,

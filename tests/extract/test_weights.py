@@ -9,7 +9,8 @@ import pytest
 import torch
 import torchvision
 
-from extract.backbones import backbone_provenance, build_backbone, hara_resnet3d, hara_resnext3d, i3d_resnet50
+from extract.backbones import backbone_provenance, build_backbone
+from extract.video_backbones import hara_resnet3d, hara_resnext3d, i3d_resnet50
 from extract.weights import WeightsError, convert_checkpoint, load_checkpoint_file, read_checkpoint
 
 

@@ -8,7 +8,7 @@ import stat
 import numpy as np
 import pytest
 
-from extract.manifest import write_feature_dir
+from extract.featuredir import write_feature_dir
 from pipelines.atomic import atomic_path, current_umask, write_json_atomic
 
 

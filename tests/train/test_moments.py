@@ -11,7 +11,7 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from extract.manifest import write_feature_dir
+from extract.featuredir import write_feature_dir
 from pipelines.datasets import get_dataset
 from pipelines.datasets.base import DatasetFormatError
 from train.cli import build_cli

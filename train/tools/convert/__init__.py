@@ -113,6 +113,3 @@ def main(argv: list[str] | None = None) -> None:
     run_cli(build_cli(), argv, prog_name="vqa-convert",
             user_errors=lambda: (ConvertError, ConversionError, OfficialFileError))
 
-
-if __name__ == "__main__":
-    main()

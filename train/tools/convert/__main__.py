@@ -1,6 +1,5 @@
-"""``python -m train.tools.convert``: the same as ``vqa-convert``."""
+"""``python -m train.tools.convert``: the ``vqa-convert`` command."""
 
 from train.tools.convert import main
 
-if __name__ == "__main__":
-    main()
+main()

@@ -252,6 +252,25 @@ def convert_official_mspan(
         raise ConvertError(f"{src}: unknown question_type {args.get('question_type')!r}; expected one of "
                            f"{', '.join(OFFICIAL_TASK_TYPES)}")
     cfg = config_from_official(args, state, src)
+    ours, vocab_size, num_answers = _check_network(src, state, args, cfg, task_type)
+    converted = _converted_state(state, ours)
+    if answers is not None and task_type != "open":
+        raise ConvertError(f"{answers}: an answer list applies to open-ended checkpoints; {src} is "
+                           f"{args.get('question_type')} ({task_type})")
+    try:
+        question_vocab = read_question_vocabulary(vocab, vocab_size) if vocab is not None else None
+        answer_vocab = read_answer_vocabulary(answers, num_answers) if answers is not None else []
+    except OfficialFileError as exc:
+        raise ConvertError(str(exc)) from None
+    meta = _converted_meta(src, args, cfg, task_type, question_vocab, answer_vocab)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, {"model": converted, "meta": meta})
+    return meta
+
+
+def _check_network(src: Path, state: dict, args: dict, cfg: MSPANConfig, task_type: str):
+    """Our network's parameter shapes for the official ``args`` (built on the meta device), its vocabulary
+    size and answer count, after checking that ``state`` holds exactly those parameters."""
     emb = state.get("linguistic.encoder_embed.weight")
     if emb is None or emb.dim() != 2:
         raise ConvertError(f"{src}: no 2-d 'linguistic.encoder_embed.weight'; is this an MSPAN checkpoint?")
@@ -269,7 +288,12 @@ def convert_official_mspan(
     if diff:
         raise ConvertError(f"{src}: does not match the MSPAN its args describe "
                            f"({args.get('question_type')}, K={args['K']}, T={args['T']}): " + "; ".join(diff))
+    return ours, vocab_size, num_answers
 
+
+def _converted_state(state: dict, ours: dict[str, tuple[int, ...]]) -> dict[str, torch.Tensor]:
+    """Our state dict from the official one: renamed, and the official W6 split into its node and
+    message halves (our ``w6_node`` / ``w6_msg``)."""
     converted: dict[str, torch.Tensor] = {}
     for key in ours:
         if key.endswith("w6_node.weight") or key.endswith("w6_msg.weight"):
@@ -279,19 +303,12 @@ def convert_official_mspan(
             converted[key] = part.detach().clone().contiguous()
         else:
             converted[key] = state[_official_name(key)].detach().clone()
+    return converted
 
-    question_vocab = None
-    answer_vocab: list[str] = []
-    if answers is not None and task_type != "open":
-        raise ConvertError(f"{answers}: an answer list applies to open-ended checkpoints; {src} is "
-                           f"{args.get('question_type')} ({task_type})")
-    try:
-        if vocab is not None:
-            question_vocab = read_question_vocabulary(vocab, vocab_size)
-        if answers is not None:
-            answer_vocab = read_answer_vocabulary(answers, num_answers)
-    except OfficialFileError as exc:
-        raise ConvertError(str(exc)) from None
+
+def _converted_meta(src: Path, args: dict, cfg: MSPANConfig, task_type: str,
+                    question_vocab: list[str] | None, answer_vocab: list[str]) -> dict[str, Any]:
+    """The checkpoint's ``meta``: our config, the vocabularies, the source file and its official args."""
     meta = {
         "model_name": "mspan",
         "task_type": task_type,
@@ -310,7 +327,5 @@ def convert_official_mspan(
     if dataset is not None:  # the dataset and task it was trained on, as our registry names them
         meta["dataset"] = dataset
         meta["task"] = args["question_type"] if dataset == "tgif" else None
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(out, {"model": converted, "meta": meta})
     return meta
 

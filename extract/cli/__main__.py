@@ -1,0 +1,5 @@
+"""``python -m extract.cli``: the same as ``vqa-extract``."""
+
+from extract.cli import main
+
+main()
