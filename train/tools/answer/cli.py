@@ -39,25 +39,8 @@ def parse_backbones(items: Sequence[str]) -> dict[str, str]:
 
 
 def format_answer(result: Answer) -> str:
-    """The human-readable table of one answer."""
-    label = "query" if result.task_type == "moment" else "question"
-    lines = [f"video: {result.video}", f"{label}: {result.question}"]
-    if result.task_type == "open":
-        lines.append("  rank  probability  answer")
-        lines += [f"  {r:>4}  {p:>11.4f}  {a}" for r, (a, p) in enumerate(result.answers, 1)]
-    elif result.task_type == "mc":
-        lines.append("  rank  score      candidate")
-        lines += [
-            f"  {r:>4}  {s:>9.4f}  [{i}] {a}"
-            for r, ((a, s), i) in enumerate(zip(result.answers, result.candidate_index, strict=True), 1)
-        ]
-    elif result.task_type == "count":
-        lines.append(f"  count: {result.count}  (regressed {result.raw:.3f})")
-    else:
-        lines[0] += f"  ({result.duration:.2f} s)" if result.duration is not None else ""
-        lines.append("  rank  start (s)  end (s)  score")
-        lines += [f"  {r:>4}  {a:>9.2f}  {b:>7.2f}  {s:.4f}" for r, (a, b, s) in enumerate(result.moments, 1)]
-    return "\n".join(lines)
+    """The human-readable table of one answer (its task kind's)."""
+    return "\n".join(result.kind.answer_table(result))
 
 
 # ------------------------------------------------------------------------------------------- command line
@@ -153,11 +136,12 @@ def _answer_one(answerer: Answerer, video, question, query, candidates, segment,
     """One question (or query): the table or ``--json`` line, and the ``--explain`` figure."""
     cands = [c.strip() for c in candidates.split("|")] if candidates else None
     text = query if query is not None else question
-    if query is not None and answerer.task_type != "moment":
+    takes_query = answerer.kind.text_key == "query"
+    if query is not None and not takes_query:
         raise AnswerError(
             f"--query is for moment-retrieval models; this one is {answerer.task_type}: use --question"
         )
-    if query is None and answerer.task_type == "moment":
+    if query is None and takes_query:
         raise AnswerError('this is a moment-retrieval model: give the sentence to find with --query "..."')
     result = answerer.answer(
         video, text, candidates=cands, segment=parse_segment(segment, "--segment"), top_k=top_k,
