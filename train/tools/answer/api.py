@@ -107,7 +107,6 @@ class Answerer:
         except KeyError as exc:
             raise AnswerError(f"{path}: {exc.args[0]}; this toolkit's vqa-answer cannot answer it") from None
         self.answer_vocab: list[str] = list(meta["answer_vocab"])
-        self.subtitles = bool(meta.get("subtitles"))  # trained on questions with subtitle text (How2QA)
         entry = get_model(meta["model_name"])
         feature_keys = tuple(entry.feature_keys) or tuple(feature_set.outputs)
         try:  # how the run read its questions and videos: vocabulary, standardisation, ...
@@ -194,6 +193,11 @@ class Answerer:
         return answerer
 
     # -- properties ---------------------------------------------------------------------------------
+
+    @property
+    def subtitles(self) -> bool:
+        """Trained on questions with subtitle text (How2QA)."""
+        return bool(self.meta.get("subtitles"))
 
     @property
     def random_weights(self) -> bool:
@@ -283,8 +287,6 @@ class Answerer:
     def _item(self, feats: VideoFeatures, question: str, candidates: Sequence[str] | None,
               segment: tuple[float, float] | None = None, subtitle: str | None = None) -> dict[str, Any]:
         """The item of one question, built by the task kind as its training dataset builds items."""
-        if subtitle is not None and not self.subtitles:
-            raise AnswerError("this model was not trained with subtitles; drop the subtitle")
         try:
             return self.kind.new_item(self.view, feats.features, Path(feats.video).stem, question,
                                       candidates=candidates, segment=segment, subtitle=subtitle,
