@@ -1,7 +1,9 @@
 """Moment retrieval (CMIN): a query's moment in seconds. Its settings (the ``moment:`` section,
 ``train.moments.MomentConfig``), queries with dependency edges, datasets (``train.moments.MomentDataset``:
-clips standardised, projected by the training split's PCA, resampled), batches, loss, evaluation
-protocol, baselines (a random window, the best prior) and prediction files (top-5 moments)."""
+clips standardised, projected by the training split's PCA, resampled), batches, loss, predictions and
+metrics (``moment_losses.py``), evaluation protocol, baselines (a random window, the best prior),
+prediction files (top-5 moments), and ``vqa-answer``'s items of new queries (``train.moments.moment_item``,
+as ``MomentDataset``'s) and their moments."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Question answering: open-ended (a class of the answer vocabulary), multiple choice (one of C candidates)
 and count (a regressed number). Its text (``prepare_qa``), datasets (``train.data.QADataset``: val held out
 of train when the dataset has none; questions without features, with a segment after their video or, for
-open-ended training, an answer outside the vocabulary dropped and counted), batches, baselines and
-prediction files."""
+open-ended training, an answer outside the vocabulary dropped and counted), batches, losses, predictions
+and metrics (``qa_losses.py``), baselines, prediction files, and ``vqa-answer``'s items of new questions
+(``train.data.qa_item``, as ``QADataset``'s) and their answers."""
 
 from __future__ import annotations
 
