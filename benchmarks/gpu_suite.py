@@ -236,7 +236,7 @@ def train_rate(entry, cfg, task: str, batch: dict, *, device: str, sizes: Sizes,
     """``train_bench.time_steps`` of a fresh model: forward under ``precision``, backward, Adam."""
     import train_bench
 
-    from train.losses import compute_losses
+    from train.tasks import compute_losses
 
     batch_size = len(batch["question"])
     torch.manual_seed(0)

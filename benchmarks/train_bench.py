@@ -61,7 +61,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # the repository (
 
 from extract.accel import autocast, bf16_native, cpu_flags  # noqa: E402
 from models import get_model  # noqa: E402
-from train.losses import compute_losses, open_ended_loss  # noqa: E402
+from train.tasks import compute_losses  # noqa: E402
+from train.tasks.qa_losses import open_ended_loss  # noqa: E402
 
 VOCAB, ANSWERS = 5000, 1000
 MODELS = ("mspan", "masn", "cmin", "siasamrea")

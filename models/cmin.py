@@ -24,7 +24,7 @@ What this file computes (T time steps, L query words, K window widths, d model s
              features h^f_t (the next interaction stage's video input)
     Eq. (7)  localisation: at every step t and width w_k, the window centred on t with width w_k gets a
              confidence c_tk = sigma(w_c^T h^f_t) and offsets (d^s_tk, d^e_tk) = W_o h^f_t
-    Eq. (8)  loss = alignment BCE(c_tk, y_tk) over the windows + lambda * regression (train.losses)
+    Eq. (8)  loss = alignment BCE(c_tk, y_tk) over the windows + lambda * regression (moment_losses.py)
 
 Readings of the paper, and where the official code differs (the CMIN paper we have is a slide deck:
 unnumbered equations, few hyper-parameters; the equation numbers above are ours):
@@ -55,7 +55,7 @@ unnumbered equations, few hyper-parameters; the equation numbers above are ours)
   [t - w/2, t + w/2) here, half a step left of the window), and a window is valid when its inclusive
   proposal starts at or after 0 and ends before T (an even width may end half a step past the video).
   False: the offsets refine the windows themselves, valid inside [0, T] (checkpoints from before).
-- Loss (``train.losses.moment_loss``, settings ``moment.*``): the slides train each window's confidence
+- Loss (``moment_losses.moment_loss``, settings ``moment.*``): the slides train each window's confidence
   with BCE against its IoU with the ground truth and the offsets with a regression loss. The official
   code, followed by default: labels IoU / max IoU, zeroed below 0.3 * max (``label_min_ratio``); the BCE
   averaged over every window of the batch, invalid ones counting 0 (``align_norm=all``; ``valid`` averages

@@ -69,7 +69,7 @@ Reading of the paper (what it leaves open, and what we chose):
 - Count (TGIF-QA), which the paper does not discuss: p_k is the regressed count (a scalar); Eq. (3)-(5)
   propagate and fuse the counts with the same A^ and W (already convex combinations, so no
   normalisation), and L_siamese is the squared error between the anchor's count and that soft count.
-- L_gt is the trainer's loss for the task type (``train/losses.py``: cross-entropy, summed pairwise
+- L_gt is the trainer's loss for the task type (``train/tasks/qa_losses.py``: cross-entropy, summed pairwise
   hinge, MSE). Which clips it trains (``gt_clips``): the paper presents its base paradigm as fine-tuning
   each sampled clip-text pair with the ground truth, and its siamese clips are sampled clip-text pairs
   of the same question; default ``"all"`` (ours) supervises the anchor and the N siamese clips alike,

@@ -85,7 +85,7 @@ class TrainConfig:
         moment_iou: moment retrieval metrics' protocol: official (CMIN's evaluation: the arg-max window,
             no NMS, its step IoU; R@5 after NMS at m - 0.05), continuous (top moments after NMS at
             moment_nms, IoU in seconds) or steps (the same on the official step IoU, both sides mapped
-            alike); see train.losses.MOMENT_PROTOCOLS.
+            alike); see train.tasks.moment_losses.MOMENT_PROTOCOLS.
     """
 
     epochs: int = 30

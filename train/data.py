@@ -37,6 +37,7 @@ its HDF5 files in each worker).
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Mapping, Sequence
@@ -47,15 +48,20 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, get_worker_info
 
+log = logging.getLogger("train")
+
 __all__ = [
     "FeatureMismatchError",
     "QACollate",
     "QADataset",
     "batch_tensor",
     "check_feature_set",
+    "drop_missing_videos",
     "feature_statistics",
     "find_missing_videos",
+    "model_features",
     "padding_mask",
+    "qa_item",
     "seed_worker",
     "segments_after_video",
     "stack",
@@ -269,58 +275,120 @@ class QADataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.split
         i = int(self.indices[index])
-        video_id = s.video_ids[i]
-        qlen = int(s.question_len[i])
-        item: dict[str, Any] = {
-            "qid": s.qids[i],
-            "video_id": video_id,
-            "qtype": s.qtypes[i],
-            "answer_text": str(s.answer_text[i]),
-            "question": torch.as_tensor(np.asarray(s.questions[i][: max(qlen, 1)], dtype=np.int64)),
-            "question_len": qlen,
-            "answer": s.answers[i].item() if hasattr(s.answers[i], "item") else s.answers[i],
-        }
-        if s.candidates is not None:
-            item["candidates"] = torch.as_tensor(np.asarray(s.candidates[i], dtype=np.int64))  # (C, Lc)
-            item["candidates_len"] = torch.as_tensor(np.asarray(s.candidates_len[i], dtype=np.int64))  # (C,)
-        if self.segments is not None:
-            seg = self.segments.get(s.qids[i], (float("nan"), float("nan")))
-            item["segment"] = torch.tensor(seg, dtype=torch.float32)  # (2,)
-        if getattr(s, "subtitles", None) is not None:
-            slen = int(s.subtitle_len[i])
-            item["subtitle"] = torch.as_tensor(np.asarray(s.subtitles[i][: max(slen, 1)], dtype=np.int64))
-            item["subtitle_len"] = slen
-        if self.text_tokens is not None:
-            item.update({k: torch.from_numpy(v) for k, v in self.text_tokens[s.qids[i]].items()})  # (C', Lt)
-        item.update(self._video_features(video_id))
-        return item
+        qid, video_id = s.qids[i], s.video_ids[i]
+        subtitles = getattr(s, "subtitles", None)
+        return qa_item(
+            qid=qid, video_id=video_id, qtype=s.qtypes[i], answer_text=str(s.answer_text[i]),
+            question=s.questions[i], question_len=int(s.question_len[i]),
+            answer=s.answers[i].item() if hasattr(s.answers[i], "item") else s.answers[i],
+            candidates=None if s.candidates is None else s.candidates[i],
+            candidates_len=None if s.candidates is None else s.candidates_len[i],
+            segment=None if self.segments is None else self.segments.get(qid, (float("nan"), float("nan"))),
+            subtitle=None if subtitles is None else subtitles[i],
+            subtitle_len=0 if subtitles is None else int(s.subtitle_len[i]),
+            text_tokens=None if self.text_tokens is None else self.text_tokens[qid],
+            features=self._video_features(video_id),
+        )
 
     def _video_features(self, video_id: str) -> dict[str, torch.Tensor]:
-        """The model's features of one video, checked and standardised; kept in memory while the
+        """The model's features of one video (:func:`model_features`); kept in memory while the
         dataset's cache holds less than ``cache_bytes`` (the same video serves many questions and every
         epoch, and an HDF5 read per feature per question costs more than a small model's step)."""
         cached = self._cache.get(video_id)
         if cached is not None:
             return cached
-        out: dict[str, torch.Tensor] = {}
         feats = self.reader[video_id]
         keys = self.feature_keys if self.feature_keys is not None else tuple(feats)
-        for key in keys:
-            if key not in feats:
-                raise FeatureMismatchError(
-                    f"video {video_id!r}: feature {key!r} is missing (has {sorted(feats)})"
-                )
-            arr = np.asarray(feats[key])
-            if arr.dtype.kind == "f":
-                arr = to_float32(arr)
-                _check_finite(arr, video_id, key, self.reader)
-                arr = standardize({**feats, key: arr}, key, self.feature_stats)
-            out[key] = torch.from_numpy(np.ascontiguousarray(arr))
+        out = model_features(feats, keys, self.feature_stats, video_id=video_id, reader=self.reader)
         size = sum(t.numel() * t.element_size() for t in out.values())
         if self._cached_bytes + size <= self.cache_bytes:
             self._cache[video_id] = out
             self._cached_bytes += size
         return out
+
+
+def model_features(feats: Mapping[str, Any], keys: Sequence[str],
+                   stats: Mapping[str, tuple[np.ndarray, np.ndarray]], *, video_id: str, reader: Any = None
+                   ) -> dict[str, torch.Tensor]:
+    """The features a model reads of one video: each of ``keys``, checked (present, finite) and, when
+    float, as float32 standardised with ``stats`` (:func:`standardize`). Training's items and
+    ``vqa-answer``'s new ones (``train.tasks.qa``) both read their features through it.
+
+    Raises:
+        FeatureMismatchError: a key is missing; NonFiniteFeatureError: NaN or infinite values.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key in keys:
+        if key not in feats:
+            raise FeatureMismatchError(
+                f"video {video_id!r}: feature {key!r} is missing (has {sorted(feats)})"
+            )
+        arr = np.asarray(feats[key])
+        if arr.dtype.kind == "f":
+            arr = to_float32(arr)
+            _check_finite(arr, video_id, key, reader)
+            arr = standardize({**feats, key: arr}, key, stats)
+        out[key] = torch.from_numpy(np.ascontiguousarray(arr))
+    return out
+
+
+def qa_item(*, qid: str, video_id: str, question: np.ndarray, question_len: int, answer: Any,
+            features: Mapping[str, Tensor], qtype: str = "", answer_text: str = "",
+            candidates: np.ndarray | None = None, candidates_len: np.ndarray | None = None,
+            segment: tuple[float, float] | None = None, subtitle: np.ndarray | None = None,
+            subtitle_len: int = 0, text_tokens: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """One question's item of the batch contract (the module docstring): :class:`QADataset`'s items and
+    ``vqa-answer``'s new questions (``train.tasks.qa``) are both built by it.
+
+    Args:
+        question: (L,) token ids (trimmed to ``question_len``, at least one); subtitle likewise.
+        answer: the class, candidate index or count (a new question: 0).
+        features: the video's features (:func:`model_features`).
+        candidates: (C, Lc) token ids and ``candidates_len`` (C,): multiple choice only.
+        segment: (start, end) seconds (How2QA's ``ts``; NaN: none), omitted when None.
+        text_tokens: the transformer question encoder's (C', Lt) arrays.
+    """
+    item: dict[str, Any] = {
+        "qid": qid,
+        "video_id": video_id,
+        "qtype": qtype,
+        "answer_text": answer_text,
+        "question": torch.as_tensor(np.asarray(question[: max(question_len, 1)], dtype=np.int64)),
+        "question_len": question_len,
+        "answer": answer,
+    }
+    if candidates is not None:
+        item["candidates"] = torch.as_tensor(np.asarray(candidates, dtype=np.int64))  # (C, Lc)
+        item["candidates_len"] = torch.as_tensor(np.asarray(candidates_len, dtype=np.int64))  # (C,)
+    if segment is not None:
+        item["segment"] = torch.tensor(tuple(float(x) for x in segment), dtype=torch.float32)  # (2,)
+    if subtitle is not None:
+        item["subtitle"] = torch.as_tensor(np.asarray(subtitle[: max(subtitle_len, 1)], dtype=np.int64))
+        item["subtitle_len"] = subtitle_len
+    if text_tokens is not None:
+        item.update({k: torch.from_numpy(v) for k, v in text_tokens.items()})  # (C', Lt)
+    item.update(features)
+    return item
+
+
+def drop_missing_videos(name: str, video_ids: Sequence[str], rows: np.ndarray, reader: Any, *, allow: bool,
+                        features: Any, unit: str = "questions") -> tuple[np.ndarray, int]:
+    """The ``rows`` whose video has features in ``reader`` and how many were dropped (``--allow-missing-
+    features``); without ``allow``, a :class:`FeatureMismatchError` naming the directory, the split and
+    some videos. ``video_ids`` is the split's (indexed by row), ``unit`` what its rows are."""
+    vids = [video_ids[i] for i in rows]
+    missing = set(find_missing_videos(vids, reader))
+    if not missing:
+        return rows, 0
+    n_q = sum(v in missing for v in vids)
+    if not allow:
+        raise FeatureMismatchError(
+            f"{features}: {len(missing)} video(s) of the {name} split ({n_q} {unit}) have no features, e.g. "
+            f"{', '.join(sorted(missing)[:5])}; extract them, or pass --allow-missing-features to drop those "
+            f"{unit}"
+        )
+    log.warning("%s: dropped %d %s of %d videos without features", name, n_q, unit, len(missing))
+    return np.array([i for i in rows if video_ids[i] not in missing], dtype=np.int64), n_q
 
 
 def to_float32(arr: np.ndarray) -> np.ndarray:

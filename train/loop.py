@@ -35,7 +35,8 @@ from train.checkpoint import (
     save_checkpoint,
 )
 from train.distributed import all_gather_objects, any_flag
-from train.losses import Evaluation, PredictionRecord, compute_losses
+from train.losses import Evaluation, PredictionRecord
+from train.tasks import get_task
 
 __all__ = [
     "CheckpointHook",
@@ -126,7 +127,7 @@ class Trainer:
         amp: the resolved precision: ``"bf16"``, ``"fp32"`` or ``"fp16"`` (CUDA only).
         grad_clip: max global gradient norm, or None.
         margin: hinge margin (multiple choice).
-        hinge_reduction: ``"sum"`` or ``"mean"`` (multiple choice, ``train.losses.hinge_loss``).
+        hinge_reduction: ``"sum"`` or ``"mean"`` (multiple choice, ``train.tasks.qa_losses.hinge_loss``).
         hooks: called in order.
         loader_generator: reseeded with ``seed + epoch`` before each epoch (DataLoader worker seeds).
         seed: base seed for shuffling and workers.
@@ -161,8 +162,8 @@ class Trainer:
         self.seed = seed
         self.loader_generator = loader_generator
         self.show_progress = show_progress
-        self.loss_fn = loss_fn or (lambda out, batch: compute_losses(task_type, out, batch, margin=margin,
-                                                                     hinge_reduction=hinge_reduction))
+        self.loss_fn = loss_fn or (lambda out, batch: get_task(task_type).losses(
+            out, batch, margin=margin, hinge_reduction=hinge_reduction))
         use_scaler = device.type == "cuda" and amp == "fp16"
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.state = TrainState()
@@ -278,14 +279,14 @@ def evaluate(
         order: the split's question ids; gathered records are returned in this order.
         show_progress: show a tqdm bar.
         desc: the bar's label.
-        moment: moment retrieval's ``nms_threshold`` and ``iou`` formula (``train.losses.predict``).
+        moment: moment retrieval's ``nms_threshold`` and ``iou`` formula (``train.tasks.TaskKind.predict``).
 
     Returns:
         ``(metrics, records)``: the metrics over the whole split (each question once) and the records.
     """
     was_training = model.training
     model.eval()
-    ev = Evaluation(task_type, answer_vocab, **(moment or {}))
+    ev = Evaluation(get_task(task_type), answer_vocab, **(moment or {}))
     with torch.no_grad():
         for batch in tqdm(loader, desc=desc, disable=not show_progress, leave=False, dynamic_ncols=True):
             batch = move_to_device(batch, device)

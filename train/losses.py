@@ -1,177 +1,27 @@
-"""Losses and metrics by task type: open-ended, multiple choice, count and moment retrieval.
+"""What the task kinds' losses and evaluation share; each kind's own live beside it in ``train/tasks/``
+(``qa_losses.py``: open-ended, multiple choice, count; ``moment_losses.py``: moment retrieval).
 
-The loop calls :func:`compute_losses` on a model's output dict and the batch, and hands each batch's
-:func:`predict` records to an :class:`Evaluation`, which computes the metrics once over all records
-(after gathering them from every process, so no question is counted twice).
+The loop calls its kind's ``losses`` (``train.tasks.TaskKind``) on a model's output dict and the batch, and
+hands each batch's ``predict`` records to an :class:`Evaluation`, which computes the kind's ``metrics``
+once over all records (after gathering them from every process, so no question is counted twice).
 
-- open-ended: cross-entropy over the answer vocabulary; questions whose answer is out of the vocabulary
-  (``answer == -1``) are ignored by the loss (the data module also drops them from training) and count as
-  wrong at evaluation. Metrics: ``accuracy`` and ``accuracy/<qtype>`` for every question type present
-  (what/who/how/when/where on MSVD-QA and MSRVTT-QA).
-- multiple choice: hinge loss ``max(0, margin + s_neg - s_pos)`` summed over the negative candidates and
-  averaged over questions, or averaged over (question, negative) pairs (``train.hinge_reduction=mean``,
-  MASN's official scale). Metric: ``accuracy``.
-- count: mean squared error of the regressed count. Metric: ``mse`` of the prediction rounded and
-  clamped to 1..10 (TGIF-QA protocol; lower is better).
-- moment: alignment binary cross-entropy of every valid candidate window's confidence against its
-  IoU-derived label, plus boundary regression of the best-labelled window (CMIN's official rule, ground
-  truth and normalisation by default, see :func:`moment_loss`). Metrics: ``R@n,IoU=m`` for n in {1, 5} and
-  m in {0.1, 0.3, 0.5, 0.7, 0.9} and ``mIoU`` (top-1), by the protocol ``train.moment_iou`` names
-  (:data:`MOMENT_PROTOCOLS`): ``official`` (default: CMIN's own evaluation, the arg-max window without
-  NMS on its step formula, which reproduces the official R@1) or the toolkit's ``continuous`` / ``steps``
-  (top moments after NMS at ``train.moment_nms``).
+A model that answers from several sampled clips in training may return them all as ``clip_<key>``
+(B, K, ...) (SiaSamRea's anchor and siamese clips, ``model.gt_clips=all``): a question-answering loss is
+then the mean of each clip's loss against the answer (:func:`clip_mean`; ``<key>``, used for predictions,
+is the anchor's). A model may return its own extra terms as ``outputs["aux_losses"]`` (name -> scalar,
+already weighted, e.g. SiaSamRea's ``loss_siamese``), added to the loss dict (:func:`with_aux_losses`)
+and so summed by the loop.
 """
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = [
-    "COUNT_MAX",
-    "COUNT_MIN",
-    "MOMENT_PROTOCOLS",
-    "Evaluation",
-    "PredictionRecord",
-    "compute_losses",
-    "compute_metrics",
-    "count_rounded",
-    "hinge_loss",
-    "inclusive_iou",
-    "moment_loss",
-    "moment_metrics",
-    "moment_predictions",
-    "moment_records",
-    "nms_top_k",
-    "official_box_steps",
-    "official_steps",
-    "open_ended_loss",
-    "predict",
-    "refined_boxes",
-    "step_iou",
-    "temporal_iou",
-]
-
-COUNT_MIN, COUNT_MAX = 1, 10
-OUTPUT_KEY = {"open": "logits", "mc": "scores", "count": "count", "moment": "window_scores"}
-MOMENT_RECALL_AT = (1, 5)
-MOMENT_IOUS = (0.1, 0.3, 0.5, 0.7, 0.9)
-
-
-def open_ended_loss(logits: Tensor, answer: Tensor) -> Tensor:
-    """Cross-entropy over answer classes, ignoring out-of-vocabulary targets (``-1``).
-
-    Args:
-        logits: (B, A) float.
-        answer: (B,) int64 class index or -1.
-
-    Returns:
-        Scalar: the mean over in-vocabulary questions (0 with a gradient path when there are none).
-    """
-    valid = answer >= 0
-    losses = F.cross_entropy(logits.float(), answer.clamp(min=0), reduction="none")  # (B,)
-    losses = torch.where(valid, losses, torch.zeros_like(losses))
-    return losses.sum() / valid.sum().clamp(min=1)
-
-
-HINGE_REDUCTIONS = ("sum", "mean")
-
-
-def hinge_loss(scores: Tensor, answer: Tensor, *, margin: float = 1.0, reduction: str = "sum") -> Tensor:
-    """Multiple-choice hinge loss over the (question, negative candidate) pairs.
-
-    ``reduction="sum"``: ``sum_neg max(0, margin + s_neg - s_pos)`` per question, averaged over questions.
-    ``reduction="mean"``: the same terms averaged over all (question, negative) pairs, i.e. the sum
-    divided by the C - 1 negatives (MASN's official ``embed_loss.MultipleChoiceLoss``, size_average=True).
-
-    Args:
-        scores: (B, C) candidate scores.
-        answer: (B,) int64 index of the correct candidate.
-        margin: the hinge margin.
-        reduction: ``"sum"`` or ``"mean"`` (see above).
-
-    Returns:
-        Scalar loss.
-    """
-    if reduction not in HINGE_REDUCTIONS:
-        raise ValueError(f"hinge reduction must be one of {HINGE_REDUCTIONS}, got {reduction!r}")
-    scores = scores.float()
-    pos = scores.gather(1, answer.view(-1, 1))  # (B, 1)
-    per_cand = (margin + scores - pos).clamp(min=0)  # (B, C)
-    is_neg = torch.ones_like(per_cand, dtype=torch.bool).scatter_(1, answer.view(-1, 1), False)
-    per_question = (per_cand * is_neg).sum(dim=1)  # (B,)
-    if reduction == "mean":
-        per_question = per_question / max(scores.shape[1] - 1, 1)
-    return per_question.mean()
-
-
-def count_loss(count: Tensor, answer: Tensor) -> Tensor:
-    """Mean squared error between the regressed count (B,) and the true count (B,)."""
-    return F.mse_loss(count.float().view(-1), answer.float().view(-1))
-
-
-def compute_losses(
-    task_type: str, outputs: Mapping[str, Tensor], batch: Mapping[str, Any], *, margin: float = 1.0,
-    hinge_reduction: str = "sum", **moment: Any,
-) -> dict[str, Tensor]:
-    """The loss dict of one batch (the loop sums its values).
-
-    Args:
-        task_type: ``"open"``, ``"mc"`` or ``"count"``.
-        outputs: the model's output dict (``logits`` (B, A), ``scores`` (B, C) or ``count`` (B,)).
-        batch: the batch (its ``answer`` (B,)).
-        margin: hinge margin for multiple choice.
-        hinge_reduction: ``"sum"`` over negatives or ``"mean"`` over pairs (:func:`hinge_loss`).
-        moment: ``label_min_ratio``, ``reg_weight``, ``align_norm``, ``gt_rule`` for :func:`moment_loss`.
-
-    Returns:
-        ``{"loss_ce": ...}``, ``{"loss_hinge": ...}``, ``{"loss_mse": ...}`` or
-        ``{"loss_align": ..., "loss_reg": ...}``. A model that answers from several sampled clips in
-        training may return them all as ``clip_<key>`` (B, K, ...) (SiaSamRea's anchor and siamese clips,
-        ``model.gt_clips=all``): the task loss is then the mean of each clip's loss against the answer
-        (``<key>``, used for predictions, is the anchor's). Plus the model's own extra terms: a model
-        may return ``outputs["aux_losses"]`` (name -> scalar, already weighted, e.g. SiaSamRea's
-        ``loss_siamese``), which are added to the dict and so summed by the loop.
-    """
-    key = _output_key(task_type, outputs)
-    if task_type == "moment":
-        return moment_loss(outputs, batch, **moment)
-    answer = batch["answer"]
-    clips = outputs.get(f"clip_{key}")  # (B, K, ...): several sampled clips, each answering the question
-    preds = [outputs[key]] if clips is None else list(clips.unbind(1))
-    if task_type == "open":
-        losses = {"loss_ce": sum(open_ended_loss(p, answer) for p in preds) / len(preds)}
-    elif task_type == "mc":
-        losses = {"loss_hinge": sum(hinge_loss(p, answer, margin=margin, reduction=hinge_reduction)
-                                    for p in preds) / len(preds)}
-    else:
-        losses = {"loss_mse": sum(count_loss(p, answer) for p in preds) / len(preds)}
-    for name, value in (outputs.get("aux_losses") or {}).items():
-        if name in losses:
-            raise KeyError(f"the model's extra loss {name!r} clashes with the task loss of the same name")
-        losses[name] = value
-    return losses
-
-
-def _output_key(task_type: str, outputs: Mapping[str, Tensor]) -> str:
-    if task_type not in OUTPUT_KEY:
-        raise ValueError(f"unknown task type {task_type!r}; expected one of {sorted(OUTPUT_KEY)}")
-    key = OUTPUT_KEY[task_type]
-    if key not in outputs:
-        raise KeyError(f"a {task_type!r} model must return {key!r}; it returned {sorted(outputs)}")
-    return key
-
-
-def count_rounded(count: Tensor) -> Tensor:
-    """Round a regressed count and clamp it to 1..10 (TGIF-QA Count protocol). (B,) -> (B,) int64."""
-    return count.float().round().clamp(COUNT_MIN, COUNT_MAX).long()
+__all__ = ["Evaluation", "PredictionRecord", "clip_mean", "model_output", "unique_records", "with_aux_losses"]
 
 
 @dataclass(frozen=True)
@@ -201,430 +51,56 @@ class PredictionRecord:
     hits: tuple[tuple[str, float], ...] | None = None
 
 
-def predict(
-    task_type: str,
-    outputs: Mapping[str, Tensor],
-    batch: Mapping[str, Any],
-    *,
-    answer_vocab: Sequence[str] | None = None,
-    **moment: Any,
-) -> list[PredictionRecord]:
-    """Turn one batch of model outputs into per-question records.
 
-    Args:
-        task_type: ``"open"``, ``"mc"`` or ``"count"``.
-        outputs: model outputs for the batch.
-        batch: the batch; uses ``qid``, ``video_id``, ``answer`` and the optional ``qtype`` / ``answer_text``.
-        answer_vocab: open-ended answer words (to write predictions as words).
-        moment: ``nms_threshold`` and ``iou`` for moment retrieval (:func:`moment_predictions`).
-
-    Returns:
-        One :class:`PredictionRecord` per question, in batch order.
-    """
-    key = _output_key(task_type, outputs)
-    if task_type == "moment":
-        return _predict_moments(outputs, batch, **moment)
-    out = outputs[key].detach().float().cpu()
-    answer = batch["answer"].detach().cpu()
-    qids, vids = batch["qid"], batch["video_id"]
-    qtypes = batch.get("qtype") or [""] * len(qids)
-    texts = batch.get("answer_text")
-    records = []
-    if task_type == "open":
-        pred = out.argmax(dim=1)
-        for i, qid in enumerate(qids):
-            a, p = int(answer[i]), int(pred[i])
-            word = answer_vocab[p] if answer_vocab is not None and p < len(answer_vocab) else str(p)
-            if texts is not None:
-                truth = texts[i]
-            else:
-                truth = answer_vocab[a] if answer_vocab and a >= 0 else str(a)
-            records.append(
-                PredictionRecord(qid, vids[i], qtypes[i], word, truth, a, float(a >= 0 and p == a))
-            )
-    elif task_type == "mc":
-        pred = out.argmax(dim=1)
-        for i, qid in enumerate(qids):
-            a, p = int(answer[i]), int(pred[i])
-            records.append(PredictionRecord(qid, vids[i], qtypes[i], p, a, a, float(p == a)))
-    else:
-        rounded = count_rounded(out.view(-1))
-        for i, qid in enumerate(qids):
-            a = float(answer[i])
-            a = int(a) if a.is_integer() else a
-            p = int(rounded[i])
-            records.append(
-                PredictionRecord(qid, vids[i], qtypes[i], p, a, -1, (p - a) ** 2, raw=float(out.view(-1)[i]))
-            )
-    return records
+def model_output(task_type: str, key: str, outputs: Mapping[str, Tensor]) -> Tensor:
+    """``outputs[key]``, the prediction of a ``task_type`` model; a ``KeyError`` naming what it returned."""
+    if key not in outputs:
+        raise KeyError(f"a {task_type!r} model must return {key!r}; it returned {sorted(outputs)}")
+    return outputs[key]
 
 
-def compute_metrics(task_type: str, records: Iterable[PredictionRecord]) -> dict[str, float]:
-    """Metrics over a whole split from its prediction records (duplicated qids counted once).
+def clip_mean(loss: Callable[[Tensor], Tensor], outputs: Mapping[str, Tensor], key: str) -> Tensor:
+    """``loss`` of ``outputs[key]``, or the mean of ``loss`` over the clips of ``clip_<key>`` (B, K, ...)."""
+    clips = outputs.get(f"clip_{key}")  # (B, K, ...): several sampled clips, each answering the question
+    preds = [outputs[key]] if clips is None else list(clips.unbind(1))
+    return sum(loss(p) for p in preds) / len(preds)
 
-    Returns:
-        open: ``accuracy`` and ``accuracy/<qtype>``; mc: ``accuracy``; count: ``mse``. Also ``num_questions``.
-    """
+
+def with_aux_losses(losses: dict[str, Tensor], outputs: Mapping[str, Any]) -> dict[str, Tensor]:
+    """``losses`` plus the model's ``aux_losses``; a ``KeyError`` when one has a task loss's name."""
+    for name, value in (outputs.get("aux_losses") or {}).items():
+        if name in losses:
+            raise KeyError(f"the model's extra loss {name!r} clashes with the task loss of the same name")
+        losses[name] = value
+    return losses
+
+
+def unique_records(records: Iterable[PredictionRecord]) -> list[PredictionRecord]:
+    """The records with each question id once (the first), in order."""
     unique: dict[str, PredictionRecord] = {}
     for rec in records:
         unique.setdefault(rec.qid, rec)
-    recs = list(unique.values())
-    n = len(recs)
-    if task_type == "moment":
-        return moment_metrics(recs)
-    if task_type == "count":
-        mse = sum(r.score for r in recs) / n if n else math.nan
-        return {"mse": mse, "num_questions": float(n)}
-    acc = sum(r.score for r in recs) / n if n else math.nan
-    metrics = {"accuracy": acc, "num_questions": float(n)}
-    if task_type == "open":
-        by_type: dict[str, list[float]] = defaultdict(list)
-        for r in recs:
-            if r.qtype:
-                by_type[r.qtype].append(r.score)
-        for qtype in sorted(by_type):
-            scores = by_type[qtype]
-            metrics[f"accuracy/{qtype}"] = sum(scores) / len(scores)
-    return metrics
+    return list(unique.values())
 
 
 class Evaluation:
-    """Accumulates prediction records over an evaluation pass."""
+    """Accumulates a task kind's prediction records over an evaluation pass.
 
-    def __init__(self, task_type: str, answer_vocab: Sequence[str] | None = None, **moment: Any) -> None:
-        self.task_type = task_type
+    Args:
+        kind: the ``train.tasks.TaskKind`` (its ``predict`` and ``metrics``).
+        answer_vocab: open-ended answer words (predictions written as words).
+        options: the kind's decoding options (moment retrieval: ``nms_threshold``, ``iou``).
+    """
+
+    def __init__(self, kind: Any, answer_vocab: Sequence[str] | None = None, **options: Any) -> None:
+        self.kind = kind
         self.answer_vocab = answer_vocab
-        self.moment = moment
+        self.options = options
         self.records: list[PredictionRecord] = []
 
     def update(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Any]) -> None:
-        self.records.extend(predict(self.task_type, outputs, batch, answer_vocab=self.answer_vocab,
-                                    **self.moment))
+        self.records.extend(self.kind.predict(outputs, batch, answer_vocab=self.answer_vocab, **self.options))
 
     def metrics(self) -> dict[str, float]:
-        return compute_metrics(self.task_type, self.records)
-
-
-# ---------------------------------------------------------------------------- moment retrieval
-#: the moment metrics' protocols (``train.moment_iou``), recorded beside every moment metric in metrics.json
-MOMENT_PROTOCOLS = {
-    "official": (
-        "CMIN's official evaluation (runners/runner_final.py, criteria.py): R@1 = the arg-max window after "
-        "boundary regression, no NMS, rounded to inclusive step indices and scored with the official step "
-        "IoU against the official ground-truth steps; mIoU of that window; IoU thresholds 0.1-0.9. R@5 (not "
-        "computed by the official code): the top 5 after NMS at IoU m - 0.05 for threshold m (the "
-        "convention of the official code's unused compute_IoU_recall), scored the same way"),
-    "continuous": (
-        "toolkit: the top 1 / top 5 moments after NMS at train.moment_nms for every threshold; plain IoU of "
-        "intervals in seconds; thresholds 0.1-0.9"),
-    "steps": (
-        "toolkit: the top 1 / top 5 moments after NMS at train.moment_nms for every threshold; the official "
-        "step IoU with prediction and ground truth both mapped by the official ground-truth rule; "
-        "thresholds 0.1-0.9"),
-}
-
-
-def temporal_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Continuous temporal IoU of intervals ``a`` (..., 2) and ``b`` (..., 2) (broadcast); 0 if disjoint."""
-    inter = (torch.minimum(a[..., 1], b[..., 1]) - torch.maximum(a[..., 0], b[..., 0])).clamp(min=0)
-    union = torch.maximum(a[..., 1], b[..., 1]) - torch.minimum(a[..., 0], b[..., 0])
-    return torch.where(union > 0, inter / union.clamp(min=1e-12), torch.zeros_like(inter))
-
-
-def official_steps(moments_s: Tensor, duration: Tensor | float, num_steps: Tensor | int) -> Tensor:
-    """Moments in seconds as the official CMIN code's inclusive step indices (its ground-truth rule).
-
-    The official data loader (``datasets/ActivityNet.py``) takes the step each time falls in,
-    ``int(t * T / duration)``, for the start and for the end, caps the end at ``T - 1`` and the start at
-    the end. (Its second stage, ``dataloaders/clip_loader.py``, maps frames to its 200 resampled steps;
-    our clips are resampled to T steps of equal duration, so a time maps to its step directly: that stage
-    is the identity here.) Computed in float64.
-
-    Args:
-        moments_s: (..., 2) seconds; duration: seconds and num_steps: T, each a number or of shape (...).
-
-    Returns:
-        (..., 2) float64 integer-valued ``[start, end]``, inclusive, in ``[0, T - 1]``.
-    """
-    m = torch.as_tensor(moments_s, dtype=torch.float64)
-    per_s = torch.as_tensor(num_steps, dtype=torch.float64) / torch.as_tensor(duration, dtype=torch.float64)
-    last = torch.as_tensor(num_steps, dtype=torch.float64) - 1
-    start = torch.floor(per_s * m[..., 0]).clamp(min=0)
-    end = torch.minimum(torch.floor(per_s * m[..., 1]).clamp(min=0), last)
-    return torch.stack([torch.minimum(start, end), end], dim=-1)
-
-
-def inclusive_iou(a: Tensor, b: Tensor) -> Tensor:
-    """The official CMIN IoU (``criteria.calculate_IoU``) of inclusive index intervals, float64, broadcast.
-
-    ``(min(end) - max(start) + 1) / (max(end) - min(start) + 1)``, 0 when negative.
-    """
-    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
-    inter = torch.minimum(a[..., 1], b[..., 1]) - torch.maximum(a[..., 0], b[..., 0]) + 1
-    union = torch.maximum(a[..., 1], b[..., 1]) - torch.minimum(a[..., 0], b[..., 0])
-    iou = inter / (union + 1)
-    return torch.where((union < -1e-5) | (iou < 0), torch.zeros_like(iou), iou)
-
-
-def step_iou(pred_s: Tensor, gt_s: Tensor, duration: float, num_steps: int) -> Tensor:
-    """The official step IoU with prediction and ground truth mapped alike (``train.moment_iou=steps``).
-
-    Both go through :func:`official_steps` (the official ground-truth rule), then :func:`inclusive_iou`:
-    a prediction equal to the ground truth scores 1.
-
-    Args:
-        pred_s: (N, 2) predicted moments in seconds; gt_s: (2,) the ground truth in seconds.
-
-    Returns:
-        (N,) float64.
-    """
-    gt = official_steps(gt_s, duration, num_steps)
-    return inclusive_iou(official_steps(pred_s, duration, num_steps), gt.unsqueeze(0))
-
-
-def official_box_steps(boxes: Tensor, num_steps: int) -> Tensor:
-    """A predicted box as the official evaluation maps it (``runners/runner_final.py``, ``eval``).
-
-    Args:
-        boxes: (N, 2) refined boxes in the official inclusive step coordinates (window ``[s, e)`` of
-            ``models.cmin.window_layout`` is the official proposal ``[s, e - 1]``; offsets add to both).
-        num_steps: the video's valid steps.
-
-    Returns:
-        (N, 2) float64: rounded half to even (``np.round``), the start raised to 0, the end lowered to
-        ``num_steps - 1`` (neither reordered nor clamped otherwise, as the official code).
-    """
-    r = torch.round(torch.as_tensor(boxes, dtype=torch.float32)).to(torch.float64)
-    return torch.stack([r[:, 0].clamp(min=0), r[:, 1].clamp(max=num_steps - 1)], dim=1)
-
-
-def nms_top_k(windows: Tensor, scores: Tensor, *, threshold: float, k: int = 5) -> Tensor:
-    """Greedy temporal non-maximum suppression, stopping after ``k`` kept windows.
-
-    A window is suppressed when its IoU with an already kept, higher-scoring window exceeds
-    ``threshold`` (``threshold >= 1`` disables suppression).
-
-    Args:
-        windows: (N, 2) [start, end]; scores: (N,).
-
-    Returns:
-        (<= k,) int64 indices into ``windows``, best first.
-    """
-    order = scores.argsort(descending=True, stable=True)
-    w = windows[order]
-    alive = torch.ones(len(order), dtype=torch.bool, device=windows.device)
-    keep = []
-    while len(keep) < k:
-        idx = alive.nonzero()
-        if len(idx) == 0:
-            break
-        i = int(idx[0])
-        keep.append(i)
-        alive[i] = False
-        if threshold < 1:
-            alive &= temporal_iou(w[i].unsqueeze(0), w) <= threshold
-    return order[torch.tensor(keep, dtype=torch.int64, device=windows.device)]
-
-
-def _gt_steps(batch: Mapping[str, Any], num_steps: Tensor, rule: str = "continuous") -> Tensor:
-    """The ground truth (B, 2) in each video's step units: ``continuous`` (seconds / duration * valid
-    steps) or ``official`` (the steps :func:`official_steps` gives, as the interval ``[start, end + 1)``)."""
-    if rule == "official":
-        gt = official_steps(batch["moment"], batch["duration"], num_steps)  # (B, 2)
-        return (gt + torch.tensor([0.0, 1.0], dtype=gt.dtype, device=gt.device)).float()
-    duration = batch["duration"].float().clamp(min=1e-6)  # (B,)
-    return batch["moment"].float() / duration.unsqueeze(1) * num_steps.float().unsqueeze(1)
-
-
-def moment_labels(windows: Tensor, window_mask: Tensor, gt: Tensor, *, min_ratio: float = 0.3) -> Tensor:
-    """Alignment labels of every window.
-
-    The slides train each window's confidence against its IoU with the ground truth; the official code
-    (followed) scales it: y = IoU(window, ground truth) / max IoU over the video's valid windows, set to 0
-    where the IoU is below ``min_ratio`` * max and on invalid windows. The ground truth is widened to at
-    least one step so a zero-length moment still has a best window (the official one always spans a step).
-
-    Args:
-        windows: (N, 2) steps; window_mask: (B, N) bool; gt: (B, 2) steps.
-
-    Returns:
-        (B, N) float32 labels in [0, 1], computed in float64 as the official code does (whole-step ground
-        truths put many IoUs exactly at ``min_ratio`` * max; float32 would round some of them away).
-    """
-    gt, windows = gt.double(), windows.double()
-    centre = gt.mean(1, keepdim=True)
-    half = ((gt[:, 1:] - gt[:, :1]).clamp(min=1.0)) / 2
-    gt = torch.cat([centre - half, centre + half], dim=1)  # (B, 2)
-    iou = temporal_iou(windows.unsqueeze(0), gt.unsqueeze(1)) * window_mask.double()  # (B, N)
-    best = iou.amax(1, keepdim=True).clamp(min=1e-12)
-    iou = torch.where(iou < min_ratio * best, torch.zeros_like(iou), iou)
-    return (iou / best).float()
-
-
-def moment_loss(outputs: Mapping[str, Tensor], batch: Mapping[str, Any], *, label_min_ratio: float = 0.3,
-                reg_weight: float = 1e-3, align_norm: str = "all", gt_rule: str = "official"
-                ) -> dict[str, Tensor]:
-    """CMIN's loss (Eq. 8): alignment BCE + ``reg_weight`` * boundary regression.
-
-    Alignment: binary cross-entropy of each valid window's confidence (``window_scores`` logits) against
-    :func:`moment_labels`, summed over the valid windows and divided by every window of the batch
-    (``align_norm="all"``: the official ``nn.BCELoss`` mean over B * T * K windows, the invalid ones
-    contributing 0) or by the valid windows only (``"valid"``, the toolkit's earlier reading: about 2x
-    the weight on ActivityNet, where about half the windows are invalid). Regression (official rule):
-    the refined box (its ``anchors`` + ``window_offsets``) of each video's best-labelled window against the
-    ground truth, SmoothL1 in steps. The ground truth is the official one (``gt_rule="official"``: the
-    steps the start and end fall in, :func:`official_steps`) or the moment itself in continuous steps.
-
-    Args:
-        outputs: ``window_scores`` (B, N), ``window_offsets`` (B, N, 2), ``window_mask`` (B, N),
-            ``windows`` (N, 2), ``num_steps`` (B,), optionally ``anchors`` (N, 2) (default: the windows).
-        batch: ``moment`` (B, 2) seconds, ``duration`` (B,) seconds.
-
-    Returns:
-        ``{"loss_align": ..., "loss_reg": ...}`` (the regression already weighted).
-    """
-    scores = outputs["window_scores"].float()
-    mask = outputs["window_mask"]
-    windows = outputs["windows"].float()
-    gt = _gt_steps(batch, outputs["num_steps"], gt_rule)
-    labels = moment_labels(windows, mask.float(), gt, min_ratio=label_min_ratio)
-    bce = F.binary_cross_entropy_with_logits(scores, labels, reduction="none")
-    total = (bce * mask).sum()
-    align = total / (bce.numel() if align_norm == "all" else mask.sum().clamp(min=1))
-    best = labels.argmax(1)  # (B,)
-    rows = torch.arange(len(best), device=best.device)
-    refined = _anchors(outputs)[best] + outputs["window_offsets"].float()[rows, best]  # (B, 2)
-    reg = F.smooth_l1_loss(refined, gt)
-    return {"loss_align": align, "loss_reg": reg_weight * reg}
-
-
-def _anchors(outputs: Mapping[str, Tensor]) -> Tensor:
-    """The boxes the offsets refine: ``anchors`` (CMIN's integer anchors) or else the windows. (N, 2)."""
-    return outputs.get("anchors", outputs["windows"]).float()
-
-
-def refined_boxes(outputs: Mapping[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
-    """Every valid window's refined box per video, in the official inclusive step coordinates.
-
-    Returns:
-        Per video ``(boxes (N', 2) float32 [start, end] inclusive steps, scores (N',) sigmoid)``, in window
-        order; the interval in continuous steps is ``[start, end + 1)``. Computed as the official code
-        does (its proposal, the anchor ``[s, e - 1]``, plus the offsets, float32), so its rounding is the
-        official one.
-    """
-    scores = torch.sigmoid(outputs["window_scores"].detach().float()).cpu()
-    proposals = _anchors(outputs).detach().cpu() - torch.tensor([0.0, 1.0])  # (N, 2) inclusive
-    boxes = proposals.unsqueeze(0) + outputs["window_offsets"].detach().float().cpu()  # (B, N, 2)
-    mask = outputs["window_mask"].detach().cpu()
-    return [(boxes[b][mask[b]], scores[b][mask[b]]) for b in range(scores.shape[0])]
-
-
-def _ordered(steps: Tensor) -> Tensor:
-    """(N, 2) continuous intervals with start <= end."""
-    return torch.stack([steps.min(1).values, steps.max(1).values], 1)
-
-
-def moment_predictions(outputs: Mapping[str, Tensor], *, durations: Tensor, nms_threshold: float = 0.5,
-                       top_k: int = 5, with_steps: bool = False) -> list[tuple[Tensor, ...]]:
-    """Top-k moments per video in seconds: refined valid windows, clipped, after NMS.
-
-    Returns:
-        Per video ``(moments (k', 2) seconds, scores (k',) sigmoid confidences)``, best first; with
-        ``with_steps`` also their refined boxes (k', 2) in the official inclusive step coordinates.
-    """
-    steps = outputs["num_steps"].detach().float().cpu()
-    out = []
-    for b, (boxes, sc) in enumerate(refined_boxes(outputs)):
-        dur = float(durations[b])
-        cont = boxes + torch.tensor([0.0, 1.0])  # (N', 2) continuous steps
-        sec = _ordered((cont / steps[b].clamp(min=1) * dur).clamp(0, dur))  # (N', 2)
-        keep = nms_top_k(sec, sc, threshold=nms_threshold, k=top_k)
-        out.append((sec[keep], sc[keep], boxes[keep]) if with_steps else (sec[keep], sc[keep]))
-    return out
-
-
-def _official_hits(listed: Tensor, candidates: tuple[Tensor, Tensor], gt: Tensor, num_steps: int
-                   ) -> tuple[Tensor, dict[str, float]]:
-    """The official protocol on one query: the IoU of each listed box (the first is the arg-max) and
-    the hits of every ``R@n,IoU=m``.
-
-    Args:
-        listed: (k, 2) boxes in official inclusive steps, the arg-max window first.
-        candidates: ``(boxes (N, 2), scores (N,))`` every candidate, for R@5's NMS at ``m - 0.05``.
-        gt: (2,) official ground-truth steps.
-    """
-    ious = inclusive_iou(official_box_steps(listed, num_steps), gt.unsqueeze(0))
-    hits = {f"R@1,IoU={m}": float(len(ious) > 0 and bool(ious[0] >= m)) for m in MOMENT_IOUS}
-    boxes, scores = candidates
-    cont = _ordered(boxes.double() + torch.tensor([0.0, 1.0], dtype=torch.float64))
-    for m in MOMENT_IOUS:
-        keep = nms_top_k(cont, scores, threshold=m - 0.05, k=max(MOMENT_RECALL_AT))
-        best = inclusive_iou(official_box_steps(boxes[keep], num_steps), gt.unsqueeze(0))
-        hits[f"R@5,IoU={m}"] = float(bool((best >= m).any()))
-    return ious, hits
-
-
-def moment_records(qids: Sequence[str], video_ids: Sequence[str], moments: Sequence[Tensor],
-                   scores: Sequence[Tensor], gt: Tensor, durations: Tensor, *, iou: str = "official",
-                   num_steps: int | Sequence[int] = 200, boxes: Sequence[Tensor] | None = None,
-                   candidates: Sequence[tuple[Tensor, Tensor]] | None = None) -> list[PredictionRecord]:
-    """Prediction records of ranked moments (the model's or a baseline's), scored by a protocol.
-
-    Args:
-        moments, scores: per query the listed moments (k, 2) in seconds, best first, and their scores.
-        gt: (Q, 2) seconds; durations: (Q,) seconds.
-        iou: the protocol (:data:`MOMENT_PROTOCOLS`).
-        num_steps: T (per query, or one for all).
-        boxes: ``official`` only: the listed moments in official inclusive steps (default: from seconds).
-        candidates: ``official`` only: per query every candidate ``(boxes, scores)`` for R@5's NMS
-            (default: the listed ones).
-    """
-    records = []
-    for i, qid in enumerate(qids):
-        m, g, dur = moments[i].double(), gt[i].double(), float(durations[i])
-        T = int(num_steps if isinstance(num_steps, int) else num_steps[i])
-        if iou == "official":
-            listed = boxes[i] if boxes is not None else m * T / dur - torch.tensor([0.0, 1.0],
-                                                                                 dtype=torch.float64)
-            cand = candidates[i] if candidates is not None else (listed, scores[i])
-            ious, hits = _official_hits(listed, cand, official_steps(g, dur, T), T)
-        else:
-            if iou == "steps":
-                ious = step_iou(m, g, dur, T) if len(m) else torch.zeros(0)
-            else:
-                ious = temporal_iou(m, g.unsqueeze(0)) if len(m) else torch.zeros(0)
-            hits = {f"R@{k},IoU={t}": float(bool((ious[:k] >= t - 1e-9).any()))
-                    for k in MOMENT_RECALL_AT for t in MOMENT_IOUS}
-        pred = [[round(float(s), 3), round(float(e), 3), round(float(c), 5)]
-                for (s, e), c in zip(m.tolist(), scores[i].tolist(), strict=True)]
-        top1 = float(ious[0]) if len(ious) else 0.0
-        records.append(PredictionRecord(qid, video_ids[i], "", pred, [round(float(v), 3) for v in g.tolist()],
-                                        -1, top1, ious=tuple(float(v) for v in ious),
-                                        hits=tuple(sorted(hits.items()))))
-    return records
-
-
-def _predict_moments(outputs: Mapping[str, Tensor], batch: Mapping[str, Any], *, nms_threshold: float = 0.5,
-                     iou: str = "official", **_: Any) -> list[PredictionRecord]:
-    durations = batch["duration"].detach().double().cpu()
-    ranked = moment_predictions(outputs, durations=durations, nms_threshold=nms_threshold, with_steps=True)
-    steps = [int(s) for s in outputs["num_steps"].detach().cpu()]  # each video's own number of steps
-    return moment_records(batch["qid"], batch["video_id"], [r[0] for r in ranked], [r[1] for r in ranked],
-                          batch["moment"].detach().double().cpu(), durations, iou=iou, num_steps=steps,
-                          boxes=[r[2] for r in ranked], candidates=refined_boxes(outputs))
-
-
-def moment_metrics(records: Sequence[PredictionRecord]) -> dict[str, float]:
-    """``R@n,IoU=m`` (share of queries with a hit among the top n, as the protocol ranks them) and
-    ``mIoU`` (top-1). Records without ``hits`` (made elsewhere) count their listed ``ious``."""
-    n = len(records)
-    out: dict[str, float] = {}
-    for k in MOMENT_RECALL_AT:
-        for m in MOMENT_IOUS:
-            name = f"R@{k},IoU={m}"
-            hits = sum(dict(r.hits)[name] if r.hits else any(v >= m - 1e-9 for v in (r.ious or ())[:k])
-                       for r in records)
-            out[name] = hits / n if n else math.nan
-    out["mIoU"] = sum(r.score for r in records) / n if n else math.nan
-    out["num_questions"] = float(n)
-    return out
+        """The kind's metrics over the records (duplicated question ids counted once)."""
+        return self.kind.metrics(unique_records(self.records))

@@ -49,7 +49,7 @@ from torch.utils.data import Dataset
 from extract.manifest import fingerprint
 from pipelines.atomic import atomic_path
 from pipelines.deps import Edge
-from train.config import ConfigError
+from train.config import ConfigError, build_config
 from train.data import batch_tensor, to_float32
 
 __all__ = [
@@ -60,12 +60,14 @@ __all__ = [
     "Projection",
     "best_prior_moments",
     "checkpoint_configs",
+    "checkpoint_model_config",
     "dependency_label_index",
     "encode_edges",
     "fill_video_dim",
     "fit_pca",
     "load_or_fit_pca",
     "model_view",
+    "moment_item",
     "random_moments",
     "resample_steps",
     "split_legacy_keys",
@@ -134,7 +136,7 @@ class MomentConfig:
             raise bad("reg_weight", "must be >= 0")
 
     def loss_settings(self) -> dict[str, Any]:
-        """The keyword arguments of ``train.losses.moment_loss``."""
+        """The keyword arguments of ``train.tasks.moment_losses.moment_loss``."""
         return {"label_min_ratio": self.label_min_ratio, "reg_weight": self.reg_weight,
                 "align_norm": self.align_norm, "gt_rule": self.gt_rule}
 
@@ -218,6 +220,16 @@ def checkpoint_configs(meta: Mapping[str, Any], *, source: str) -> tuple[dict[st
     if "moment_config" in meta:
         return model, json.loads(meta["moment_config"])
     return split_legacy_keys(model, source=source)
+
+
+def checkpoint_model_config(meta: Mapping[str, Any], config_cls: type, *, source: str) -> Any:
+    """The model config a checkpoint was trained with (``--eval-only`` and ``vqa-answer`` alike; older
+    CMIN checkpoints' data keys moved out, :func:`checkpoint_configs`).
+
+    Raises:
+        ConfigError: a value the config class refuses (the message names ``source``'s section).
+    """
+    return build_config(config_cls, checkpoint_configs(meta, source=source)[0], section="model")
 
 
 class Projection:
@@ -401,17 +413,33 @@ class MomentDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         s = self.split
         i = int(self.indices[index])
-        qlen = max(int(s.query_len[i]), 1)
-        return {
-            "qid": s.qids[i],
-            "video_id": s.video_ids[i],
-            "question": torch.as_tensor(np.asarray(s.queries[i][:qlen], dtype=np.int64)),
-            "question_len": qlen,
-            "edges": torch.from_numpy(encode_edges(self.edges[i], qlen, self.labels)),
-            "clips": torch.from_numpy(np.ascontiguousarray(self.clips(s.video_ids[i]))),
-            "duration": float(s.duration_s[i]),
-            "moment": (float(s.start_s[i]), float(s.end_s[i])),
-        }
+        return moment_item(qid=s.qids[i], video_id=s.video_ids[i], query=s.queries[i],
+                           query_len=int(s.query_len[i]), edges=self.edges[i], labels=self.labels,
+                           clips=self.clips(s.video_ids[i]),
+                           duration=float(s.duration_s[i]), moment=(float(s.start_s[i]), float(s.end_s[i])))
+
+
+def moment_item(*, qid: str, video_id: str, query: np.ndarray, query_len: int, edges: Sequence[Edge],
+                labels: Mapping[str, int], clips: np.ndarray, duration: float,
+                moment: tuple[float, float] = (0.0, 0.0)) -> dict[str, Any]:
+    """One query's item of the moment batch: :class:`MomentDataset`'s and ``vqa-answer``'s new queries
+    (``train.tasks.moment``; no ground truth: moment (0, 0)) are both built by it.
+
+    Args:
+        query: (L,) token ids, trimmed to ``query_len`` (at least one); edges: its dependency edges.
+        clips: the model's view of the video (:func:`model_view`), (T, D) float32.
+    """
+    qlen = max(query_len, 1)
+    return {
+        "qid": qid,
+        "video_id": video_id,
+        "question": torch.as_tensor(np.asarray(query[:qlen], dtype=np.int64)),
+        "question_len": qlen,
+        "edges": torch.from_numpy(encode_edges(edges, qlen, labels)),
+        "clips": torch.from_numpy(np.ascontiguousarray(clips)),
+        "duration": float(duration),
+        "moment": moment,
+    }
 
 
 class MomentCollate:

@@ -18,7 +18,7 @@ from models.cmin import (
     valid_windows,
     window_layout,
 )
-from train.losses import compute_losses
+from train.tasks import compute_losses
 
 SMALL = dict(video_dim=12, d_model=16, word_dim=8, num_heads=2, num_dep_labels=5, window_widths=(2, 4),
              dropout=0.0)
@@ -153,7 +153,7 @@ def test_overfits_a_small_batch():
         loss.backward()
         opt.step()
     assert float(loss.detach()) < 0.5 * first
-    from train.losses import moment_predictions, official_steps, temporal_iou
+    from train.tasks.moment_losses import moment_predictions, official_steps, temporal_iou
 
     model.eval()
     with torch.no_grad():

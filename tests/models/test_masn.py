@@ -24,7 +24,7 @@ from models.masn import (
     masn,
     sinusoid,
 )
-from train.losses import count_loss, hinge_loss, open_ended_loss
+from train.tasks.qa_losses import count_loss, hinge_loss, open_ended_loss
 
 TINY = MASNConfig(num_frames=5, appearance_dim=12, motion_dim=10, hidden_dim=16, word_dim=8, position_dim=4,
                   glimpses=2, ban_rank=2, dropout=0.0, attention_dropout=0.0, ban_dropout=0.0,

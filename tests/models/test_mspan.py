@@ -20,7 +20,7 @@ from models.mspan import (
     build_graphs,
     mspan,
 )
-from train.losses import count_loss, hinge_loss, open_ended_loss
+from train.tasks.qa_losses import count_loss, hinge_loss, open_ended_loss
 
 TINY = MSPANConfig(
     num_frames=8, appearance_dim=12, motion_dim=10, node_dim=32, hidden_dim=16, word_dim=8, lstm_layers=1,

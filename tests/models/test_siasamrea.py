@@ -17,7 +17,7 @@ from models.siasamrea import (
     siasamrea,
     soft_label,
 )
-from train.losses import compute_losses
+from train.tasks import compute_losses
 
 D, V, A, C = 8, 20, 5, 4
 TINY = SiaSamReaConfig(frames_dim=D, hidden_dim=16, num_heads=2, num_layers=1, word_dim=8, clip_frames=4,

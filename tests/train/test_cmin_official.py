@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from models.cmin import integer_anchors, valid_windows, window_layout
-from train.losses import compute_metrics, moment_loss, official_steps, predict, step_iou
+from train.tasks import compute_metrics, predict
+from train.tasks.moment_losses import moment_loss, official_steps, step_iou
 
 THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
 

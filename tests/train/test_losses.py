@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from train.losses import compute_losses, compute_metrics, count_rounded, hinge_loss, open_ended_loss, predict
+from train.tasks import compute_losses, compute_metrics, predict
+from train.tasks.qa_losses import count_rounded, hinge_loss, open_ended_loss
 
 
 def _batch(answer, qtypes=None, texts=None):

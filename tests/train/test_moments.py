@@ -15,15 +15,6 @@ from extract.featuredir import write_feature_dir
 from pipelines.datasets import get_dataset
 from pipelines.datasets.base import DatasetFormatError
 from train.cli import build_cli
-from train.losses import (
-    compute_metrics,
-    moment_labels,
-    moment_predictions,
-    moment_records,
-    nms_top_k,
-    step_iou,
-    temporal_iou,
-)
 from train.moments import (
     MomentCollate,
     best_prior_moments,
@@ -32,7 +23,15 @@ from train.moments import (
     model_view,
     resample_steps,
 )
-from train.tasks import get_task
+from train.tasks import compute_metrics, get_task
+from train.tasks.moment_losses import (
+    moment_labels,
+    moment_predictions,
+    moment_records,
+    nms_top_k,
+    step_iou,
+    temporal_iou,
+)
 
 COLOURS = ("red", "blue", "green", "yellow")
 

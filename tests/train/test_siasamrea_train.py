@@ -204,7 +204,7 @@ def test_multiple_choice_learns_at_the_default_settings():
     SiaSamRea at its default config (small widths) and default training settings learns them."""
     from models.siasamrea import SiaSamReaConfig, siasamrea
     from train.config import TrainConfig, paper_train_defaults
-    from train.losses import compute_losses
+    from train.tasks import compute_losses
 
     D, T, n, C = 16, 4, 96, 3
     g = torch.Generator().manual_seed(0)

@@ -3,13 +3,18 @@ the runner's questions as the run's outputs need (batches, vocabularies, predict
 
 import csv
 import json
+import re
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from models import MODELS
+from pipelines.text import EncodedSplit, encode_tokens, tokenize
+from train.data import QADataset
 from train.losses import PredictionRecord
-from train.tasks import TASKS, get_task
+from train.tasks import TASKS, ItemError, get_task
 
 
 def test_every_model_task_type_has_a_kind():
@@ -51,3 +56,53 @@ def test_kinds_differ_where_the_outputs_do(tmp_path):
     wrong = PredictionRecord("q1", "v1", "what", "yes", "no", 1, 0.0)
     get_task("open").write_predictions(tmp_path, "val", [wrong])
     assert json.loads((tmp_path / "predictions_val.jsonl").read_text())["correct"] is False
+
+
+def _meta(vocab, stats):
+    return {"question_vocab": vocab, "answer_vocab": ["yes", "no"], "max_question_len": 8, "subtitles": True,
+            "feature_stats": {k: {"mean": torch.from_numpy(m), "std": torch.from_numpy(s)}
+                              for k, (m, s) in stats.items()}}
+
+
+def test_a_new_question_is_the_item_training_builds():
+    """vqa-answer's item of a training question (``new_item``) is the training dataset's item: the same
+    tokens, candidates, subtitle, segment and standardised features (one builder, ``train.data.qa_item``)."""
+    vocab = ["<pad>", "<unk>", "what", "is", "the", "man", "doing", "run", "jump", "sit", "he", "says"]
+    index = {w: i for i, w in enumerate(vocab)}
+    rng = np.random.default_rng(0)
+    feats = {"appearance": rng.normal(size=(4, 3)).astype(np.float16),
+             "frame_mask": np.array([1, 1, 1, 0], bool)}
+    stats = {"appearance": (np.full(3, 0.5, np.float32), np.full(3, 2.0, np.float32))}
+    question, cands, sub = "what is the man doing ?", ["run", "jump fast", "sit"], "he says hi"
+    q, ql = encode_tokens([tokenize(question)], index, 8)
+    c, cl = encode_tokens([tokenize(x) for x in cands], index, 8)
+    s, sl = encode_tokens([tokenize(sub)], index, allow_empty=True)
+    split = EncodedSplit(["q0"], ["v0"], [""], q, ql, c[None], cl[None], np.array([0]), [""], s, sl)
+    trained = QADataset(split, {"v0": feats}, feature_stats=stats, segments={"q0": (1.0, 2.5)})[0]
+    kind = get_task("mc")
+    view = kind.answer_view(_meta(vocab, stats), source="ckpt", feature_keys=("appearance", "frame_mask"))
+    new = kind.new_item(view, feats, "v0", question, candidates=cands, segment=(1.0, 2.5), subtitle=sub)
+    assert new.keys() == trained.keys()
+    for key, value in trained.items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(new[key], value), key
+        elif key not in ("qid", "qtype", "answer_text"):
+            assert new[key] == value, key
+    assert new["appearance"].dtype == torch.float32 and not new["appearance"][3].any()  # padding stays 0
+    with pytest.raises(ItemError, match="give the candidates"):
+        kind.new_item(view, feats, "v0", question)
+    with pytest.raises(ItemError, match="this is a open model: it takes no candidates"):
+        get_task("open").new_item(view, feats, "v0", question, candidates=cands)
+
+
+def test_no_module_outside_the_kinds_tests_a_task_name():
+    """The runner, the loop, the losses, vqa-answer and explain ask the kind (``train.tasks``); a task's
+    name is tested only in its kind, in the paper defaults (``train/config.py``) and in the converters of
+    official files (whose layout the official --task-type names)."""
+    root = Path(__file__).resolve().parents[2] / "train"
+    allowed = {root / "config.py", *(root / "tools" / "convert" / f for f in ("masn.py", "mspan.py"))}
+    found = [f"{p.relative_to(root.parent)}:{n}" for p in sorted(root.rglob("*.py"))
+             if "tasks" not in p.relative_to(root).parts[:1] and p not in allowed
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+             if re.search(r"task_type\s*[!=]=\s*['\"]", line)]
+    assert not found, f"task names tested outside train/tasks: {found}"

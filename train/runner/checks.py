@@ -118,12 +118,12 @@ def official_text(spec: RunSpec, adapter: Any, meta: Mapping[str, Any], task_typ
         CheckpointError: the checkpoint was converted without the official vocabulary (or, open-ended,
             answer list), or for another task type.
     """
-    model = spec.model
+    model, classes = spec.model, get_task(task_type).answer_vocab  # open-ended: the answer list too
     if meta.get("task_type") not in (None, task_type):
         raise ConfigError(f"{spec.checkpoint}: converted from a {meta['task_type']} checkpoint; this run's "
                           f"task is {task_type}")
     missing = ["--vocab (the official question vocabulary)"] if "text_rule" not in meta else []
-    if task_type == "open" and not meta.get("answer_vocab"):
+    if classes and not meta.get("answer_vocab"):
         missing.append("--answers (the official answer list)")
     if missing or "question_vocab" not in meta:
         raise CheckpointError(
@@ -131,7 +131,7 @@ def official_text(spec: RunSpec, adapter: Any, meta: Mapping[str, Any], task_typ
             f"{' and '.join(missing) or 'its vocabulary'}: its word embeddings and answer outputs are "
             f"indexed by the official preprocessing's vocabularies, not this dataset's, so it cannot be "
             f"evaluated. Convert it again: vqa-convert {model} OFFICIAL_FILE --out FILE --vocab FILE"
-            + (" --answers FILE" if task_type == "open" else "")
+            + (" --answers FILE" if classes else "")
         )
     if meta["text_rule"] not in TEXT_RULES:
         raise CheckpointError(f"{spec.checkpoint}: text rule {meta['text_rule']!r} is unknown to this "
@@ -140,8 +140,8 @@ def official_text(spec: RunSpec, adapter: Any, meta: Mapping[str, Any], task_typ
                                meta.get("answer_vocab") or [])
     log.info("%s: questions encoded with the checkpoint's official rule (%s) and vocabulary (%d words%s)",
              spec.checkpoint, TEXT_RULES[meta["text_rule"]].description, len(prepared.question_vocab),
-             f", {len(prepared.answer_vocab)} answers" if task_type == "open" else "")
-    if task_type == "open":
+             f", {len(prepared.answer_vocab)} answers" if classes else "")
+    if classes:
         oov = int((prepared.splits["test"].answers < 0).sum())
         log.info("test: %d/%d answers are not in the official answer list (counted wrong)", oov,
                  len(prepared.splits["test"].answers))

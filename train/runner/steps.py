@@ -33,7 +33,7 @@ from train.checkpoint import (
     restore_best,
     restore_rng_state,
 )
-from train.config import EVAL_MODEL_KEYS, ConfigError, build_config, config_to_dict
+from train.config import EVAL_MODEL_KEYS, ConfigError, config_to_dict
 from train.data import check_feature_set
 from train.distributed import DistInfo, ShardedEvalSampler, barrier, cleanup_distributed, init_distributed
 from train.loop import (
@@ -47,7 +47,7 @@ from train.loop import (
 )
 from train.loop import evaluate as evaluate_split
 from train.losses import PredictionRecord
-from train.moments import checkpoint_configs
+from train.moments import checkpoint_model_config
 from train.provenance import (
     RANDOM_WEIGHTS_BANNER,
     build_record,
@@ -301,8 +301,7 @@ def _take_checkpoint(r: Run) -> None:
         raise CheckpointError(
             f"{spec.checkpoint}: a checkpoint of model {meta.get('model_name')!r}, not {spec.model!r}"
         )
-    model_values = checkpoint_configs(meta, source=str(spec.checkpoint))[0]
-    model_cfg = build_config(r.entry.config_cls, model_values, section="model")
+    model_cfg = checkpoint_model_config(meta, r.entry.config_cls, source=str(spec.checkpoint))
     r.model_cfg = dataclasses.replace(model_cfg, **{  # inference-only settings of this evaluation
         k: getattr(spec.model_config, k) for k in EVAL_MODEL_KEYS if hasattr(model_cfg, k)})
     if r.task.reads_subtitles and bool(meta.get("subtitles")) != r.prep_kwargs["subtitles"]:

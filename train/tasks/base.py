@@ -9,15 +9,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from torch import Tensor
 
 from train.config import TrainConfig
-from train.losses import PredictionRecord
+from train.losses import PredictionRecord, model_output
 
 if TYPE_CHECKING:
     from train.distributed import DistInfo
     from train.runner.spec import RunSpec
 
-__all__ = ["RunData", "TaskKind"]
+__all__ = ["ItemError", "RunData", "TaskKind", "recorded_feature_stats", "short_float"]
+
+
+def recorded_feature_stats(meta: Mapping[str, Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The standardisation statistics a checkpoint's ``meta`` records: ``{key: (mean, std)}``, ``{}``."""
+    return {k: (v["mean"].numpy(), v["std"].numpy()) for k, v in (meta.get("feature_stats") or {}).items()}
+
+
+def short_float(x: float | None) -> float | None:
+    """``x`` to 6 significant digits (an answer's JSON line); None stays None."""
+    return None if x is None else float(f"{x:.6g}")
+
+
+class ItemError(ValueError):
+    """A new question (``vqa-answer``) the kind cannot make an item of; the message says what to give."""
 
 
 class RunData:
@@ -32,19 +47,34 @@ class RunData:
 
 
 class TaskKind:
-    """One task kind: its settings, text and datasets, batches, loss, evaluation options, baselines and
-    prediction files. The runner asks the kind of its dataset (``adapter.task_type``), never tests its name.
+    """One task kind: its settings, text and datasets, batches, loss, predictions and metrics, evaluation
+    options, baselines, prediction files, and the items and answers of ``vqa-answer``. The runner and
+    ``vqa-answer`` ask the kind of their dataset or checkpoint (``task_type``), never test its name.
 
     Attributes:
         name: the adapters' ``task_type``.
+        output_key: the model output its loss and predictions read (``logits``, ``scores``, ...).
         selection: the validation metric that selects the checkpoint and whether higher (``"max"``) or
             lower (``"min"``) is better.
         reads_subtitles: its questions may carry subtitle text (``prepare_qa(subtitles=True)``).
+        answer_vocab: its answers are classes of an answer vocabulary (open-ended).
+        text_key, text_short: what its text is called (``question``, ``query``): in ``vqa-answer``'s
+            lines and tables, and shortened in figures.
+        answers_title: what its answers are called in figures.
+        required_meta: checkpoint ``meta`` keys ``vqa-answer`` needs besides the shared ones.
+        reads_duration: ``vqa-answer`` measures each video's duration (its answers are in seconds).
     """
 
     name: str = ""
+    output_key: str = ""
     selection: tuple[str, str] = ("accuracy", "max")
     reads_subtitles: bool = False
+    answer_vocab: bool = False
+    text_key: str = "question"
+    text_short: str = "Q"
+    answers_title: str = "answers"
+    required_meta: tuple[str, ...] = ()
+    reads_duration: bool = False
 
     def settings(self, spec: RunSpec) -> Any:
         """The kind's own settings section of the run (None: it has none)."""
@@ -80,6 +110,25 @@ class TaskKind:
         """The batch collate of the kind's dataset items."""
         raise NotImplementedError
 
+    def output(self, outputs: Mapping[str, Tensor]) -> Tensor:
+        """The model's prediction (``outputs[output_key]``); a ``KeyError`` naming what it returned."""
+        return model_output(self.name, self.output_key, outputs)
+
+    def losses(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Any], **options: Any
+               ) -> dict[str, Tensor]:
+        """The loss dict of one batch (the loop sums its values); ``options``: the kind's loss settings
+        (others are ignored)."""
+        raise NotImplementedError
+
+    def predict(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Any], *,
+                answer_vocab: Sequence[str] | None = None, **options: Any) -> list[PredictionRecord]:
+        """One :class:`~train.losses.PredictionRecord` per question of the batch, in batch order."""
+        raise NotImplementedError
+
+    def metrics(self, records: Sequence[PredictionRecord]) -> dict[str, float]:
+        """The metrics of a split from its records (each question once) and ``num_questions``."""
+        raise NotImplementedError
+
     def loss_fn(self, settings: Any) -> Callable[..., dict[str, Any]] | None:
         """The training loss of ``(outputs, batch)`` (None: the trainer's ``compute_losses`` default)."""
         return None
@@ -99,3 +148,56 @@ class TaskKind:
     def write_predictions(self, out: Path, split: str, records: Sequence[PredictionRecord]) -> None:
         """``predictions_<split>.jsonl`` and ``.csv`` (atomic)."""
         raise NotImplementedError
+
+    # -- vqa-answer ---------------------------------------------------------------------------------------
+
+    def answer_view(self, meta: Mapping[str, Any], *, source: str, feature_keys: Sequence[str],
+                    text_encoder: Any = None) -> Any:
+        """What a checkpoint's ``meta`` says about reading a new question and its video (vocabulary,
+        standardisation, ...), for :meth:`new_item`; its ``note`` (or None) is shown to the user.
+
+        Raises:
+            ItemError: the checkpoint's reading cannot be rebuilt here (the message names ``source``).
+        """
+        raise NotImplementedError
+
+    def new_item(self, view: Any, features: Mapping[str, Any], video_id: str, text: str, *,
+                 candidates: Sequence[str] | None = None, segment: tuple[float, float] | None = None,
+                 subtitle: str | None = None, duration: float | None = None) -> dict[str, Any]:
+        """One dataset item of a new question about a video (``features`` as extracted), built as the
+        kind's training dataset builds its items.
+
+        Raises:
+            ItemError: what the kind takes was not given, or what it does not take was.
+        """
+        raise NotImplementedError
+
+    def answer_collate(self, ragged_keys: Sequence[str]) -> Callable[[Sequence[Mapping[str, Any]]], dict]:
+        """The collate of :meth:`new_item` items (``ragged_keys``: the features of variable length)."""
+        raise NotImplementedError
+
+    def decode_answer(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Any], view: Any, *,
+                      candidates: Sequence[str] | None, top_k: int) -> dict[str, Any]:
+        """The answer fields (``train.tools.answer.Answer``'s) of a one-question batch's outputs."""
+        raise NotImplementedError
+
+    def answer_prediction(self, answer: Any) -> Any:
+        """What ``predictions_test.jsonl`` records for the same question (:class:`PredictionRecord`)."""
+        raise NotImplementedError
+
+    def answer_json(self, answer: Any) -> dict[str, Any]:
+        """The kind's entries of an answer's JSON line."""
+        raise NotImplementedError
+
+    def answer_table(self, answer: Any) -> list[str]:
+        """The human-readable table of an answer (``vqa-answer`` without ``--json``)."""
+        raise NotImplementedError
+
+    def answer_lines(self, answer: Any, ground_truth: tuple[float, float] | None = None
+                     ) -> list[tuple[str, float | None]]:
+        """(text, bar value in [0, 1] or None) of a figure's answer panel (``--explain``)."""
+        raise NotImplementedError
+
+    def header(self, answer: Any) -> list[str]:
+        """The first lines of :meth:`answer_table`: the video and the question."""
+        return [f"video: {answer.video}", f"{self.text_key}: {answer.question}"]

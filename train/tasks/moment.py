@@ -1,52 +1,61 @@
 """Moment retrieval (CMIN): a query's moment in seconds. Its settings (the ``moment:`` section,
 ``train.moments.MomentConfig``), queries with dependency edges, datasets (``train.moments.MomentDataset``:
-clips standardised, projected by the training split's PCA, resampled), batches, loss, evaluation
-protocol, baselines (a random window, the best prior) and prediction files (top-5 moments)."""
+clips standardised, projected by the training split's PCA, resampled), batches, loss, predictions and
+metrics (``moment_losses.py``), evaluation protocol, baselines (a random window, the best prior),
+prediction files (top-5 moments), and ``vqa-answer``'s items of new queries (``train.moments.moment_item``,
+as ``MomentDataset``'s) and their moments."""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from pipelines.atomic import atomic_path
-from pipelines.deps import dependency_edges
-from pipelines.text import prepare_moments
+from pipelines.deps import SpacyUnavailable, dependency_edges, new_query_parser
+from pipelines.text import encode_tokens, prepare_moments, tokenize
 from train.checkpoint import load_checkpoint
 from train.config import TrainConfig, build_config, config_to_dict
-from train.data import FeatureMismatchError, feature_statistics, find_missing_videos
+from train.data import FeatureMismatchError, drop_missing_videos, feature_statistics
 from train.distributed import DistInfo, barrier
-from train.losses import (
-    MOMENT_PROTOCOLS,
-    PredictionRecord,
-    compute_losses,
-    moment_metrics,
-    moment_records,
-    nms_top_k,
-)
+from train.losses import PredictionRecord
 from train.moments import (
     MomentCollate,
     MomentConfig,
     MomentDataset,
+    Projection,
     best_prior_moments,
     checkpoint_configs,
     dependency_label_index,
     load_or_fit_pca,
+    model_view,
+    moment_item,
     random_moments,
     upgrade_sections,
 )
-from train.tasks.base import RunData, TaskKind
+from train.tasks.base import ItemError, RunData, TaskKind, recorded_feature_stats, short_float
+from train.tasks.moment_losses import (
+    MOMENT_PROTOCOLS,
+    moment_loss,
+    moment_metrics,
+    moment_predictions,
+    moment_records,
+    nms_top_k,
+    predict_moments,
+)
 
 if TYPE_CHECKING:
     from train.runner.spec import RunSpec
 
-__all__ = ["MOMENT", "MomentTask", "prepare_moments_data"]
+__all__ = ["MOMENT", "MomentTask", "MomentView", "checkpoint_moment_config", "prepare_moments_data"]
 
 log = logging.getLogger("train")
 
@@ -83,21 +92,13 @@ def prepare_moments_data(spec: RunSpec, adapter: Any, reader: Any, dist: DistInf
     rows: dict[str, np.ndarray] = {}
     for name in ("train", "val", "test"):
         split = splits[name]
-        r = np.arange(len(split))
-        missing = set(find_missing_videos(split.video_ids, reader))
-        if missing:
-            n_q = sum(v in missing for v in split.video_ids)
-            if not spec.allow_missing_features:
-                raise FeatureMismatchError(
-                    f"{spec.features}: {len(missing)} video(s) of the {name} split ({n_q} queries) have no "
-                    f"features, e.g. {', '.join(sorted(missing)[:5])}; extract them, or pass "
-                    f"--allow-missing-features to drop those queries")
-            r = np.array([i for i in r if split.video_ids[i] not in missing], dtype=np.int64)
-            log.warning("%s: dropped %d queries of %d videos without features", name, n_q, len(missing))
+        r, n_missing = drop_missing_videos(name, split.video_ids, np.arange(len(split)), reader,
+                                           unit="queries", features=spec.features,
+                                           allow=spec.allow_missing_features)
         if len(r) == 0:
             raise FeatureMismatchError(f"the {name} split has no queries left to use")
         rows[name] = r
-        data.dropped[name] = {"missing_features": len(split) - len(r)} if missing else {}
+        data.dropped[name] = {"missing_features": n_missing} if n_missing else {}
     train_vids = [splits["train"].video_ids[i] for i in rows["train"]]
     stats = None
     if cfg.feature_norm == "standardize":
@@ -121,19 +122,18 @@ def prepare_moments_data(spec: RunSpec, adapter: Any, reader: Any, dist: DistInf
     return prepared, data
 
 
+def checkpoint_moment_config(meta: Mapping[str, Any], *, source: str) -> MomentConfig:
+    """The moment settings a checkpoint was trained with: its ``moment_config``, or the keys older
+    checkpoints kept in ``model_config`` (``--eval-only`` and ``vqa-answer`` alike)."""
+    return build_config(MomentConfig, checkpoint_configs(meta, source=source)[1], section="moment")
+
+
 def moment_settings(spec: RunSpec) -> MomentConfig:
     """The run's moment settings: the evaluated checkpoint's (``--eval-only``), else the spec's."""
     if spec.eval_only and spec.checkpoint is not None:
-        meta = load_checkpoint(spec.checkpoint).get("meta", {})
-        return build_config(MomentConfig, checkpoint_configs(meta, source=str(spec.checkpoint))[1],
-                            section="moment")
+        return checkpoint_moment_config(load_checkpoint(spec.checkpoint).get("meta", {}),
+                                        source=str(spec.checkpoint))
     return spec.moment if spec.moment is not None else MomentConfig()
-
-
-def moment_loss_fn(moment: MomentConfig):
-    """The moment loss with the run's label rule, regression weight, normalisation and ground truth."""
-    settings = moment.loss_settings()
-    return lambda outputs, batch: compute_losses("moment", outputs, batch, **settings)
 
 
 def protocol_record(cfg: TrainConfig) -> dict[str, Any]:
@@ -204,7 +204,11 @@ class MomentTask(TaskKind):
     """Moment retrieval: the kind of the ``activitynet-captions`` and ``tacos`` adapters."""
 
     name = "moment"
+    output_key = "window_scores"
     selection = ("R@1,IoU=0.5", "max")
+    text_key, text_short, answers_title = "query", "query", "moments"
+    required_meta = ("query_parse",)  # the query parser and its label ids
+    reads_duration = True
 
     def settings(self, spec: RunSpec) -> MomentConfig:
         return moment_settings(spec)
@@ -234,7 +238,25 @@ class MomentTask(TaskKind):
         return MomentCollate()
 
     def loss_fn(self, settings: MomentConfig):
-        return moment_loss_fn(settings)
+        """The moment loss with the run's label rule, regression weight, normalisation and ground truth."""
+        options = settings.loss_settings()
+        return lambda outputs, batch: self.losses(outputs, batch, **options)
+
+    def losses(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Any], *, margin: float = 1.0,
+               hinge_reduction: str = "sum", **settings: Any) -> dict[str, Tensor]:
+        """``{"loss_align", "loss_reg"}`` (:func:`~train.tasks.moment_losses.moment_loss`; ``settings``:
+        ``label_min_ratio``, ``reg_weight``, ``align_norm``, ``gt_rule``)."""
+        self.output(outputs)
+        return moment_loss(outputs, batch, **settings)
+
+    def predict(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Any], *,
+                answer_vocab: Sequence[str] | None = None, **options: Any) -> list[PredictionRecord]:
+        """Each query's top-5 moments (``options``: ``nms_threshold`` and ``iou``, the protocol)."""
+        self.output(outputs)
+        return predict_moments(outputs, batch, **options)
+
+    def metrics(self, records: Sequence[PredictionRecord]) -> dict[str, float]:
+        return moment_metrics(records)
 
     def eval_options(self, cfg: TrainConfig) -> dict[str, Any]:
         return {"nms_threshold": cfg.moment_nms, "iou": cfg.moment_iou}
@@ -247,6 +269,104 @@ class MomentTask(TaskKind):
 
     def write_predictions(self, out: Path, split: str, records: Sequence[PredictionRecord]) -> None:
         write_moment_predictions(out, split, records)
+
+    # -- vqa-answer ---------------------------------------------------------------------------------------
+
+    def answer_view(self, meta: Mapping[str, Any], *, source: str, feature_keys: Sequence[str],
+                    text_encoder: Any = None) -> MomentView:
+        """The run's clips' view (standardisation, PCA, resampling), decoding (NMS) and query parser."""
+        view = checkpoint_moment_config(meta, source=source)
+        parse = meta["query_parse"]
+        try:
+            parse_query, note = new_query_parser(str(parse["parser"]))
+        except SpacyUnavailable as exc:
+            raise ItemError(f"{source}: the run's queries were parsed with {parse['parser']}, needed for new "
+                            f"queries too: {exc}") from None
+        nms = float(json.loads(meta["train_config"]).get("moment_nms", 0.5))
+        return MomentView(
+            index={tok: i for i, tok in enumerate(meta["question_vocab"])},
+            max_len=meta.get("max_question_len"), stats=recorded_feature_stats(meta).get("clips"),
+            projection=Projection.from_meta(meta), num_steps=view.num_steps, resample=view.resample,
+            center=view.center_clips, nms_threshold=nms, parse_query=parse_query, note=note,
+            dep_labels={str(k): int(v) for k, v in parse["labels"].items()})
+
+    def new_item(self, view: MomentView, features: Mapping[str, Any], video_id: str, text: str, *,
+                 candidates: Sequence[str] | None = None, segment: tuple[float, float] | None = None,
+                 subtitle: str | None = None, duration: float | None = None) -> dict[str, Any]:
+        """A ``MomentDataset`` item (``train.moments.moment_item``) of a new query: its parse by the run's
+        parser, the clips through the run's view (``train.moments.model_view``)."""
+        if subtitle is not None:
+            raise ItemError("this model was not trained with subtitles; drop the subtitle")
+        if candidates or segment:
+            raise ItemError("this is a moment-retrieval model: it takes a query, no candidates/segment")
+        tokens = tokenize(text)
+        ids, lengths = encode_tokens([tokens], view.index, view.max_len)
+        clips = model_view(features["clips"], num_steps=view.num_steps, resample=view.resample,
+                           projection=view.projection, feature_stats=view.stats, center=view.center)
+        return moment_item(qid="q", video_id=video_id, query=ids[0], query_len=int(lengths[0]),
+                           edges=view.parse_query(tokens), labels=view.dep_labels, clips=clips,
+                           duration=duration)
+
+    def answer_collate(self, ragged_keys: Sequence[str]) -> MomentCollate:
+        return MomentCollate()
+
+    def decode_answer(self, outputs: Mapping[str, Tensor], batch: Mapping[str, Any], view: MomentView, *,
+                      candidates: Sequence[str] | None, top_k: int) -> dict[str, Any]:
+        """The top ``top_k`` moments after NMS at the run's threshold, in seconds, with their scores."""
+        (moments, scores), = moment_predictions(outputs, durations=batch["duration"],
+                                                nms_threshold=view.nms_threshold, top_k=top_k)
+        return {"moments": [(float(a), float(b), float(c))
+                            for (a, b), c in zip(moments.tolist(), scores.tolist(), strict=True)]}
+
+    def answer_prediction(self, answer: Any) -> Any:
+        return [round(float(answer.moments[0][0]), 3), round(float(answer.moments[0][1]), 3)]
+
+    def answer_json(self, answer: Any) -> dict[str, Any]:
+        return {"moments": [{"start": short_float(a), "end": short_float(b), "score": short_float(s)}
+                            for a, b, s in answer.moments]}
+
+    def answer_table(self, answer: Any) -> list[str]:
+        lines = self.header(answer)
+        lines[0] += f"  ({answer.duration:.2f} s)" if answer.duration is not None else ""
+        ranked = enumerate(answer.moments, 1)
+        return [*lines, "  rank  start (s)  end (s)  score",
+                *(f"  {r:>4}  {a:>9.2f}  {b:>7.2f}  {s:.4f}" for r, (a, b, s) in ranked)]
+
+    def answer_lines(self, answer: Any, ground_truth: tuple[float, float] | None = None
+                     ) -> list[tuple[str, float | None]]:
+        """Each moment (with its IoU with the ground truth, when given), then the ground truth."""
+        lines = []
+        for a, b, s in answer.moments:
+            iou = f"  IoU {interval_iou((a, b), ground_truth):.2f}" if ground_truth is not None else ""
+            lines.append((f"{a:.2f}-{b:.2f} s  score {s:.3f}{iou}", None))
+        if ground_truth is not None:
+            lines.append((f"true moment {ground_truth[0]:.2f}-{ground_truth[1]:.2f} s", None))
+        return lines
+
+
+
+@dataclass
+class MomentView:
+    """How a checkpoint reads a new query and its video's clips (:meth:`MomentTask.answer_view`)."""
+
+    index: dict[str, int]  # query vocabulary: token -> id
+    max_len: int | None
+    stats: tuple[np.ndarray, np.ndarray] | None  # the clips' standardisation
+    projection: Projection | None
+    num_steps: int
+    resample: str
+    center: bool
+    nms_threshold: float
+    dep_labels: dict[str, int]
+    parse_query: Callable[[list[str]], Any]
+    note: str | None  # the query parser falls back (pipelines.deps)
+
+
+def interval_iou(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Plain IoU of two intervals in seconds (0 when disjoint)."""
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    union = max(a[1], b[1]) - min(a[0], b[0])
+    return inter / union if union > 0 else 0.0
 
 
 MOMENT = MomentTask()

@@ -137,32 +137,8 @@ def frame_strip(
 
 def answer_lines(result: Any, ground_truth: Segment | None = None) -> list[tuple[str, float | None]]:
     """(text, bar value in [0, 1] or None) for the figure's answer panel (moments: with the ground truth
-    and each moment's IoU with it, when given)."""
-    if result.task_type == "open":
-        return [(f"{a}  {p:.3f}", p) for a, p in result.answers]
-    if result.task_type == "mc":
-        scores = np.array([s for _, s in result.answers], dtype=np.float64)
-        probs = np.exp(scores - scores.max())
-        probs /= probs.sum()
-        return [
-            (f"[{i}] {a}  score {s:.3f}", float(p))
-            for (a, s), i, p in zip(result.answers, result.candidate_index, probs, strict=True)
-        ]
-    if result.task_type == "count":
-        return [(f"count {result.count}  (regressed {result.raw:.3f})", None)]
-    lines = []
-    for a, b, s in result.moments:
-        iou = f"  IoU {_iou((a, b), ground_truth):.2f}" if ground_truth is not None else ""
-        lines.append((f"{a:.2f}-{b:.2f} s  score {s:.3f}{iou}", None))
-    if ground_truth is not None:
-        lines.append((f"true moment {ground_truth[0]:.2f}-{ground_truth[1]:.2f} s", None))
-    return lines
-
-
-def _iou(a: Segment, b: Segment) -> float:
-    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
-    union = max(a[1], b[1]) - min(a[0], b[0])
-    return inter / union if union > 0 else 0.0
+    and each moment's IoU with it, when given): the task kind's (``train.tasks``)."""
+    return result.kind.answer_lines(result, ground_truth)
 
 
 def _text_block(lines: Sequence[tuple[str, float | None]], width: int, *, font_size: int = 14) -> Image.Image:
@@ -523,11 +499,11 @@ def render_explanation(
             None,
         ),
         (f"video: {Path(result.video).name}", None),
-        (f"{'query' if result.task_type == 'moment' else 'Q'}: {result.question}", None),
+        (f"{result.kind.text_short}: {result.question}", None),
     ]
     parts = []
     note = None
-    if result.frames is not None or result.task_type == "moment":
+    if result.frames is not None or result.kind.reads_duration:  # moments: a timeline without frames
         strip, note = EXPLAINERS.get(model, _frame_attention_view)(result, model, ground_truth=ground_truth)
         width = max(width, strip.width)
         parts.append(strip)
@@ -538,7 +514,7 @@ def render_explanation(
             _text_block(header, width),
             _text_block([(note, None)], width, font_size=11),
             *parts,
-            _text_block([("moments" if result.task_type == "moment" else "answers", None),
+            _text_block([(result.kind.answers_title, None),
                          *answer_lines(result, ground_truth)], width),
         ]
     )

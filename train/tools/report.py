@@ -24,7 +24,7 @@ def format_report(run_dirs: list[Path], expected: dict | None = None) -> str:
     ``RANDOM WEIGHTS`` when the backbones had random weights, ``released (FORMAT)`` for features imported from
     the authors' release (``vqa-extract import``); GloVe coverage is shown when a file was used.
     A moment metric names the protocol that produced it and its baselines (``[official]``: CMIN's own
-    evaluation, ``train.losses.MOMENT_PROTOCOLS``; ``[protocol not recorded]`` for older runs).
+    evaluation, ``train.tasks.moment_losses.MOMENT_PROTOCOLS``; ``[protocol not recorded]`` for older runs).
     With ``expected`` (run directory name -> metric -> ``[low, high]``) a column gives each test figure's
     documented range and ``ok`` or ``OUTSIDE``.
 

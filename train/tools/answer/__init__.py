@@ -17,20 +17,26 @@ pretrained backbone weights come from ``--backbone NAME=PATH``, ``--checkpoint-d
 file name) or the torch cache, and a file whose sha256 differs from the recorded one is refused.
 Random-weight backbones are rebuilt from the recorded seed, so features, and answers, are reproduced.
 
-Moment-retrieval models (CMIN; ``task_type == "moment"``) take a query instead of a question
-(:meth:`Answerer.answer` with the sentence, ``--query`` on the command line). The clips go through the
-checkpoint's standardisation, PCA projection and resampling (``train.moments.model_view``, as the
+The checkpoint's task kind (``train.tasks``, by its ``task_type``) builds the batch and reads and
+formats the answer: :meth:`~train.tasks.TaskKind.answer_view` (what the run's meta says about reading
+a question and its video), :meth:`~train.tasks.TaskKind.new_item` (one item, made by the same function
+as the kind's training dataset makes its items), ``decode_answer``, ``answer_json`` and
+``answer_table``. Question answering: question tokens and features standardised with the recorded
+statistics (``train.data.qa_item`` and ``model_features``, as ``QADataset``; ``QACollate``), from the
+feature keys of the model's registry entry.
+
+Moment-retrieval models (CMIN) take a query instead of a question (:meth:`Answerer.answer` with the
+sentence, ``--query`` on the command line). The clips go through the checkpoint's standardisation, PCA
+projection and resampling (``train.moments.model_view``; the item ``train.moments.moment_item``, as the
 training run's ``MomentDataset``); the query's dependency edges come from the parser the training
 queries were parsed with (``meta["query_parse"]``, ``pipelines.deps.new_query_parser``: the chain or
 spaCy exactly; a run on the datasets' stored parses, which cannot be made for a new sentence, falls
 back as ``pipelines.deps`` does and :attr:`Answerer.query_note` says so); the top moments are decoded
-by ``train.losses.moment_predictions`` with the run's NMS threshold, in seconds of the video's decoded
-duration (frames / fps).
+by ``train.tasks.moment_losses.moment_predictions`` with the run's NMS threshold, in seconds of the
+video's decoded duration (frames / fps).
 
-The batch is built like training's (``train.data``: question tokens, features standardised with the
-recorded statistics, ``QACollate``), from the feature keys of the model's registry entry. Every model
-returns its attention as named entries of its output dict; :attr:`Answer.attention` keeps all of them
-for ``--explain`` (``train/tools/explain.py``).
+Every model returns its attention as named entries of its output dict; :attr:`Answer.attention` keeps
+all of them for ``--explain`` (``train/tools/explain.py``).
 
 One module per part: ``api.py`` (:class:`Answerer`), ``results.py`` (:class:`Answer`,
 :class:`VideoFeatures`, the errors), ``batch.py`` (``--questions`` lines) and ``cli.py`` (``vqa-answer``).

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,21 +20,13 @@ from extract.rebuild import (
 from extract.shards import mentions_random_weights
 from extract.video import Video, VideoDecodeError
 from models import get_model
-from pipelines.deps import SpacyUnavailable, new_query_parser
-from pipelines.text import encode_tokens, tokenize
+from pipelines.text import tokenize
 from train.checkpoint import CheckpointError, load_checkpoint
-from train.config import ConfigError, build_config
-from train.data import QACollate, standardize, video_end
-from train.losses import count_rounded, moment_predictions
-from train.moments import (
-    MomentCollate,
-    MomentConfig,
-    Projection,
-    checkpoint_configs,
-    encode_edges,
-    model_view,
-)
+from train.config import ConfigError
+from train.data import video_end
+from train.moments import checkpoint_model_config
 from train.provenance import CHECKPOINT_FORMAT, RANDOM_WEIGHTS_BANNER
+from train.tasks import TASKS, ItemError, get_task
 from train.text_encoder import TextEncoderError, for_checkpoint
 from train.tools.answer.batch import BadRequest, parse_segment
 from train.tools.answer.results import (
@@ -47,7 +38,7 @@ from train.tools.answer.results import (
     named_attention,
 )
 
-__all__ = ["REQUIRED_META", "REQUIRED_MOMENT_META", "Answerer", "check_meta"]
+__all__ = ["REQUIRED_META", "Answerer", "check_meta"]
 
 #: meta keys a checkpoint needs to answer questions on its own (see train.provenance.self_contained_meta)
 REQUIRED_META = (
@@ -62,8 +53,6 @@ REQUIRED_META = (
     "feature_stats",
     "backbone_random_seed",
 )
-#: further meta keys of moment-retrieval checkpoints (the query parser and its label ids)
-REQUIRED_MOMENT_META = ("query_parse",)
 
 
 def check_meta(meta: Mapping[str, Any], path: Path) -> None:
@@ -74,7 +63,8 @@ def check_meta(meta: Mapping[str, Any], path: Path) -> None:
             f"new video. Evaluate it on extracted features: vqa-train {meta.get('model_name')} --eval-only "
             f"--checkpoint {path} ..."
         )
-    required = REQUIRED_META + (REQUIRED_MOMENT_META if meta.get("task_type") == "moment" else ())
+    kind = TASKS.get(meta.get("task_type"))  # its own keys besides (moment retrieval: the query parser)
+    required = REQUIRED_META + (kind.required_meta if kind is not None else ())
     missing = [k for k in required if k not in meta]
     if missing:
         raise OldCheckpointError(
@@ -112,40 +102,22 @@ class Answerer:
         self.text_encoder = text_encoder  # train.text_encoder.LoadedTextEncoder of transformer models
         self.path, self.device = path, device
         self.task_type: str = meta["task_type"]
-        self.answer_vocab: list[str] = list(meta["answer_vocab"])
-        self.index = {tok: i for i, tok in enumerate(meta["question_vocab"])}
-        self.max_len = meta.get("max_question_len")
-        self.subtitles = bool(meta.get("subtitles"))  # trained on questions with subtitle text (How2QA)
-        self.stats = {k: (v["mean"].numpy(), v["std"].numpy()) for k, v in meta["feature_stats"].items()}
-        entry = get_model(meta["model_name"])
-        self.feature_keys = tuple(entry.feature_keys) or tuple(feature_set.outputs)
-        ragged = tuple(n for n, s in feature_set.outputs.items() if s.shape and s.shape[0] is None)
-        self.collate = QACollate(
-            ragged, answer_dtype=torch.float32 if self.task_type == "count" else torch.int64
-        )
-        self.query_note: str | None = None
-        self.features_note: str | None = None  # features recomputed by --features-like's extraction
-        if self.task_type == "moment":
-            self._init_moments()
-
-    def _init_moments(self) -> None:
-        """Moment models: the batch, the clips' view, the decoding and the query parser of the run."""
-        train_cfg = json.loads(self.meta["train_config"])
-        view = build_config(MomentConfig, checkpoint_configs(self.meta, source=str(self.path))[1],
-                            section="moment")  # the clips' view: moment_config, or older model_config keys
-        self.collate = MomentCollate()
-        self.projection = Projection.from_meta(self.meta)
-        self.num_steps, self.resample, self.center = view.num_steps, view.resample, view.center_clips
-        self.nms_threshold = float(train_cfg.get("moment_nms", 0.5))
-        parse = self.meta["query_parse"]
-        self.dep_labels = {str(k): int(v) for k, v in parse["labels"].items()}
         try:
-            self.parse_query, self.query_note = new_query_parser(str(parse["parser"]))
-        except SpacyUnavailable as exc:
-            raise AnswerError(
-                f"{self.path}: the run's queries were parsed with {parse['parser']}, needed for new queries "
-                f"too: {exc}"
-            ) from None
+            self.kind = get_task(self.task_type)
+        except KeyError as exc:
+            raise AnswerError(f"{path}: {exc.args[0]}; this toolkit's vqa-answer cannot answer it") from None
+        self.answer_vocab: list[str] = list(meta["answer_vocab"])
+        entry = get_model(meta["model_name"])
+        feature_keys = tuple(entry.feature_keys) or tuple(feature_set.outputs)
+        try:  # how the run read its questions and videos: vocabulary, standardisation, ...
+            self.view = self.kind.answer_view(meta, source=str(path), feature_keys=feature_keys,
+                                              text_encoder=text_encoder)
+        except ItemError as exc:
+            raise AnswerError(str(exc)) from None
+        ragged = tuple(n for n, s in feature_set.outputs.items() if s.shape and s.shape[0] is None)
+        self.collate = self.kind.answer_collate(ragged)
+        self.query_note: str | None = self.view.note
+        self.features_note: str | None = None  # features recomputed by --features-like's extraction
 
     @classmethod
     def from_checkpoint(
@@ -186,8 +158,7 @@ class Answerer:
         except KeyError as exc:
             raise AnswerError(f"{path}: {exc.args[0]}") from None
         try:
-            values = checkpoint_configs(meta, source=str(path))[0]  # older CMIN ones: data keys moved
-            cfg = build_config(entry.config_cls, values, section="model")
+            cfg = checkpoint_model_config(meta, entry.config_cls, source=str(path))
         except ConfigError as exc:
             raise AnswerError(str(exc)) from None
         try:
@@ -222,6 +193,11 @@ class Answerer:
         return answerer
 
     # -- properties ---------------------------------------------------------------------------------
+
+    @property
+    def subtitles(self) -> bool:
+        """Trained on questions with subtitle text (How2QA)."""
+        return bool(self.meta.get("subtitles"))
 
     @property
     def random_weights(self) -> bool:
@@ -262,7 +238,7 @@ class Answerer:
             partials = fs.infer(chunks)
             features = fs.finalize(partials)
             duration = None
-            if self.task_type == "moment":
+            if self.kind.reads_duration:
                 with Video(path) as v:
                     duration = float(v.info.duration)
         except VideoDecodeError as exc:
@@ -283,11 +259,11 @@ class Answerer:
         """
         if self.text_encoder is not None:  # sub-word tokens: no word is unknown
             return {}
-        label = "query" if self.task_type == "moment" else "question"
+        label, index, max_len = self.kind.text_key, self.view.index, self.view.max_len
 
         def unknown(text: str) -> tuple[list[str], int]:
-            tokens = tokenize(text)[: self.max_len] if self.max_len else tokenize(text)
-            return [t for t in tokens if t not in self.index], len(tokens)
+            tokens = tokenize(text)[:max_len] if max_len else tokenize(text)
+            return [t for t in tokens if t not in index], len(tokens)
 
         words, total = unknown(question)
         found: dict[str, Any] = {label: words, f"{label}_words": total}
@@ -308,73 +284,15 @@ class Answerer:
             raise AnswerError(f"segment {segment[0]:g}-{segment[1]:g} s starts after the end of "
                               f"{feats.video} (it ends by {end:.2f} s); give a segment inside the video")
 
-    def _moment_item(self, feats: VideoFeatures, query: str) -> dict[str, Any]:
-        """One ``MomentDataset`` item for a new query (no ground truth: moment (0, 0))."""
-        tokens = tokenize(query)
-        ids, lengths = encode_tokens([tokens], self.index, self.max_len)
-        qlen = max(int(lengths[0]), 1)
-        stats = self.stats.get("clips")
-        clips = model_view(feats.features["clips"], num_steps=self.num_steps, resample=self.resample,
-                           projection=self.projection, feature_stats=stats, center=self.center)
-        return {
-            "qid": "q",
-            "video_id": Path(feats.video).stem,
-            "question": torch.from_numpy(ids[0][:qlen]),
-            "question_len": qlen,
-            "edges": torch.from_numpy(encode_edges(self.parse_query(tokens), qlen, self.dep_labels)),
-            "clips": torch.from_numpy(np.ascontiguousarray(clips)),
-            "duration": float(feats.duration),
-            "moment": (0.0, 0.0),
-        }
-
-    def _item(
-        self,
-        feats: VideoFeatures,
-        question: str,
-        candidates: Sequence[str] | None,
-        segment: tuple[float, float] | None = None,
-        subtitle: str | None = None,
-    ) -> dict[str, Any]:
-        if subtitle is not None and not self.subtitles:
-            raise AnswerError("this model was not trained with subtitles; drop the subtitle")
-        if self.task_type == "moment":
-            if candidates or segment:
-                raise AnswerError("this is a moment-retrieval model: it takes a query, no candidates/segment")
-            return self._moment_item(feats, question)
-        ids, lengths = encode_tokens([tokenize(question)], self.index, self.max_len)
-        item: dict[str, Any] = {
-            "qid": "q",
-            "video_id": Path(feats.video).stem,
-            "qtype": "",
-            "answer_text": "",
-            "question": torch.from_numpy(ids[0]),
-            "question_len": int(lengths[0]),
-            "answer": 0.0 if self.task_type == "count" else 0,
-        }
-        if self.task_type == "mc":
-            if not candidates:
-                raise AnswerError(
-                    'this is a multiple-choice model: give the candidates (--candidates "a|b|c")'
-                )
-            cids, clen = encode_tokens([tokenize(c) for c in candidates], self.index, self.max_len)
-            item["candidates"], item["candidates_len"] = torch.from_numpy(cids), torch.from_numpy(clen)
-        elif candidates:
-            raise AnswerError(f"this is a {self.task_type} model: it takes no candidates")
-        if self.text_encoder is not None:  # as train.data.QADataset's text_tokens
-            sub = (subtitle or "") if self.subtitles else None
-            tokens = self.text_encoder.tokens(question, candidates, sub)
-            item.update({k: torch.from_numpy(v) for k, v in tokens.items()})
-        elif self.subtitles:  # as train.data.QADataset (none given: no subtitle text, length 0)
-            sids, slen = encode_tokens([tokenize(subtitle or "")], self.index, allow_empty=True)
-            item["subtitle"], item["subtitle_len"] = torch.from_numpy(sids[0]), int(slen[0])
-        if segment is not None:  # as train.data.QADataset (How2QA's ts); models that use none ignore it
-            item["segment"] = torch.tensor([float(segment[0]), float(segment[1])], dtype=torch.float32)
-        for key in self.feature_keys:
-            arr = np.asarray(feats.features[key])
-            if arr.dtype.kind == "f":
-                arr = standardize(feats.features, key, self.stats)  # as train.data.QADataset
-            item[key] = torch.from_numpy(np.ascontiguousarray(arr))
-        return item
+    def _item(self, feats: VideoFeatures, question: str, candidates: Sequence[str] | None,
+              segment: tuple[float, float] | None = None, subtitle: str | None = None) -> dict[str, Any]:
+        """The item of one question, built by the task kind as its training dataset builds items."""
+        try:
+            return self.kind.new_item(self.view, feats.features, Path(feats.video).stem, question,
+                                      candidates=candidates, segment=segment, subtitle=subtitle,
+                                      duration=feats.duration)
+        except ItemError as exc:
+            raise AnswerError(str(exc)) from None
 
     def answer(
         self,
@@ -408,31 +326,9 @@ class Answerer:
                         duration=feats.duration, unknown_words=self.unknown_words(question, candidates))
         result.attention = named_attention(out)
         result.object_names = self.feature_set.object_names(feats.features)
-        if self.task_type == "open":
-            probs = torch.softmax(out["logits"].float()[0], dim=0).cpu()
-            top = torch.topk(probs, min(top_k, probs.numel()))
-            result.answers = [
-                (self.answer_vocab[i], float(p))
-                for p, i in zip(top.values, top.indices.tolist(), strict=True)
-            ]
-        elif self.task_type == "mc":
-            scores = out["scores"].float()[0].cpu()
-            order = torch.argsort(scores, descending=True, stable=True).tolist()
-            result.answers = [(candidates[i], float(scores[i])) for i in order]
-            result.candidate_index = order
-        elif self.task_type == "count":
-            raw = out["count"].float().reshape(-1)[:1].cpu()
-            result.raw, result.count = float(raw[0]), int(count_rounded(raw)[0])
-        elif self.task_type == "moment":
-            (moments, scores), = moment_predictions(
-                out, durations=batch["duration"], nms_threshold=self.nms_threshold, top_k=top_k
-            )
-            result.moments = [
-                (float(a), float(b), float(c))
-                for (a, b), c in zip(moments.tolist(), scores.tolist(), strict=True)
-            ]
-        else:
-            raise AnswerError(f"task type {self.task_type!r} is not supported by vqa-answer")
+        for name, value in self.kind.decode_answer(out, batch, self.view, candidates=candidates,
+                                                   top_k=top_k).items():
+            setattr(result, name, value)
         return result
 
     def answer_many(self, requests: Iterable[Mapping[str, Any]], *, top_k: int = 5) -> list[dict[str, Any]]:
@@ -456,7 +352,7 @@ class Answerer:
                 results[i] = {"line": req.line, "error": req.error}
                 continue
             by_video.setdefault(str(req.get("video", "")), []).append(i)
-        text_key = "query" if self.task_type == "moment" else "question"
+        text_key = self.kind.text_key
         for video, rows in by_video.items():
             try:
                 feats = self.extract(video) if video else None

@@ -39,25 +39,8 @@ def parse_backbones(items: Sequence[str]) -> dict[str, str]:
 
 
 def format_answer(result: Answer) -> str:
-    """The human-readable table of one answer."""
-    label = "query" if result.task_type == "moment" else "question"
-    lines = [f"video: {result.video}", f"{label}: {result.question}"]
-    if result.task_type == "open":
-        lines.append("  rank  probability  answer")
-        lines += [f"  {r:>4}  {p:>11.4f}  {a}" for r, (a, p) in enumerate(result.answers, 1)]
-    elif result.task_type == "mc":
-        lines.append("  rank  score      candidate")
-        lines += [
-            f"  {r:>4}  {s:>9.4f}  [{i}] {a}"
-            for r, ((a, s), i) in enumerate(zip(result.answers, result.candidate_index, strict=True), 1)
-        ]
-    elif result.task_type == "count":
-        lines.append(f"  count: {result.count}  (regressed {result.raw:.3f})")
-    else:
-        lines[0] += f"  ({result.duration:.2f} s)" if result.duration is not None else ""
-        lines.append("  rank  start (s)  end (s)  score")
-        lines += [f"  {r:>4}  {a:>9.2f}  {b:>7.2f}  {s:.4f}" for r, (a, b, s) in enumerate(result.moments, 1)]
-    return "\n".join(lines)
+    """The human-readable table of one answer (its task kind's)."""
+    return "\n".join(result.kind.answer_table(result))
 
 
 # ------------------------------------------------------------------------------------------- command line
@@ -153,11 +136,12 @@ def _answer_one(answerer: Answerer, video, question, query, candidates, segment,
     """One question (or query): the table or ``--json`` line, and the ``--explain`` figure."""
     cands = [c.strip() for c in candidates.split("|")] if candidates else None
     text = query if query is not None else question
-    if query is not None and answerer.task_type != "moment":
+    takes_query = answerer.kind.text_key == "query"
+    if query is not None and not takes_query:
         raise AnswerError(
             f"--query is for moment-retrieval models; this one is {answerer.task_type}: use --question"
         )
-    if query is None and answerer.task_type == "moment":
+    if query is None and takes_query:
         raise AnswerError('this is a moment-retrieval model: give the sentence to find with --query "..."')
     result = answerer.answer(
         video, text, candidates=cands, segment=parse_segment(segment, "--segment"), top_k=top_k,
@@ -219,6 +203,94 @@ def check_writable(path: Path, option: str) -> None:
         raise AnswerError(_cannot_write(path, option, exc)) from None
 
 
+def _question_options(command: Any) -> Any:
+    """``vqa-answer``'s options of what to ask about which video, and where the answers go."""
+    for option in reversed([
+        click.option(
+            "--checkpoint",
+            required=True,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="A self-contained checkpoint (RUN/checkpoints/best.pt or epoch-NNNN.pt).",
+        ),
+        click.option("--video", type=click.Path(path_type=Path), help="The video file."),
+        click.option("--question", help="The question (open-ended, multiple choice, count)."),
+        click.option("--candidates", help='Multiple choice: the candidates, "a|b|c|d|e".'),
+        click.option("--query", help="Moment-retrieval models: the sentence to find in the video."),
+        click.option(
+            "--segment",
+            metavar="START,END",
+            help="The question's segment in seconds, for models trained on questions with one (How2QA's ts).",
+        ),
+        click.option(
+            "--subtitle",
+            metavar="TEXT",
+            help="The subtitle text of the question's segment, for models trained with subtitles (How2QA).",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table."),
+        click.option(
+            "--questions",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help='Batch mode: a JSONL file, one {"video", "question"|"query", "candidates"?} per line.',
+        ),
+        click.option(
+            "--output",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Batch mode: write the answers' JSONL here (default: stdout).",
+        ),
+    ]):
+        command = option(command)
+    return command
+
+
+def _model_options(command: Any) -> Any:
+    """``vqa-answer``'s options of the model's files, device and output."""
+    for option in reversed([
+        click.option(
+            "--checkpoint-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Directory holding the backbone weight files recorded in the checkpoint (by file name).",
+        ),
+        click.option(
+            "--backbone",
+            multiple=True,
+            metavar="NAME=PATH",
+            help="A backbone's weight file (repeatable); its sha256 must be the recorded one.",
+        ),
+        click.option(
+            "--text-encoder",
+            type=click.Path(path_type=Path),
+            help="Models with a transformer question encoder: its local checkpoint directory (default: the "
+            "recorded one); its files' sha256 must be the recorded ones.",
+        ),
+        click.option(
+            "--features-like",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Models trained on imported (released) features: a feature directory vqa-extract made with "
+            "backbones that reproduce them; new videos are extracted as it was (docs/reproduce.md).",
+        ),
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ..."),
+        click.option(
+            "--top-k",
+            default=5,
+            show_default=True,
+            type=click.IntRange(1),
+            help="Open-ended: how many answers to show; moment retrieval: how many moments.",
+        ),
+        click.option(
+            "--explain",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write a figure of what the model attended to (PNG).",
+        ),
+        click.option(
+            "--ground-truth",
+            metavar="START,END",
+            help="Moment models with --explain: the true moment in seconds, drawn on the timeline.",
+        ),
+    ]):
+        command = option(command)
+    return command
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """``vqa-answer`` (also ``python -m train.tools.answer``); exit statuses as ``pipelines.errors``: 0,
     1 user error, 2 usage, 3 batch mode with some questions unanswered (their error lines are written),
@@ -228,78 +300,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     @click.command(
         context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}, epilog=_EPILOG
     )
-    @click.option(
-        "--checkpoint",
-        required=True,
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="A self-contained checkpoint (RUN/checkpoints/best.pt or epoch-NNNN.pt).",
-    )
-    @click.option("--video", type=click.Path(path_type=Path), help="The video file.")
-    @click.option("--question", help="The question (open-ended, multiple choice, count).")
-    @click.option("--candidates", help='Multiple choice: the candidates, "a|b|c|d|e".')
-    @click.option("--query", help="Moment-retrieval models: the sentence to find in the video.")
-    @click.option(
-        "--segment",
-        metavar="START,END",
-        help="The question's segment in seconds, for models trained on questions with one (How2QA's ts).",
-    )
-    @click.option(
-        "--subtitle",
-        metavar="TEXT",
-        help="The subtitle text of the question's segment, for models trained with subtitles (How2QA).",
-    )
-    @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
-    @click.option(
-        "--questions",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help='Batch mode: a JSONL file, one {"video", "question"|"query", "candidates"?} per line.',
-    )
-    @click.option(
-        "--output",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Batch mode: write the answers' JSONL here (default: stdout).",
-    )
-    @click.option(
-        "--checkpoint-dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Directory holding the backbone weight files recorded in the checkpoint (by file name).",
-    )
-    @click.option(
-        "--backbone",
-        multiple=True,
-        metavar="NAME=PATH",
-        help="A backbone's weight file (repeatable); its sha256 must be the recorded one.",
-    )
-    @click.option(
-        "--text-encoder",
-        type=click.Path(path_type=Path),
-        help="Models with a transformer question encoder: its local checkpoint directory (default: the "
-        "recorded one); its files' sha256 must be the recorded ones.",
-    )
-    @click.option(
-        "--features-like",
-        type=click.Path(file_okay=False, path_type=Path),
-        help="Models trained on imported (released) features: a feature directory vqa-extract made with "
-        "backbones that reproduce them; new videos are extracted as it was (docs/reproduce.md).",
-    )
-    @click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:1, ...")
-    @click.option(
-        "--top-k",
-        default=5,
-        show_default=True,
-        type=click.IntRange(1),
-        help="Open-ended: how many answers to show; moment retrieval: how many moments.",
-    )
-    @click.option(
-        "--explain",
-        type=click.Path(dir_okay=False, path_type=Path),
-        help="Write a figure of what the model attended to (PNG).",
-    )
-    @click.option(
-        "--ground-truth",
-        metavar="START,END",
-        help="Moment models with --explain: the true moment in seconds, drawn on the timeline.",
-    )
+    @_question_options
+    @_model_options
     def command(**kwargs):
         """Answer a question about a video with a trained model (features recomputed from the raw video)."""
         return _cli(**kwargs)

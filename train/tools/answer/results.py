@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from train.tasks import TaskKind, get_task
+
 __all__ = [
     "PREDICTION_KEYS", "Answer", "AnswerError", "OldCheckpointError", "VideoFeatures", "display_frames",
     "named_attention",
@@ -87,7 +89,7 @@ class Answer:
         words = self.unknown_words
         if not words:
             return []
-        label = "query" if self.task_type == "moment" else "question"
+        label = self.kind.text_key
         out = []
         if words.get(label):
             n, total = len(words[label]), words[f"{label}_words"]
@@ -105,43 +107,24 @@ class Answer:
         return out
 
     @property
+    def kind(self) -> TaskKind:
+        """The task kind (``train.tasks``): it formats the answer."""
+        return get_task(self.task_type)
+
+    @property
     def prediction(self) -> Any:
         """What ``predictions_test.jsonl`` records: the answer word (open), the candidate index (mc), the
         rounded count (count), the best moment ``[start_s, end_s]`` rounded to ms as there (moment)."""
-        if self.task_type == "open":
-            return self.answers[0][0]
-        if self.task_type == "mc":
-            return self.candidate_index[0]
-        if self.task_type == "count":
-            return self.count
-        return [round(float(self.moments[0][0]), 3), round(float(self.moments[0][1]), 3)]
+        return self.kind.answer_prediction(self)
 
     def to_json(self) -> dict[str, Any]:
         """``{"video", "question", "answers" | "count"}`` or ``{"video", "query", "moments"}`` (moment
         models) (the ``--json`` line)."""
-        text_key = "query" if self.task_type == "moment" else "question"
-        out: dict[str, Any] = {"video": self.video, text_key: self.question}
-        if self.task_type == "open":
-            out["answers"] = [{"answer": a, "score": _round(s)} for a, s in self.answers]
-        elif self.task_type == "mc":
-            out["answers"] = [
-                {"answer": a, "score": _round(s), "index": i}
-                for (a, s), i in zip(self.answers, self.candidate_index, strict=True)
-            ]
-        elif self.task_type == "count":
-            out["count"], out["raw"] = self.count, _round(self.raw)
-        else:
-            out["moments"] = [
-                {"start": _round(a), "end": _round(b), "score": _round(s)} for a, b, s in self.moments
-            ]
+        out: dict[str, Any] = {"video": self.video, self.kind.text_key: self.question}
+        out.update(self.kind.answer_json(self))
         if self.unknown_words:
             out["unknown_words"] = {k: v for k, v in self.unknown_words.items() if not k.endswith("words")}
         return out
-
-
-def _round(x: float | None) -> float | None:
-    return None if x is None else float(f"{x:.6g}")
-
 
 
 def named_attention(out: Mapping[str, Any], row: int = 0, batch_size: int = 1) -> dict[str, np.ndarray]:
