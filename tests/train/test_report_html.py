@@ -53,6 +53,6 @@ def test_moment_page_has_every_metric_beside_each_baseline(tmp_path):
             "</tr>") in text
     assert "<tr><td>mIoU</td><td>0.2000</td><td><b>0.2500</b></td><td>0.2000</td><td></td></tr>" in text
     assert "Queries: 5 val, 6 test. Protocol (model and baselines): steps: a &lt;b&gt; c." in text
-    assert "Found test moments (top moment IoU &ge; 0.5) (1 sampled)" in text
+    assert "Found test moments (top moment IoU ≥ 0.5) (1 sampled)" in text
     assert "Missed test moments (IoU &lt; 0.5) (1 sampled)" in text and "Per question type" not in text
     assert "predicted (top moments, score) <b class='ok'>0.50-2.00 s (0.900)</b>" in text

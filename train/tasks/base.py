@@ -75,6 +75,12 @@ class TaskKind:
     answers_title: str = "answers"
     required_meta: tuple[str, ...] = ()
     reads_duration: bool = False
+    #: reports (``train.tools.report``, ``report_html``, the ``vqa-train`` summary line)
+    report_metrics: tuple[str, ...] = ()  # the test metrics a summary shows (empty: the selection metric)
+    report_all_metrics: bool = False  # the page lists every metric with its protocol and the baselines
+    per_type_score: str | None = "accuracy"  # the per-question-type table's score (None: no table)
+    sample_titles: tuple[str, str] = ("Correct test predictions", "Wrong test predictions")
+    prediction_label: str = ""  # what a sample's prediction shows, after "predicted"
 
     def settings(self, spec: RunSpec) -> Any:
         """The kind's own settings section of the run (None: it has none)."""
@@ -201,3 +207,30 @@ class TaskKind:
     def header(self, answer: Any) -> list[str]:
         """The first lines of :meth:`answer_table`: the video and the question."""
         return [f"video: {answer.video}", f"{self.text_key}: {answer.question}"]
+
+    # -- reports ------------------------------------------------------------------------------------------
+
+    def summary_metrics(self, m: Mapping[str, Any]) -> list[tuple[str, str, dict[str, float]]]:
+        """(metric, its label, the test baselines shown beside it) of each summary row of the run ``m``
+        (``metrics.json``)."""
+        metrics = self.report_metrics or (m["selection_metric"],)
+        return [(k, k, dict(m.get("baselines_test", {}))) for k in metrics]
+
+    def prediction_hit(self, p: Mapping[str, Any]) -> bool:
+        """A line of ``predictions_test.jsonl`` is right (a report's "correct" samples)."""
+        return bool(p["correct"])
+
+    def prediction_score(self, p: Mapping[str, Any]) -> float:
+        """A prediction line's score, averaged per question type (:attr:`per_type_score`)."""
+        return float(bool(p["correct"]))
+
+    def describe_sample(self, p: Mapping[str, Any], record: Any) -> tuple[str, str]:
+        """(prediction, truth) of a prediction line as a report shows them (``record``: the dataset's
+        record of the question, or None)."""
+        return str(p["prediction"]), str(p["answer"])
+
+    def ask(self, answerer: Any, path: Path, record: Any) -> tuple[Any, tuple[float, float] | None]:
+        """The answerer's answer to a dataset record's question about the video at ``path``, and the
+        ground truth a figure draws (None: none)."""
+        return answerer.answer(path, record.question, candidates=record.candidates,
+                               segment=getattr(record, "segment", None)), None  # How2QA's ts

@@ -200,6 +200,10 @@ def write_moment_predictions(out: Path, split: str, records: Sequence[Prediction
                     line += [*pred, r["ious"][k] if k < len(r["ious"]) else ""]
                 w.writerow(line)
 
+#: a moment counts as found (a report's "correct" sample) at this IoU of the top moment with the true one
+MOMENT_HIT_IOU = 0.5
+
+
 class MomentTask(TaskKind):
     """Moment retrieval: the kind of the ``activitynet-captions`` and ``tacos`` adapters."""
 
@@ -209,6 +213,31 @@ class MomentTask(TaskKind):
     text_key, text_short, answers_title = "query", "query", "moments"
     required_meta = ("query_parse",)  # the query parser and its label ids
     reads_duration = True
+    report_metrics = ("R@1,IoU=0.5", "R@5,IoU=0.5", "mIoU")
+    report_all_metrics = True
+    per_type_score = None
+    sample_titles = (f"Found test moments (top moment IoU \u2265 {MOMENT_HIT_IOU})",
+                     f"Missed test moments (IoU < {MOMENT_HIT_IOU})")
+    prediction_label = " (top moments, score)"
+
+    def summary_metrics(self, m: Mapping[str, Any]) -> list[tuple[str, str, dict[str, float]]]:
+        """R@1 and R@5 at IoU 0.5 and mIoU, each labelled with the protocol and beside the same metric of
+        the baselines."""
+        protocol = (m.get("moment_protocol") or {}).get("name", "protocol not recorded")
+        base = m.get("baselines_test", {})
+        return [(k, f"{k} [{protocol}]", {b: v for b, v in base.items() if b.endswith("/" + k)})
+                for k in self.report_metrics]
+
+    def prediction_hit(self, p: Mapping[str, Any]) -> bool:
+        return p["iou"] >= MOMENT_HIT_IOU
+
+    def describe_sample(self, p: Mapping[str, Any], record: Any) -> tuple[str, str]:
+        pred = ", ".join(f"{a:.2f}-{b:.2f} s ({c:.3f})" for a, b, c in p["prediction"])
+        truth = p["answer"]
+        return pred, f"{truth[0]:.2f}-{truth[1]:.2f} s; IoU of the top moment {p['iou']:.3f}"
+
+    def ask(self, answerer: Any, path: Path, record: Any) -> tuple[Any, tuple[float, float] | None]:
+        return answerer.answer(path, record.query), (record.start_s, record.end_s)
 
     def settings(self, spec: RunSpec) -> MomentConfig:
         return moment_settings(spec)

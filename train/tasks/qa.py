@@ -408,6 +408,12 @@ class MultipleChoiceTask(QATask):
         """A random choice: 1 / C."""
         return {"random_choice_accuracy": 1.0 / data.datasets["train"].split.candidates.shape[1]}
 
+    def describe_sample(self, p: Mapping[str, Any], record: Any) -> tuple[str, str]:
+        pred, truth = p["prediction"], p["answer"]
+        if record is None or not record.candidates:
+            return str(pred), str(truth)
+        return f"[{pred}] {record.candidates[int(pred)]}", f"[{truth}] {record.candidates[int(truth)]}"
+
 
 class CountTask(QATask):
     """Count: a regressed number, rounded and clamped to 1..10 in evaluation (MSE; ``mse``)."""
@@ -417,6 +423,13 @@ class CountTask(QATask):
     loss_name = "loss_mse"
     selection = ("mse", "min")  # of the rounded, clamped count
     regression = True
+    per_type_score = "MSE"
+
+    def prediction_hit(self, p: Mapping[str, Any]) -> bool:
+        return p["squared_error"] == 0
+
+    def prediction_score(self, p: Mapping[str, Any]) -> float:
+        return float(p["squared_error"])
 
     def question_loss(self, pred: Tensor, answer: Tensor, *, margin: float, reduction: str) -> Tensor:
         return count_loss(pred, answer)

@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from train.tasks import get_task
+
 __all__ = ["format_report", "main"]
 
 
@@ -42,14 +44,8 @@ def format_report(run_dirs: list[Path], expected: dict | None = None) -> str:
         m = json.loads(path.read_text(encoding="utf-8"))
         better = "lower is better" if m.get("selection_mode") == "min" else "higher is better"
         name = m["dataset"] + (f"/{m['task']}" if m.get("task") else "")
-        # moment retrieval: R@1 and R@5 at IoU 0.5 and mIoU, each beside the same metric of the baselines
-        moment = m.get("task_type") == "moment"
-        for metric in ("R@1,IoU=0.5", "R@5,IoU=0.5", "mIoU") if moment else (m["selection_metric"],):
-            base = {k: v for k, v in m.get("baselines_test", {}).items()
-                    if not moment or k.endswith("/" + metric)}
+        for metric, label, base in get_task(m["task_type"]).summary_metrics(m):
             chance = ", ".join(f"{k} {v:.3f}" for k, v in sorted(base.items()))
-            protocol = (m.get("moment_protocol") or {}).get("name", "protocol not recorded")
-            label = f"{metric} [{protocol}]" if moment else metric
             row = (m["model"], name, f"{label} ({better})", f"{m['val'][metric]:.3f}",
                    f"{m['test'][metric]:.3f}", chance, _features(m.get("provenance")), str(run))
             if expected is not None:

@@ -34,12 +34,9 @@ import jinja2
 import yaml
 
 from pipelines.atomic import atomic_path
+from train.tasks import TaskKind, get_task
 
 __all__ = ["write_html_report"]
-
-
-#: a moment counts as found ("correct" sample) at this IoU of the top moment with the true one
-MOMENT_HIT_IOU = 0.5
 
 
 def _question_texts(conf: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Path]]:
@@ -60,31 +57,21 @@ def _question_texts(conf: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Pat
         return {}, {}
 
 
-def _per_type(preds: list[dict[str, Any]], count: bool) -> list[tuple[str, int, float, float]]:
+def _per_type(preds: list[dict[str, Any]], kind: TaskKind) -> list[tuple[str, int, float, float]]:
     groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for p in preds:
         groups[p.get("qtype") or "-"].append(p)
     rows = []
     for qtype, items in sorted(groups.items()):
-        if count:
-            score = sum(p["squared_error"] for p in items) / len(items)
-        else:
-            score = sum(bool(p["correct"]) for p in items) / len(items)
+        score = sum(kind.prediction_score(p) for p in items) / len(items)
         top = Counter(str(p["answer"]) for p in items).most_common(1)[0][1] / len(items)
         rows.append((qtype, len(items), score, top))
     return rows
 
 
-def _sample(preds: list[dict[str, Any]], n: int, count: bool) -> tuple[list[dict], list[dict]]:
-    if preds and "iou" in preds[0]:  # moment retrieval
-        right = [p for p in preds if p["iou"] >= MOMENT_HIT_IOU]
-        wrong = [p for p in preds if p["iou"] < MOMENT_HIT_IOU]
-    elif count:
-        right = [p for p in preds if p["squared_error"] == 0]
-        wrong = [p for p in preds if p["squared_error"] != 0]
-    else:
-        right = [p for p in preds if p["correct"]]
-        wrong = [p for p in preds if not p["correct"]]
+def _sample(preds: list[dict[str, Any]], n: int, kind: TaskKind) -> tuple[list[dict], list[dict]]:
+    right = [p for p in preds if kind.prediction_hit(p)]
+    wrong = [p for p in preds if not kind.prediction_hit(p)]
     rng = random.Random(0)
     return (
         sorted(rng.sample(right, min(n, len(right))), key=lambda p: p["qid"]),
@@ -92,7 +79,7 @@ def _sample(preds: list[dict[str, Any]], n: int, count: bool) -> tuple[list[dict
     )
 
 
-def _figure(answerer: Any, record: Any, path: Path | None, out: Path) -> str | None:
+def _figure(answerer: Any, kind: TaskKind, record: Any, path: Path | None, out: Path) -> str | None:
     """Render one sample's figure; the error text when it cannot be made."""
     from train.tools.answer import AnswerError
     from train.tools.explain import render_explanation
@@ -101,14 +88,8 @@ def _figure(answerer: Any, record: Any, path: Path | None, out: Path) -> str | N
         return answerer or "no checkpoint"
     if record is None or path is None:
         return "question or video not found in the dataset"
-    moment = hasattr(record, "query")
-    truth = (record.start_s, record.end_s) if moment else None
     try:
-        if moment:
-            result = answerer.answer(path, record.query)
-        else:
-            result = answerer.answer(path, record.question, candidates=record.candidates,
-                                     segment=getattr(record, "segment", None))  # How2QA's ts
+        result, truth = kind.ask(answerer, path, record)
         render_explanation(result, answerer, out, ground_truth=truth)
     except AnswerError as exc:
         return str(exc)
@@ -152,8 +133,7 @@ def write_html_report(run: Path, *, samples: int = 4) -> Path:
     """
     run = Path(run)
     m, conf, preds = _read_run(run)
-    count = m["task_type"] == "count"
-    moment = m["task_type"] == "moment"
+    kind = get_task(m["task_type"])
     task = "/" + m["task"] if m.get("task") else ""
     feats = (m.get("provenance") or {}).get("features") or {}
     page = _template().render(
@@ -163,11 +143,12 @@ def write_html_report(run: Path, *, samples: int = 4) -> Path:
         epochs_completed=m.get("epochs_completed"),
         best_checkpoint=str(m.get("best_checkpoint")),
         random_weights=bool(feats.get("random_weights")),
-        moment=_moment_metrics(m) if moment else None,
-        qa=None if moment else _qa_metrics(m),
-        per_type=_per_type_table(preds, count) if preds and not moment else None,
-        samples=_samples(run, m, conf, preds, samples, count) if preds else [],
-        hit_iou=MOMENT_HIT_IOU,
+        all_metrics=_all_metrics(m) if kind.report_all_metrics else None,
+        qa=None if kind.report_all_metrics else _qa_metrics(m),
+        per_type=_per_type_table(preds, kind) if preds and kind.per_type_score else None,
+        samples=_samples(run, m, conf, preds, samples, kind) if preds else [],
+        text_label=kind.text_short,
+        prediction_label=kind.prediction_label,
     )
     out = run / "report.html"
     with atomic_path(out) as tmp:
@@ -192,8 +173,8 @@ def _qa_metrics(m: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _per_type_table(preds: list[dict[str, Any]], count: bool) -> dict[str, Any]:
-    return {"score": "MSE" if count else "accuracy", "rows": _per_type(preds, count)}
+def _per_type_table(preds: list[dict[str, Any]], kind: TaskKind) -> dict[str, Any]:
+    return {"score": kind.per_type_score, "rows": _per_type(preds, kind)}
 
 
 def _protocol_text(m: dict[str, Any]) -> str:
@@ -202,8 +183,9 @@ def _protocol_text(m: dict[str, Any]) -> str:
     return f"{p['name']}: {p['description']}" if p else "not recorded (a run from before the record)"
 
 
-def _moment_metrics(m: dict[str, Any]) -> dict[str, Any]:
-    """Every moment metric on val and test beside the same metric of each baseline (test)."""
+def _all_metrics(m: dict[str, Any]) -> dict[str, Any]:
+    """Every metric on val and test beside the same metric of each baseline (test), and the protocol that
+    produced them (moment retrieval: ``TaskKind.report_all_metrics``)."""
     metric = m["selection_metric"]
     base = m.get("baselines_test", {})
     names = sorted({k.split("/", 1)[0] for k in base if "/" in k})
@@ -241,40 +223,35 @@ def _load_answerer(m: dict[str, Any]) -> Any:
 
 
 def _samples(
-    run: Path, m: dict[str, Any], conf: dict[str, Any], preds: list[dict[str, Any]], n: int, count: bool
+    run: Path, m: dict[str, Any], conf: dict[str, Any], preds: list[dict[str, Any]], n: int, kind: TaskKind
 ) -> list[dict[str, Any]]:
     """The sampled correct ("ok") and wrong ("bad") test predictions, each with its figure or the reason
     there is none."""
-    right, wrong = _sample(preds, n, count)
+    right, wrong = _sample(preds, n, kind)
     records, paths = _question_texts(conf) if conf else ({}, {})
     answerer = _load_answerer(m) if right or wrong else None
     fig_dir = run / "report"
     fig_dir.mkdir(exist_ok=True)
-    moment = m["task_type"] == "moment"
     return [
-        {"cls": cls, "entries": [_sample_view(p, records, paths, answerer, fig_dir, moment) for p in items]}
-        for items, cls in ((right, "ok"), (wrong, "bad"))
+        {"cls": cls, "title": title,
+         "entries": [_sample_view(p, records, paths, answerer, fig_dir, kind) for p in items]}
+        for items, cls, title in ((right, "ok", kind.sample_titles[0]), (wrong, "bad", kind.sample_titles[1]))
     ]
 
 
 def _sample_view(p: dict[str, Any], records: dict[str, Any], paths: dict[str, Path], answerer: Any,
-                 fig_dir: Path, moment: bool) -> dict[str, Any]:
+                 fig_dir: Path, kind: TaskKind) -> dict[str, Any]:
     """One sample as the page shows it; renders its explanation figure into ``fig_dir``."""
     rec = records.get(p["qid"])
-    text = (rec.query if moment else rec.question) if rec is not None else None
-    pred, truth = p["prediction"], p["answer"]
-    if moment:
-        pred = ", ".join(f"{a:.2f}-{b:.2f} s ({c:.3f})" for a, b, c in pred)
-        truth = f"{truth[0]:.2f}-{truth[1]:.2f} s; IoU of the top moment {p['iou']:.3f}"
-    elif rec is not None and rec.candidates:
-        pred, truth = f"[{pred}] {rec.candidates[int(pred)]}", f"[{truth}] {rec.candidates[int(truth)]}"
+    text = getattr(rec, kind.text_key) if rec is not None else None
+    pred, truth = kind.describe_sample(p, rec)
     png = fig_dir / f"{re.sub(r'[^A-Za-z0-9._-]', '_', p['qid'])}.png"  # no '#', ':' in URLs
     return {
         "qid": p["qid"],
         "video_id": p["video_id"],
         "question": text or "(question text not available)",
-        "prediction": str(pred),
-        "truth": str(truth),
-        "error": _figure(answerer, rec, paths.get(p["video_id"]), png),
+        "prediction": pred,
+        "truth": truth,
+        "error": _figure(answerer, kind, rec, paths.get(p["video_id"]), png),
         "image": png.name,
     }
