@@ -36,6 +36,7 @@ from train.moments import (
     model_view,
 )
 from train.provenance import CHECKPOINT_FORMAT, RANDOM_WEIGHTS_BANNER
+from train.recipes import get_recipe
 from train.text_encoder import TextEncoderError, for_checkpoint
 from train.tools.answer.batch import BadRequest, parse_segment
 from train.tools.answer.results import (
@@ -191,7 +192,8 @@ class Answerer:
         except ConfigError as exc:
             raise AnswerError(str(exc)) from None
         try:
-            text = for_checkpoint(cfg, meta, text_encoder, source=str(path))
+            reading = get_recipe(meta["model_name"]).text_reading(cfg)  # transformer or word ids
+            text = for_checkpoint(reading, meta, text_encoder, source=str(path))
         except TextEncoderError as exc:
             raise AnswerError(str(exc)) from None
         model = entry.build(
