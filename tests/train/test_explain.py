@@ -12,11 +12,11 @@ from models import MODELS
 from train.recipes import RECIPES, get_recipe
 from train.tools.answer import Answer
 from train.tools.explain import (
-    VIEWS,
     LABEL_W,
     PAD,
     TILE,
     TIMELINE_WIDTH,
+    VIEWS,
     anchor_frame_weights,
     draw_boxes,
     render_explanation,
