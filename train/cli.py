@@ -39,20 +39,18 @@ from pipelines.datasets import DATASETS, DatasetFormatError, get_dataset
 from pipelines.glove import GloveFormatError
 from train.checkpoint import CheckpointError, load_checkpoint
 from train.config import (
-    EVAL_MODEL_KEYS,
     ConfigError,
     TrainConfig,
     build_config,
     describe_fields,
     load_yaml_config,
     merge_sections,
-    paper_model_defaults,
-    paper_train_defaults,
     parse_overrides,
 )
 from train.data import FeatureMismatchError, check_feature_set
 from train.loop import NonFiniteLossError, RunDirError
 from train.moments import MomentConfig, checkpoint_configs, fill_video_dim, upgrade_sections
+from train.recipes import get_recipe, paper_model_defaults, paper_train_defaults
 from train.runner import (
     RunSpec,
     effective_config,
@@ -61,6 +59,7 @@ from train.runner import (
     fill_from_features,
     run,
 )
+from train.tasks import get_task
 
 __all__ = ["build_cli", "main"]
 
@@ -185,75 +184,16 @@ def _make_spec(
     eval_name: str | None = None,
 ) -> RunSpec:
     """Validate every setting and build the :class:`RunSpec` (raises click errors with clear messages)."""
-    if eval_only and checkpoint is None:
-        raise click.UsageError("--eval-only needs --checkpoint PATH")
-    if checkpoint is not None and not eval_only:
-        raise click.UsageError("--checkpoint is used with --eval-only (to continue a run use --resume)")
-    if eval_only and resume:
-        raise click.UsageError("--eval-only and --resume exclude each other")
+    _check_flags(eval_only=eval_only, resume=resume, checkpoint=checkpoint)
+    task_type = _task_type(name, entry, dataset, task, root)
+    reader = _feature_reader(name, entry, features)
+    flags = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "num_workers": num_workers}
     try:
-        adapter = get_dataset(dataset)(root, task=task)
-        task_type = adapter.task_type
-    except (DatasetFormatError, FileNotFoundError, KeyError) as exc:
-        raise click.UsageError(str(exc).strip("'\"")) from exc
-    if task_type is None:
-        raise click.UsageError(f"dataset {dataset!r} needs --task, one of: {', '.join(adapter.tasks)}")
-    if task_type not in entry.task_types:
-        raise click.UsageError(f"model {name!r} does not support {task_type!r} tasks ({dataset}/{task})")
-    try:
-        reader = FeatureReader(features)
-    except ManifestError as exc:
-        raise click.UsageError(str(exc)) from exc
-    try:  # before any model.* check: a wrong feature directory explains every later mismatch
-        check_feature_set(reader, entry.feature_set, model=name)
-    except FeatureMismatchError as exc:
-        raise click.ClickException(str(exc)) from exc
-
-    moment_model = "moment" in entry.task_types
-    try:
-        defaults = {"train": paper_train_defaults(name, dataset, task, task_type),
-                    "model": {} if eval_only else paper_model_defaults(name, dataset, task, task_type)}
-        layers: list[tuple[str, dict[str, dict[str, Any]]]] = [("defaults", defaults)]
-        saved_path = out / "config.yaml"
-        if resume and saved_path.exists():
-            saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-            layers.append((str(saved_path), {k: saved.get(k) or {} for k in ("train", "model", "moment")}))
-        if config_file is not None:
-            layers.append((str(config_file), load_yaml_config(str(config_file), model=name)))
-        layers.append(("--set", parse_overrides(overrides)))
-        flags = {"epochs": epochs, "batch_size": batch_size, "seed": seed, "num_workers": num_workers}
-        layers.append(("flags", {"train": {k: v for k, v in flags.items() if v is not None}}))
-        sections = [upgrade_sections(layer, source=src) if moment_model else layer for src, layer in layers]
-        merged = merge_sections(*sections)
-        if merged["moment"] and not moment_model:
-            raise ConfigError(f"moment.* settings ({', '.join('moment.' + k for k in merged['moment'])}) are "
-                              f"moment retrieval's; {name} does not retrieve moments")
-        train_cfg = build_config(TrainConfig, merged["train"], section="train")
-        if eval_only:
-            # a moved text encoder (sha256 checked) and inference-only settings may differ from the checkpoint
-            may_set = ("text_encoder_path", *EVAL_MODEL_KEYS)
-            moved = {k: v for k, v in merged["model"].items() if k in may_set}
-            if set(merged["model"]) - set(moved) or merged["moment"]:
-                given = [f"model.{k}" for k in merged["model"] if k not in moved]
-                raise ConfigError(
-                    "--eval-only takes the model and moment configs from the checkpoint; drop the settings "
-                    f"({', '.join(given + ['moment.' + k for k in merged['moment']])}); only "
-                    f"{', '.join('model.' + k for k in may_set)} may be set"
-                )
-            meta = load_checkpoint(checkpoint).get("meta", {})
-            model_values, moment_values = checkpoint_configs(meta, source=str(checkpoint))
-            model_values = {**model_values, **moved}
-            if "train_config" in meta:  # every result-affecting train.* setting comes from the checkpoint
-                explicit = merge_sections(*sections[1:])["train"]
-                saved_train = json.loads(meta["train_config"])
-                train_cfg = eval_train_config(saved_train, explicit, source=str(checkpoint))
-        else:
-            model_values = fill_from_features(entry.config_cls, merged["model"], reader.outputs)
-            moment_values = merged["moment"]
-        moment_cfg = build_config(MomentConfig, moment_values, section="moment") if moment_model else None
-        if moment_cfg is not None and not eval_only:
-            model_values = fill_video_dim(model_values, moment_cfg, reader.outputs["clips"].shape[-1])
-        model_cfg = build_config(entry.config_cls, model_values, section="model")
+        sections = _setting_layers(name, entry, dataset, task, task_type, out=out, resume=resume,
+                                   eval_only=eval_only, config_file=config_file, overrides=overrides,
+                                   flags=flags)
+        train_cfg, model_cfg, moment_cfg = _configs(name, entry, sections, reader, eval_only=eval_only,
+                                                    checkpoint=checkpoint)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
     except CheckpointError as exc:  # a bad file, not a bad command line
@@ -266,6 +206,110 @@ def _make_spec(
         show_progress=sys.stderr.isatty() if progress is None else progress,
         allow_feature_change=allow_feature_change, eval_name=eval_name,
     )
+
+
+def _check_flags(*, eval_only: bool, resume: bool, checkpoint: Path | None) -> None:
+    """The flags that go together: ``--eval-only`` with ``--checkpoint``, never with ``--resume``."""
+    if eval_only and checkpoint is None:
+        raise click.UsageError("--eval-only needs --checkpoint PATH")
+    if checkpoint is not None and not eval_only:
+        raise click.UsageError("--checkpoint is used with --eval-only (to continue a run use --resume)")
+    if eval_only and resume:
+        raise click.UsageError("--eval-only and --resume exclude each other")
+
+
+def _task_type(name: str, entry: ModelEntry, dataset: str, task: str | None, root: Path) -> str:
+    """The dataset's task type (its annotation files read), which the model must support."""
+    try:
+        adapter = get_dataset(dataset)(root, task=task)
+        task_type = adapter.task_type
+    except (DatasetFormatError, FileNotFoundError, KeyError) as exc:
+        raise click.UsageError(str(exc).strip("'\"")) from exc
+    if task_type is None:
+        raise click.UsageError(f"dataset {dataset!r} needs --task, one of: {', '.join(adapter.tasks)}")
+    if task_type not in entry.task_types:
+        raise click.UsageError(f"model {name!r} does not support {task_type!r} tasks ({dataset}/{task})")
+    return task_type
+
+
+def _feature_reader(name: str, entry: ModelEntry, features: Path) -> FeatureReader:
+    """The feature directory, opened and checked to be the model's feature set."""
+    try:
+        reader = FeatureReader(features)
+    except ManifestError as exc:
+        raise click.UsageError(str(exc)) from exc
+    try:  # before any model.* check: a wrong feature directory explains every later mismatch
+        check_feature_set(reader, entry.feature_set, model=name)
+    except FeatureMismatchError as exc:
+        raise click.ClickException(str(exc)) from exc
+    return reader
+
+
+def _setting_layers(
+    name: str, entry: ModelEntry, dataset: str, task: str | None, task_type: str, *, out: Path, resume: bool,
+    eval_only: bool, config_file: Path | None, overrides: tuple[str, ...], flags: dict[str, Any],
+) -> list[dict[str, dict[str, Any]]]:  # fmt: skip
+    """The layers of settings, later ones winning: the recipe's defaults, the resumed run's saved config,
+    ``--config``, ``--set`` and the dedicated flags (older moment sections upgraded)."""
+    defaults = {"train": paper_train_defaults(name, dataset, task, task_type),
+                "model": {} if eval_only else paper_model_defaults(name, dataset, task, task_type)}
+    layers: list[tuple[str, dict[str, dict[str, Any]]]] = [("defaults", defaults)]
+    saved_path = out / "config.yaml"
+    if resume and saved_path.exists():
+        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+        layers.append((str(saved_path), {k: saved.get(k) or {} for k in ("train", "model", "moment")}))
+    if config_file is not None:
+        layers.append((str(config_file), load_yaml_config(str(config_file), model=name)))
+    layers.append(("--set", parse_overrides(overrides)))
+    layers.append(("flags", {"train": {k: v for k, v in flags.items() if v is not None}}))
+    moment_model = "moment" in entry.task_types
+    return [upgrade_sections(layer, source=src) if moment_model else layer for src, layer in layers]
+
+
+def _configs(name: str, entry: ModelEntry, sections: list[dict[str, dict[str, Any]]], reader: FeatureReader,
+             *, eval_only: bool, checkpoint: Path | None) -> tuple[TrainConfig, Any, MomentConfig | None]:
+    """The train, model and moment configs of the merged layers (``--eval-only``: the checkpoint's)."""
+    moment_model = "moment" in entry.task_types
+    merged = merge_sections(*sections)
+    if merged["moment"] and not moment_model:
+        raise ConfigError(f"moment.* settings ({', '.join('moment.' + k for k in merged['moment'])}) are "
+                          f"moment retrieval's; {name} does not retrieve moments")
+    train_cfg = build_config(TrainConfig, merged["train"], section="train")
+    if eval_only:
+        train_cfg, model_values, moment_values = _checkpoint_settings(name, checkpoint, sections, train_cfg)
+    else:
+        model_values = fill_from_features(entry.config_cls, merged["model"], reader.outputs)
+        moment_values = merged["moment"]
+    moment_cfg = build_config(MomentConfig, moment_values, section="moment") if moment_model else None
+    if moment_cfg is not None and not eval_only:
+        model_values = fill_video_dim(model_values, moment_cfg, reader.outputs["clips"].shape[-1])
+    return train_cfg, build_config(entry.config_cls, model_values, section="model"), moment_cfg
+
+
+def _checkpoint_settings(
+    name: str, checkpoint: Path, sections: list[dict[str, dict[str, Any]]], train_cfg: TrainConfig,
+) -> tuple[TrainConfig, dict[str, Any], dict[str, Any]]:  # fmt: skip
+    """``--eval-only``: the model and moment settings of the checkpoint, with the model's moved directories
+    and inference-only settings (its recipe's ``path_keys``, ``eval_keys``) as given; every
+    result-affecting train.* setting from the checkpoint."""
+    recipe = get_recipe(name)
+    merged = merge_sections(*sections)
+    may_set = (*recipe.path_keys, *recipe.eval_keys)
+    moved = {k: v for k, v in merged["model"].items() if k in may_set}
+    if set(merged["model"]) - set(moved) or merged["moment"]:
+        given = [f"model.{k}" for k in merged["model"] if k not in moved]
+        allowed = f"; only {', '.join('model.' + k for k in may_set)} may be set" if may_set else ""
+        raise ConfigError(
+            "--eval-only takes the model and moment configs from the checkpoint; drop the settings "
+            f"({', '.join(given + ['moment.' + k for k in merged['moment']])}){allowed}"
+        )
+    meta = load_checkpoint(checkpoint).get("meta", {})
+    model_values, moment_values = checkpoint_configs(meta, source=str(checkpoint))
+    if "train_config" in meta:  # every result-affecting train.* setting comes from the checkpoint
+        explicit = merge_sections(*sections[1:])["train"]
+        saved_train = json.loads(meta["train_config"])
+        train_cfg = eval_train_config(saved_train, explicit, source=str(checkpoint))
+    return train_cfg, {**model_values, **moved}, moment_values
 
 
 def _rank() -> int:
@@ -304,8 +348,8 @@ def _execute(spec: RunSpec) -> None:
     if _rank() != 0:
         return
     metric = result["selection_metric"]
-    base = ", ".join(f"{k} {v:.4f}" for k, v in result["baselines_test"].items()
-                     if result["task_type"] != "moment" or k.endswith((metric, "mIoU")))
+    baselines = get_task(result["task_type"]).summary_baselines(result)
+    base = ", ".join(f"{k} {v:.4f}" for k, v in baselines.items())
     protocol = f" [{result['moment_protocol']['name']} protocol]" if "moment_protocol" in result else ""
     click.echo(
         f"{spec.model} {spec.dataset}{'/' + spec.task if spec.task else ''}{protocol}: val {metric} "

@@ -6,6 +6,8 @@ retrieval, ``moment:``: ``train.moments.MomentConfig``), and ``--set`` overrides
 (``train.lr=3e-4``, ``model.num_scales=4``, ``moment.pca_dim=64``). Every layer goes through
 :func:`build_config`, which rejects unknown keys (listing the valid ones) and values of the wrong type;
 the dataclass's own ``__post_init__`` rejects values out of range. Nothing here reads the command line.
+Each model's own defaults (per dataset, clipping, precision) are its recipe's (``train/recipes/``);
+:func:`paper_train_defaults` and :func:`paper_model_defaults` are re-exported from there.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from typing import Any
 
 import yaml
 
+from train.recipes import paper_model_defaults, paper_train_defaults
+
 __all__ = [
-    "CLIP_AND_PRECISION",
-    "EVAL_MODEL_KEYS",
     "ConfigError",
     "SECTIONS",
     "TrainConfig",
@@ -47,9 +49,6 @@ SECTIONS = ("train", "model", "moment")
 
 
 TASK_TYPES = ("open", "mc", "count")
-#: model-config fields that act at inference only, so ``--eval-only`` may set them (``--set model.KEY=V``)
-#: to evaluate a checkpoint otherwise than it was validated; the value used is in ``eval_config.yaml``
-EVAL_MODEL_KEYS = ("eval_clips",)
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class TrainConfig:
     """Settings of the shared training loop (every model uses the same fields).
 
     Defaults follow MSPAN (Guo et al., 2021) and its official code where the paper is silent:
-    Adam, lr 1e-4, weight decay 5e-6, batch 64 (TGIF-QA; 128 for MSVD/MSRVTT via
+    Adam, lr 1e-4, weight decay 5e-6, batch 64 (TGIF-QA; 128 for MSVD/MSRVTT via MSPAN's recipe,
     :func:`paper_train_defaults`), StepLR(5, 0.5) or MultiStepLR([10, 15, 19, 23, 27], 0.5).
     A field's meaning is its comment below or its entry here (:func:`describe_fields` reads both).
 
@@ -75,11 +74,11 @@ class TrainConfig:
         warmup_updates: inverse_sqrt scheduler: updates of linear warm-up before the 1/sqrt decay.
         warmup_init_lr: inverse_sqrt scheduler: learning rate at the first update of the warm-up.
         grad_clip: max global gradient norm; None disables it. Each model's default is its paper's or
-            official code's (``paper_train_defaults``: none for MSPAN, MASN and CMIN); 12 is HCRN's.
+            official code's (its recipe, ``train/recipes/``: none for MSPAN, MASN and CMIN); 12 is HCRN's.
         amp: autocast of training and evaluation, on CPU and CUDA: auto (bf16 where the device computes
             bf16 natively: CUDA with bf16, CPUs with AVX-512 BF16 or AMX; else fp32), bf16, fp32, fp16
             (CUDA only, with a gradient scaler), none (older configs: same as fp32); the resolved one is
-            recorded. Each model's default is its official code's (``paper_train_defaults``).
+            recorded. Each model's default is its official code's (its recipe, ``train/recipes/``).
         moment_nms: moment retrieval: NMS IoU threshold over the candidate windows of the listed top-5
             moments (predictions files, vqa-answer, the continuous and steps protocols; >= 1 disables it).
         moment_iou: moment retrieval metrics' protocol: official (CMIN's evaluation: the arg-max window,
@@ -176,92 +175,6 @@ class TrainConfig:
     @property
     def effective_eval_batch_size(self) -> int:
         return self.eval_batch_size or self.batch_size
-
-
-#: gradient clipping and autocast of each model (train.grad_clip, train.amp), from its paper or official code:
-#: MSPAN (gzcsudo/MSPAN-VideoQA train.py), MASN (MASN-pytorch main*.py) and CMIN (runners/runner_final.py)
-#: step the optimizer on unclipped fp32 gradients. SiaSamRea has no code and its paper gives neither: the
-#: values of ClipBERT's fine-tuning configs (grad_norm 5.0, mixed precision), the model it builds on.
-#: (The toolkit's earlier 12 for every model is HCRN's clip_grad_norm_.)
-CLIP_AND_PRECISION = {
-    "mspan": {"grad_clip": None, "amp": "fp32"},
-    "masn": {"grad_clip": None, "amp": "fp32"},
-    "cmin": {"grad_clip": None, "amp": "fp32"},
-    "siasamrea": {"grad_clip": 5.0, "amp": "auto"},
-}
-
-
-def paper_train_defaults(model: str, dataset: str, task: str | None, task_type: str) -> dict[str, Any]:
-    """Per-dataset training defaults of a paper model, applied below the YAML file and ``--set``.
-
-    MSPAN (official code and run scripts): batch 64 on TGIF-QA and 128 on MSVD-QA / MSRVTT-QA;
-    StepLR(5, 0.5) for Count, MSVD-QA and MSRVTT-QA, MultiStepLR([10, 15, 19, 23, 27], 0.5) otherwise;
-    20 epochs for Count and MSRVTT-QA, 30 otherwise; the top 4000 training answers on MSVD-QA and
-    MSRVTT-QA. (Elsewhere the answer vocabulary is the dataset adapter's ``default_answer_vocab_size``.)
-    MASN (paper and official code): batch 32 (Count, FrameQA, MSVD/MSRVTT-QA) or 16 (Action, Transition),
-    constant lr, no weight decay, the hinge loss averaged over (question, negative) pairs (official
-    ``embed_loss.py``; the paper does not give the normalisation). Every model: gradient clipping and
-    autocast of :data:`CLIP_AND_PRECISION`.
-
-    Args:
-        model: registry name (``"mspan"``).
-        dataset: dataset registry name.
-        task: dataset task (``"frameqa"``) or None.
-        task_type: ``"open"``, ``"mc"`` or ``"count"``.
-
-    Returns:
-        A dict of ``TrainConfig`` field overrides (possibly empty).
-    """
-    out: dict[str, Any] = dict(CLIP_AND_PRECISION.get(model, {}))
-    msvd_like = dataset in ("msvd-qa", "msrvtt-qa")
-    if model == "mspan":
-        out["batch_size"] = 128 if msvd_like else 64
-        out["scheduler"] = "step" if (msvd_like or task_type == "count") else "multistep"
-        out["epochs"] = 20 if (dataset == "msrvtt-qa" or task_type == "count") else 30
-        if msvd_like:
-            out["answer_vocab_size"] = 4000
-    if model == "cmin":  # the official run scripts (README); Adam with decoupled weight decay
-        tacos = dataset == "tacos"
-        out.update(optimizer="adamw", scheduler="inverse_sqrt", warmup_updates=300, max_question_len=20,
-                   batch_size=64 if tacos else 128, epochs=40 if tacos else 10, lr=4e-4 if tacos else 8e-4,
-                   warmup_init_lr=1e-7 if tacos else 1e-6, weight_decay=1e-8 if tacos else 1e-7)
-    if model == "masn":  # the paper: Adam 1e-4, batch 32 (Count, FrameQA) / 16 (Action, Transition)
-        out["batch_size"] = 16 if task_type == "mc" else 32
-        out["scheduler"] = "none"  # official default (change_lr='none'), no weight decay
-        out["weight_decay"] = 0.0
-        out["hinge_reduction"] = "mean"  # official embed_loss.py: size_average over the pairs
-    return out
-
-
-#: MSPAN's dropout in the official run scripts (train_sh/*.sh), by (dataset, task)
-MSPAN_DROPOUT = {
-    ("tgif", "action"): 0.1,
-    ("tgif", "count"): 0.2,
-    ("tgif", "frameqa"): 0.3,
-    ("tgif", "transition"): 0.3,
-    ("msvd-qa", None): 0.3,
-    ("msrvtt-qa", None): 0.3,
-}
-
-
-def paper_model_defaults(model: str, dataset: str, task: str | None, task_type: str) -> dict[str, Any]:
-    """Per-task model-config defaults of a paper model, applied below the YAML file and ``--set``.
-
-    MSPAN (official run scripts): dropout 0.1 Action, 0.2 Count, 0.3 FrameQA, Transition, MSVD-QA and
-    MSRVTT-QA (the readout's 0.2 is the config default); other datasets keep the config default.
-    CMIN (official run scripts): window widths [6, 18, 32] steps on TACoS (the config default is
-    ActivityNet Captions').
-
-    Returns:
-        A dict of model-config field overrides (possibly empty).
-    """
-    out: dict[str, Any] = {}
-    if model == "mspan" and (dataset, task) in MSPAN_DROPOUT:
-        out["dropout"] = MSPAN_DROPOUT[(dataset, task)]
-    if model == "cmin" and dataset == "tacos":
-        out["window_widths"] = [6, 18, 32]
-    return out
-
 
 
 def describe_fields(cls: type) -> list[tuple[str, str, str, str]]:

@@ -2,8 +2,10 @@
 
 ``model.text_encoder=transformer`` with ``model.text_encoder_path=DIR`` (SiaSamRea; ``models/siasamrea.py``
 says what the model does with it) needs the ``text`` extra (``pip install 'videoqa-toolkit[text]'``,
-i.e. ``transformers``). This module is the only place that imports ``transformers``, and only when such a
-config is used, so the GloVe path never pays for it.
+i.e. ``transformers``). A model's recipe (``text_reading``) turns its config into the
+:class:`train.recipes.TextReading` read here: no model's config field is named in this module. This
+module is the only place that imports ``transformers``, and only when such a config is used, so the
+GloVe path never pays for it.
 
 - **Loading** (:func:`load_text_encoder`): ``AutoTokenizer`` and ``AutoModel`` from ``DIR`` with
   ``local_files_only=True`` (and ``HF_HUB_OFFLINE=1`` unless the user set it; no remote code), so a
@@ -31,13 +33,16 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from extract.weights import sha256_file
 from train.config import ConfigError
 from train.data import TEXT_KEYS
+
+if TYPE_CHECKING:
+    from train.recipes import TextReading
 
 __all__ = [
     "TEXT_KEYS",
@@ -48,7 +53,6 @@ __all__ = [
     "encode_questions",
     "for_checkpoint",
     "load_text_encoder",
-    "uses_text_encoder",
 ]
 
 log = logging.getLogger("train")
@@ -78,11 +82,6 @@ class LoadedTextEncoder:
         return encode_questions(self.tokenizer, [question], [candidates], self.max_len,
                                 subtitles=None if subtitle is None else [subtitle],
                                 subtitle_max_len=self.subtitle_max_len)[0]
-
-
-def uses_text_encoder(model_cfg: Any) -> bool:
-    """True when a model config asks for the transformer question encoder."""
-    return getattr(model_cfg, "text_encoder", "glove") == "transformer"
 
 
 def directory_record(path: str | os.PathLike) -> dict[str, Any]:
@@ -153,12 +152,13 @@ def load_text_encoder(path: str | os.PathLike | None, *, max_len: int = 64, subt
     return LoadedTextEncoder(Path(path), tokenizer, model, record, max_len, subtitle_max_len)
 
 
-def for_checkpoint(model_cfg: Any, meta: Mapping[str, Any], override: str | os.PathLike | None, *,
+def for_checkpoint(reading: TextReading, meta: Mapping[str, Any], override: str | os.PathLike | None, *,
                    source: str) -> LoadedTextEncoder | None:
     """The text encoder a checkpoint was trained with (``vqa-answer``), checked against its record.
 
     Args:
-        model_cfg: the checkpoint's model config; meta: its ``meta``.
+        reading: how the checkpoint's model config reads questions (its recipe's ``text_reading``);
+            meta: the checkpoint's ``meta``.
         override: ``--text-encoder DIR`` (a moved copy), else the recorded ``text_encoder_path``.
         source: the checkpoint, for messages.
 
@@ -169,13 +169,13 @@ def for_checkpoint(model_cfg: Any, meta: Mapping[str, Any], override: str | os.P
         TextEncoderError: missing directory or package, other files than recorded, or ``override`` for a
             model without a text encoder.
     """
-    if not uses_text_encoder(model_cfg):
+    if not reading.encoder:
         if override:
             raise TextEncoderError(f"--text-encoder: {source} reads questions with GloVe, not a transformer; "
                                    "drop the option")
         return None
-    loaded = load_text_encoder(override or model_cfg.text_encoder_path, max_len=model_cfg.text_max_len,
-                               subtitle_max_len=getattr(model_cfg, "subtitle_max_len", 64),
+    loaded = load_text_encoder(override or reading.encoder_path, max_len=reading.max_len,
+                               subtitle_max_len=reading.subtitle_max_len,
                                option="--text-encoder" if override else "the recorded text encoder",
                                hint="" if override else " with --text-encoder DIR")
     check_text_encoder((meta.get("provenance") or {}).get("text_encoder"), loaded.record, what="vqa-answer",

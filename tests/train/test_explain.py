@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from models import MODELS
+from train.recipes import RECIPES, get_recipe
 from train.tools.answer import Answer
 from train.tools.explain import (
-    EXPLAINERS,
     LABEL_W,
     PAD,
     TILE,
     TIMELINE_WIDTH,
+    VIEWS,
     anchor_frame_weights,
     draw_boxes,
     render_explanation,
@@ -49,8 +51,11 @@ def _masn_answer(task_type: str = "open") -> Answer:
     return res
 
 
-def test_every_model_with_attention_has_an_explainer():
-    assert set(EXPLAINERS) == {"mspan", "masn", "siasamrea", "cmin"}
+def test_every_model_names_a_view_that_exists():
+    views = {name: RECIPES[name].explain.view for name in MODELS}
+    assert views == {"mspan": "frame_attention", "masn": "object_boxes", "siasamrea": "clip_frames",
+                     "cmin": "timeline"}
+    assert set(views.values()) <= set(VIEWS)
 
 
 def test_draw_boxes_outlines_the_most_attended_box_in_red():
@@ -78,8 +83,9 @@ def test_draw_boxes_names_bottom_up_objects():
 def test_masn_figure_names_objects_when_the_answer_has_names():
     res = _masn_answer()
     res.object_names = np.array([["red car", "white shirt"]] * 3, dtype=object)
-    plain, plain_caption = EXPLAINERS["masn"](_masn_answer(), "masn")
-    named, caption = EXPLAINERS["masn"](res, "masn")
+    explain = get_recipe("masn").explain
+    plain, plain_caption = VIEWS[explain.view](_masn_answer(), explain)
+    named, caption = VIEWS[explain.view](res, explain)
     assert np.asarray(named).shape == np.asarray(plain).shape
     assert (np.asarray(named) != np.asarray(plain)).any(-1).sum() > 30  # the boxes' labels carry the names
     assert "Visual Genome" in caption and "Visual Genome" not in plain_caption

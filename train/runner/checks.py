@@ -4,7 +4,6 @@ transformer text encoder's files."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -14,25 +13,24 @@ from typing import Any
 from pipelines.official_text import TEXT_RULES, encode_official
 from train.checkpoint import CheckpointError
 from train.config import ConfigError, TrainConfig, config_to_dict
+from train.recipes import get_recipe
 from train.runner.spec import EVAL_RUNTIME_KEYS, RESUMABLE_KEYS, RunSpec
 from train.tasks import get_task
-from train.text_encoder import LoadedTextEncoder, check_text_encoder, load_text_encoder, uses_text_encoder
+from train.text_encoder import LoadedTextEncoder, check_text_encoder, load_text_encoder
 
 log = logging.getLogger("train")
 
 
 def run_text_encoder(spec: RunSpec, model_cfg: Any, saved_provenance: Mapping[str, Any] | None,
-                       eval_meta: Mapping[str, Any] | None) -> tuple[LoadedTextEncoder | None, Any]:
-    """The transformer question encoder of a run (None for GloVe), refused when its directory's files
-    differ from the ones the resumed run or the evaluated checkpoint recorded. Returns it and the model
-    config (``--eval-only`` may point ``model.text_encoder_path`` at a moved copy)."""
-    if not uses_text_encoder(model_cfg):
-        return None, model_cfg
-    moved = getattr(spec.model_config, "text_encoder_path", None) if spec.eval_only else None
-    if moved:
-        model_cfg = dataclasses.replace(model_cfg, text_encoder_path=moved)
-    loaded = load_text_encoder(model_cfg.text_encoder_path, max_len=model_cfg.text_max_len,
-                               subtitle_max_len=getattr(model_cfg, "subtitle_max_len", 64))
+                     eval_meta: Mapping[str, Any] | None) -> LoadedTextEncoder | None:
+    """The transformer question encoder of a run (None without one: its recipe's ``text_reading``),
+    refused when its directory's files differ from the ones the resumed run or the evaluated checkpoint
+    recorded."""
+    reading = get_recipe(spec.model).text_reading(model_cfg)
+    if not reading.encoder:
+        return None
+    loaded = load_text_encoder(reading.encoder_path, max_len=reading.max_len,
+                               subtitle_max_len=reading.subtitle_max_len)
     if eval_meta is not None:
         check_text_encoder((eval_meta.get("provenance") or {}).get("text_encoder"), loaded.record,
                            what="--eval-only", source=str(spec.checkpoint))
@@ -44,7 +42,7 @@ def run_text_encoder(spec: RunSpec, model_cfg: Any, saved_provenance: Mapping[st
                     spec.glove)
     else:
         log.info("word embeddings: not used (the questions are read by the transformer text encoder)")
-    return loaded, model_cfg
+    return loaded
 
 
 def check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: Path) -> None:
@@ -53,12 +51,13 @@ def check_resume_config(saved: dict[str, Any], current: dict[str, Any], path: Pa
         if saved.get(key) != current.get(key):
             diffs.append(f"{key}: {saved.get(key)!r} -> {current.get(key)!r}")
     saved = get_task(current["task_type"]).upgrade_saved_config(saved, source=str(path))
+    movable = get_recipe(current["model_name"]).path_keys  # may move: their files' sha256 are checked
     for section in ("train", "model", "moment"):
         a, b = saved.get(section) or {}, current.get(section) or {}
         for k in sorted(set(a) | set(b)):
             if section == "train" and (k in RESUMABLE_KEYS or k == "amp"):
                 continue  # amp: its resolved precision is compared (check_precision)
-            if section == "model" and k == "text_encoder_path":  # may move: its files' sha256 are checked
+            if section == "model" and k in movable:
                 continue
             if a.get(k) != b.get(k):
                 diffs.append(f"{section}.{k}: {a.get(k)!r} -> {b.get(k)!r}")
@@ -136,6 +135,10 @@ def official_text(spec: RunSpec, adapter: Any, meta: Mapping[str, Any], task_typ
     if meta["text_rule"] not in TEXT_RULES:
         raise CheckpointError(f"{spec.checkpoint}: text rule {meta['text_rule']!r} is unknown to this "
                               f"toolkit (it knows {', '.join(TEXT_RULES)}); update the toolkit")
+    rules = get_recipe(model).text_rules  # the official rules of this model's releases
+    if meta["text_rule"] not in rules:
+        raise CheckpointError(f"{spec.checkpoint}: text rule {meta['text_rule']!r} is not one of {model}'s "
+                              f"({', '.join(rules) or 'none'}); convert the release with vqa-convert {model}")
     prepared = encode_official(adapter, meta["text_rule"], meta["question_vocab"],
                                meta.get("answer_vocab") or [])
     log.info("%s: questions encoded with the checkpoint's official rule (%s) and vocabulary (%d words%s)",

@@ -33,7 +33,7 @@ from train.checkpoint import (
     restore_best,
     restore_rng_state,
 )
-from train.config import EVAL_MODEL_KEYS, ConfigError, config_to_dict
+from train.config import ConfigError, config_to_dict
 from train.data import check_feature_set
 from train.distributed import DistInfo, ShardedEvalSampler, barrier, cleanup_distributed, init_distributed
 from train.loop import (
@@ -59,6 +59,7 @@ from train.provenance import (
     self_contained_meta,
     train_precision,
 )
+from train.recipes import get_recipe
 from train.runner.checks import (
     check_eval_meta,
     check_glove,
@@ -210,7 +211,7 @@ def prepare(r: Run) -> None:
     if r.spec.eval_only:
         _take_checkpoint(r)
     eval_meta = r.eval_ckpt.get("meta", {}) if r.eval_ckpt is not None else None
-    r.text_enc, r.model_cfg = run_text_encoder(r.spec, r.model_cfg, r.saved_provenance, eval_meta)
+    r.text_enc = run_text_encoder(r.spec, r.model_cfg, r.saved_provenance, eval_meta)
     check_glove(r.prepared.glove, r.cfg)
     r.record = build_record(r.features, r.prepared.glove, r.precision,
                             r.text_enc.record if r.text_enc else None)
@@ -283,7 +284,7 @@ def _prepare_text(r: Run) -> None:
     vocab_size_cfg = cfg.answer_vocab_size if cfg.answer_vocab_size is not None else "default"
     r.prep_kwargs = dict(cache_dir=r.out / "text_cache", answer_vocab_size=vocab_size_cfg,
                          glove=spec.glove, max_question_len=cfg.max_question_len,
-                         subtitles=bool(getattr(spec.model_config, "use_subtitles", False)))
+                         subtitles=get_recipe(spec.model).text_reading(spec.model_config).subtitles)
     r.settings = r.task.settings(spec)
     r.prepared, r.data = r.task.prepare_text(spec, r.adapter, r.reader, r.dist, r.settings, r.prep_kwargs)
     r.question_vocab, r.answer_vocab = r.task.vocabularies(r.prepared)
@@ -302,8 +303,10 @@ def _take_checkpoint(r: Run) -> None:
             f"{spec.checkpoint}: a checkpoint of model {meta.get('model_name')!r}, not {spec.model!r}"
         )
     model_cfg = checkpoint_model_config(meta, r.entry.config_cls, source=str(spec.checkpoint))
-    r.model_cfg = dataclasses.replace(model_cfg, **{  # inference-only settings of this evaluation
-        k: getattr(spec.model_config, k) for k in EVAL_MODEL_KEYS if hasattr(model_cfg, k)})
+    recipe = get_recipe(spec.model)  # a moved directory, the inference-only settings of this evaluation
+    moved = {k: v for k in recipe.path_keys if (v := getattr(spec.model_config, k, None))}
+    r.model_cfg = dataclasses.replace(model_cfg, **moved,
+                                      **{k: getattr(spec.model_config, k) for k in recipe.eval_keys})
     if r.task.reads_subtitles and bool(meta.get("subtitles")) != r.prep_kwargs["subtitles"]:
         r.prep_kwargs["subtitles"] = bool(meta.get("subtitles"))  # read as the checkpoint was trained
         r.prepared, _ = r.task.prepare_text(spec, r.adapter, r.reader, r.dist, r.settings, r.prep_kwargs)

@@ -216,6 +216,10 @@ class TaskKind:
         metrics = self.report_metrics or (m["selection_metric"],)
         return [(k, k, dict(m.get("baselines_test", {}))) for k in metrics]
 
+    def summary_baselines(self, m: Mapping[str, Any]) -> dict[str, float]:
+        """The test baselines the one-line summary of ``vqa-train`` shows beside the selection metric."""
+        return dict(m["baselines_test"])
+
     def prediction_hit(self, p: Mapping[str, Any]) -> bool:
         """A line of ``predictions_test.jsonl`` is right (a report's "correct" samples)."""
         return bool(p["correct"])

@@ -228,6 +228,9 @@ class MomentTask(TaskKind):
         return [(k, f"{k} [{protocol}]", {b: v for b, v in base.items() if b.endswith("/" + k)})
                 for k in self.report_metrics]
 
+    def summary_baselines(self, m: Mapping[str, Any]) -> dict[str, float]:
+        return {k: v for k, v in m["baselines_test"].items() if k.endswith((m["selection_metric"], "mIoU"))}
+
     def prediction_hit(self, p: Mapping[str, Any]) -> bool:
         return p["iou"] >= MOMENT_HIT_IOU
 

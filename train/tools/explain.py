@@ -5,34 +5,32 @@
 frames with the model's attention drawn over them (frames dimmed by 1 - weight / max weight, the weight
 as a bar and a number under each frame, the most attended frame outlined), and the top answers as bars.
 
-Each model names its attention in its output dict; :data:`FRAME_ATTENTION` says which entry is a weight
-per sampled frame, and :func:`frame_weights` turns it into one weight per frame shown:
+Each model's recipe (``train/recipes/``) names its view, ``recipe.explain`` (an
+:class:`train.recipes.ExplainView`), and :data:`VIEWS` draws it (view name -> function of the answer and
+the view's options giving the strip and a caption); no view tests a model's name:
 
-- MSPAN: ``readout_weights`` (N,), the Eq. (11)-(12) readout softmax over the nodes of G_1, whose node
-  x is frame x.
+- ``frame_attention`` (MSPAN): the strip dimmed by the output entry ``attention_key`` holding one weight
+  per sampled frame (:func:`frame_weights`); MSPAN's is ``readout_weights`` (N,), the Eq. (11)-(12)
+  readout softmax over the nodes of G_1, whose node x is frame x.
+- ``object_boxes`` (MASN): on every frame, the ``TOP_BOXES`` objects with the highest
+  ``appearance_attention`` (T, M) (the Eq. (3)-(4) softmax over the frame's objects) drawn from
+  ``object_boxes`` (normalised to the whole frame, which ``app_frames`` shows squashed), outlined with a
+  width and a label by weight; with bottom-up-attention objects (``Answer.object_names``) the label names
+  the object too ("white shirt 0.42").
+- ``clip_frames`` (SiaSamRea): ``frame_attention`` (M*Bf,) (the [CLS] token's attention over the frames
+  of the M evaluated clips, ``model.eval_clips``, each clip weighted 1 / M; for multiple choice, the row of
+  the best candidate) placed on the video's frames by ``frame_index`` (a frame in two clips adds up),
+  masked by ``frame_valid``; frames outside the clips get weight 0.
+- ``timeline`` (CMIN, moment retrieval): a timeline over the video's duration (:func:`timeline`): a strip
+  of frames placed at their times (the middle frame of the clip nearest each tile's centre,
+  ``clip_times``), the sigmoid of ``step_scores`` (T,) (each step's best valid window confidence) as bars,
+  the sigmoid of ``window_scores`` (N,) as a heat map with one row per window width (window ``t * K + k``
+  centred on step t, ``windows`` (N, 2) in steps, invalid windows grey), the top predicted moments as
+  bars (the best in red) and, when given (``--ground-truth``), the true moment in green with the IoU of
+  the best. Step t of ``num_steps`` covers seconds [t, t + 1) * duration / num_steps, as in the decoding.
 
-Each model's figure is drawn by its entry in :data:`EXPLAINERS` (model name -> function of the answer
-and its frames giving the strip and a caption):
-
-- MSPAN: the strip weighted by ``readout_weights`` (above).
-- MASN: on every frame, the ``TOP_BOXES`` objects with the highest ``appearance_attention`` (T, M) (the
-  Eq. (3)-(4) softmax over the frame's objects) drawn from ``object_boxes`` (normalised to the whole
-  frame, which ``app_frames`` shows squashed), outlined with a width and a label by weight; with
-  bottom-up-attention objects (``Answer.object_names``) the label names the object too ("white shirt
-  0.42").
-- SiaSamRea: ``frame_attention`` (M*Bf,) (the [CLS] token's attention over the frames of the M evaluated
-  clips, ``model.eval_clips``, each clip weighted 1 / M; for multiple choice, the row of the best
-  candidate) placed on the video's frames by ``frame_index`` (a frame in two clips adds up), masked by
-  ``frame_valid``; frames outside the clips get weight 0.
-- CMIN (moment retrieval): a timeline over the video's duration (:func:`timeline`): a strip of frames
-  placed at their times (the middle frame of the clip nearest each tile's centre, ``clip_times``), the
-  sigmoid of ``step_scores`` (T,) (each step's best valid window confidence) as bars, the sigmoid of
-  ``window_scores`` (N,) as a heat map with one row per window width (window ``t * K + k`` centred on
-  step t, ``windows`` (N, 2) in steps, invalid windows grey), the top predicted moments as bars (the
-  best in red) and, when given (``--ground-truth``), the true moment in green with the IoU of the best.
-  Step t of ``num_steps`` covers seconds [t, t + 1) * duration / num_steps, as in the decoding.
-
-A model without an entry (or an older build that returns no attention) gets the plain strip and a note.
+A model whose output lacks its view's attention (or an older build that returns none) gets the plain strip
+and a note.
 """
 
 from __future__ import annotations
@@ -45,12 +43,12 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from pipelines.atomic import atomic_path
+from train.recipes import ExplainView, get_recipe
 
 Segment = tuple[float, float]
 
 __all__ = [
-    "EXPLAINERS",
-    "FRAME_ATTENTION",
+    "VIEWS",
     "anchor_frame_weights",
     "answer_lines",
     "draw_boxes",
@@ -59,9 +57,6 @@ __all__ = [
     "render_explanation",
     "timeline",
 ]
-
-#: model name -> the output entry holding one attention weight per sampled frame
-FRAME_ATTENTION: dict[str, str] = {"mspan": "readout_weights"}
 
 TILE = 112  # frame side in the figure (px)
 TOP_BOXES = 3  # MASN: objects outlined per frame
@@ -79,13 +74,13 @@ def _font(size: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def frame_weights(model_name: str, attention: dict[str, np.ndarray], num_frames: int) -> np.ndarray | None:
+def frame_weights(key: str | None, attention: dict[str, np.ndarray], num_frames: int) -> np.ndarray | None:
     """One attention weight per shown frame (sums to 1), or None when the model returned none.
 
-    The model's named entry (:data:`FRAME_ATTENTION`) is used when its length is the number of frames;
-    an entry with more positions than frames (e.g. nodes beyond G_1) is cut to the first ``num_frames``.
+    The output entry ``key`` (a recipe's ``explain.attention_key``) is used when its length is the number
+    of frames; an entry with more positions than frames (e.g. nodes beyond G_1) is cut to the first
+    ``num_frames``.
     """
-    key = FRAME_ATTENTION.get(model_name)
     if key is None or key not in attention:
         return None
     w = np.asarray(attention[key], dtype=np.float64).reshape(-1)
@@ -164,20 +159,20 @@ def _stack(parts: Sequence[Image.Image]) -> Image.Image:
     return out
 
 
-# -- per-model views: (answer, model name) -> (strip image, caption) ------------------------------------
+# -- the views: (answer, ExplainView) -> (strip image, caption) ------------------------------------------
 
 _NO_ATTENTION = "frames the model saw (this model returned no frame attention)"
 
 
 def _frame_attention_view(
-    result: Any, model: str, ground_truth: Segment | None = None
+    result: Any, explain: ExplainView, ground_truth: Segment | None = None
 ) -> tuple[Image.Image, str]:
-    """The strip dimmed by the model's :data:`FRAME_ATTENTION` entry (MSPAN; the fallback)."""
-    weights = frame_weights(model, result.attention, len(result.frames))
+    """The strip dimmed by the output entry ``explain.attention_key`` (MSPAN's ``readout_weights``)."""
+    weights = frame_weights(explain.attention_key, result.attention, len(result.frames))
     if weights is None:
         return frame_strip(result.frames, None), _NO_ATTENTION
     caption = (
-        f"frames the model saw; attention: {FRAME_ATTENTION[model]} (darker = less attended, outline = most)"
+        f"frames the model saw; attention: {explain.attention_key} (darker = less attended, outline = most)"
     )
     return frame_strip(result.frames, weights), caption
 
@@ -217,7 +212,8 @@ def draw_boxes(
     return np.asarray(img)
 
 
-def _masn_view(result: Any, model: str, ground_truth: Segment | None = None) -> tuple[Image.Image, str]:
+def _object_box_view(result: Any, explain: ExplainView, ground_truth: Segment | None = None
+                     ) -> tuple[Image.Image, str]:
     """MASN: the top-attended object boxes (appearance attention, Eq. (3)-(4)) drawn on each frame."""
     att = result.attention.get("appearance_attention")
     boxes = result.features.get("object_boxes")
@@ -259,7 +255,8 @@ def anchor_frame_weights(result: Any) -> np.ndarray | None:
     return weights / total if total > 0 else None
 
 
-def _siasamrea_view(result: Any, model: str, ground_truth: Segment | None = None) -> tuple[Image.Image, str]:
+def _clip_frame_view(result: Any, explain: ExplainView, ground_truth: Segment | None = None
+                     ) -> tuple[Image.Image, str]:
     """SiaSamRea: the [CLS] attention over the evaluated clips' frames, placed on the video's frames."""
     weights = anchor_frame_weights(result)
     if weights is None:
@@ -456,7 +453,8 @@ def timeline(result: Any, ground_truth: Segment | None = None) -> Image.Image:
     return _stack(parts)
 
 
-def _cmin_view(result: Any, model: str, ground_truth: Segment | None = None) -> tuple[Image.Image, str]:
+def _timeline_view(result: Any, explain: ExplainView, ground_truth: Segment | None = None
+                   ) -> tuple[Image.Image, str]:
     """CMIN: the timeline of step and window scores with the top moments (and the true one)."""
     caption = ("timeline: each step's score (best valid window covering it; red = the top moment"
                + (", green = the true one" if ground_truth is not None else "")
@@ -464,13 +462,13 @@ def _cmin_view(result: Any, model: str, ground_truth: Segment | None = None) -> 
     return timeline(result, ground_truth), caption
 
 
-#: model name -> the function drawing its frame strip (models not listed: :func:`_frame_attention_view`);
-#: each takes ``(answer, model name, ground_truth=None)`` and returns the image and its caption
-EXPLAINERS: dict[str, Callable[..., tuple[Image.Image, str]]] = {
-    "mspan": _frame_attention_view,
-    "masn": _masn_view,
-    "siasamrea": _siasamrea_view,
-    "cmin": _cmin_view,
+#: view name (a recipe's ``explain.view``) -> the function drawing it; each takes ``(answer, ExplainView,
+#: ground_truth=None)`` and returns the image and its caption
+VIEWS: dict[str, Callable[..., tuple[Image.Image, str]]] = {
+    "frame_attention": _frame_attention_view,
+    "object_boxes": _object_box_view,
+    "clip_frames": _clip_frame_view,
+    "timeline": _timeline_view,
 }
 
 
@@ -504,7 +502,8 @@ def render_explanation(
     parts = []
     note = None
     if result.frames is not None or result.kind.reads_duration:  # moments: a timeline without frames
-        strip, note = EXPLAINERS.get(model, _frame_attention_view)(result, model, ground_truth=ground_truth)
+        explain = get_recipe(model).explain
+        strip, note = VIEWS[explain.view](result, explain, ground_truth=ground_truth)
         width = max(width, strip.width)
         parts.append(strip)
     else:

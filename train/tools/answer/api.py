@@ -26,6 +26,7 @@ from train.config import ConfigError
 from train.data import video_end
 from train.moments import checkpoint_model_config
 from train.provenance import CHECKPOINT_FORMAT, RANDOM_WEIGHTS_BANNER
+from train.recipes import get_recipe
 from train.tasks import TASKS, ItemError, get_task
 from train.text_encoder import TextEncoderError, for_checkpoint
 from train.tools.answer.batch import BadRequest, parse_segment
@@ -162,7 +163,8 @@ class Answerer:
         except ConfigError as exc:
             raise AnswerError(str(exc)) from None
         try:
-            text = for_checkpoint(cfg, meta, text_encoder, source=str(path))
+            reading = get_recipe(meta["model_name"]).text_reading(cfg)  # transformer or word ids
+            text = for_checkpoint(reading, meta, text_encoder, source=str(path))
         except TextEncoderError as exc:
             raise AnswerError(str(exc)) from None
         model = entry.build(

@@ -7,11 +7,13 @@ Usage::
                 [--vocab WORD_TO_INDEX_PKL] [--answers ANS_TO_INDEX_PKL]
     python -m train.tools.convert mspan ...
 
-One subcommand per model whose authors release checkpoints (conversion logic in ``convert_mspan.py``
-and ``convert_masn.py``). MSPAN's released files are read with ``torch.load(weights_only=True)`` and an
-allow-list of exactly the types they hold; MASN's are whole pickled modules, read by the restricted
-unpickler of ``train/tools/convert/official_weights.py``, which collects tensors and never constructs a
-class from the file. A file whose keys or shapes do not match is refused with a message naming what
+One subcommand per model whose authors release checkpoints: the click command its recipe names
+(``train/recipes/``, ``Recipe.converter``: ``mspan_command`` and ``masn_command`` below; conversion
+logic in ``mspan.py`` and ``masn.py``), added by :func:`build_cli` in the order of ``RECIPES``.
+MSPAN's released files are read with ``torch.load(weights_only=True)`` and an allow-list of exactly the
+types they hold; MASN's are whole pickled modules, read by the restricted unpickler of
+``train/tools/convert/official_weights.py``, which collects tensors and never constructs a class from
+the file. A file whose keys or shapes do not match is refused with a message naming what
 differs. The
 written checkpoint is the ``model`` + ``meta`` format of ``train/checkpoint.py``
 (``vqa-train MODEL --eval-only --checkpoint FILE``). With ``--vocab`` (and ``--answers`` for open-ended
@@ -23,16 +25,18 @@ integers, and one whose size is not the checkpoint's embedding rows or answer ou
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
 import click
 
+from train.recipes import RECIPES
 from train.tools.convert.masn import ConversionError, convert_masn
 from train.tools.convert.mspan import ConvertError, convert_official_mspan
 from train.tools.convert.official_weights import OfficialFileError
 
-__all__ = ["build_cli", "main"]
+__all__ = ["build_cli", "converter_command", "main"]
 
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
@@ -97,12 +101,19 @@ def masn_command(official_file: Path, out: Path, task_type: str | None, num_fram
                + (f", {len(meta['answer_vocab'])} answers" if meta["answer_vocab"] else "") + f"; {then}")
 
 
+def converter_command(reference: str) -> click.Command:
+    """The click command a recipe's ``converter`` names (``"module:attribute"``)."""
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 def build_cli() -> click.Group:
-    """The ``vqa-convert`` group with one subcommand per model (explicit list)."""
+    """The ``vqa-convert`` group with one subcommand per model whose recipe names a converter."""
     group = click.Group(name="vqa-convert",
                         help="Convert released checkpoints of the papers' official code into this toolkit's.")
-    group.add_command(masn_command)
-    group.add_command(mspan_command)
+    for recipe in RECIPES.values():
+        if recipe.converter is not None:
+            group.add_command(converter_command(recipe.converter))
     return group
 
 
