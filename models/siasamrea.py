@@ -107,6 +107,37 @@ Reading of the paper (what it leaves open, and what we chose):
   builder and imports nothing beyond torch; the batch then carries ``text_ids``, ``text_mask`` and
   ``text_type_ids`` (B, C', Lt) made by that checkpoint's tokenizer (C' = C candidates or 1).
 
+End-to-end form (``model.input=frames``, issue 27): the paper's own setting, raw frames through an image
+backbone fine-tuned together with the text transformer and the cross-modal layers. Nothing above changes
+except where the clip's visual tokens come from:
+
+- **How a run is started.** ``vqa-train siasamrea --dataset how2qa --root DATA --out RUN --set
+  model.input=frames --set model.text_encoder=transformer --set model.text_encoder_path=BERT_DIR``
+  (``--features`` is not read in this mode). Keys: ``model.input`` (``features`` | ``frames``),
+  ``model.backbone`` (an image backbone of ``extract/backbones.py``: ``resnet50`` default, ``resnet18``,
+  ``resnet101``, ``resnet152``), ``model.backbone_weights`` (``pretrained``: the local weight file as
+  extraction finds it, sha256 recorded; ``random``: a fixed-seed initialisation for tests, with the loud
+  random-weights warning), ``model.backbone_checkpoint`` (a local weight file instead of the torch cache),
+  ``model.frame_size`` (input side S, 224), ``model.frame_fps`` (the rate of the frame grid the clips
+  are drawn from, 4.0, as the ``siasamrea`` feature set), ``model.grad_checkpoint`` (recompute the
+  backbone's stages in the backward pass), ``model.freeze_bn`` (BatchNorm in eval mode, its parameters
+  not trained; default true). ``clip_frames``, ``frame_interval``, ``siamese_shift``, ``num_siamese`` and
+  ``eval_clips`` keep their meaning, counted in rows of the ``frame_fps`` grid. ``train.amp`` (bf16 on
+  native-bf16 CPUs and GPUs) and ``train.grad_accum`` apply as for every model.
+- **Data** (``train/frames.py``): DataLoader workers decode with decord only the frames of the sampled
+  clips (never a whole video), resized by FFmpeg and centre-cropped to S x S; the batch carries ``clips``
+  (B, K, Bf, S, S, 3) uint8, ``clip_valid`` (B, K, Bf) bool and ``clip_index`` (B, K, Bf) int64 (the
+  source frames). Training K = 1 + N clips drawn with a generator seeded by (``train.seed``, epoch, item),
+  so a resumed run draws the same clips; evaluation K = ``eval_clips`` deterministic clips. A video that
+  does not decode is skipped and counted (``dropped_questions``, ``train.log``), never fed as zeros.
+- **Clip feature** (this file): each frame through the backbone's convolutional trunk (the images
+  normalised with its mean and std), its last map (D, h, w) averaged over the clip's valid frames
+  (ClipBERT's temporal mean pooling, the end-to-end recipe the paper builds on; the paper gives no
+  other), the h x w cells projected to H with a learnt row and column position embedding: the clip's
+  visual tokens, which replace the Bf frame tokens of the feature form. The frame attention of an
+  explanation is then uniform over a clip's valid frames (the mean pooling weighs them equally); the
+  [CLS] attention over the cells is ``grid_attention`` (B, M, h*w).
+
 Ablations (config switches): ``num_siamese=0`` (the base network alone), ``knowledge="uniform"`` (SKR
 without SKG: A^(i, j) = 1 / (K - 1) for j != i), ``knowledge="skg"`` (SKG + SKR, default), and N.
 
@@ -187,6 +218,7 @@ KNOWLEDGE = ("skg", "uniform")
 KNOWLEDGE_LOSSES = ("gt", "siamese")
 GT_CLIPS = ("all", "anchor")
 TEXT_ENCODERS = ("glove", "transformer")
+INPUTS = ("features", "frames")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,6 +267,15 @@ class SiaSamReaConfig:
             train.lr, as the paper fine-tunes BERT).
         text_max_len: transformer only: tokens per question (mc: per question + candidate pair) incl.
             special tokens (64, ours).
+        input: features (the extracted siasamrea feature set) or frames (raw frames through the image
+            backbone, trained end to end; the paper's setting).
+        backbone: frames only: the image backbone (resnet50, the paper's; resnet18/101/152).
+        backbone_weights: frames only: pretrained (a local weight file, sha256 recorded) or random (tests).
+        backbone_checkpoint: frames only: a local weight file of the backbone (default: the torch cache).
+        frame_size: frames only: input side S of the centre-cropped frames (224, ours).
+        frame_fps: frames only: rate of the frame grid clips are drawn from (4.0, as the feature set).
+        grad_checkpoint: frames only: recompute the backbone's stages in the backward pass (less memory).
+        freeze_bn: frames only: BatchNorm layers in eval mode and their parameters fixed (True).
     """
 
     frames_dim: int = 2048
@@ -263,8 +304,23 @@ class SiaSamReaConfig:
     text_encoder_path: str | None = None
     freeze_text_encoder: bool = False
     text_max_len: int = 64
+    input: Literal["features", "frames"] = "features"
+    backbone: str = "resnet50"
+    backbone_weights: Literal["pretrained", "random"] = "pretrained"
+    backbone_checkpoint: str | None = None
+    frame_size: int = 224
+    frame_fps: float = 4.0
+    grad_checkpoint: bool = False
+    freeze_bn: bool = True
 
     def __post_init__(self) -> None:
+        if self.input not in INPUTS:
+            raise ValueError(f"input must be one of {INPUTS}, got {self.input!r}")
+        if self.backbone_weights not in ("pretrained", "random"):
+            raise ValueError(f"backbone_weights must be pretrained or random, got {self.backbone_weights!r}")
+        if self.frame_size < 32 or not self.frame_fps > 0:
+            raise ValueError(f"frame_size must be >= 32 and frame_fps > 0, got {self.frame_size}, "
+                             f"{self.frame_fps}")
         if self.text_encoder not in TEXT_ENCODERS:
             raise ValueError(f"text_encoder must be one of {TEXT_ENCODERS}, got {self.text_encoder!r}")
         if self.text_encoder == "transformer" and not self.text_encoder_path:
