@@ -35,25 +35,11 @@ WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "what", "colour", "color"
          "this", "clip", "?", "red", "green", "blue", "yellow", "magenta", "cyan", "square", "circle",
          "triangle", "cross"]
 
-#: the run script: ``python RUN.py ROOT DATASET OUT BERT SEED EPOCHS [--resume]`` -> metrics.json
-RUN = '''
-import sys
-from pathlib import Path
-from models.siasamrea import SiaSamReaConfig
-from train.config import TrainConfig, build_config
-from train.runner import RunSpec, run
-root, dataset, out, bert, seed, epochs = sys.argv[1:7]
-model = build_config(SiaSamReaConfig, dict(
-    input="frames", backbone="resnet18", backbone_weights="random", frame_size=32, hidden_dim=32,
-    num_heads=2, num_layers=1, clip_frames=2, frame_interval=2, siamese_shift=2, num_siamese=2,
-    affinity_dim=8, text_encoder="transformer", text_encoder_path=bert, text_max_len=24,
-    subtitle_max_len=8, dropout=0.0), section="model")
-train = build_config(TrainConfig, dict(epochs=int(epochs), batch_size=8, seed=int(seed), lr=1e-3,
-                                       num_workers=int(sys.argv[7]), amp="fp32"), section="train")
-run(RunSpec(model="siasamrea", dataset=dataset, task=None, root=Path(root), features=Path(root),
-            out=Path(out), train=train, model_config=model, device="cpu", show_progress=False, threads=1,
-            resume="--resume" in sys.argv))
-'''
+#: ``--set`` items of a tiny end-to-end SiaSamRea: random ResNet-18 at 32 px, 2-frame clips, 2 siamese clips
+TINY = ["input=frames", "backbone=resnet18", "backbone_weights=random", "frame_size=32", "hidden_dim=32",
+        "num_heads=2", "num_layers=1", "clip_frames=2", "frame_interval=2", "siamese_shift=2",
+        "num_siamese=2", "affinity_dim=8", "text_encoder=transformer", "text_max_len=24",
+        "subtitle_max_len=8", "dropout=0.0"]
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +55,18 @@ def demo(tmp_path_factory):
                                   num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
     transformers.BertModel(cfg).save_pretrained(bert)
     tokenizer.save_pretrained(bert)
-    (base / "run.py").write_text(RUN)
     return base
 
 
 def _command(demo: Path, dataset: str, root: Path, out: Path, *, seed: int = 0, epochs: int = 2,
-             workers: int = 0, resume: bool = False) -> list[str]:
-    return [sys.executable, str(demo / "run.py"), str(root), dataset, str(out), str(demo / "bert" / "model"),
-            str(seed), str(epochs), str(workers), *(["--resume"] if resume else [])]
+             workers: int = 0, resume: bool = False, lr: float = 1e-3) -> list[str]:
+    """``vqa-train siasamrea`` on the videos under ``root`` (no ``--features``)."""
+    sets = [x for item in TINY for x in ("--set", f"model.{item}")]
+    return [sys.executable, "-m", "train.cli", "siasamrea", "--dataset", dataset, "--root", str(root),
+            "--out", str(out), *sets, "--set", f"model.text_encoder_path={demo / 'bert' / 'model'}",
+            "--set", f"train.lr={lr}", "--set", "train.amp=fp32", "--seed", str(seed),
+            "--epochs", str(epochs), "--batch-size", "8", "--num-workers", str(workers), "--no-progress",
+            "--device", "cpu", "--threads", "1", *(["--resume"] if resume else [])]
 
 
 def _env() -> dict[str, str]:
