@@ -184,3 +184,61 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(demo, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "frames" == got["provenance"]["features"]["feature_set"]
     assert got["provenance"]["features"]["random_weights"] is True
+
+
+def _model_and_batch(**kw):
+    import torchvision
+
+    from models.siasamrea import siasamrea
+
+    torch.manual_seed(0)
+    cfg = _config(frames_dim=512, hidden_dim=16, num_heads=2, num_layers=1, word_dim=8, num_siamese=2,
+                  affinity_dim=8, dropout=0.0, **kw)
+    model = siasamrea(cfg, vocab_size=12, num_answers=5, task_type="open",
+                      backbone=torchvision.models.resnet18())
+    g = torch.Generator().manual_seed(1)
+    batch = {"clips": torch.randint(0, 256, (2, 3, 2, 32, 32, 3), dtype=torch.uint8, generator=g),
+             "clip_valid": torch.tensor([[[True, True]] * 3, [[True, False]] * 3]),
+             "clip_index": torch.zeros(2, 3, 2, dtype=torch.int64),
+             "question": torch.randint(1, 12, (2, 4), generator=g), "question_len": torch.tensor([4, 2]),
+             "answer": torch.tensor([1, 3])}
+    return model, batch
+
+
+def _step_grads(model, batch) -> dict[str, torch.Tensor]:
+    model.train()
+    model.zero_grad()
+    out = model(batch)
+    (out["clip_logits"].logsumexp(-1).mean() + sum(out["aux_losses"].values())).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_backbone_is_fine_tuned_with_batchnorm_frozen():
+    model, batch = _model_and_batch()
+    bn = model.visual.backbone.layer1[0].bn1
+    mean_before = bn.running_mean.clone()
+    grads = _step_grads(model, batch)
+    assert not bn.training and not bn.weight.requires_grad and torch.equal(bn.running_mean, mean_before)
+    assert "visual.backbone.conv1.weight" in grads and grads["visual.backbone.conv1.weight"].abs().sum() > 0
+    assert not any("bn" in n or "downsample.1" in n for n in grads if n.startswith("visual.backbone"))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model, batch = _model_and_batch()
+    want = _step_grads(model, batch)
+    model.visual.grad_checkpoint = True
+    got = _step_grads(model, batch)
+    assert want.keys() == got.keys()
+    assert all(torch.allclose(want[k], got[k], atol=1e-6) for k in want)
+
+
+def test_bf16_autocast_on_cpu_trains():
+    model, batch = _model_and_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        grads = _step_grads(model, batch)
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model({**batch, **{k: batch[k][:, :1] for k in ("clips", "clip_valid", "clip_index")}})
+    assert out["logits"].shape == (2, 5) and out["frame_attention"].shape == (2, 2)
+    assert torch.allclose(out["frame_attention"][1], torch.tensor([1.0, 0.0]))  # the invalid frame: none
