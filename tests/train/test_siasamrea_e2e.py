@@ -243,3 +243,23 @@ def test_bf16_autocast_on_cpu_trains():
         out = model({**batch, **{k: batch[k][:, :1] for k in ("clips", "clip_valid", "clip_index")}})
     assert out["logits"].shape == (2, 5) and out["frame_attention"].shape == (2, 2)
     assert torch.allclose(out["frame_attention"][1], torch.tensor([1.0, 0.0]))  # the invalid frame: none
+
+
+def test_evaluation_scores_eval_clips_over_the_video_and_averages_them(tmp_path):
+    """``eval_clips`` = M deterministic clips spread over the video (or the question's segment); the model's
+    evaluation output is the mean of the M clips' logits."""
+    frames = np.zeros((200, 64, 64, 3), np.uint8)
+    frames[..., 1] = (np.arange(200) % 200)[:, None, None]
+    path = write_video(tmp_path / "v.mp4", frames, fps=10.0)  # 20 s: 80 rows of the 4 fps grid
+    ds = FrameQADataset(_Questions(), {"long": path}, _config(eval_clips=3), train=False)
+    item = ds[0]
+    starts = item["clip_index"][:, 0].tolist()
+    assert item["clips"].shape[:2] == (3, 2) and starts[0] == 0 and starts[-1] > 180
+    assert torch.equal(ds[0]["clip_index"], item["clip_index"])  # no randomness in evaluation
+    model, batch = _model_and_batch()
+    model.eval()
+    with torch.no_grad():
+        together = model(batch)["logits"]  # 3 clips
+        keys = ("clips", "clip_valid", "clip_index")
+        alone = [model({**batch, **{k: batch[k][:, i : i + 1] for k in keys}})["logits"] for i in range(3)]
+    assert torch.allclose(together, torch.stack(alone).mean(0), atol=1e-5)
