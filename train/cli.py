@@ -113,8 +113,9 @@ def _model_command(name: str, entry: ModelEntry) -> click.Command:
     @click.option("--task", default=None, help="Task of datasets with several (TGIF-QA: frameqa, ...).")
     @click.option("--root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
                   help="Dataset root (annotation files).")
-    @click.option("--features", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-                  help="Feature directory written by vqa-extract.")
+    @click.option("--features", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
+                  help="Feature directory written by vqa-extract (not with model.input=frames, which reads "
+                       "the videos under --root).")
     @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
                   help="Run directory (config, checkpoints, metrics, predictions).")
     @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -199,7 +200,8 @@ def _make_spec(
     except CheckpointError as exc:  # a bad file, not a bad command line
         raise click.ClickException(str(exc)) from exc
     return RunSpec(
-        model=name, dataset=dataset, task=task, root=root, features=features, out=out, train=train_cfg,
+        model=name, dataset=dataset, task=task, root=root, features=features or root, out=out,
+        train=train_cfg,
         model_config=model_cfg, moment=moment_cfg, glove=glove, device=device, resume=resume,
         eval_only=eval_only,
         checkpoint=checkpoint, allow_missing_features=allow_missing_features,
@@ -232,8 +234,11 @@ def _task_type(name: str, entry: ModelEntry, dataset: str, task: str | None, roo
     return task_type
 
 
-def _feature_reader(name: str, entry: ModelEntry, features: Path) -> FeatureReader:
-    """The feature directory, opened and checked to be the model's feature set."""
+def _feature_reader(name: str, entry: ModelEntry, features: Path | None) -> FeatureReader | None:
+    """The feature directory, opened and checked to be the model's feature set (None without
+    ``--features``: the model reads raw frames, ``model.input=frames``, checked in :func:`_configs`)."""
+    if features is None:
+        return None
     try:
         reader = FeatureReader(features)
     except ManifestError as exc:
@@ -266,7 +271,8 @@ def _setting_layers(
     return [upgrade_sections(layer, source=src) if moment_model else layer for src, layer in layers]
 
 
-def _configs(name: str, entry: ModelEntry, sections: list[dict[str, dict[str, Any]]], reader: FeatureReader,
+def _configs(name: str, entry: ModelEntry, sections: list[dict[str, dict[str, Any]]],
+             reader: FeatureReader | None,
              *, eval_only: bool, checkpoint: Path | None) -> tuple[TrainConfig, Any, MomentConfig | None]:
     """The train, model and moment configs of the merged layers (``--eval-only``: the checkpoint's)."""
     moment_model = "moment" in entry.task_types
@@ -278,7 +284,10 @@ def _configs(name: str, entry: ModelEntry, sections: list[dict[str, dict[str, An
     if eval_only:
         train_cfg, model_values, moment_values = _checkpoint_settings(name, checkpoint, sections, train_cfg)
     else:
-        model_values = fill_from_features(entry.config_cls, merged["model"], reader.outputs)
+        if reader is None and merged["model"].get("input") != "frames":
+            raise ConfigError("--features is required (only model.input=frames reads the videos instead)")
+        model_values = merged["model"] if reader is None else fill_from_features(
+            entry.config_cls, merged["model"], reader.outputs)
         moment_values = merged["moment"]
     moment_cfg = build_config(MomentConfig, moment_values, section="moment") if moment_model else None
     if moment_cfg is not None and not eval_only:
