@@ -520,7 +520,7 @@ def knowledge_loss(task_type: str, q: Tensor, answer: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------------
-# The base network
+# Blocks (the base network's parts)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -650,28 +650,41 @@ class FrameEncoder(nn.Module):
         return self.proj(cells) + pos, (int(h), int(w))
 
 
+# --------------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------------
+
+
 class SiaSamRea(nn.Module):
     """The base VideoQA network plus siamese sampling and reasoning during training.
 
-    Args:
-        cfg: the config.
+    Args (keyword-only):
         vocab_size: question vocabulary size.
         num_answers: A (open-ended answer classes).
         task_type: ``"open"``, ``"mc"`` or ``"count"``.
         embeddings: optional (vocab_size, word_dim) GloVe matrix.
-        text_encoder: ``cfg.text_encoder == "transformer"`` only: the loaded pre-trained module (its
-            hidden size read from ``text_encoder.config.hidden_size``).
+        pretrained_text: ``text_encoder="transformer"`` only: the loaded pre-trained module (its hidden
+            size read from ``pretrained_text.config.hidden_size``).
+        backbone_module, pixel_mean, pixel_std: ``input="frames"`` only: the image backbone module and
+            the normalisation its weights expect.
+        **settings: the fields of :class:`SiaSamReaConfig` (``hidden_dim=...``, ``num_siamese=...``), each
+            checked by it; a field not given takes the paper's default. They are kept as ``self.cfg``.
 
     Forward: the batch contract (``frames`` (B, T, Da), ``frames_mask`` (B, T), ``frame_times`` (B, T),
     ``question``/``question_len``, ``candidates``/``candidates_len`` for mc, optional ``segment`` (B, 2)).
     Returns the dict described in the module docstring.
     """
 
-    def __init__(self, cfg: SiaSamReaConfig, *, vocab_size: int, num_answers: int, task_type: str,
-                 embeddings: Any = None, text_encoder: nn.Module | None = None,
-                 backbone: nn.Module | None = None, pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406),
-                 pixel_std: tuple[float, ...] = (0.229, 0.224, 0.225)) -> None:
+    def __init__(self, *, vocab_size: int, num_answers: int, task_type: str,
+                 embeddings: Any = None, pretrained_text: nn.Module | None = None,
+                 backbone_module: nn.Module | None = None,
+                 pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+                 pixel_std: tuple[float, ...] = (0.229, 0.224, 0.225), **settings: Any) -> None:
         super().__init__()
+        unknown = sorted(set(settings) - set(SiaSamReaConfig.__dataclass_fields__))
+        if unknown:
+            raise TypeError(f"SiaSamRea got unknown settings {unknown}; its fields are SiaSamReaConfig's")
+        cfg = SiaSamReaConfig(**settings)  # checks every value (__post_init__)
         if task_type not in TASK_TYPES:
             raise ValueError(f"task_type must be one of {TASK_TYPES}, got {task_type!r}")
         if task_type == "open" and num_answers < 1:
@@ -679,20 +692,21 @@ class SiaSamRea(nn.Module):
         self.cfg, self.task_type = cfg, task_type
         H = cfg.hidden_dim
         if cfg.text_encoder == "transformer":
-            if text_encoder is None:
+            if pretrained_text is None:
                 raise ValueError("text_encoder=transformer: pass the loaded module (train.text_encoder "
                                  "loads it from model.text_encoder_path)")
-            self.text = PretrainedTextEncoder(text_encoder, in_dim=int(text_encoder.config.hidden_size),
+            self.text = PretrainedTextEncoder(pretrained_text, in_dim=int(pretrained_text.config.hidden_size),
                                               out_dim=H, dropout=cfg.dropout, freeze=cfg.freeze_text_encoder)
         else:
             self.text = QuestionEncoder(vocab_size, embed_dim=cfg.word_dim, hidden_dim=H,
                                         num_layers=cfg.lstm_layers, embeddings=embeddings,
                                         freeze_embeddings=cfg.freeze_embeddings)
         if cfg.input == "frames":
-            if backbone is None:
+            if backbone_module is None:
                 raise ValueError("input=frames: pass the image backbone module (train/frames.py builds it "
                                  "from model.backbone)")
-            self.visual = FrameEncoder(backbone, dim=cfg.frames_dim, out_dim=H, grid=-(-cfg.frame_size // 32),
+            self.visual = FrameEncoder(backbone_module, dim=cfg.frames_dim, out_dim=H,
+                                       grid=-(-cfg.frame_size // 32),
                                        dropout=cfg.dropout, mean=pixel_mean, std=pixel_std,
                                        freeze_bn=cfg.freeze_bn, grad_checkpoint=cfg.grad_checkpoint)
         else:
@@ -915,6 +929,11 @@ def _cpu(x: Tensor | None) -> Tensor | None:
     return None if x is None else x.detach().cpu()
 
 
+# --------------------------------------------------------------------------------------------------
+# Builder
+# --------------------------------------------------------------------------------------------------
+
+
 def siasamrea(cfg: SiaSamReaConfig | None = None, *, vocab_size: int, num_answers: int, task_type: str,
               embeddings: Any = None, text_encoder: nn.Module | None = None,
               backbone: nn.Module | None = None, pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406),
@@ -929,6 +948,10 @@ def siasamrea(cfg: SiaSamReaConfig | None = None, *, vocab_size: int, num_answer
         backbone: the image backbone module with its weights for ``cfg.input == "frames"`` (``frames_dim``
             = its last map's channels); pixel_mean, pixel_std: the normalisation its weights expect.
     """
-    return SiaSamRea(cfg or SiaSamReaConfig(), vocab_size=vocab_size, num_answers=num_answers,
-                     task_type=task_type, embeddings=embeddings, text_encoder=text_encoder, backbone=backbone,
-                     pixel_mean=pixel_mean, pixel_std=pixel_std)
+    cfg = SiaSamReaConfig() if cfg is None else cfg
+    if not isinstance(cfg, SiaSamReaConfig):
+        raise TypeError(f"siasamrea() needs a SiaSamReaConfig, got {type(cfg).__name__}")
+    return SiaSamRea(vocab_size=vocab_size, num_answers=num_answers, task_type=task_type,
+                     embeddings=embeddings, pretrained_text=text_encoder, backbone_module=backbone,
+                     pixel_mean=pixel_mean, pixel_std=pixel_std,
+                     **{f: getattr(cfg, f) for f in cfg.__dataclass_fields__})

@@ -429,3 +429,26 @@ def test_wrong_feature_size_is_a_clear_error():
     batch["frames"] = torch.randn(6, 12, D + 1)
     with pytest.raises(ValueError, match="frames_dim"):
         m(batch)
+
+
+# ---------------------------------------------------------------- the model-file convention
+def test_keyword_fields_build_what_the_builder_builds_and_bad_settings_are_refused():
+    """As MSPAN: the network takes its settings as keyword-only fields, the builder checks its config's
+    type and passes the fields; an unknown or out-of-range field is refused before anything is built."""
+    from models.siasamrea import SiaSamRea
+
+    fields = {f: getattr(TINY, f) for f in TINY.__dataclass_fields__}
+    torch.manual_seed(0)
+    direct = SiaSamRea(vocab_size=V, num_answers=A, task_type="open", **fields).eval()
+    built = _model("open").eval()
+    assert direct.cfg == TINY
+    for (name, a), (_, b) in zip(direct.state_dict().items(), built.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    with pytest.raises(TypeError, match="SiaSamReaConfig"):
+        siasamrea({"hidden_dim": 16}, vocab_size=V, num_answers=A, task_type="open")
+    with pytest.raises(TypeError, match="hidden_size"):
+        SiaSamRea(vocab_size=V, num_answers=A, task_type="open", hidden_size=16)
+    with pytest.raises(ValueError):
+        SiaSamRea(vocab_size=V, num_answers=A, task_type="open", **{**fields, "num_siamese": -1})
+    with pytest.raises(TypeError):
+        SiaSamRea(TINY, vocab_size=V, num_answers=A, task_type="open")  # no positional config
