@@ -107,6 +107,37 @@ Reading of the paper (what it leaves open, and what we chose):
   builder and imports nothing beyond torch; the batch then carries ``text_ids``, ``text_mask`` and
   ``text_type_ids`` (B, C', Lt) made by that checkpoint's tokenizer (C' = C candidates or 1).
 
+End-to-end form (``model.input=frames``, issue 27): the paper's own setting, raw frames through an image
+backbone fine-tuned together with the text transformer and the cross-modal layers. Nothing above changes
+except where the clip's visual tokens come from:
+
+- **How a run is started.** ``vqa-train siasamrea --dataset how2qa --root DATA --out RUN --set
+  model.input=frames --set model.text_encoder=transformer --set model.text_encoder_path=BERT_DIR``
+  (``--features`` is not read in this mode). Keys: ``model.input`` (``features`` | ``frames``),
+  ``model.backbone`` (an image backbone of ``extract/backbones.py``: ``resnet50`` default, ``resnet18``,
+  ``resnet101``, ``resnet152``), ``model.backbone_weights`` (``pretrained``: the local weight file as
+  extraction finds it, sha256 recorded; ``random``: a fixed-seed initialisation for tests, with the loud
+  random-weights warning), ``model.backbone_checkpoint`` (a local weight file instead of the torch cache),
+  ``model.frame_size`` (input side S, 224), ``model.frame_fps`` (the rate of the frame grid the clips
+  are drawn from, 4.0, as the ``siasamrea`` feature set), ``model.grad_checkpoint`` (recompute the
+  backbone's stages in the backward pass), ``model.freeze_bn`` (BatchNorm in eval mode, its parameters
+  not trained; default true). ``clip_frames``, ``frame_interval``, ``siamese_shift``, ``num_siamese`` and
+  ``eval_clips`` keep their meaning, counted in rows of the ``frame_fps`` grid. ``train.amp`` (bf16 on
+  native-bf16 CPUs and GPUs) and ``train.grad_accum`` apply as for every model.
+- **Data** (``train/frames.py``): DataLoader workers decode with decord only the frames of the sampled
+  clips (never a whole video), resized by FFmpeg and centre-cropped to S x S; the batch carries ``clips``
+  (B, K, Bf, S, S, 3) uint8, ``clip_valid`` (B, K, Bf) bool and ``clip_index`` (B, K, Bf) int64 (the
+  source frames). Training K = 1 + N clips drawn with a generator seeded by (``train.seed``, epoch, item),
+  so a resumed run draws the same clips; evaluation K = ``eval_clips`` deterministic clips. A video that
+  does not decode is skipped and counted (``dropped_questions``, ``train.log``), never fed as zeros.
+- **Clip feature** (this file): each frame through the backbone's convolutional trunk (the images
+  normalised with its mean and std), its last map (D, h, w) averaged over the clip's valid frames
+  (ClipBERT's temporal mean pooling, the end-to-end recipe the paper builds on; the paper gives no
+  other), the h x w cells projected to H with a learnt row and column position embedding: the clip's
+  visual tokens, which replace the Bf frame tokens of the feature form. The frame attention of an
+  explanation is then uniform over a clip's valid frames (the mean pooling weighs them equally); the
+  [CLS] attention over the cells is ``grid_attention`` (B, M, h*w).
+
 Ablations (config switches): ``num_siamese=0`` (the base network alone), ``knowledge="uniform"`` (SKR
 without SKG: A^(i, j) = 1 / (K - 1) for j != i), ``knowledge="skg"`` (SKG + SKR, default), and N.
 
@@ -169,6 +200,7 @@ from torch import Tensor, nn
 from models.layers import QuestionEncoder
 
 __all__ = [
+    "FrameEncoder",
     "FusionLayer",
     "PretrainedTextEncoder",
     "SiaSamRea",
@@ -187,6 +219,7 @@ KNOWLEDGE = ("skg", "uniform")
 KNOWLEDGE_LOSSES = ("gt", "siamese")
 GT_CLIPS = ("all", "anchor")
 TEXT_ENCODERS = ("glove", "transformer")
+INPUTS = ("features", "frames")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -235,6 +268,15 @@ class SiaSamReaConfig:
             train.lr, as the paper fine-tunes BERT).
         text_max_len: transformer only: tokens per question (mc: per question + candidate pair) incl.
             special tokens (64, ours).
+        input: features (the extracted siasamrea feature set) or frames (raw frames through the image
+            backbone, trained end to end; the paper's setting).
+        backbone: frames only: the image backbone (resnet50, the paper's; resnet18/101/152).
+        backbone_weights: frames only: pretrained (a local weight file, sha256 recorded) or random (tests).
+        backbone_checkpoint: frames only: a local weight file of the backbone (default: the torch cache).
+        frame_size: frames only: input side S of the centre-cropped frames (224, ours).
+        frame_fps: frames only: rate of the frame grid clips are drawn from (4.0, as the feature set).
+        grad_checkpoint: frames only: recompute the backbone's stages in the backward pass (less memory).
+        freeze_bn: frames only: BatchNorm layers in eval mode and their parameters fixed (True).
     """
 
     frames_dim: int = 2048
@@ -263,8 +305,23 @@ class SiaSamReaConfig:
     text_encoder_path: str | None = None
     freeze_text_encoder: bool = False
     text_max_len: int = 64
+    input: Literal["features", "frames"] = "features"
+    backbone: str = "resnet50"
+    backbone_weights: Literal["pretrained", "random"] = "pretrained"
+    backbone_checkpoint: str | None = None
+    frame_size: int = 224
+    frame_fps: float = 4.0
+    grad_checkpoint: bool = False
+    freeze_bn: bool = True
 
     def __post_init__(self) -> None:
+        if self.input not in INPUTS:
+            raise ValueError(f"input must be one of {INPUTS}, got {self.input!r}")
+        if self.backbone_weights not in ("pretrained", "random"):
+            raise ValueError(f"backbone_weights must be pretrained or random, got {self.backbone_weights!r}")
+        if self.frame_size < 32 or not self.frame_fps > 0:
+            raise ValueError(f"frame_size must be >= 32 and frame_fps > 0, got {self.frame_size}, "
+                             f"{self.frame_fps}")
         if self.text_encoder not in TEXT_ENCODERS:
             raise ValueError(f"text_encoder must be one of {TEXT_ENCODERS}, got {self.text_encoder!r}")
         if self.text_encoder == "transformer" and not self.text_encoder_path:
@@ -520,6 +577,74 @@ class PretrainedTextEncoder(nn.Module):
         return self.proj(hidden.last_hidden_state)  # (N, L, H)
 
 
+class FrameEncoder(nn.Module):
+    """Raw frames -> a clip's visual tokens (``input="frames"``): an image backbone fine-tuned end to end.
+
+    Args:
+        backbone: a torchvision-style ResNet (``conv1``, ``bn1``, ``relu``, ``maxpool``, ``layer1..4``)
+            with its weights loaded; its classifier is not used.
+        dim: D, the channels of its last map; out_dim: H; grid: the largest map side (S / 32, rounded up).
+        mean, std: the per-channel RGB normalisation of its weights (ImageNet's by default).
+        freeze_bn: BatchNorm layers stay in eval mode (running statistics fixed) with their affine
+            parameters not trained, as usual when fine-tuning on small batches.
+        grad_checkpoint: recompute each stage in the backward pass instead of keeping its activations.
+        dropout: after the projection.
+
+    Forward: ``clips`` (B, K, Bf, S, S, 3) uint8, ``valid`` (B, K, Bf) bool -> tokens (B, K, h*w, H) and
+    the map side ``(h, w)``.
+    """
+
+    def __init__(self, backbone: nn.Module, *, dim: int, out_dim: int, grid: int, dropout: float = 0.0,
+                 mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+                 std: tuple[float, ...] = (0.229, 0.224, 0.225), freeze_bn: bool = True,
+                 grad_checkpoint: bool = False) -> None:
+        super().__init__()
+        self.backbone, self.freeze_bn, self.grad_checkpoint = backbone, freeze_bn, grad_checkpoint
+        self.backbone.requires_grad_(True)
+        if freeze_bn:
+            for m in self._batch_norms():
+                m.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.proj = nn.Sequential(nn.Linear(dim, out_dim), nn.LayerNorm(out_dim), nn.Dropout(dropout))
+        self.row = nn.Embedding(grid, out_dim)  # 2-D position of a map cell
+        self.col = nn.Embedding(grid, out_dim)
+
+    def _batch_norms(self) -> list[nn.Module]:
+        return [m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    def train(self, mode: bool = True) -> FrameEncoder:
+        super().train(mode)
+        if self.freeze_bn:
+            for m in self._batch_norms():
+                m.eval()
+        return self
+
+    def feature_map(self, x: Tensor) -> Tensor:
+        """(N, 3, S, S) normalised -> (N, D, S/32, S/32), each stage checkpointed when asked."""
+        m = self.backbone
+        x = m.maxpool(m.relu(m.bn1(m.conv1(x))))  # (N, 64, S/4, S/4)
+        for stage in (m.layer1, m.layer2, m.layer3, m.layer4):
+            if self.grad_checkpoint and self.training and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(stage, x, use_reentrant=False)
+            else:
+                x = stage(x)
+        return x
+
+    def forward(self, clips: Tensor, valid: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        B, K, Bf, S = clips.shape[:4]
+        x = clips.reshape(B * K * Bf, S, S, 3).permute(0, 3, 1, 2).float()  # (N, 3, S, S), 0..255
+        x = (x / 255.0 - self.mean) / self.std
+        fmap = self.feature_map(x)  # (N, D, h, w)
+        D, h, w = fmap.shape[1:]
+        fmap = fmap.view(B, K, Bf, D, h, w)
+        weight = valid.to(fmap.dtype).view(B, K, Bf, 1, 1, 1)
+        clip = (fmap * weight).sum(2) / weight.sum(2).clamp(min=1)  # (B, K, D, h, w) temporal mean pooling
+        cells = clip.flatten(3).transpose(2, 3)  # (B, K, h*w, D)
+        pos = (self.row.weight[:h, None] + self.col.weight[None, :w]).reshape(h * w, -1)  # (h*w, H)
+        return self.proj(cells) + pos, (int(h), int(w))
+
+
 class SiaSamRea(nn.Module):
     """The base VideoQA network plus siamese sampling and reasoning during training.
 
@@ -538,7 +663,9 @@ class SiaSamRea(nn.Module):
     """
 
     def __init__(self, cfg: SiaSamReaConfig, *, vocab_size: int, num_answers: int, task_type: str,
-                 embeddings: Any = None, text_encoder: nn.Module | None = None) -> None:
+                 embeddings: Any = None, text_encoder: nn.Module | None = None,
+                 backbone: nn.Module | None = None, pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+                 pixel_std: tuple[float, ...] = (0.229, 0.224, 0.225)) -> None:
         super().__init__()
         if task_type not in TASK_TYPES:
             raise ValueError(f"task_type must be one of {TASK_TYPES}, got {task_type!r}")
@@ -556,10 +683,18 @@ class SiaSamRea(nn.Module):
             self.text = QuestionEncoder(vocab_size, embed_dim=cfg.word_dim, hidden_dim=H,
                                         num_layers=cfg.lstm_layers, embeddings=embeddings,
                                         freeze_embeddings=cfg.freeze_embeddings)
-        self.frame_proj = nn.Sequential(
-            nn.Linear(cfg.frames_dim, H), nn.LayerNorm(H), nn.Dropout(cfg.dropout)
-        )
-        self.frame_pos = nn.Embedding(cfg.clip_frames, H)
+        if cfg.input == "frames":
+            if backbone is None:
+                raise ValueError("input=frames: pass the image backbone module (train/frames.py builds it "
+                                 "from model.backbone)")
+            self.visual = FrameEncoder(backbone, dim=cfg.frames_dim, out_dim=H, grid=-(-cfg.frame_size // 32),
+                                       dropout=cfg.dropout, mean=pixel_mean, std=pixel_std,
+                                       freeze_bn=cfg.freeze_bn, grad_checkpoint=cfg.grad_checkpoint)
+        else:
+            self.frame_proj = nn.Sequential(
+                nn.Linear(cfg.frames_dim, H), nn.LayerNorm(H), nn.Dropout(cfg.dropout)
+            )
+            self.frame_pos = nn.Embedding(cfg.clip_frames, H)
         self.type_embed = nn.Embedding(2, H)  # 0 text, 1 frame
         self.cls = nn.Parameter(torch.zeros(1, 1, H))
         nn.init.normal_(self.cls, std=0.02)
@@ -626,11 +761,19 @@ class SiaSamRea(nn.Module):
             ``(out, cls, attn)``: predictions (B, K, C', out_dim), CLS features (B, K, C', H), and the
             CLS attention on the frame tokens (B, K, C', Bf).
         """
-        B, K, Bf = index.shape
-        Cp, Lt = text.shape[1], text.shape[2]
+        B = index.shape[0]
         rows = torch.arange(B, device=frames.device)[:, None, None]
         clip = frames[rows, index.to(frames.device)]  # (B, K, Bf, Da)
-        v = self.frame_proj(clip) + self.frame_pos.weight + self.type_embed.weight[1]  # (B, K, Bf, H)
+        v = self.frame_proj(clip) + self.frame_pos.weight  # (B, K, Bf, H)
+        return self.reason_tokens(v, valid.to(frames.device), text, text_pad)
+
+    def reason_tokens(self, v: Tensor, valid: Tensor, text: Tensor,
+                      text_pad: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`reason` on given visual tokens ``v`` (B, K, Bf, H) (frames: Bf = the clip's map cells)
+        with ``valid`` (B, K, Bf) bool."""
+        B, K, Bf = v.shape[:3]
+        Cp, Lt = text.shape[1], text.shape[2]
+        v = v + self.type_embed.weight[1]  # (B, K, Bf, H)
         t = text + self.type_embed.weight[0]  # (B, C', Lt, H)
         H = v.shape[-1]
         x = torch.cat([
@@ -638,9 +781,8 @@ class SiaSamRea(nn.Module):
             t[:, None].expand(B, K, Cp, Lt, H),
             v[:, :, None].expand(B, K, Cp, Bf, H),
         ], dim=3).reshape(B * K * Cp, 1 + Lt + Bf, H)  # (B*K*C', S, H)
-        valid = valid.to(frames.device)
         pad = torch.cat([
-            torch.zeros(B, K, Cp, 1, dtype=torch.bool, device=frames.device),
+            torch.zeros(B, K, Cp, 1, dtype=torch.bool, device=v.device),
             text_pad[:, None].expand(B, K, Cp, Lt),
             ~valid[:, :, None].expand(B, K, Cp, Bf),
         ], dim=3).reshape(B * K * Cp, -1)
@@ -660,6 +802,8 @@ class SiaSamRea(nn.Module):
         return out[..., 0] if self.task_type == "mc" else out[:, :, 0, 0]
 
     def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.cfg.input == "frames":
+            return self.forward_frames(batch)
         cfg = self.cfg
         frames = batch["frames"]  # (B, T, Da)
         mask = batch.get("frames_mask")
@@ -675,16 +819,43 @@ class SiaSamRea(nn.Module):
                                     train=self.training, eval_clips=1 if self.training else cfg.eval_clips)
         text, text_pad = self.encode_text(batch)  # once per question, shared by the K clips
         out, cls, attn = self.reason(frames, index, valid, text, text_pad)
+        return self._outputs(out, cls, attn, index.to(frames.device), valid.to(frames.device), batch,
+                             siamese=siamese)
+
+    def forward_frames(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``input="frames"``: ``clips`` (B, K, Bf, S, S, 3) uint8 of the clips the data path sampled
+        (training: the anchor and N siamese clips; evaluation: the M evaluation clips), ``clip_valid``
+        (B, K, Bf) and ``clip_index`` (B, K, Bf) source frames."""
+        clips, valid, index = batch["clips"], batch["clip_valid"].bool(), batch["clip_index"]
+        if clips.dim() != 6 or clips.shape[-1] != 3 or clips.dtype != torch.uint8:
+            raise ValueError(f"clips must be uint8 (B, K, Bf, S, S, 3), got {clips.dtype} "
+                             f"{tuple(clips.shape)}")
+        v, _ = self.visual(clips, valid)  # (B, K, h*w, H)
+        cells = torch.ones(v.shape[:3], dtype=torch.bool, device=v.device)
+        text, text_pad = self.encode_text(batch)  # once per question, shared by the K clips
+        out, cls, grid_attn = self.reason_tokens(v, cells, text, text_pad)
+        # the clip's frames enter through their mean: each valid frame weighs the same
+        attn = valid.float() / valid.float().sum(-1, keepdim=True).clamp(min=1)  # (B, K, Bf)
+        attn = attn[:, :, None].expand(-1, -1, out.shape[2], -1)  # (B, K, C', Bf)
+        siamese = self.training and self.cfg.num_siamese > 0 and clips.shape[1] > 1
+        result = self._outputs(out, cls, attn, index, valid, batch, siamese=siamese)
+        result["grid_attention"] = grid_attn.mean(2)  # (B, K, h*w): per clip, candidates averaged
+        return result
+
+    def _outputs(self, out: Tensor, cls: Tensor, attn: Tensor, index: Tensor, valid: Tensor,
+                 batch: dict[str, Any], *, siamese: bool) -> dict[str, Any]:
+        """The result dict from the K clips' outputs (evaluation: their consensus)."""
         preds = self._task_output(out)  # (B, K, ...)
         key = {"open": "logits", "mc": "scores", "count": "count"}[self.task_type]
         if not self.training:  # K = eval_clips clips over the video (or segment): their consensus
-            return self._consensus(key, preds, attn, index.to(frames.device), valid.to(frames.device))
+            return self._consensus(key, preds, attn, index, valid)
         result: dict[str, Any] = {
             key: preds[:, 0],
             "frame_attention": attn[:, 0, 0] if self.task_type != "mc" else attn[:, 0],
-            "frame_index": index[:, 0].to(frames.device),
-            "frame_valid": valid[:, 0].to(frames.device),
+            "frame_index": index[:, 0],
+            "frame_valid": valid[:, 0],
         }
+        cfg = self.cfg
         if siamese:
             aff, losses = self.siamese_term(preds, cls.mean(dim=2), batch.get("answer"))
             result["affinity"] = aff
@@ -740,14 +911,19 @@ def _cpu(x: Tensor | None) -> Tensor | None:
 
 
 def siasamrea(cfg: SiaSamReaConfig | None = None, *, vocab_size: int, num_answers: int, task_type: str,
-              embeddings: Any = None, text_encoder: nn.Module | None = None) -> SiaSamRea:
+              embeddings: Any = None, text_encoder: nn.Module | None = None,
+              backbone: nn.Module | None = None, pixel_mean: tuple[float, ...] = (0.485, 0.456, 0.406),
+              pixel_std: tuple[float, ...] = (0.229, 0.224, 0.225)) -> SiaSamRea:
     """Build SiaSamRea (the registry's builder).
 
     Args:
         cfg: config (default: ``SiaSamReaConfig()``; where each value comes from: the module docstring).
         vocab_size: question vocabulary size; num_answers: open-ended answer classes;
         task_type: ``"open"``, ``"mc"`` or ``"count"``; embeddings: optional GloVe matrix;
-        text_encoder: the loaded pre-trained module for ``cfg.text_encoder == "transformer"``.
+        text_encoder: the loaded pre-trained module for ``cfg.text_encoder == "transformer"``;
+        backbone: the image backbone module with its weights for ``cfg.input == "frames"`` (``frames_dim``
+            = its last map's channels); pixel_mean, pixel_std: the normalisation its weights expect.
     """
     return SiaSamRea(cfg or SiaSamReaConfig(), vocab_size=vocab_size, num_answers=num_answers,
-                     task_type=task_type, embeddings=embeddings, text_encoder=text_encoder)
+                     task_type=task_type, embeddings=embeddings, text_encoder=text_encoder, backbone=backbone,
+                     pixel_mean=pixel_mean, pixel_std=pixel_std)

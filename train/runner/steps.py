@@ -24,6 +24,7 @@ from models import get_model
 from pipelines.atomic import directory_lock, write_json_atomic
 from pipelines.datasets import get_dataset
 from pipelines.version import toolkit_version
+from train import frames as frame_data
 from train.checkpoint import (
     CheckpointError,
     check_best,
@@ -219,9 +220,14 @@ def prepare(r: Run) -> None:
     r.conf["provenance"] = r.record
     if r.dist.is_main:
         write_yaml(r.out / ("eval_config.yaml" if r.spec.eval_only else "config.yaml"), r.conf)
-    r.data = r.task.build_datasets(r.spec, r.adapter, r.prepared, r.reader, r.entry, data=r.data,
-                                   text_encoder=r.text_enc,
-                                   recorded_stats=recorded_stats(r.resume_from, r.eval_ckpt))
+    if frame_data.uses_frames(r.model_cfg):  # raw frames (SiaSamRea end to end): train/frames.py
+        r.model_cfg = dataclasses.replace(r.model_cfg, frames_dim=r.reader.backbone.feature_dim)
+        r.data = frame_data.build_frame_data(r.spec, r.adapter, r.prepared, r.reader, text_encoder=r.text_enc,
+                                             model_cfg=r.model_cfg, drop_unknown_answers=r.task.answer_vocab)
+    else:
+        r.data = r.task.build_datasets(r.spec, r.adapter, r.prepared, r.reader, r.entry, data=r.data,
+                                       text_encoder=r.text_enc,
+                                       recorded_stats=recorded_stats(r.resume_from, r.eval_ckpt))
     for name, ds in r.data.datasets.items():
         log.info("%s: %d questions", name, len(ds))
 
@@ -239,11 +245,16 @@ def _open_features(r: Run) -> None:
             f"{'/' + spec.task if spec.task else ''} is {r.task_type!r}"
         )
     r.task = get_task(r.task_type)
-    r.reader = FeatureReader(spec.features)
-    check_feature_set(r.reader, r.entry.feature_set, model=spec.model)
-    r.reader.check_readable()  # here, not in a DataLoader worker (--num-workers > 0)
-    r.reader.verify_checksums(r.out / "feature_cache" / "verified-shards.json")  # what the fingerprint says
-    r.features = feature_record(spec.features, r.reader)
+    if frame_data.uses_frames(spec.model_config):  # the videos themselves, not features
+        r.reader = frame_data.VideoSource(r.adapter, spec.model_config,
+                                          frame_data.load_backbone(spec.model_config))
+        r.features = r.reader.record()
+    else:
+        r.reader = FeatureReader(spec.features)
+        check_feature_set(r.reader, r.entry.feature_set, model=spec.model)
+        r.reader.check_readable()  # here, not in a DataLoader worker (--num-workers > 0)
+        r.reader.verify_checksums(r.out / "feature_cache" / "verified-shards.json")  # the fingerprint's
+        r.features = feature_record(spec.features, r.reader)
     if r.features["random_weights"]:
         for line in RANDOM_WEIGHTS_BANNER.splitlines():
             log.warning(line)
@@ -329,7 +340,10 @@ def _take_checkpoint(r: Run) -> None:
 def build(r: Run) -> None:
     """The collate, the model (seeded), the checkpoint meta, the selection metric, the val/test loaders."""
     cfg, dist, task_type = r.cfg, r.dist, r.task_type
+    frames = frame_data.uses_frames(r.model_cfg)
     r.collate = r.task.collate(r.reader)
+    if frames:  # the same answers, plus the clips
+        r.collate = frame_data.FrameCollate(answer_dtype=r.collate.answer_dtype)
     r.pin = r.device.type == "cuda"
     seed_everything(cfg.seed)
     r.model = r.entry.build(
@@ -339,6 +353,8 @@ def build(r: Run) -> None:
         task_type=task_type,
         embeddings=r.prepared.embeddings,
         **({"text_encoder": r.text_enc.model} if r.text_enc is not None else {}),
+        **({"backbone": r.reader.backbone.module, "pixel_mean": r.reader.backbone.preprocessing.mean,
+            "pixel_std": r.reader.backbone.preprocessing.std} if frames else {}),
     ).to(r.device)
     if dist.rank > 0:  # different dropout streams per process; rank 0 keeps the single-process stream
         seed_everything(cfg.seed + 1_000_003 * dist.rank)
@@ -408,8 +424,9 @@ def fit(r: Run) -> None:
             find_unused_parameters=cfg.ddp_find_unused_parameters,
         )
     train_ds = r.data.datasets["train"]
-    sampler = DistributedSampler(train_ds, num_replicas=dist.world_size, rank=dist.rank,
-                                 shuffle=True, seed=cfg.seed, drop_last=False)
+    sampler_cls = frame_data.ClipSeedSampler if frame_data.uses_frames(r.model_cfg) else DistributedSampler
+    sampler = sampler_cls(train_ds, num_replicas=dist.world_size, rank=dist.rank,
+                          shuffle=True, seed=cfg.seed, drop_last=False)
     gen = torch.Generator()
     micro_batch = cfg.batch_size // (dist.world_size * cfg.grad_accum)
     train_loader = make_loader(train_ds, batch_size=micro_batch, sampler=sampler,
