@@ -37,6 +37,7 @@ from train.moments import (
 )
 from train.provenance import CHECKPOINT_FORMAT, RANDOM_WEIGHTS_BANNER
 from train.text_encoder import TextEncoderError, for_checkpoint
+from train.tools.answer import frames as answer_frames
 from train.tools.answer.batch import BadRequest, parse_segment
 from train.tools.answer.results import (
     Answer,
@@ -118,11 +119,14 @@ class Answerer:
         self.subtitles = bool(meta.get("subtitles"))  # trained on questions with subtitle text (How2QA)
         self.stats = {k: (v["mean"].numpy(), v["std"].numpy()) for k, v in meta["feature_stats"].items()}
         entry = get_model(meta["model_name"])
-        self.feature_keys = tuple(entry.feature_keys) or tuple(feature_set.outputs)
+        self.frames = isinstance(feature_set, answer_frames.FrameInput)  # end to end: frames, not features
+        self.feature_keys = () if self.frames else tuple(entry.feature_keys) or tuple(feature_set.outputs)
         ragged = tuple(n for n, s in feature_set.outputs.items() if s.shape and s.shape[0] is None)
         self.collate = QACollate(
             ragged, answer_dtype=torch.float32 if self.task_type == "count" else torch.int64
         )
+        if self.frames:
+            self.collate = feature_set.collate(self.collate.answer_dtype)
         self.query_note: str | None = None
         self.features_note: str | None = None  # features recomputed by --features-like's extraction
         if self.task_type == "moment":
@@ -194,12 +198,14 @@ class Answerer:
             text = for_checkpoint(cfg, meta, text_encoder, source=str(path))
         except TextEncoderError as exc:
             raise AnswerError(str(exc)) from None
+        frames = answer_frames.uses_frames(cfg)  # end to end: the backbone is part of the weights
         model = entry.build(
             cfg,
             vocab_size=len(meta["question_vocab"]),
             num_answers=len(meta["answer_vocab"]),
             task_type=meta["task_type"],
             **({"text_encoder": text.model} if text is not None else {}),
+            **(answer_frames.model_inputs(cfg)[0] if frames else {}),
         )
         try:
             model.load_state_dict(ckpt["model"])
@@ -207,6 +213,10 @@ class Answerer:
             raise CheckpointError(
                 f"{path}: the weights do not fit model {meta['model_name']!r}: {str(exc).splitlines()[0]}"
             ) from None
+        if frames:
+            dev = torch.device(device)
+            return cls(model.to(dev), meta, answer_frames.FrameInput(cfg), path=path, device=dev,
+                       text_encoder=text)
         fprov, note = recompute_provenance(meta["provenance"]["features"].get("provenance") or {},
                                            features_like, source=str(path))
         files = resolve_backbone_files(
@@ -257,6 +267,8 @@ class Answerer:
         if not path.is_file():
             raise AnswerError(f"{path}: no such video file")
         fs = self.feature_set
+        if self.frames:
+            return fs.extract(path)
         try:
             chunks = list(fs.decode(path.stem, path))
             partials = fs.infer(chunks)
@@ -369,6 +381,8 @@ class Answerer:
             item["subtitle"], item["subtitle_len"] = torch.from_numpy(sids[0]), int(slen[0])
         if segment is not None:  # as train.data.QADataset (How2QA's ts); models that use none ignore it
             item["segment"] = torch.tensor([float(segment[0]), float(segment[1])], dtype=torch.float32)
+        if self.frames:  # the question's evaluation clips, read as validation reads them
+            item.update(self.feature_set.clips(feats, segment))
         for key in self.feature_keys:
             arr = np.asarray(feats.features[key])
             if arr.dtype.kind == "f":
