@@ -114,8 +114,9 @@ def _model_command(name: str, entry: ModelEntry) -> click.Command:
     @click.option("--task", default=None, help="Task of datasets with several (TGIF-QA: frameqa, ...).")
     @click.option("--root", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
                   help="Dataset root (annotation files).")
-    @click.option("--features", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
-                  help="Feature directory written by vqa-extract.")
+    @click.option("--features", default=None, type=click.Path(exists=True, file_okay=False, path_type=Path),
+                  help="Feature directory written by vqa-extract (not with model.input=frames, which reads "
+                       "the videos under --root).")
     @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
                   help="Run directory (config, checkpoints, metrics, predictions).")
     @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -200,14 +201,16 @@ def _make_spec(
         raise click.UsageError(f"dataset {dataset!r} needs --task, one of: {', '.join(adapter.tasks)}")
     if task_type not in entry.task_types:
         raise click.UsageError(f"model {name!r} does not support {task_type!r} tasks ({dataset}/{task})")
-    try:
-        reader = FeatureReader(features)
-    except ManifestError as exc:
-        raise click.UsageError(str(exc)) from exc
-    try:  # before any model.* check: a wrong feature directory explains every later mismatch
-        check_feature_set(reader, entry.feature_set, model=name)
-    except FeatureMismatchError as exc:
-        raise click.ClickException(str(exc)) from exc
+    reader = None  # none: the model reads raw frames (model.input=frames, checked below)
+    if features is not None:
+        try:
+            reader = FeatureReader(features)
+        except ManifestError as exc:
+            raise click.UsageError(str(exc)) from exc
+        try:  # before any model.* check: a wrong feature directory explains every later mismatch
+            check_feature_set(reader, entry.feature_set, model=name)
+        except FeatureMismatchError as exc:
+            raise click.ClickException(str(exc)) from exc
 
     moment_model = "moment" in entry.task_types
     try:
@@ -248,7 +251,10 @@ def _make_spec(
                 saved_train = json.loads(meta["train_config"])
                 train_cfg = eval_train_config(saved_train, explicit, source=str(checkpoint))
         else:
-            model_values = fill_from_features(entry.config_cls, merged["model"], reader.outputs)
+            if reader is None and merged["model"].get("input") != "frames":
+                raise ConfigError("--features is required (only model.input=frames reads the videos instead)")
+            model_values = merged["model"] if reader is None else fill_from_features(
+                entry.config_cls, merged["model"], reader.outputs)
             moment_values = merged["moment"]
         moment_cfg = build_config(MomentConfig, moment_values, section="moment") if moment_model else None
         if moment_cfg is not None and not eval_only:
@@ -259,7 +265,8 @@ def _make_spec(
     except CheckpointError as exc:  # a bad file, not a bad command line
         raise click.ClickException(str(exc)) from exc
     return RunSpec(
-        model=name, dataset=dataset, task=task, root=root, features=features, out=out, train=train_cfg,
+        model=name, dataset=dataset, task=task, root=root, features=features or root, out=out,
+        train=train_cfg,
         model_config=model_cfg, moment=moment_cfg, glove=glove, device=device, resume=resume,
         eval_only=eval_only,
         checkpoint=checkpoint, allow_missing_features=allow_missing_features,

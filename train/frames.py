@@ -82,6 +82,9 @@ def load_backbone(model_cfg: Any) -> Any:
     loaded = build_backbone(name, weights=model_cfg.backbone_weights,
                             checkpoint=model_cfg.backbone_checkpoint, device="cpu", precision="fp32")
     loaded.module.train()
+    if model_cfg.backbone_weights == "random" and model_cfg.freeze_bn:
+        log.warning("model.freeze_bn with random backbone weights: the frozen BatchNorm statistics (mean 0, "
+                    "variance 1) normalise nothing and every clip looks alike; set model.freeze_bn=false")
     return loaded
 
 

@@ -35,31 +35,24 @@ WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "what", "colour", "color"
          "this", "clip", "?", "red", "green", "blue", "yellow", "magenta", "cyan", "square", "circle",
          "triangle", "cross"]
 
-#: the run script: ``python RUN.py ROOT DATASET OUT BERT SEED EPOCHS [--resume]`` -> metrics.json
-RUN = '''
-import sys
-from pathlib import Path
-from models.siasamrea import SiaSamReaConfig
-from train.config import TrainConfig, build_config
-from train.runner import RunSpec, run
-root, dataset, out, bert, seed, epochs = sys.argv[1:7]
-model = build_config(SiaSamReaConfig, dict(
-    input="frames", backbone="resnet18", backbone_weights="random", frame_size=32, hidden_dim=32,
-    num_heads=2, num_layers=1, clip_frames=2, frame_interval=2, siamese_shift=2, num_siamese=2,
-    affinity_dim=8, text_encoder="transformer", text_encoder_path=bert, text_max_len=24,
-    subtitle_max_len=8, dropout=0.0), section="model")
-train = build_config(TrainConfig, dict(epochs=int(epochs), batch_size=8, seed=int(seed), lr=1e-3,
-                                       num_workers=int(sys.argv[7]), amp="fp32"), section="train")
-run(RunSpec(model="siasamrea", dataset=dataset, task=None, root=Path(root), features=Path(root),
-            out=Path(out), train=train, model_config=model, device="cpu", show_progress=False, threads=1,
-            resume="--resume" in sys.argv))
-'''
+#: ``--set`` items of a tiny end-to-end SiaSamRea: random ResNet-18 at 32 px, 2-frame clips, 2 siamese clips
+TINY = ["input=frames", "backbone=resnet18", "backbone_weights=random", "frame_size=32", "hidden_dim=32",
+        "num_heads=2", "num_layers=1", "clip_frames=2", "frame_interval=2", "siamese_shift=2",
+        "num_siamese=1", "affinity_dim=8", "text_encoder=transformer", "text_max_len=24",
+        "subtitle_max_len=8", "dropout=0.0", "freeze_bn=false"]  # random weights: BatchNorm must normalise
+
+
+#: the learning test's schedule and settings per layout (ActivityNet-QA: 64 px, its objects' size). How2QA at
+#: the CLI's grad_clip 5.0 (ClipBERT's) reached only 0.33 / 0.25 (val / test, seed 0; chance 0.25): with 48
+#: held-out questions the margin is thin, so the clip the seeds 0 and 1 were measured at is pinned
+LEARN = {"how2qa": (15, 2e-3, ("train.grad_clip=12",)),
+         "activitynet-qa": (20, 1e-3, ("model.frame_size=64",))}
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e")
-    generate_demo(base / "demo", seed=0, scale=0.5)
+    generate_demo(base / "demo", seed=0, scale=1.0)
     bert = base / "bert" / "model"
     bert.mkdir(parents=True)
     (bert.parent / "vocab.txt").write_text("\n".join(WORDS) + "\n")
@@ -69,14 +62,19 @@ def demo(tmp_path_factory):
                                   num_attention_heads=2, intermediate_size=64, max_position_embeddings=64)
     transformers.BertModel(cfg).save_pretrained(bert)
     tokenizer.save_pretrained(bert)
-    (base / "run.py").write_text(RUN)
     return base
 
 
 def _command(demo: Path, dataset: str, root: Path, out: Path, *, seed: int = 0, epochs: int = 2,
-             workers: int = 0, resume: bool = False) -> list[str]:
-    return [sys.executable, str(demo / "run.py"), str(root), dataset, str(out), str(demo / "bert" / "model"),
-            str(seed), str(epochs), str(workers), *(["--resume"] if resume else [])]
+             workers: int = 0, resume: bool = False, lr: float = 1e-3, extra: tuple = ()) -> list[str]:
+    """``vqa-train siasamrea`` on the videos under ``root`` (no ``--features``)."""
+    sets = [x for item in TINY for x in ("--set", f"model.{item}")]
+    return [sys.executable, "-m", "train.cli", "siasamrea", "--dataset", dataset, "--root", str(root),
+            "--out", str(out), *sets, "--set", f"model.text_encoder_path={demo / 'bert' / 'model'}",
+            "--set", f"train.lr={lr}", "--set", "train.amp=fp32", "--seed", str(seed),
+            "--epochs", str(epochs), "--batch-size", "8", "--num-workers", str(workers), "--no-progress",
+            "--device", "cpu", "--threads", "1", *(["--resume"] if resume else []),
+            *[x for item in extra for x in ("--set", item)]]
 
 
 def _env() -> dict[str, str]:
@@ -162,6 +160,21 @@ def test_a_video_failing_in_a_worker_is_left_out_of_the_batch(tmp_path):
         ds_bad.read_clips("long", None, None)
 
 
+@pytest.mark.parametrize(("dataset", "chance_key"), [("how2qa", "random_choice_accuracy"),
+                                                     ("activitynet-qa", None)])
+def test_learns_above_chance_end_to_end(demo, tmp_path, dataset, chance_key):
+    """Trained from the raw frames of the demo layouts (random ResNet-18, tiny BERT), the held-out questions
+    (val and test together) are answered well above chance: How2QA 1 of 4 candidates, ActivityNet-QA 1 of
+    its 6 colours (the demo's chance level; the majority training answer scores less)."""
+    epochs, lr, extra = LEARN[dataset]
+    got = _train(demo, dataset, demo / "demo" / dataset, tmp_path / "run", epochs=epochs, lr=lr, extra=extra)
+    chance = got["baselines_test"][chance_key] if chance_key else 1 / 6
+    n_val, n_test = got["val"]["num_questions"], got["test"]["num_questions"]
+    held_out = (got["val"]["accuracy"] * n_val + got["test"]["accuracy"] * n_test) / (n_val + n_test)
+    assert held_out >= chance + 0.1, (got["val"], got["test"], chance)
+    assert got["provenance"]["features"]["random_weights"] is True
+
+
 def test_an_unreadable_training_video_is_skipped_and_counted(demo, tmp_path):
     root = Path(shutil.copytree(demo / "demo" / "activitynet-qa", tmp_path / "activitynet-qa"))
     first = json.loads((root / "train_q.json").read_text())[0]["video_name"]
@@ -174,10 +187,11 @@ def test_an_unreadable_training_video_is_skipped_and_counted(demo, tmp_path):
 
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(demo, tmp_path):
-    root = demo / "demo" / "how2qa"
-    want = _train(demo, "how2qa", root, tmp_path / "full", epochs=3, workers=1)
+    """Killed after its first epoch, resumed: the same weights and metrics (clips drawn in a worker)."""
+    root = demo / "demo" / "activitynet-qa"
+    want = _train(demo, "activitynet-qa", root, tmp_path / "full", epochs=2, workers=1)
     part = tmp_path / "part"
-    proc = subprocess.Popen(_command(demo, "how2qa", root, part, epochs=3, workers=1), env=_env(),
+    proc = subprocess.Popen(_command(demo, "activitynet-qa", root, part, epochs=2, workers=1), env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 300
     while not (part / "checkpoints" / "epoch-0001.pt").exists() and time.time() < deadline:
@@ -185,12 +199,90 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(demo, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    assert not (part / "checkpoints" / "epoch-0003.pt").exists()
-    got = _train(demo, "how2qa", root, part, epochs=3, workers=1, resume=True)
+    assert not (part / "checkpoints" / "epoch-0002.pt").exists()
+    got = _train(demo, "activitynet-qa", root, part, epochs=2, workers=1, resume=True)
     assert got["val"] == want["val"] and got["test"] == want["test"]
     assert got["best_checkpoint_sha256"] == want["best_checkpoint_sha256"]
-    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "epoch-0003.pt")["model"]
-    b = load_checkpoint(part / "checkpoints" / "epoch-0003.pt")["model"]
+    a = load_checkpoint(tmp_path / "full" / "checkpoints" / "epoch-0002.pt")["model"]
+    b = load_checkpoint(part / "checkpoints" / "epoch-0002.pt")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert "frames" == got["provenance"]["features"]["feature_set"]
     assert got["provenance"]["features"]["random_weights"] is True
+
+
+def _model_and_batch(**kw):
+    import torchvision
+
+    from models.siasamrea import siasamrea
+
+    torch.manual_seed(0)
+    cfg = _config(frames_dim=512, hidden_dim=16, num_heads=2, num_layers=1, word_dim=8, num_siamese=2,
+                  affinity_dim=8, dropout=0.0, **kw)
+    model = siasamrea(cfg, vocab_size=12, num_answers=5, task_type="open",
+                      backbone=torchvision.models.resnet18())
+    g = torch.Generator().manual_seed(1)
+    batch = {"clips": torch.randint(0, 256, (2, 3, 2, 32, 32, 3), dtype=torch.uint8, generator=g),
+             "clip_valid": torch.tensor([[[True, True]] * 3, [[True, False]] * 3]),
+             "clip_index": torch.zeros(2, 3, 2, dtype=torch.int64),
+             "question": torch.randint(1, 12, (2, 4), generator=g), "question_len": torch.tensor([4, 2]),
+             "answer": torch.tensor([1, 3])}
+    return model, batch
+
+
+def _step_grads(model, batch) -> dict[str, torch.Tensor]:
+    model.train()
+    model.zero_grad()
+    out = model(batch)
+    (out["clip_logits"].logsumexp(-1).mean() + sum(out["aux_losses"].values())).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_backbone_is_fine_tuned_with_batchnorm_frozen():
+    model, batch = _model_and_batch()
+    bn = model.visual.backbone.layer1[0].bn1
+    mean_before = bn.running_mean.clone()
+    grads = _step_grads(model, batch)
+    assert not bn.training and not bn.weight.requires_grad and torch.equal(bn.running_mean, mean_before)
+    assert "visual.backbone.conv1.weight" in grads and grads["visual.backbone.conv1.weight"].abs().sum() > 0
+    assert not any("bn" in n or "downsample.1" in n for n in grads if n.startswith("visual.backbone"))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model, batch = _model_and_batch()
+    want = _step_grads(model, batch)
+    model.visual.grad_checkpoint = True
+    got = _step_grads(model, batch)
+    assert want.keys() == got.keys()
+    assert all(torch.allclose(want[k], got[k], atol=1e-6) for k in want)
+
+
+def test_bf16_autocast_on_cpu_trains():
+    model, batch = _model_and_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        grads = _step_grads(model, batch)
+    assert all(torch.isfinite(g).all() for g in grads.values())
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model({**batch, **{k: batch[k][:, :1] for k in ("clips", "clip_valid", "clip_index")}})
+    assert out["logits"].shape == (2, 5) and out["frame_attention"].shape == (2, 2)
+    assert torch.allclose(out["frame_attention"][1], torch.tensor([1.0, 0.0]))  # the invalid frame: none
+
+
+def test_evaluation_scores_eval_clips_over_the_video_and_averages_them(tmp_path):
+    """``eval_clips`` = M deterministic clips spread over the video (or the question's segment); the model's
+    evaluation output is the mean of the M clips' logits."""
+    frames = np.zeros((200, 64, 64, 3), np.uint8)
+    frames[..., 1] = (np.arange(200) % 200)[:, None, None]
+    path = write_video(tmp_path / "v.mp4", frames, fps=10.0)  # 20 s: 80 rows of the 4 fps grid
+    ds = FrameQADataset(_Questions(), {"long": path}, _config(eval_clips=3), train=False)
+    item = ds[0]
+    starts = item["clip_index"][:, 0].tolist()
+    assert item["clips"].shape[:2] == (3, 2) and starts[0] == 0 and starts[-1] > 180
+    assert torch.equal(ds[0]["clip_index"], item["clip_index"])  # no randomness in evaluation
+    model, batch = _model_and_batch()
+    model.eval()
+    with torch.no_grad():
+        together = model(batch)["logits"]  # 3 clips
+        keys = ("clips", "clip_valid", "clip_index")
+        alone = [model({**batch, **{k: batch[k][:, i : i + 1] for k in keys}})["logits"] for i in range(3)]
+    assert torch.allclose(together, torch.stack(alone).mean(0), atol=1e-5)

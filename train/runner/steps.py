@@ -260,6 +260,8 @@ def _open_features(r: Run) -> None:
             log.warning(line)
     r.precision = train_precision(r.cfg.amp, r.device)
     r.conf = effective_config(spec, r.task_type)
+    if frame_data.uses_frames(spec.model_config):  # the backbone's channels, as the model is built (prepare)
+        r.conf["model"]["frames_dim"] = r.reader.backbone.feature_dim
 
 
 def _check_resume(r: Run) -> None:
