@@ -18,6 +18,9 @@ passes, applied here so the suite does not depend on a toolkit option), random w
   (``bottomup_r101_vg``, 600 px, 300 proposals, 10 regions kept), images/s;
 - **train**: a training step (forward, backward, Adam) of every model of ``models.MODELS`` at its
   paper's sizes on a synthetic batch (``benchmarks/train_bench.py`` / ``cmin_bench.py``), samples/s;
+- **e2e**: SiaSamRea end to end from raw frames (``benchmarks/e2e_bench.py``, size ``gpu``): ResNet-50 at
+  224 px, 8 frames a clip, N = 8 siamese clips, a BERT-base-shaped text encoder, batch 8, samples/s of the
+  training step with the backbone's gradient checkpointing off and on (peak memory in the notes);
 - **data**: the training data path beside it (``benchmarks/data_bench.py``): samples/s ``QADataset``
   delivers from an ``mspan`` feature directory of TGIF-QA size (40,000 videos, float16, 5 GiB, generated
   under ``--workdir`` and kept there) through the training run's DataLoader with one worker and with one
@@ -48,7 +51,7 @@ import torch
 # where they are used, so that a machine without CUDA is told so at once.
 
 PRECISIONS = ("fp32", "bf16")
-STEPS = ("appearance", "motion", "objects", "train", "data")
+STEPS = ("appearance", "motion", "objects", "train", "e2e", "data")
 VOCAB, ANSWERS = 5000, 1000  # train_bench's sizes (cmin_bench's questions draw words below 5000)
 
 
@@ -77,6 +80,7 @@ class Sizes:
     tiny_models: bool = False
     data: str = "real"  # data_bench's sizes: "real" (TGIF-QA size) or "dry"
     data_workers: int | None = None  # None: one per CPU
+    e2e: str = "gpu"  # e2e_bench.SIZES key
 
 
 #: the dry run: the same code on the small sibling architectures (the real ones are checked to exist) and
@@ -85,7 +89,7 @@ DRY = Sizes(appearance="resnet18", motion=("r3d_18", "i3d_r50"),
             detector="fasterrcnn_mobilenet_v3_large_320_fpn", bottomup_side=48, bottomup_proposals=4,
             bottomup_batch=1, videos=1, video_frames=2, image_batch=2,
             image_size=32, clip_batch=1, clip_len=2, detector_side=64, detector_batch=1, repeats=1, warmup=1,
-            train_batch=2, tiny_models=True, data="dry", data_workers=1)  # fmt: skip
+            train_batch=2, tiny_models=True, data="dry", data_workers=1, e2e="dry")  # fmt: skip
 
 #: dry-run model sizes (as the models' unit tests use)
 TINY = {
@@ -274,6 +278,28 @@ def train(name: str, device: str, sizes: Sizes) -> Iterator[tuple[str, str, dict
         yield precision, setting, {"value": r["samples_per_s"], "unit": "samples/s"}
 
 
+def e2e(device: str, sizes: Sizes, grad_checkpoint: bool) -> Iterator[tuple[str, str, dict]]:
+    """Samples/s of SiaSamRea's end-to-end training step (e2e_bench), fp32 and bf16, with its peak memory."""
+    import e2e_bench
+    import train_bench
+
+    s = e2e_bench.SIZES[sizes.e2e]
+    batch = e2e_bench.synthetic_batch(s, device)
+    for precision in PRECISIONS:
+        model = e2e_bench.build_model(s, grad_checkpoint=grad_checkpoint, device=device)
+        step = e2e_bench.train_step(model, batch, device=device)
+        cuda = device.startswith("cuda")
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        r = train_bench.time_steps(lambda step=step, p=precision: step(p), model, device=device,
+                                   batch_size=s.batch, steps=sizes.repeats, warmup=sizes.warmup)
+        note = f"peak {torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB" if cuda else ""
+        del model, step
+        setting = (f"siasamrea end to end train step, {s.describe()}, grad checkpointing "
+                   f"{'on' if grad_checkpoint else 'off'}, {r['params'] / 1e6:.1f}M params")
+        yield precision, setting, {"value": r["samples_per_s"], "unit": "samples/s", "note": note}
+
+
 def data_path(device: str, sizes: Sizes, workdir: Path, step_rate: float | None) -> Iterator[str]:
     """Rows of the data path: QADataset from TGIF-QA-sized shards through the training loader, 1 worker and
     one per CPU, pinned and copied to ``device``; beside the MSPAN bf16 step of this run (``step_rate``)."""
@@ -308,6 +334,9 @@ def jobs(device: str, sizes: Sizes, videos: list[Path], only: set[str]) -> Itera
     if "train" in only:
         for name in MODELS:
             yield "train", train(name, device, sizes)
+    if "e2e" in only:
+        for grad_checkpoint in (False, True):
+            yield "e2e", e2e(device, sizes, grad_checkpoint)
 
 
 def check_names() -> None:

@@ -13,7 +13,10 @@ synthetic batch at the paper's sizes, 2 CPU threads by default:
   ActivityNet widths, d = 512, batch 64, AdamW; official code: ikuinen/CMIN_moment_retrieval (its model,
   its Adam and its inverse-sqrt schedule, with the run-time workarounds cmin_bench describes);
 - **siasamrea**: paper defaults (H = 768, 2 layers, 8 frames a clip, N = 8 siamese clips), 64 feature
-  frames a video, batch 16; no public code, so the base network (N = 0) runs beside it instead.
+  frames a video, batch 16; no public code, so the base network (N = 0) runs beside it instead;
+- **siasamrea-e2e**: SiaSamRea end to end from raw frames (``benchmarks/e2e_bench.py``): ResNet-50 and a
+  BERT-base-shaped text encoder at a small input (112 px, 2 frames a clip, N = 2, batch 2), gradient
+  checkpointing off and on, and the frames decoded/s of its data path in the setting.
 
 Every contender of a model (ours, the official code) runs in every precision (``--precision``, default
 ``fp32,bf16``: ``torch.autocast`` in bf16 around the forward and the loss, applied here to the official
@@ -65,7 +68,7 @@ from train.tasks import compute_losses  # noqa: E402
 from train.tasks.qa_losses import open_ended_loss  # noqa: E402
 
 VOCAB, ANSWERS = 5000, 1000
-MODELS = ("mspan", "masn", "cmin", "siasamrea")
+MODELS = ("mspan", "masn", "cmin", "siasamrea", "siasamrea-e2e")
 
 
 # ============================================================================================ batches
@@ -330,6 +333,12 @@ def siasamrea_contenders(args: argparse.Namespace, device: str, official: str | 
                                 ours("siasamrea", base, batch, task="open", device=device, label="base N=0")])
 
 
+def siasamrea_e2e_contenders(args: argparse.Namespace, device: str, official: str | None) -> Lineup:
+    import e2e_bench  # SiaSamRea end to end from raw frames: its decode rate and its step
+
+    return e2e_bench.contenders(args, device, official)
+
+
 @dataclasses.dataclass(frozen=True)
 class Bench:
     """How one model is measured: its contenders, and where its official code is."""
@@ -344,6 +353,7 @@ BENCHES = {
     "masn": Bench(masn_contenders, "ahjeongseo/MASN-pytorch", ("model/masn.py",)),
     "cmin": Bench(cmin_contenders, "ikuinen/CMIN_moment_retrieval", ("models_/gcn_final.py", "modules_")),
     "siasamrea": Bench(siasamrea_contenders, None),
+    "siasamrea-e2e": Bench(siasamrea_e2e_contenders, None),
 }
 
 
@@ -492,7 +502,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU intra-op threads")
     parser.add_argument("--precision", default="fp32,bf16", help="comma-separated autocasts (fp32, bf16)")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="default: each model's (mspan 64, masn 32, cmin 64, siasamrea 16)")
+                        help="default: each model's (mspan 64, masn 32, cmin 64, siasamrea 16, "
+                        "siasamrea-e2e 2)")
     parser.add_argument("--steps", type=int, default=2, help="timed steps per contender and precision")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps (>= 1; the first counts FLOPs)")
     parser.add_argument("--official-dir", action="append", default=[], metavar="DIR",

@@ -62,7 +62,12 @@ class TrainConfig:
 
     Attributes:
         epochs: epochs to train.
-        batch_size: global batch size (divided over the processes under torchrun).
+        batch_size: global batch size of one optimiser step (divided over the processes under torchrun,
+            then into ``grad_accum`` micro-batches).
+        grad_accum: micro-batches per optimiser step (gradient accumulation): each process's loader yields
+            batch_size / (processes * grad_accum) questions at a time and the step's gradient is their
+            question-weighted mean, equal to one batch of batch_size up to float rounding (BatchNorm
+            statistics and dropout masks see the micro-batch). 1: no accumulation. Saves memory, not time.
         lr: learning rate.
         gamma: learning-rate factor at each scheduler step.
         seed: seeds Python, NumPy and torch, and the data order.
@@ -90,6 +95,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 64
     eval_batch_size: int | None = None  # None: same as batch_size
+    grad_accum: int = 1
     optimizer: str = "adam"  # adam | adamw | sgd
     lr: float = 1e-4
     weight_decay: float = 5e-6  # official MSPAN code (the paper gives none)
@@ -130,13 +136,15 @@ class TrainConfig:
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"train.{name}={getattr(self, name)!r} is invalid: {why}")
 
-        for name in ("epochs", "batch_size", "step_size", "keep_checkpoints", "log_every"):
+        for name in ("epochs", "batch_size", "grad_accum", "step_size", "keep_checkpoints", "log_every"):
             if getattr(self, name) < 1:
                 raise bad(name, "must be >= 1")
         for name in ("eval_batch_size", "answer_vocab_size", "max_question_len", "patience"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise bad(name, "must be >= 1 or null")
+        if self.batch_size % self.grad_accum:
+            raise bad("grad_accum", f"train.batch_size={self.batch_size} must be divisible by it")
         if self.num_workers < 0:
             raise bad("num_workers", "must be >= 0")
         if self.optimizer not in ("adam", "adamw", "sgd"):

@@ -1,21 +1,28 @@
 """The one training loop shared by every model, and its hooks.
 
 Like detectron2's ``SimpleTrainer``, :meth:`Trainer.run_step` is short: batch -> model -> loss dict ->
-sum -> backward -> clip -> optimiser step. Everything else (learning-rate schedule, validation and
-model selection, logging, checkpoints, early stopping) is a :class:`HookBase` subclass called at the
-start/end of training, at the end of each step and at the end of each epoch, in list order.
+sum -> backward -> clip -> optimiser step. With gradient accumulation (``train.grad_accum`` = N) a step
+is N micro-batches, each loss weighted by its share of the step's questions, so that N micro-batches of
+B/N give the gradient of one batch of B (up to float rounding; BatchNorm and dropout see the smaller
+batches). Steps never straddle epochs: an epoch's last step takes the micro-batches that are left, as the
+last batch of B would, so checkpoints (after each epoch) always fall on optimiser-step boundaries.
+
+Everything else (learning-rate schedule, validation and model selection, logging, checkpoints, early
+stopping) is a :class:`HookBase` subclass called at the start/end of training, at the end of each
+optimiser step and at the end of each epoch, in list order.
 
 The state that must survive a restart lives in :class:`TrainState` and is saved in checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +139,7 @@ class Trainer:
         loader_generator: reseeded with ``seed + epoch`` before each epoch (DataLoader worker seeds).
         seed: base seed for shuffling and workers.
         show_progress: show a tqdm bar.
+        grad_accum: micro-batches per optimiser step (the loader yields micro-batches); 1: one batch a step.
     """
 
     def __init__(
@@ -151,7 +159,11 @@ class Trainer:
         seed: int = 0,
         show_progress: bool = True,
         loss_fn: Callable[[Mapping[str, Tensor], Mapping[str, Any]], dict[str, Tensor]] | None = None,
+        grad_accum: int = 1,
     ) -> None:
+        if grad_accum < 1:
+            raise ValueError(f"grad_accum must be >= 1, got {grad_accum}")
+        self.grad_accum = grad_accum
         self.model = model
         self.optimizer = optimizer
         self.train_loader = train_loader
@@ -174,12 +186,33 @@ class Trainer:
             h.trainer = self
 
     # ------------------------------------------------------------------ the step
-    def run_step(self, batch: Mapping[str, Any]) -> dict[str, float]:
-        """One optimisation step on one batch. Returns the loss values (floats).
+    def run_step(self, batch: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> dict[str, float]:
+        """One optimisation step on one batch, or on a list of micro-batches (gradient accumulation).
+
+        Returns the step's loss values (floats): the question-weighted mean over its micro-batches.
 
         Raises:
             NonFiniteLossError: when the summed loss is NaN or infinite (on any process).
         """
+        micro = [batch] if isinstance(batch, Mapping) else list(batch)
+        sizes = [batch_questions(mb) for mb in micro]
+        self.optimizer.zero_grad(set_to_none=True)
+        step: dict[str, float] = {}
+        for i, mb in enumerate(micro):
+            weight = sizes[i] / sum(sizes)  # 1.0 exactly for a single batch
+            with self._sync_unless(i < len(micro) - 1):  # DDP all-reduces on the last micro-batch only
+                losses = self._backward(mb, weight)
+            for k, v in losses.items():
+                step[k] = step.get(k, 0.0) + weight * v
+        if self.grad_clip is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return step
+
+    def _backward(self, batch: Mapping[str, Any], weight: float) -> dict[str, float]:
+        """Forward one (micro-)batch and add ``weight`` times its summed loss's gradient."""
         batch = move_to_device(batch, self.device)
         with autocast_context(self.device, self.amp):
             outputs = self.model(batch)
@@ -192,14 +225,13 @@ class Trainer:
                 f"(global step {self.state.global_step + 1}): {values}; the run is stopped. Lower train.lr, "
                 f"set train.grad_clip, or check the features for NaN/inf values"
             )
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
-        if self.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        self.scaler.scale(total * weight if weight != 1.0 else total).backward()
         return {k: float(v.detach()) for k, v in losses.items()} | {"loss": float(total.detach())}
+
+    def _sync_unless(self, accumulating: bool) -> contextlib.AbstractContextManager:
+        """DDP's ``no_sync`` while gradients still accumulate; nothing otherwise."""
+        no_sync = getattr(self.model, "no_sync", None)
+        return no_sync() if accumulating and no_sync is not None else contextlib.nullcontext()
 
     # ------------------------------------------------------------------ epochs
     def train(self, max_epochs: int) -> TrainState:
@@ -232,9 +264,9 @@ class Trainer:
             leave=False,
             dynamic_ncols=True,
         )
-        for batch in bar:
+        for group in batched(bar, self.grad_accum):
             self.epoch_step += 1
-            losses = self.run_step(batch)
+            losses = self.run_step(group)
             self.state.global_step += 1
             self.last_losses = losses
             for k, v in losses.items():
@@ -252,6 +284,25 @@ class Trainer:
         n_all = sum(part_n for _, part_n in parts)
         totals = {k: sum(part_sums.get(k, 0.0) for part_sums, _ in parts) for k in sums}
         self.state.last_train = {k: v / max(n_all, 1) for k, v in totals.items()}
+
+
+def batched(batches: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    """Consecutive groups of ``n`` items; the last group holds what is left (one optimiser step each)."""
+    group: list[Any] = []
+    for item in batches:
+        group.append(item)
+        if len(group) == n:
+            yield group
+            group = []
+    if group:
+        yield group
+
+
+def batch_questions(batch: Mapping[str, Any]) -> int:
+    """The number of questions in a collated batch (its ``qid`` list, else the first tensor's rows)."""
+    if "qid" in batch:
+        return len(batch["qid"])
+    return next(int(v.shape[0]) for v in batch.values() if isinstance(v, Tensor) and v.dim() > 0)
 
 
 def evaluate(

@@ -50,9 +50,12 @@ def test_dry_run_runs_every_step_in_both_precisions_and_the_data_path(tmp_path):
     assert samples > 0 and per_worker == samples and step > 0
     assert ratio == pytest.approx(samples / step, rel=0.1)
     steps = [row.split(" | ")[2] for row in rows]
-    expected = ["appearance", "motion", "motion", "objects", "objects", *["train"] * len(MODELS)]
+    expected = ["appearance", "motion", "motion", "objects", "objects", *["train"] * len(MODELS), "e2e",
+                "e2e"]
     assert steps == expected, proc.stdout
     assert any("bottomup_r101_vg" in row for row in rows), proc.stdout
+    e2e = [row for row in rows if "| siasamrea end to end train step, resnet18 at 32 px" in row]
+    assert len(e2e) == 2 and "checkpointing off" in e2e[0] and "checkpointing on" in e2e[1], proc.stdout
     for name in MODELS:  # every registered model is trained
         assert any(f"| {name} train step, tiny config" in row for row in rows), (name, proc.stdout)
     for row in rows:  # fp32 and bf16 figures, both positive

@@ -26,9 +26,10 @@ log = logging.getLogger("train")
 RESUMABLE_KEYS = frozenset({"epochs", "num_workers", "log_every", "patience", "keep_checkpoints",
                             "glove_warn_coverage", "allow_zero_glove_coverage"})
 #: train.* keys an evaluation may set differently from the checkpoint's training config (they do not change
-#: the results); every other key is taken from the checkpoint, and a contradicting value is refused
-EVAL_RUNTIME_KEYS = RESUMABLE_KEYS | {"batch_size", "eval_batch_size", "ddp_find_unused_parameters",
-                                      "moment_nms", "moment_iou"}  # evaluation choices, not training
+#: the results; moment_nms and moment_iou are evaluation choices); every other key is taken from the
+#: checkpoint, and a contradicting value is refused
+EVAL_RUNTIME_KEYS = RESUMABLE_KEYS | {"batch_size", "grad_accum", "eval_batch_size",
+                                      "ddp_find_unused_parameters", "moment_nms", "moment_iou"}
 LOCK_NAME = ".vqa-train.lock"
 
 

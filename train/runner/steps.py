@@ -414,10 +414,10 @@ def fit(r: Run) -> None:
             r.state = TrainState.from_dict(r.eval_ckpt["state"])
         return
     cfg, dist = r.cfg, r.dist
-    if cfg.batch_size % dist.world_size:
+    if cfg.batch_size % (dist.world_size * cfg.grad_accum):
         raise ConfigError(
             f"train.batch_size={cfg.batch_size} is the global batch; it must be divisible by the "
-            f"number of processes ({dist.world_size})"
+            f"number of processes ({dist.world_size}) times train.grad_accum ({cfg.grad_accum})"
         )
     optimizer = build_optimizer(r.model, cfg)
     scheduler = build_scheduler(optimizer, cfg)
@@ -432,7 +432,8 @@ def fit(r: Run) -> None:
     sampler = sampler_cls(train_ds, num_replicas=dist.world_size, rank=dist.rank,
                           shuffle=True, seed=cfg.seed, drop_last=False)
     gen = torch.Generator()
-    train_loader = make_loader(train_ds, batch_size=cfg.batch_size // dist.world_size, sampler=sampler,
+    micro_batch = cfg.batch_size // (dist.world_size * cfg.grad_accum)
+    train_loader = make_loader(train_ds, batch_size=micro_batch, sampler=sampler,
                                collate=r.collate, cfg=cfg, pin=r.pin, generator=gen)
     r.writer = _tensorboard_writer(r, purge_step=None)
     hooks = build_hooks(r, scheduler)
@@ -441,7 +442,7 @@ def fit(r: Run) -> None:
         grad_clip=cfg.grad_clip, margin=cfg.hinge_margin, hinge_reduction=cfg.hinge_reduction,
         hooks=hooks.in_order(), loader_generator=gen,
         seed=cfg.seed, show_progress=r.spec.show_progress and dist.is_main,
-        loss_fn=r.task.loss_fn(r.settings),
+        loss_fn=r.task.loss_fn(r.settings), grad_accum=cfg.grad_accum,
     )
     if r.resume_from is not None:
         _resume(r, trainer, optimizer, scheduler)
@@ -450,6 +451,9 @@ def fit(r: Run) -> None:
         r.writer = hooks.metrics_log.writer = _tensorboard_writer(r, purge_step=trainer.state.global_step + 1)
     log.info("training %s on %s%s (%s) for %d epochs on %s, %d process(es)", r.spec.model, r.spec.dataset,
              f"/{r.spec.task}" if r.spec.task else "", r.task_type, cfg.epochs, r.device, dist.world_size)
+    if cfg.grad_accum > 1:
+        log.info("gradient accumulation: %d micro-batches of %d questions per process and optimiser step",
+                 cfg.grad_accum, micro_batch)
     r.state = trainer.train(cfg.epochs)
     barrier()
     r.best_path = load_best(r.model, r.ckpt_dir, r.state, r.metric, dist)

@@ -29,6 +29,7 @@ from train.provenance import CHECKPOINT_FORMAT, RANDOM_WEIGHTS_BANNER
 from train.recipes import get_recipe
 from train.tasks import TASKS, ItemError, get_task
 from train.text_encoder import TextEncoderError, for_checkpoint
+from train.tools.answer import frames as answer_frames
 from train.tools.answer.batch import BadRequest, parse_segment
 from train.tools.answer.results import (
     Answer,
@@ -109,7 +110,8 @@ class Answerer:
             raise AnswerError(f"{path}: {exc.args[0]}; this toolkit's vqa-answer cannot answer it") from None
         self.answer_vocab: list[str] = list(meta["answer_vocab"])
         entry = get_model(meta["model_name"])
-        feature_keys = tuple(entry.feature_keys) or tuple(feature_set.outputs)
+        self.frames = isinstance(feature_set, answer_frames.FrameInput)  # end to end: frames, not features
+        feature_keys = () if self.frames else tuple(entry.feature_keys) or tuple(feature_set.outputs)
         try:  # how the run read its questions and videos: vocabulary, standardisation, ...
             self.view = self.kind.answer_view(meta, source=str(path), feature_keys=feature_keys,
                                               text_encoder=text_encoder)
@@ -117,6 +119,8 @@ class Answerer:
             raise AnswerError(str(exc)) from None
         ragged = tuple(n for n, s in feature_set.outputs.items() if s.shape and s.shape[0] is None)
         self.collate = self.kind.answer_collate(ragged)
+        if self.frames:  # the kind's batch plus the clips' frames
+            self.collate = feature_set.collate(self.collate.answer_dtype)
         self.query_note: str | None = self.view.note
         self.features_note: str | None = None  # features recomputed by --features-like's extraction
 
@@ -167,12 +171,14 @@ class Answerer:
             text = for_checkpoint(reading, meta, text_encoder, source=str(path))
         except TextEncoderError as exc:
             raise AnswerError(str(exc)) from None
+        frames = answer_frames.uses_frames(cfg)  # end to end: the backbone is part of the weights
         model = entry.build(
             cfg,
             vocab_size=len(meta["question_vocab"]),
             num_answers=len(meta["answer_vocab"]),
             task_type=meta["task_type"],
             **({"text_encoder": text.model} if text is not None else {}),
+            **(answer_frames.model_inputs(cfg)[0] if frames else {}),
         )
         try:
             model.load_state_dict(ckpt["model"])
@@ -180,6 +186,10 @@ class Answerer:
             raise CheckpointError(
                 f"{path}: the weights do not fit model {meta['model_name']!r}: {str(exc).splitlines()[0]}"
             ) from None
+        if frames:
+            dev = torch.device(device)
+            return cls(model.to(dev), meta, answer_frames.FrameInput(cfg), path=path, device=dev,
+                       text_encoder=text)
         fprov, note = recompute_provenance(meta["provenance"]["features"].get("provenance") or {},
                                            features_like, source=str(path))
         files = resolve_backbone_files(
@@ -235,6 +245,8 @@ class Answerer:
         if not path.is_file():
             raise AnswerError(f"{path}: no such video file")
         fs = self.feature_set
+        if self.frames:
+            return fs.extract(path)
         try:
             chunks = list(fs.decode(path.stem, path))
             partials = fs.infer(chunks)
@@ -290,11 +302,14 @@ class Answerer:
               segment: tuple[float, float] | None = None, subtitle: str | None = None) -> dict[str, Any]:
         """The item of one question, built by the task kind as its training dataset builds items."""
         try:
-            return self.kind.new_item(self.view, feats.features, Path(feats.video).stem, question,
+            item = self.kind.new_item(self.view, feats.features, Path(feats.video).stem, question,
                                       candidates=candidates, segment=segment, subtitle=subtitle,
                                       duration=feats.duration)
         except ItemError as exc:
             raise AnswerError(str(exc)) from None
+        if self.frames:  # the question's evaluation clips, read as validation reads them
+            item.update(self.feature_set.clips(feats, segment))
+        return item
 
     def answer(
         self,
