@@ -116,7 +116,7 @@ def synthetic_batch(s: E2ESizes, device: str) -> dict:
 def train_step(model: torch.nn.Module, batch: dict, *, device: str):
     """``step(precision) -> loss``: forward and the shared loss under the autocast, backward, Adam."""
     from extract.accel import autocast
-    from train.losses import compute_losses
+    from train.tasks import compute_losses
 
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
