@@ -86,8 +86,9 @@ class Bottleneck3d(nn.Module):
         return self.relu(out + identity)
 
 
-class ResNeXtBottleneck3d(nn.Module):
-    """ResNeXt bottleneck: grouped 3x3x3 convolution, width ``cardinality * planes // 32``, expansion 2."""
+class ResNeXtBottleneck3d(Bottleneck3d):
+    """ResNeXt bottleneck: grouped 3x3x3 convolution, width ``cardinality * planes // 32``, expansion 2
+    (the same layers and forward as :class:`Bottleneck3d`, other widths)."""
 
     expansion = 2
 
@@ -100,7 +101,7 @@ class ResNeXtBottleneck3d(nn.Module):
         *,
         cardinality: int = 32,
     ):
-        super().__init__()
+        nn.Module.__init__(self)  # Bottleneck3d's layers, built here at the grouped widths
         mid = cardinality * (planes // 32)
         self.conv1 = _conv1x1x1(in_planes, mid)
         self.bn1 = nn.BatchNorm3d(mid)
@@ -110,13 +111,6 @@ class ResNeXtBottleneck3d(nn.Module):
         self.bn3 = nn.BatchNorm3d(planes * self.expansion)
         self.relu = nn.ReLU(inplace=True)
         self.downsample = downsample
-
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
 
 
 class ResNet3d(nn.Module):
