@@ -18,7 +18,9 @@ What ``models/siasamrea.py`` (module docstring, "End-to-end form") reads from th
   :class:`ClipSeedSampler`, whose seed is drawn from (``train.seed``, epoch, index): the clips of an item
   do not depend on the DataLoader worker that decodes it or on how many there are, and a resumed run draws
   the same clips. A video that fails while decoding in a worker gives no item: :class:`FrameCollate`
-  leaves it out of the batch (and says so in the worker's log); a batch of nothing but such videos stops
+  leaves it out of the batch and names it in ``skipped_qids`` (and the worker's log); training counts them
+  (``skipped_training_items`` in ``metrics.json``, kept in the checkpoints' loop state) and so does each
+  evaluated split (``skipped_questions`` beside its metrics); a batch of nothing but such videos stops
   the run with a message naming them.
 - :func:`load_backbone` builds the image backbone as extraction does (``extract.backbones.build_backbone``:
   local weight files, sha256, ``random`` for tests), handed to the model to be fine-tuned.
@@ -165,7 +167,7 @@ class FrameQADataset(Dataset):
             otherwise items ``index``: the ``eval_clips`` deterministic clips.
 
     An item is the question's item plus ``clips`` (K, Bf, S, S, 3) uint8, ``clip_valid`` (K, Bf) bool and
-    ``clip_index`` (K, Bf) int64 source frames; None when its video fails to decode.
+    ``clip_index`` (K, Bf) int64 source frames; ``{"qid", "decode_error"}`` when its video fails to decode.
     """
 
     def __init__(self, questions: QADataset, paths: Mapping[str, Path], model_cfg: Any, *,
@@ -194,7 +196,7 @@ class FrameQADataset(Dataset):
             item.update(self.read_clips(item["video_id"], item.get("segment"), seed))
         except VideoDecodeError as err:
             log.warning("skipped question %s: %s", item["qid"], err)
-            return None
+            return {"qid": item["qid"], "decode_error": str(err)}  # counted by the collate's batch
         return item
 
     def read_clips(self, video_id: str, segment: torch.Tensor | None,
@@ -223,16 +225,18 @@ class FrameQADataset(Dataset):
 
 class FrameCollate(QACollate):
     """``QACollate`` plus the clips (stacked into shared memory in a worker); items of videos that failed
-    to decode (None) are left out of the batch."""
+    to decode are left out of the batch and listed in ``skipped_qids`` (the trainer and the evaluation
+    count them: ``TrainState.skipped_items``, the split's ``skipped_questions``)."""
 
-    def __call__(self, items: Sequence[Mapping[str, Any] | None]) -> dict[str, Any]:
-        kept = [it for it in items if it is not None]
+    def __call__(self, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        kept = [it for it in items if "decode_error" not in it]
         if not kept:
             raise FeatureMismatchError(f"every video of a batch of {len(items)} failed to decode (see the "
                                        "warnings above); remove those videos or their questions")
         batch = super().__call__([{k: v for k, v in it.items() if k not in CLIP_KEYS} for it in kept])
         for key in CLIP_KEYS:
             batch[key] = stack([it[key] for it in kept])  # (B, K, ...)
+        batch["skipped_qids"] = [it["qid"] for it in items if "decode_error" in it]
         return batch
 
 

@@ -86,6 +86,7 @@ class TrainState:
     stop: bool = False
     last_val: dict[str, float] = field(default_factory=dict)
     last_train: dict[str, float] = field(default_factory=dict)
+    skipped_items: int = 0  # training items whose video failed to decode (``skipped_qids`` of the batches)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -195,6 +196,7 @@ class Trainer:
             NonFiniteLossError: when the summed loss is NaN or infinite (on any process).
         """
         micro = [batch] if isinstance(batch, Mapping) else list(batch)
+        self.state.skipped_items += sum(len(mb.get("skipped_qids", ())) for mb in micro)
         sizes = [batch_questions(mb) for mb in micro]
         self.optimizer.zero_grad(set_to_none=True)
         step: dict[str, float] = {}
@@ -338,8 +340,10 @@ def evaluate(
     was_training = model.training
     model.eval()
     ev = Evaluation(get_task(task_type), answer_vocab, **(moment or {}))
+    skipped: list[str] = []  # questions whose video failed to decode (the frame data path)
     with torch.no_grad():
         for batch in tqdm(loader, desc=desc, disable=not show_progress, leave=False, dynamic_ncols=True):
+            skipped += batch.get("skipped_qids", ())
             batch = move_to_device(batch, device)
             with autocast_context(device, amp):
                 outputs = model(batch)
@@ -354,7 +358,13 @@ def evaluate(
     else:
         records = list(merged.values())
     ev.records = records
-    return ev.metrics(), records
+    metrics = ev.metrics()
+    skipped_all = {q for part in all_gather_objects(skipped) for q in part}
+    if skipped_all:  # recorded beside the metrics: they are over the other questions
+        log.warning("%s: %d question(s) skipped, their video failed to decode, e.g. %s", desc,
+                    len(skipped_all), min(skipped_all))
+        metrics["skipped_questions"] = len(skipped_all)
+    return metrics, records
 
 
 # ---------------------------------------------------------------------- hooks

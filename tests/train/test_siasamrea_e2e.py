@@ -30,6 +30,7 @@ from pipelines.demo import generate_demo  # noqa: E402
 from pipelines.videowrite import write_video  # noqa: E402
 from train.checkpoint import load_checkpoint  # noqa: E402
 from train.frames import ClipSeedSampler, FrameCollate, FrameQADataset, item_seed  # noqa: E402
+from train.loop import Trainer, TrainState, evaluate  # noqa: E402
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "what", "colour", "color", "is", "the", "object", "in",
          "this", "clip", "?", "red", "green", "blue", "yellow", "magenta", "cyan", "square", "circle",
@@ -142,20 +143,45 @@ def test_clip_seeds_follow_seed_epoch_and_index():
     assert item_seed(3, 2, 1) != item_seed(3, 1, 1) != item_seed(4, 1, 1)
 
 
-def test_a_video_failing_in_a_worker_is_left_out_of_the_batch(tmp_path):
-    """A video that fails while decoding gives no item, and the collate leaves it out (never zeros)."""
+class _Linear(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(3, 4)
+
+    def forward(self, batch):
+        return {"logits": self.fc(batch["x"])}
+
+
+def test_a_video_failing_in_a_worker_is_left_out_of_the_batch_and_counted(tmp_path):
+    """A video that fails while decoding gives no item, and the collate leaves it out (never zeros) and
+    names it; the trainer counts it into its checkpointed state, the evaluation beside the split's metrics."""
     good = write_video(tmp_path / "good.mp4", np.full((20, 64, 64, 3), 90, np.uint8), fps=5.0)
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00not a video" * 100)
     q = _Questions()
     ds_good = FrameQADataset(q, {"long": good}, _config(num_siamese=0), train=False)
     ds_bad = FrameQADataset(q, {"long": bad}, _config(num_siamese=0), train=False)
-    assert ds_bad[0] is None
+    assert set(ds_bad[0]) == {"qid", "decode_error"}
     batch = FrameCollate()([ds_good[0], ds_bad[0], ds_good[0]])
     assert batch["clips"].shape == (2, 1, 2, 32, 32, 3)
     assert (batch["clips"] > 0).all()
+    assert batch["skipped_qids"] == [ds_bad[0]["qid"]] and FrameCollate()([ds_good[0]])["skipped_qids"] == []
     with pytest.raises(Exception, match="failed to decode"):
-        FrameCollate()([None, None])
+        FrameCollate()([ds_bad[0], ds_bad[0]])
+    # counted: training items in the loop state (saved in every checkpoint), questions per evaluated split
+    torch.manual_seed(0)
+    model, cpu = _Linear(), torch.device("cpu")
+    step = {"qid": ["a", "b"], "video_id": ["v", "w"], "x": torch.ones(2, 3), "answer": torch.tensor([0, 1]),
+            "skipped_qids": ["c"]}
+    tr = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), [step], task_type="open", device=cpu,
+                 show_progress=False)
+    tr.train(2)
+    assert tr.state.skipped_items == 2 and TrainState.from_dict(tr.state.to_dict()).skipped_items == 2
+    clean = {**step, "skipped_qids": []}
+    metrics, _ = evaluate(model, [step, clean], task_type="open", device=cpu, answer_vocab=list("abcd"))
+    assert metrics["skipped_questions"] == 1
+    clean_metrics, _ = evaluate(model, [clean], task_type="open", device=cpu, answer_vocab=list("abcd"))
+    assert "skipped_questions" not in clean_metrics
     with pytest.raises(VideoDecodeError):
         ds_bad.read_clips("long", None, None)
 

@@ -36,7 +36,14 @@ from train.checkpoint import (
 )
 from train.config import ConfigError, config_to_dict
 from train.data import check_feature_set
-from train.distributed import DistInfo, ShardedEvalSampler, barrier, cleanup_distributed, init_distributed
+from train.distributed import (
+    DistInfo,
+    ShardedEvalSampler,
+    all_gather_objects,
+    barrier,
+    cleanup_distributed,
+    init_distributed,
+)
 from train.loop import (
     CheckpointHook,
     EarlyStoppingHook,
@@ -541,6 +548,9 @@ def evaluate(r: Run) -> dict[str, Any]:
         result["text_rule"] = r.text_rule
     if r.feature_change is not None:
         result["feature_change"] = r.feature_change
+    skipped = sum(all_gather_objects(state.skipped_items))  # every process's training items
+    if skipped:
+        result["skipped_training_items"] = skipped  # their video failed to decode (train/frames.py)
     return result
 
 
