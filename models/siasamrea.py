@@ -646,7 +646,11 @@ class FrameEncoder(nn.Module):
         weight = valid.to(fmap.dtype).view(B, K, Bf, 1, 1, 1)
         clip = (fmap * weight).sum(2) / weight.sum(2).clamp(min=1)  # (B, K, D, h, w) temporal mean pooling
         cells = clip.flatten(3).transpose(2, 3)  # (B, K, h*w, D)
-        pos = (self.row.weight[:h, None] + self.col.weight[None, :w]).reshape(h * w, -1)  # (h*w, H)
+        # looked up, not sliced: with h = w = 1 a slice of each full table made autograd hand both tables
+        # one gradient tensor, and a second backward (gradient accumulation) then added into it twice
+        rows = self.row(torch.arange(h, device=cells.device))  # (h, H)
+        cols = self.col(torch.arange(w, device=cells.device))  # (w, H)
+        pos = (rows[:, None] + cols[None, :]).reshape(h * w, -1)  # (h*w, H)
         return self.proj(cells) + pos, (int(h), int(w))
 
 

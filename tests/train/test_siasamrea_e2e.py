@@ -8,6 +8,7 @@ random ResNet-18 at 32 px and a tiny BERT written here with ``save_pretrained`` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -312,3 +313,39 @@ def test_evaluation_scores_eval_clips_over_the_video_and_averages_them(tmp_path)
         keys = ("clips", "clip_valid", "clip_index")
         alone = [model({**batch, **{k: batch[k][:, i : i + 1] for k in keys}})["logits"] for i in range(3)]
     assert torch.allclose(together, torch.stack(alone).mean(0), atol=1e-5)
+
+
+def test_two_half_batches_give_the_gradient_of_the_whole_batch():
+    """Gradient accumulation is exact for the end-to-end model (BatchNorm frozen, no dropout): two
+    backward passes of half batches at weight 1/2 give every parameter the whole batch's gradient. At 32 px
+    (a 1 x 1 map) the cell-position tables once shared one gradient tensor and took the second half twice."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import e2e_bench
+
+    from train.tasks import compute_losses
+
+    sizes = dataclasses.replace(e2e_bench.SIZES["dry"], batch=4, num_siamese=1)
+    config = e2e_bench.config
+    try:
+        e2e_bench.config = lambda *a, **k: dataclasses.replace(config(*a, **k), freeze_bn=True, dropout=0.0)
+        model = e2e_bench.build_model(sizes, grad_checkpoint=False, device="cpu")
+    finally:
+        e2e_bench.config = config
+    for module in model.modules():  # the random BERT's dropout too
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if hasattr(module, "dropout_prob"):
+            module.dropout_prob = 0.0
+    batch = e2e_bench.synthetic_batch(sizes, "cpu") | {"qid": list("abcd"), "video_id": list("vvvv")}
+
+    def grads(parts):
+        model.zero_grad(set_to_none=True)
+        for weight, part in parts:
+            (weight * sum(compute_losses("open", model(part), part).values())).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    whole = grads([(1.0, batch)])
+    halves = grads([(0.5, {k: v[:2] for k, v in batch.items()}), (0.5, {k: v[2:] for k, v in batch.items()})])
+    assert whole.keys() == halves.keys() and "visual.row.weight" in whole
+    for name, g in whole.items():
+        torch.testing.assert_close(halves[name], g, rtol=1e-4, atol=1e-6, msg=name)
