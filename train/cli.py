@@ -284,7 +284,7 @@ def _configs(name: str, entry: ModelEntry, sections: list[dict[str, dict[str, An
     if eval_only:
         train_cfg, model_values, moment_values = _checkpoint_settings(name, checkpoint, sections, train_cfg)
     else:
-        if reader is None and merged["model"].get("input") != "frames":
+        if reader is None and merged["model"].get("input", "features") == "features":
             raise ConfigError("--features is required (only model.input=frames reads the videos instead)")
         model_values = merged["model"] if reader is None else fill_from_features(
             entry.config_cls, merged["model"], reader.outputs)

@@ -350,3 +350,17 @@ def test_two_half_batches_give_the_gradient_of_the_whole_batch():
     assert whole.keys() == halves.keys() and "visual.row.weight" in whole
     for name, g in whole.items():
         torch.testing.assert_close(halves[name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_without_features_only_the_frames_input_runs_and_a_typo_is_named(demo, tmp_path):
+    """No --features: the feature form says it needs them; a mistyped input names the value."""
+    root = demo / "demo" / "activitynet-qa"
+    base = [sys.executable, "-m", "train.cli", "siasamrea", "--dataset", "activitynet-qa",
+            "--root", str(root)]
+    plain = subprocess.run([*base, "--out", str(tmp_path / "a")], env=_env(), capture_output=True, text=True)
+    assert plain.returncode != 0 and "--features is required" in plain.stderr
+    assert "Traceback" not in plain.stderr
+    typo = subprocess.run([*base, "--out", str(tmp_path / "b"), "--set", "model.input=frame"], env=_env(),
+                          capture_output=True, text=True)
+    assert typo.returncode != 0 and "model.input='frame' is invalid" in typo.stderr
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing half-written
